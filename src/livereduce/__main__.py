@@ -1,0 +1,5 @@
+"""``python -m livereduce [CONFIG]``."""
+
+from livereduce.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,268 @@
+"""The ``/etc/livereduce.conf`` schema: every upstream key with upstream's default, the new keys, validation.
+
+The file is one JSON object. Upstream reads it with ``json.load`` and ignores what it does not know; here it
+is validated with pydantic, and every problem is reported as one line naming the file, the key, the value and
+what was expected (:class:`~livereduce.errors.ConfigError`, exit code 2). See ``docs/configuration.md``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, field_validator, model_validator
+
+from livereduce import instruments
+from livereduce.errors import ConfigError
+
+DEFAULT_CONFIG_PATH = Path("/etc/livereduce.conf")
+"""Upstream's configuration file, used when no path is given on the command line."""
+
+DEFAULT_PIXI_ENV = "mantid_dev"
+"""Upstream's default pixi environment name (``livereduce.sh``)."""
+
+MANTID_LISTENERS = (
+    "SNSLiveEventDataListener",
+    "ISISHistoDataListener",
+    "ISISLiveEventDataListener",
+    "KafkaEventListener",
+    "KafkaHistoListener",
+    "FileEventDataListener",
+    "FakeEventDataListener",
+    "TOPAZLiveEventDataListener",
+)
+"""Mantid's registered live listener class names: the vocabulary of the ``listener`` key."""
+
+OBSOLETE_KEYS = {
+    "mantid_loc": "directory of Mantid, replaced by CONDA_ENV/PIXI_ENV in 2022",
+    "post_process": "post-processing runs whenever the post-processing script exists (since 2017)",
+}
+"""Keys older upstream versions read; accepted with a warning and ignored, so old files keep working."""
+
+StartOption = Literal["from_start_of_run", "now"] | datetime
+Positive = Annotated[float, Field(gt=0)]
+
+
+class WatchdogConfig(BaseModel):
+    """The ``watchdog`` section, read by ``livereduce_watchdog.sh`` (upstream defaults)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    interval: Annotated[int, Field(ge=1)] = 60
+    """Seconds between two checks of the log file's age."""
+    threshold: Annotated[int, Field(ge=20)] = 300
+    """Seconds without a change of the log file before the watchdog restarts the service (minimum 20)."""
+
+
+class Config(BaseModel):
+    """All configuration keys with their defaults. Unknown keys are an error."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    # --- upstream keys ---------------------------------------------------------------------------------------
+    instrument: str | None = None
+    """Full or short instrument name; default: Mantid's ``default.instrument`` property."""
+    CONDA_ENV: str | None = None
+    """Legacy name of the environment (``-dev``/``-qa`` suffixes map to ``_dev``/``_qa``)."""
+    PIXI_ENV: str | None = None
+    """Pixi environment the wrapper ``livereduce.sh`` launches the daemon in (wins over CONDA_ENV)."""
+    script_dir: str | None = None
+    """Directory of the processing scripts; default ``/SNS/<short name>/shared/livereduce``."""
+    update_every: Positive = 30
+    """Seconds between the starts of two cycles (StartLiveData ``UpdateEvery``)."""
+    preserve_events: StrictBool = True
+    """Keep events in the accumulation (StartLiveData ``PreserveEvents``); false histograms each chunk."""
+    accum_method: Literal["Add", "Replace", "Append"] = "Add"
+    """StartLiveData ``AccumulationMethod``."""
+    periods: list[Annotated[int, Field(ge=1)]] | None = None
+    """Periods to read (``PeriodList``, ISIS histogram listener only)."""
+    spectra: list[Annotated[int, Field(ge=0)]] | None = None
+    """Spectra to read (``SpectraList``, ISIS histogram listener only)."""
+    system_mem_limit_perc: Annotated[float, Field(le=100)] = 70
+    """Memory limit of the daemon in percent of the total RAM; 0 or less disables the limit."""
+    mem_check_interval_sec: Positive = 1
+    """Seconds between two memory checks."""
+    watchdog: WatchdogConfig = WatchdogConfig()
+
+    # --- new keys --------------------------------------------------------------------------------------------
+    engine: Literal["auto", "mantid", "scipp"] = "auto"
+    """``auto``: mantid if it can be imported, else scipp."""
+    listener: Literal[MANTID_LISTENERS] | None = None  # type: ignore[valid-type]
+    """Listener class (Mantid's names); default: the instrument's live-data listener."""
+    address: str | None = None
+    """``host:port`` of the data source; default: the instrument's live-data address."""
+    filename: str | None = None
+    """NeXus file replayed by ``FileEventDataListener``."""
+    replay_speed: Annotated[float, Field(ge=0)] = 1
+    """File replay speed: 1 real time, N times faster, 0 as fast as possible."""
+    replay_chunk_pulses: Annotated[int, Field(ge=1)] | None = None
+    """At most this many pulses per chunk in a file replay (default: no limit)."""
+    event_rate: Positive = 20000
+    """Events per second of ``FakeEventDataListener``."""
+    end_run_every: Annotated[float, Field(ge=0)] = 0
+    """Seconds after which ``FakeEventDataListener`` ends a run and begins the next; 0: never."""
+    start: StartOption = "from_start_of_run"
+    """Where in the stream to start: ``from_start_of_run``, ``now`` or an ISO-8601 time (UTC if no zone)."""
+    run_transition: Literal["Restart", "Stop", "Rename"] = "Restart"
+    """Mantid's ``RunTransitionBehavior`` at the end of a run."""
+    log_file: str | None = None
+    """Log file; default as upstream (``/var/log/SNS_applications/livereduce.log`` for ``snsdata``)."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _reject_non_object(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            raise ValueError(f"the configuration must be a JSON object, got {type(data).__name__}")
+        return data
+
+    @field_validator("start", mode="before")
+    @classmethod
+    def _parse_start(cls, value: Any) -> Any:
+        if value in ("from_start_of_run", "now"):
+            return value
+        if isinstance(value, str):
+            try:
+                when = datetime.fromisoformat(value)
+            except ValueError:
+                pass
+            else:
+                return when if when.tzinfo else when.replace(tzinfo=UTC)
+        raise ValueError("expected 'from_start_of_run', 'now' or an ISO-8601 time such as '2026-01-31T12:00:00'")
+
+    # --- derived values --------------------------------------------------------------------------------------
+    @property
+    def env_name(self) -> str:
+        """Environment name as ``livereduce.sh`` chooses it: PIXI_ENV, else CONDA_ENV with its suffix mapped."""
+        if self.PIXI_ENV:
+            return self.PIXI_ENV
+        if self.CONDA_ENV:
+            for old, new in (("-dev", "_dev"), ("-qa", "_qa")):
+                if self.CONDA_ENV.endswith(old):
+                    return self.CONDA_ENV[: -len(old)] + new
+            return self.CONDA_ENV
+        return DEFAULT_PIXI_ENV
+
+    def instrument_info(self) -> instruments.InstrumentInfo:
+        """The instrument: the configured name, else Mantid's ``default.instrument`` property.
+
+        Raises:
+            ConfigError: no instrument is configured anywhere (upstream's message).
+        """
+        name = self.instrument or instruments.default_instrument()
+        if not name or not name.strip():
+            raise ConfigError("No instrument found in the configuration or Mantid.user.properties files")
+        return instruments.resolve(name.strip())
+
+    def resolved_script_dir(self) -> Path:
+        """``script_dir`` made absolute against the working directory, or ``/SNS/<short name>/shared/livereduce``."""
+        if self.script_dir:
+            return Path(os.path.abspath(self.script_dir))
+        return Path("/SNS") / self.instrument_info().short_name / "shared" / "livereduce"
+
+
+@dataclass(frozen=True)
+class LoadedConfig:
+    """A validated configuration and where it came from.
+
+    Attributes:
+        config: the validated keys with defaults applied.
+        path: absolute path of the file read, or None when the defaults are used.
+        sha256: hex SHA-256 of the file's bytes ("" for defaults), to recognise an identical re-save.
+        obsolete_keys: obsolete upstream keys found in the file (ignored; logged as warnings).
+    """
+
+    config: Config
+    path: Path | None
+    sha256: str
+    obsolete_keys: tuple[str, ...] = ()
+
+
+def choose_config_file(argument: str | None) -> Path | None:
+    """The configuration file to read, as upstream chooses it.
+
+    A path given on the command line must exist (upstream silently fell back to ``/etc/livereduce.conf``).
+    Without an argument, ``/etc/livereduce.conf`` is used if it exists and is not empty, else the defaults.
+
+    Raises:
+        ConfigError: the given path does not exist or is not a file.
+    """
+    if argument is not None:
+        path = Path(argument)
+        if not path.is_file():
+            raise ConfigError(f"configuration file '{argument}' does not exist")
+        return path.absolute()
+    if DEFAULT_CONFIG_PATH.is_file() and DEFAULT_CONFIG_PATH.stat().st_size > 0:
+        return DEFAULT_CONFIG_PATH
+    return None
+
+
+def load_config(argument: str | None) -> LoadedConfig:
+    """Choose, read and validate the configuration.
+
+    Args:
+        argument: the path given on the command line, or None.
+
+    Raises:
+        ConfigError: missing file, unreadable file, invalid JSON, or invalid keys/values; the message is one
+            line per problem naming the file and the key.
+    """
+    path = choose_config_file(argument)
+    if path is None:
+        return LoadedConfig(Config(), None, "")
+    try:
+        raw = path.read_bytes()
+    except OSError as err:
+        raise ConfigError(f"cannot read configuration file '{path}': {err.strerror}") from None
+    try:
+        data = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ConfigError(f"{path}: invalid JSON: {err}") from None
+    obsolete = tuple(key for key in OBSOLETE_KEYS if isinstance(data, dict) and key in data)
+    if obsolete:
+        data = {key: value for key, value in data.items() if key not in OBSOLETE_KEYS}
+    return LoadedConfig(validate(data, str(path)), path, hashlib.sha256(raw).hexdigest(), obsolete)
+
+
+def validate(data: Any, source: str) -> Config:
+    """Validate a decoded JSON value as a :class:`Config`.
+
+    Raises:
+        ConfigError: one line per problem, ``<source>: key '<key>' = <value>: expected ...``.
+    """
+    try:
+        return Config.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError("\n".join(_describe(source, problem) for problem in err.errors())) from None
+
+
+def _describe(source: str, problem: Any) -> str:
+    key = ".".join(str(part) for part in problem["loc"])
+    if problem["type"] == "extra_forbidden":
+        known = list(Config.model_fields) if len(problem["loc"]) == 1 else list(WatchdogConfig.model_fields)
+        close = difflib.get_close_matches(str(problem["loc"][-1]), known, n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else f" (known keys: {', '.join(known)})"
+        return f"{source}: unknown key '{key}'{hint}"
+    message = str(problem["msg"]).removeprefix("Value error, ").replace("Input should be", "expected")
+    if not key:
+        return f"{source}: {message}"
+    return f"{source}: key '{key}' = {json.dumps(problem['input'], default=str)}: {message}"
+
+
+def effective(loaded: LoadedConfig, engine: str) -> dict[str, Any]:
+    """The effective configuration as JSON-ready data: every key with its default, derived values resolved.
+
+    ``instrument`` is the resolved full name, ``script_dir`` the resolved directory, ``engine`` the engine that
+    would run. The result is itself a valid configuration file with the same behaviour.
+    """
+    config = loaded.config
+    values = config.model_dump(mode="json")
+    values["instrument"] = config.instrument_info().name
+    values["script_dir"] = str(config.resolved_script_dir())
+    values["engine"] = engine
+    return values

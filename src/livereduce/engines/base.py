@@ -1,0 +1,85 @@
+"""The Engine interface the supervisor drives, and what an engine reports back."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Protocol
+
+from livereduce.scripts import ProcessingScripts
+
+
+class EngineState(StrEnum):
+    """Lifecycle of one engine start."""
+
+    STARTING = "starting"
+    RUNNING = "running"
+    FINISHED = "finished"
+    FAILED = "failed"
+    STOPPED = "stopped"
+
+
+@dataclass
+class Health:
+    """A snapshot of an engine's progress (read by the supervisor; later the status file and sd_notify).
+
+    Attributes:
+        state: lifecycle state.
+        run_number: run of the data last extracted (0 when unknown or no run).
+        chunks: cycles completed since the engine started.
+        events: events extracted since the engine started.
+        accumulated_events: events in the accumulation now (0 when it holds histograms).
+        last_cycle_end: wall-clock time (seconds since the Unix epoch) of the end of the last cycle, or None.
+        last_cycle_duration: seconds the last cycle took, or None.
+        last_error: one-line description of the last error, "" if none.
+        source: one-line description of the data source's state.
+    """
+
+    state: EngineState = EngineState.STARTING
+    run_number: int = 0
+    chunks: int = 0
+    events: int = 0
+    accumulated_events: int = 0
+    last_cycle_end: float | None = None
+    last_cycle_duration: float | None = None
+    last_error: str = ""
+    source: str = ""
+    errors: int = field(default=0)
+
+
+@dataclass(frozen=True)
+class EngineFinished:
+    """The engine ended by itself without error (``run_transition`` Stop at the end of a run)."""
+
+    reason: str
+
+
+@dataclass(frozen=True)
+class EngineFailed:
+    """The engine ended with an error it cannot recover from (e.g. the source broke)."""
+
+    error: BaseException
+
+
+EngineEvent = EngineFinished | EngineFailed
+Notify = Callable[[EngineEvent], None]
+
+
+class Engine(Protocol):
+    """What the supervisor drives. ``start`` returns once the engine runs in its own thread(s)."""
+
+    name: str
+
+    def start(self, scripts: ProcessingScripts, notify: Notify) -> None:
+        """Connect to the source and start cycling with these scripts.
+
+        Raises:
+            SourceError: the source cannot be opened or connected.
+        """
+
+    def stop(self, timeout: float) -> bool:
+        """Stop cycling; True if everything stopped within ``timeout`` seconds."""
+
+    def health(self) -> Health:
+        """A snapshot of the engine's progress."""

@@ -1,0 +1,156 @@
+"""The chunk: scippnexus's representation of ``NXevent_data``, plus the run's metadata.
+
+A chunk is a :class:`scipp.DataArray` with one dimension ``event_time_zero`` (one entry per pulse). Each
+element is a bin of events, as ``scippnexus`` loads an ``NXevent_data`` group, so a processing script developed
+on a file opened with scippnexus runs unchanged on live chunks:
+
+* ``event_time_zero``: pulse time, ``datetime64`` [ns] (UTC), a coordinate of the pulse dimension;
+* events: data ``float32`` [counts] (weights, all 1), coordinates ``event_id`` (``int32``, pixel, no unit)
+  and ``event_time_offset`` (``float32`` [µs], time of flight from the pulse);
+* ``proton_charge`` (optional): ``float64`` [pC] per pulse, a coordinate of the pulse dimension;
+* run metadata as unaligned scalar coordinates: ``run_number`` (int64), ``start_time`` (datetime64 [ns]),
+  ``instrument_name`` (str), and one coordinate per sample-environment log holding a time-series DataArray
+  (dimension ``time``) of the values recorded during the chunk.
+
+Unaligned coordinates are dropped by scipp when two arrays disagree on them, so they never block arithmetic.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import scipp as sc
+
+PULSE_DIM = "event_time_zero"
+EVENT_DIM = "event"
+RUN_METADATA = ("run_number", "start_time", "instrument_name")
+
+
+@dataclass
+class RunMetadata:
+    """What a source knows about the run, attached to each chunk.
+
+    Attributes:
+        run_number: run number, 0 if unknown.
+        start_time: start of the run (UTC), or None.
+        instrument_name: instrument name as the source reports it ("" if unknown).
+        logs: sample-environment logs for the chunk's time span, name -> DataArray over dimension ``time``.
+    """
+
+    run_number: int = 0
+    start_time: np.datetime64 | None = None
+    instrument_name: str = ""
+    logs: dict[str, sc.DataArray] = field(default_factory=dict)
+
+
+def make_chunk(
+    event_id: np.ndarray | sc.Variable,
+    event_time_offset: np.ndarray | sc.Variable,
+    pulse_times: np.ndarray,
+    event_index: np.ndarray,
+    metadata: RunMetadata,
+    proton_charge: np.ndarray | None = None,
+) -> sc.DataArray:
+    """Build a chunk from flat event arrays.
+
+    Args:
+        event_id: pixel of each event, shape (n_events,), int32 (a scipp Variable is used without copying).
+        event_time_offset: time of flight of each event in µs, shape (n_events,), float32.
+        pulse_times: pulse times, shape (n_pulses,), ``datetime64[ns]``.
+        event_index: index of the first event of each pulse, shape (n_pulses,), non-decreasing.
+        metadata: run metadata to attach.
+        proton_charge: charge of each pulse in pC, shape (n_pulses,), or None.
+
+    Returns:
+        The chunk, dims ``(event_time_zero,)``, binned over ``event``.
+    """
+    ids = _as_variable(event_id, "int32", None)
+    tof = _as_variable(event_time_offset, "float32", "us")
+    events = sc.DataArray(
+        sc.ones(sizes={EVENT_DIM: ids.shape[0]}, dtype="float32", unit="counts"),
+        coords={"event_id": ids, "event_time_offset": tof},
+    )
+    begin = np.asarray(event_index, dtype=np.int64)
+    end = np.append(begin[1:], ids.shape[0]).astype(np.int64)
+    binned = sc.bins(
+        begin=sc.array(dims=[PULSE_DIM], values=begin, unit=None),
+        end=sc.array(dims=[PULSE_DIM], values=end, unit=None),
+        dim=EVENT_DIM,
+        data=events,
+    )
+    chunk = sc.DataArray(binned, coords={PULSE_DIM: sc.array(dims=[PULSE_DIM], values=pulse_times, unit="ns")})
+    if proton_charge is not None:
+        chunk.coords["proton_charge"] = sc.array(dims=[PULSE_DIM], values=proton_charge, unit="pC", dtype="float64")
+    attach_metadata(chunk, metadata)
+    return chunk
+
+
+def empty_chunk(metadata: RunMetadata) -> sc.DataArray:
+    """A chunk with no pulses (a cycle in which the source delivered nothing)."""
+    return make_chunk(
+        np.empty(0, np.int32), np.empty(0, np.float32), np.empty(0, "datetime64[ns]"), np.empty(0, np.int64), metadata
+    )
+
+
+def attach_metadata(target: sc.DataArray, metadata: RunMetadata) -> None:
+    """Set the run metadata as unaligned scalar coordinates of ``target`` (in place)."""
+    values: dict[str, sc.Variable] = {
+        "run_number": sc.scalar(metadata.run_number, unit=None, dtype="int64"),
+        "instrument_name": sc.scalar(metadata.instrument_name),
+    }
+    if metadata.start_time is not None:
+        values["start_time"] = sc.scalar(np.datetime64(metadata.start_time, "ns"), unit="ns")
+    values.update({name: sc.scalar(log) for name, log in metadata.logs.items()})
+    for name, value in values.items():
+        target.coords[name] = value
+        target.coords.set_aligned(name, False)
+
+
+def metadata_of(data: sc.DataArray) -> RunMetadata:
+    """The run metadata attached to a chunk or accumulation (defaults for what is missing)."""
+    coords = data.coords
+    logs = {
+        name: coords[name].value
+        for name in coords
+        if name not in RUN_METADATA and coords[name].ndim == 0 and isinstance(coords[name].value, sc.DataArray)
+    }
+    return RunMetadata(
+        run_number=int(coords["run_number"].value) if "run_number" in coords else 0,
+        start_time=coords["start_time"].value if "start_time" in coords else None,
+        instrument_name=str(coords["instrument_name"].value) if "instrument_name" in coords else "",
+        logs=logs,
+    )
+
+
+def is_event_chunk(data: object) -> bool:
+    """True for a DataArray of events binned by pulse only (a chunk, or an accumulation of chunks)."""
+    return isinstance(data, sc.DataArray) and data.dims == (PULSE_DIM,) and data.bins is not None
+
+
+def flat_events(data: sc.DataArray) -> sc.DataArray:
+    """All events of binned data as one flat table (dimension ``event``).
+
+    A view (no copy) when the bins are contiguous from the start of their buffer, as in a chunk or an
+    accumulation made by livereduce; otherwise a copy (``data.bins.concat()``). The fastest start for a
+    whole-chunk histogram: ``flat_events(input).hist(event_id=...)``.
+    """
+    constituents = data.bins.constituents
+    begin = constituents["begin"].values
+    end = constituents["end"].values
+    if data.ndim == 1 and (begin.size == 0 or (begin[0] == 0 and np.array_equal(begin[1:], end[:-1]))):
+        return constituents["data"][constituents["dim"], 0 : int(end[-1]) if end.size else 0]
+    return data.bins.concat().value
+
+
+def event_count(data: object) -> int:
+    """Number of events in binned data (0 for dense data or other objects)."""
+    if isinstance(data, sc.DataArray) and data.bins is not None:
+        return int(data.bins.size().sum().value)
+    return 0
+
+
+def _as_variable(values: np.ndarray | sc.Variable, dtype: str, unit: str | None) -> sc.Variable:
+    if isinstance(values, sc.Variable):
+        return values
+    return sc.array(dims=[EVENT_DIM], values=values, dtype=dtype, unit=unit)
