@@ -64,7 +64,7 @@ class ProcessingScripts:
     proc: Script | None
     post_proc: Script | None
 
-    def __iter__(self):  # noqa: ANN204 - iterator over the scripts present
+    def __iter__(self):
         return iter(script for script in (self.proc, self.post_proc) if script is not None)
 
 

@@ -29,6 +29,6 @@ def create_engine(name: str, config: Config) -> Engine:
 
         return ScippEngine(config)
     raise EngineError(
-        f"engine '{name}' is not available in this version of livereduce; set \"engine\": \"scipp\" "
+        f'engine \'{name}\' is not available in this version of livereduce; set "engine": "scipp" '
         f"(environment '{config.env_name}')"
     )

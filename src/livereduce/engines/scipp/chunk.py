@@ -49,6 +49,7 @@ def make_chunk(
     event_time_offset: np.ndarray | sc.Variable,
     pulse_times: np.ndarray,
     event_index: np.ndarray,
+    *,
     metadata: RunMetadata,
     proton_charge: np.ndarray | None = None,
 ) -> sc.DataArray:
@@ -89,7 +90,11 @@ def make_chunk(
 def empty_chunk(metadata: RunMetadata) -> sc.DataArray:
     """A chunk with no pulses (a cycle in which the source delivered nothing)."""
     return make_chunk(
-        np.empty(0, np.int32), np.empty(0, np.float32), np.empty(0, "datetime64[ns]"), np.empty(0, np.int64), metadata
+        np.empty(0, np.int32),
+        np.empty(0, np.float32),
+        np.empty(0, "datetime64[ns]"),
+        np.empty(0, np.int64),
+        metadata=metadata,
     )
 
 

@@ -28,7 +28,5 @@ def create_listener(config: Config) -> Listener:
             f"no listener: set 'listener' (instrument '{config.instrument_info().name}' has no live-data listener)"
         )
     if name not in LISTENERS:
-        raise ConfigError(
-            f"listener '{name}' is not available in the scipp engine (available: {', '.join(LISTENERS)})"
-        )
+        raise ConfigError(f"listener '{name}' is not available in the scipp engine (available: {', '.join(LISTENERS)})")
     return LISTENERS[name](config)

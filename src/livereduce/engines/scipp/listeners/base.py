@@ -63,6 +63,10 @@ class Listener(ABC):
     def run_number(self) -> int:
         """Run number of the data last extracted, 0 if unknown."""
 
+    def disconnect(self) -> None:
+        """Close the source (default: nothing to close)."""
+        return
+
     def data_reset(self) -> bool:
         """True once after the source discarded its history (the next accumulation starts afresh)."""
         return False

@@ -107,7 +107,14 @@ class FakeEventDataListener(Listener):
             logs={"temperature": self._temperature(seconds)} if n_pulses else {},
         )
         charge = self._rng.normal(4.0e6, 0.05e6, size=n_pulses)
-        return make_chunk(self._pixels(total), self._time_of_flight(total), pulse_times, event_index, metadata, charge)
+        return make_chunk(
+            self._pixels(total),
+            self._time_of_flight(total),
+            pulse_times,
+            event_index,
+            metadata=metadata,
+            proton_charge=charge,
+        )
 
     def _pixels(self, n: int) -> np.ndarray:
         """70 % of events in a Gaussian beam-centre peak (sigma 6 pixels), 30 % flat background."""
@@ -128,6 +135,7 @@ class FakeEventDataListener(Listener):
         values = 300.0 + 2.0 * np.sin(2 * math.pi * stamps / 600.0)
         return sc.DataArray(
             sc.array(dims=["time"], values=values, unit="K"),
-            coords={"time": sc.array(dims=["time"], values=(stamps * 1e9).astype("int64"), unit="ns",
-                                     dtype="datetime64")},
+            coords={
+                "time": sc.array(dims=["time"], values=(stamps * 1e9).astype("int64"), unit="ns", dtype="datetime64")
+            },
         )

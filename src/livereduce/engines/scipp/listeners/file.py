@@ -109,7 +109,11 @@ class FileEventDataListener(Listener):
         events = sum(bank.event_id.shape[0] for bank in self._banks)
         _log.info(
             "Replaying %s: %d events in %d pulses from %s at speed %s",
-            self.path, events, self._pulse_times.size, ", ".join(bank.path for bank in self._banks), self.speed,
+            self.path,
+            events,
+            self._pulse_times.size,
+            ", ".join(bank.path for bank in self._banks),
+            self.speed,
         )
 
     def start(self, position: StartPosition) -> None:
@@ -142,12 +146,13 @@ class FileEventDataListener(Listener):
             raise SourceError(f"'{self.path}' cannot be read (truncated or corrupt?): {err}") from None
         times = self._pulse_times[first:last]
         metadata = RunMetadata(
-            self._metadata.run_number, self._metadata.start_time, self._metadata.instrument_name, _logs_between(
-                self._logs, times
-            )
+            self._metadata.run_number,
+            self._metadata.start_time,
+            self._metadata.instrument_name,
+            _logs_between(self._logs, times),
         )
         charge = self._charge[first:last] if self._charge is not None else None
-        return make_chunk(event_id, tof, times, event_index, metadata, charge)
+        return make_chunk(event_id, tof, times, event_index, metadata=metadata, proton_charge=charge)
 
     def run_status(self) -> RunStatus:
         return self._status
@@ -157,6 +162,9 @@ class FileEventDataListener(Listener):
 
     def is_connected(self) -> bool:
         return self._file is not None
+
+    def disconnect(self) -> None:
+        self._close()
 
     def event_id_range(self) -> tuple[int, int]:
         return self._event_ids
@@ -182,7 +190,10 @@ class FileEventDataListener(Listener):
             upper = self._pulse_times[last]
         lower = self._pulse_times[first] if first < self._pulse_times.size else None
         ranges = [_bank_pulses(bank, lower, upper) for bank in self._banks]
-        counts = [bank.first_event[b + 1 : e + 1] - bank.first_event[b:e] for bank, (b, e) in zip(self._banks, ranges)]
+        counts = [
+            bank.first_event[b + 1 : e + 1] - bank.first_event[b:e]
+            for bank, (b, e) in zip(self._banks, ranges, strict=True)
+        ]
         total = sum(int(c.sum()) for c in counts)
         event_id = sc.empty(sizes={EVENT_DIM: total}, dtype="int32", unit=None)
         tof = sc.empty(sizes={EVENT_DIM: total}, dtype="float32", unit="us")
@@ -193,25 +204,25 @@ class FileEventDataListener(Listener):
             _read_into(bank.event_time_offset, start, stop, tof.values, bank.tof_scale)
             event_index = bank.first_event[b:e] - start
             return event_id, tof, event_index
-        return self._read_merged(first, last, ranges, counts, event_id, tof)
+        return self._read_merged(self._pulse_times[first:last], ranges, counts, (event_id, tof))
 
     def _read_merged(
         self,
-        first: int,
-        last: int,
+        times: np.ndarray,
         ranges: list[tuple[int, int]],
         counts: list[np.ndarray],
-        event_id: sc.Variable,
-        tof: sc.Variable,
+        targets: tuple[sc.Variable, sc.Variable],
     ) -> tuple[sc.Variable, sc.Variable, np.ndarray]:
         """Merge several banks: the events of one pulse from all banks become one pulse of the chunk."""
-        times = self._pulse_times[first:last]
-        slots = [np.searchsorted(times, bank.pulse_times[b:e]) for bank, (b, e) in zip(self._banks, ranges)]
-        per_pulse = sum(np.bincount(s, weights=c, minlength=times.size) for s, c in zip(slots, counts))
+        event_id, tof = targets
+        slots = [
+            np.searchsorted(times, bank.pulse_times[b:e]) for bank, (b, e) in zip(self._banks, ranges, strict=True)
+        ]
+        per_pulse = sum(np.bincount(s, weights=c, minlength=times.size) for s, c in zip(slots, counts, strict=True))
         per_pulse = np.asarray(per_pulse, dtype=np.int64)
         event_index = np.concatenate([[0], np.cumsum(per_pulse)[:-1]]).astype(np.int64)
         filled = event_index.copy()
-        for bank, (b, e), slot, count in zip(self._banks, ranges, slots, counts):
+        for bank, (b, e), slot, count in zip(self._banks, ranges, slots, counts, strict=True):
             start, stop = int(bank.first_event[b]), int(bank.first_event[e])
             ids = np.empty(stop - start, np.int32)
             offsets = np.empty(stop - start, np.float32)
@@ -336,7 +347,7 @@ def _read_metadata(
     path: Path, file: h5py.File, event_group: str
 ) -> tuple[RunMetadata, dict[str, sc.DataArray], np.ndarray | None]:
     """Run number, start time, instrument name, per-pulse proton charge and NXlog logs of the entry."""
-    entry = file[event_group.split("/")[0]]
+    entry = file[event_group.split("/", maxsplit=1)[0]]
     run = _scalar(entry, "run_number")
     name = _scalar(entry, "instrument/name") or _scalar(entry, "name") or ""
     start = _scalar(entry, "start_time")
@@ -348,9 +359,11 @@ def _read_metadata(
     logs: dict[str, sc.DataArray] = {}
     log_groups: list[str] = []
     entry.visititems(
-        lambda key, obj: log_groups.append(f"{entry.name}/{key}")
-        if isinstance(obj, h5py.Group) and _text(obj.attrs.get("NX_class", "")) == "NXlog"
-        else None
+        lambda key, obj: (
+            log_groups.append(f"{entry.name}/{key}")
+            if isinstance(obj, h5py.Group) and _text(obj.attrs.get("NX_class", "")) == "NXlog"
+            else None
+        )
     )
     if log_groups:
         with snx.File(path) as nexus:

@@ -1,0 +1,126 @@
+"""Command line: ``livereduce [CONFIG]`` runs the daemon; ``--check`` and ``--print-config`` inspect.
+
+Errors map to exit codes here and only here (see :mod:`livereduce.errors`): a
+:class:`~livereduce.errors.LiveReduceError` is one line in the log (and on stdout), never a traceback wall.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+
+from livereduce import __version__, logs
+from livereduce.config import OBSOLETE_KEYS, LoadedConfig, effective, load_config
+from livereduce.engines import create_engine, select_engine
+from livereduce.errors import EXIT_INTERNAL, EXIT_OK, LiveReduceError
+from livereduce.scripts import load_scripts
+from livereduce.supervisor import Supervisor
+
+_log = logging.getLogger("livereduce")
+_config_log = logging.getLogger("livereduce.Config")
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="livereduce",
+        description="Live data reduction daemon. Configuration: CONFIG, else /etc/livereduce.conf, else defaults.",
+        epilog="Exit codes: 0 clean stop, 1 internal error, 2 configuration/script error, 3 data source error, "
+        "4 engine unavailable.",
+    )
+    parser.add_argument("config", nargs="?", help="configuration file (JSON)")
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--check", action="store_true", help="validate configuration and scripts, start nothing")
+    mode.add_argument("--print-config", action="store_true", help="print the effective configuration and exit")
+    parser.add_argument("--version", action="version", version=f"livereduce {__version__}")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``livereduce`` command and ``scripts/livereduce.py``; returns the exit code."""
+    args = parse_args(argv)
+    if args.check or args.print_config:
+        return _inspect(args)
+    logs.start_stdout_logging()
+    try:
+        return _run_daemon(args.config)
+    except LiveReduceError as err:
+        _log.error("%s", err)
+        return err.exit_code
+    except Exception:  # noqa: BLE001 - a bug: logged with its traceback, exit code 1
+        _log.exception("internal error")
+        return EXIT_INTERNAL
+
+
+def _run_daemon(config_argument: str | None) -> int:
+    try:
+        loaded = load_config(config_argument)
+    except LiveReduceError:
+        _start_file_logging(None)
+        raise
+    log_path = _start_file_logging(loaded.config.log_file)
+    _log.info("logging started by user '%s'", logs.user_name())
+    _log.info("using python interpreter %s", sys.executable)
+    _log.info("log file %s", log_path)
+    _log_config(loaded)
+    engine_name = select_engine(loaded.config)
+    settings = effective(loaded, engine_name)
+    _log.info("Configuration options: %s", json.dumps(settings, sort_keys=True, indent=2))
+    engine = create_engine(engine_name, loaded.config)
+    scripts = load_scripts(loaded.config.resolved_script_dir(), loaded.config.instrument_info().short_name)
+    return Supervisor(engine, scripts).run()
+
+
+def _start_file_logging(log_file: str | None) -> str:
+    try:
+        return str(logs.start_file_logging(log_file))
+    except OSError as err:
+        if log_file is None:  # the default location is best effort for early errors
+            return f"(none: {err})"
+        raise LiveReduceError(f"cannot open log file '{log_file}': {err.strerror}") from None
+
+
+def _log_config(loaded: LoadedConfig) -> None:
+    if loaded.path is None:
+        _config_log.info("Using default configuration")
+    else:
+        _config_log.info("Loading configuration from '%s'", loaded.path)
+    for key in loaded.obsolete_keys:
+        _config_log.warning("Ignoring obsolete key '%s' (%s)", key, OBSOLETE_KEYS[key])
+    _config_log.info("Finished parsing configuration")
+    _config_log.info("PIXI_ENV = %s", loaded.config.env_name)
+    if loaded.config.instrument is None:
+        _config_log.info("Using default instrument")
+    info = loaded.config.instrument_info()
+    _config_log.info(
+        'self.instrument="%s" (short name %s, facility %s)', info.name, info.short_name, info.facility or "unknown"
+    )
+
+
+def _inspect(args: argparse.Namespace) -> int:
+    """``--check`` / ``--print-config``: messages on stdout/stderr, no log file, nothing started."""
+    try:
+        loaded = load_config(args.config)
+        engine_name = select_engine(loaded.config)
+        settings = effective(loaded, engine_name)
+        if args.print_config:
+            print(json.dumps(settings, sort_keys=True, indent=2))
+            return EXIT_OK
+        create_engine(engine_name, loaded.config)
+        scripts = load_scripts(loaded.config.resolved_script_dir(), loaded.config.instrument_info().short_name)
+    except LiveReduceError as err:
+        print(f"livereduce: {err}", file=sys.stderr)
+        return err.exit_code
+    source = str(loaded.path) if loaded.path else "defaults"
+    print(f"configuration {source}: OK (instrument {settings['instrument']}, engine {engine_name})")
+    for script in scripts:
+        print(f"{script.property_name} {script.path}: OK")
+    for key in loaded.obsolete_keys:
+        print(f"warning: obsolete key '{key}' is ignored ({OBSOLETE_KEYS[key]})")
+    return EXIT_OK
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())
