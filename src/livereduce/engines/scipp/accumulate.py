@@ -54,7 +54,7 @@ def histogram_events(processed: Data, event_ids: tuple[int, int]) -> Data:
     for name, coord in processed.coords.items():
         if coord.ndim == 0:
             counts.coords[name] = coord
-            counts.coords.set_aligned(name, processed.coords.is_aligned(name))
+            counts.coords.set_aligned(name, coord.aligned)
     return counts
 
 
@@ -92,10 +92,18 @@ class Accumulator:
         else:
             self._events = None
             result = processed if method == "Replace" else _combine(self.accumulation, processed, method)
-        if isinstance(result, sc.DataArray):
-            attach_metadata(result, metadata)
+        _attach_everywhere(result, metadata)
         self.accumulation = result
         return result
+
+
+def _attach_everywhere(data: Data, metadata: RunMetadata) -> None:
+    """Attach the run metadata to a DataArray, or to every DataArray member of a DataGroup."""
+    if isinstance(data, sc.DataArray):
+        attach_metadata(data, metadata)
+    elif isinstance(data, sc.DataGroup):
+        for member in data.values():
+            _attach_everywhere(member, metadata)
 
 
 def _combine(accumulation: Data, processed: Data, method: Method) -> Data:
@@ -117,8 +125,16 @@ def _combine(accumulation: Data, processed: Data, method: Method) -> Data:
             raise AccumulationError("the sizes differ")
         accumulation += processed
         return accumulation
-    except (AccumulationError, sc.DimensionError, sc.DatasetError, sc.UnitError, sc.DTypeError, ValueError) as err:
-        message = str(err).splitlines()[0] if str(err) else type(err).__name__
+    except (
+        AccumulationError,
+        sc.DimensionError,
+        sc.DatasetError,
+        sc.UnitError,
+        sc.DTypeError,
+        sc.VariableError,
+        ValueError,
+    ) as err:
+        message = " ".join(str(err).split()) or type(err).__name__
         raise AccumulationError(
             f"cannot {method} the processed chunk {describe(processed)} to the accumulation "
             f"{describe(accumulation)}: {message}"

@@ -21,6 +21,7 @@ import psutil
 
 from livereduce.config import Config
 from livereduce.engines.base import EngineFailed, EngineFinished, EngineState, Health, Notify
+from livereduce.engines.scipp.accumulate import describe
 from livereduce.engines.scipp.chunk import event_count
 from livereduce.engines.scipp.cycle import OUTPUT_WORKSPACE, CycleResult, LiveDataLoader
 from livereduce.engines.scipp.listeners import create_listener
@@ -142,7 +143,8 @@ class ScippEngine:
         return False
 
     def _record(self, chunk: int, result: CycleResult, duration: float) -> None:
-        accumulated = event_count(self.loader.accumulator.accumulation)
+        accumulation = self.loader.accumulator.accumulation
+        accumulated = event_count(accumulation)
         with self._lock:
             health = self._health
             health.chunks = chunk
@@ -156,14 +158,14 @@ class ScippEngine:
                 health.errors += 1
                 health.last_error = str(result.error)
         _log.info(
-            "Chunk %d: %d events in %d pulses (run %d, %s)%s; accumulation: %d events; %.3f s",
+            "Chunk %d: %d events in %d pulses (run %d, %s)%s; accumulation: %s; %.3f s",
             chunk,
             result.events,
             result.pulses,
             result.run_number,
             result.status.name,
             "" if result.accumulated else " dropped",
-            accumulated,
+            f"{accumulated} events" if accumulated else describe(accumulation),
             duration,
         )
         if result.error is not None:

@@ -1,0 +1,158 @@
+"""Shared fixtures: the SANS2D file, and running the real daemon as a subprocess."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+ENTRY_POINT = ROOT / "scripts" / "livereduce.py"
+SANS2D = ROOT.parent / "shared" / "data" / "SANS2D_minimal.nxs"
+SANS2D_EVENTS = 237_078
+
+
+@pytest.fixture(scope="session")
+def sans2d() -> Path:
+    """Path of the real SANS2D event file (read-only, never copied into the repository)."""
+    if not SANS2D.is_file():
+        pytest.skip(f"SANS2D sample data not found at {SANS2D} (it lives in ../shared/data/)")
+    return SANS2D
+
+
+@dataclass(frozen=True)
+class Sans2dReference:
+    """The SANS2D events read independently with h5py."""
+
+    event_id: np.ndarray
+    event_time_offset: np.ndarray
+    event_index: np.ndarray
+    pulse_times: np.ndarray  # datetime64[ns]
+
+    def pulses(self, first: int, last: int) -> slice:
+        """Slice of the event arrays holding pulses [first, last)."""
+        stop = self.event_index[last] if last < self.event_index.size else self.event_id.size
+        return slice(int(self.event_index[first]), int(stop))
+
+
+@pytest.fixture(scope="session")
+def sans2d_reference(sans2d: Path) -> Sans2dReference:
+    with h5py.File(sans2d) as f:
+        group = f["raw_data_1/detector_1_events"]
+        etz = group["event_time_zero"]
+        offset = np.datetime64(
+            etz.attrs["offset"].decode() if isinstance(etz.attrs["offset"], bytes) else etz.attrs["offset"], "ns"
+        )
+        times = offset + np.round(etz[()] * 1e9).astype("timedelta64[ns]")
+        return Sans2dReference(
+            group["event_id"][()].astype(np.int64),
+            group["event_time_offset"][()],
+            group["event_index"][()].astype(np.int64),
+            times,
+        )
+
+
+@dataclass
+class DaemonRun:
+    """Outcome of one daemon run."""
+
+    returncode: int
+    stdout: str
+    log: str
+    workdir: Path
+
+
+class Daemon:
+    """The daemon as a real subprocess in its own working directory (always stopped by the fixture)."""
+
+    def __init__(self, workdir: Path, config_path: Path) -> None:
+        self.workdir = workdir
+        self.config_path = config_path
+        self.log_path = workdir / "livereduce.log"
+        env = dict(os.environ, PYTHONUNBUFFERED="1", LIVEREDUCE_OUTPUT_DIR=str(workdir / "out"))
+        self.process = subprocess.Popen(
+            [sys.executable, str(ENTRY_POINT), str(config_path)],
+            cwd=workdir,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+
+    def log(self) -> str:
+        return self.log_path.read_text() if self.log_path.exists() else ""
+
+    def wait_for_log(self, predicate: Callable[[str], bool], timeout: float = 60) -> str:
+        """Poll the log until ``predicate(log)`` holds; fail on timeout or if the daemon exits first."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            text = self.log()
+            if predicate(text):
+                return text
+            if self.process.poll() is not None:
+                pytest.fail(
+                    f"daemon exited with {self.process.returncode} before the log showed what was awaited:\n"
+                    f"{self.log()}"
+                )
+            time.sleep(0.05)
+        pytest.fail(f"timed out waiting for the log:\n{self.log()}")
+
+    def send(self, signum: int) -> None:
+        self.process.send_signal(signum)
+
+    def finish(self, timeout: float = 120) -> DaemonRun:
+        try:
+            stdout, _ = self.process.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            stdout, _ = self.process.communicate()
+            pytest.fail(f"daemon did not exit within {timeout} s:\n{stdout}")
+        return DaemonRun(self.process.returncode, stdout, self.log(), self.workdir)
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.communicate()
+
+
+@pytest.fixture
+def daemon(tmp_path: Path) -> Iterator[Callable[..., Daemon]]:
+    """Start daemons: ``daemon(config_dict, scripts={"proc": code, "post_proc": code})``."""
+    started: list[Daemon] = []
+
+    def start(config: dict, scripts: dict[str, str] | None = None, instrument: str = "SANS2D") -> Daemon:
+        config = {"instrument": instrument, "engine": "scipp", "script_dir": ".", **config}
+        for role, code in (scripts or {}).items():
+            (tmp_path / f"reduce_{instrument}_live_{role}.py").write_text(textwrap.dedent(code))
+        config_path = tmp_path / "livereduce.conf"
+        config_path.write_text(json.dumps(config))
+        process = Daemon(tmp_path, config_path)
+        started.append(process)
+        return process
+
+    yield start
+    for process in started:
+        process.kill()
+
+
+def run_cli(*args: str, cwd: Path, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """Run ``scripts/livereduce.py ARGS`` to completion (for error paths and --check)."""
+    return subprocess.run(
+        [sys.executable, str(ENTRY_POINT), *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
