@@ -1,0 +1,531 @@
+"""Tests of FileEventDataListener: replaying the NXevent_data of a NeXus file (ISIS and SNS layouts)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import scipp as sc
+
+from livereduce.config import Config
+from livereduce.engines.scipp.chunk import PULSE_DIM
+from livereduce.engines.scipp.listeners.base import RunStatus
+from livereduce.engines.scipp.listeners.file import FileEventDataListener
+from livereduce.errors import ConfigError, SourceError
+
+SANS2D = Path("/work/shared/data/SANS2D_minimal.nxs")
+needs_sans2d = pytest.mark.skipif(not SANS2D.is_file(), reason=f"real data file {SANS2D} is not available")
+
+ZONE_OFFSET = "2026-01-01T00:00:00-05:00"
+"""event_time_zero offset of the synthetic SNS files: midnight in UTC-5, i.e. 05:00 UTC."""
+UTC_ORIGIN = np.datetime64("2026-01-01T05:00:00", "ns")
+
+
+# --- helpers -----------------------------------------------------------------------------------------------------
+def _listener(path: Path, **keys: object) -> FileEventDataListener:
+    values: dict[str, object] = {"replay_speed": 0, "replay_chunk_pulses": 50} | keys
+    return FileEventDataListener(Config(listener="FileEventDataListener", filename=str(path), **values))
+
+
+def _drain(listener: FileEventDataListener, limit: int = 10_000) -> list[tuple[sc.DataArray, RunStatus]]:
+    """Extract (replay_speed 0) until EndRun; returns (chunk, status) pairs."""
+    out = []
+    for _ in range(limit):
+        chunk = listener.extract()
+        out.append((chunk, listener.run_status()))
+        if out[-1][1] == RunStatus.EndRun:
+            return out
+    raise AssertionError(f"no EndRun after {limit} extractions")
+
+
+def _poll(listener: FileEventDataListener, deadline_s: float) -> list[tuple[sc.DataArray, RunStatus]]:
+    """Extract until EndRun or until the deadline (replay_speed > 0)."""
+    out = []
+    deadline = time.monotonic() + deadline_s
+    while time.monotonic() < deadline:
+        chunk = listener.extract()
+        out.append((chunk, listener.run_status()))
+        if out[-1][1] == RunStatus.EndRun:
+            return out
+    raise AssertionError(f"no EndRun within {deadline_s} s; pulses so far: {sum(c.sizes[PULSE_DIM] for c, _ in out)}")
+
+
+def _events(chunk: sc.DataArray) -> tuple[np.ndarray, np.ndarray]:
+    """All events of a chunk in pulse order: (event_id, event_time_offset in µs)."""
+    if chunk.sizes[PULSE_DIM] == 0:
+        return np.empty(0, np.int32), np.empty(0, np.float32)
+    flat = chunk.bins.concat().value
+    return flat.coords["event_id"].values, flat.coords["event_time_offset"].to(unit="us").values
+
+
+def _pulse_events(chunk: sc.DataArray, i: int) -> np.ndarray:
+    """Events of pulse i as sorted (event_id, tof) rows."""
+    events = chunk[PULSE_DIM, i].value
+    rows = np.stack([events.coords["event_id"].values, events.coords["event_time_offset"].to(unit="us").values], 1)
+    return rows[np.lexsort((rows[:, 1], rows[:, 0]))] if rows.size else rows.reshape(0, 2)
+
+
+def _write_bank(
+    parent: h5py.Group,
+    name: str,
+    pulses: list[tuple[float, np.ndarray, np.ndarray]],
+    *,
+    tof_units: str | None = "microsecond",
+    etz_units: str | None = "second",
+    offset: str | None = ZONE_OFFSET,
+) -> None:
+    """An NXevent_data group from (pulse seconds, event ids, tof values in ``tof_units``) per pulse."""
+    group = parent.create_group(name)
+    group.attrs["NX_class"] = "NXevent_data"
+    counts = [len(ids) for _, ids, _ in pulses]
+    group.create_dataset("event_id", data=np.concatenate([p[1] for p in pulses]).astype(np.uint32))
+    tof = group.create_dataset("event_time_offset", data=np.concatenate([p[2] for p in pulses]).astype(np.float32))
+    etz = group.create_dataset("event_time_zero", data=np.array([p[0] for p in pulses], dtype=np.float64))
+    group.create_dataset("event_index", data=np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.uint64))
+    if tof_units is not None:
+        tof.attrs["units"] = tof_units
+    if etz_units is not None:
+        etz.attrs["units"] = etz_units
+    if offset is not None:
+        etz.attrs["offset"] = offset
+
+
+def _sns_entry(file: h5py.File) -> h5py.Group:
+    entry = file.create_group("entry")
+    entry.attrs["NX_class"] = "NXentry"
+    return entry
+
+
+def _random_pulse(rng: np.random.Generator, seconds: float, scale: float = 1.0) -> tuple[float, np.ndarray, np.ndarray]:
+    n = int(rng.integers(0, 30))
+    return seconds, rng.integers(0, 500, n), rng.integers(0, 16_000, n).astype(np.float32) * scale
+
+
+def _simple_file(path: Path, seconds: list[float], **bank: object) -> Path:
+    """SNS file with one bank, one event per pulse (event_id = pulse number)."""
+    with h5py.File(path, "w") as f:
+        pulses = [(s, np.array([i]), np.array([100.0 + i])) for i, s in enumerate(seconds)]
+        _write_bank(_sns_entry(f), "bank1_events", pulses, **bank)
+    return path
+
+
+# --- ISIS layout: the real SANS2D file -----------------------------------------------------------------------------
+@needs_sans2d
+def test_sans2d_replay_in_chunks_of_50_pulses() -> None:
+    with h5py.File(SANS2D, "r") as f:
+        group = f["raw_data_1/detector_1_events"]
+        ids, tof = group["event_id"][()], group["event_time_offset"][()]
+        etz, index = group["event_time_zero"][()], group["event_index"][()]
+        offset = group["event_time_zero"].attrs["offset"]
+    offset = offset.decode() if isinstance(offset, bytes) else str(offset)
+
+    listener = _listener(SANS2D)
+    listener.connect()
+    assert listener.is_connected()
+    listener.start("from_start_of_run")
+    replay = _drain(listener)
+    assert [status for _, status in replay] == [RunStatus.Running] * 5 + [RunStatus.EndRun]
+    chunks = [chunk for chunk, _ in replay]
+    assert [chunk.sizes[PULSE_DIM] for chunk in chunks] == [50] * 6
+
+    got = [_events(chunk) for chunk in chunks]
+    np.testing.assert_array_equal(np.concatenate([g[0] for g in got]), ids.astype(np.int64))
+    np.testing.assert_array_equal(np.concatenate([g[1] for g in got]), tof)
+
+    times = np.concatenate([chunk.coords[PULSE_DIM].values for chunk in chunks])
+    assert times.dtype == np.dtype("datetime64[ns]")
+    expected = np.datetime64(offset, "ns") + np.round(etz * 1e9).astype("timedelta64[ns]")
+    np.testing.assert_array_equal(times, expected)
+
+    counts = np.concatenate([chunk.bins.size().values for chunk in chunks])
+    np.testing.assert_array_equal(counts, np.diff(np.append(index, ids.size)))
+
+    for chunk in chunks:
+        assert chunk.dims == (PULSE_DIM,)
+        assert chunk.coords[PULSE_DIM].unit == sc.Unit("ns")
+        events = chunk.bins.constituents["data"]
+        assert events.coords["event_time_offset"].unit == sc.Unit("us")
+        assert events.coords["event_time_offset"].dtype == sc.DType.float32
+        assert events.coords["event_id"].dtype == sc.DType.int32
+        assert events.coords["event_id"].unit is None
+        assert chunk.coords["instrument_name"].value == "SANS2D"
+        assert not chunk.coords["instrument_name"].aligned
+    assert listener.event_id_range() == (int(ids.min()), int(ids.max()))
+    listener.disconnect()
+    assert not listener.is_connected()
+
+
+@needs_sans2d
+def test_sans2d_after_end_of_run_empty_chunks_with_no_run() -> None:
+    listener = _listener(SANS2D)
+    listener.connect()
+    listener.start("from_start_of_run")
+    _drain(listener)
+    for _ in range(2):
+        after = listener.extract()
+        assert listener.run_status() == RunStatus.NoRun
+        assert after.sizes[PULSE_DIM] == 0
+        assert after.bins is not None
+        assert int(after.bins.size().sum().value) == 0
+
+
+@needs_sans2d
+def test_sans2d_one_chunk_without_pulse_limit() -> None:
+    listener = _listener(SANS2D, replay_chunk_pulses=None)
+    listener.connect()
+    listener.start("now")
+    chunk = listener.extract()
+    assert listener.run_status() == RunStatus.EndRun
+    assert chunk.sizes[PULSE_DIM] == 300
+    assert int(chunk.bins.size().sum().value) == 237_078
+
+
+# --- SNS layout: several banks -------------------------------------------------------------------------------------
+def _multibank_file(path: Path) -> dict[int, np.ndarray]:
+    """Three banks; returns the reference: union pulse number -> sorted (event_id, tof µs) rows of all banks.
+
+    bank1: pulses 0..9, tof in nanoseconds; bank2: pulses 0..9 without 2, 5 and 6; bank10: pulses 0..10 (pulse
+    10 only here) with the same instants expressed with a UTC offset, some pulses empty.
+    """
+    rng = np.random.default_rng(7)
+    seconds = [i / 60 for i in range(11)]
+    reference: dict[int, list[np.ndarray]] = {i: [] for i in range(11)}
+
+    def pulses(numbers: list[int], scale: float, empty: tuple[int, ...] = ()) -> list:
+        out = []
+        for i in numbers:
+            s, ids, tof = _random_pulse(rng, seconds[i], scale)
+            if i in empty:
+                ids, tof = ids[:0], tof[:0]
+            out.append((s, ids, tof))
+            reference[i].append(np.stack([ids.astype(np.float64), tof.astype(np.float64) / scale], 1))
+        return out
+
+    with h5py.File(path, "w") as f:
+        entry = _sns_entry(f)
+        _write_bank(entry, "bank1_events", pulses(list(range(10)), 1000.0), tof_units="nanosecond")
+        _write_bank(entry, "bank2_events", pulses([0, 1, 3, 4, 7, 8, 9], 1.0))
+        _write_bank(
+            entry,
+            "bank10_events",
+            pulses(list(range(11)), 1.0, empty=(3, 4)),
+            tof_units="microsecond",
+            offset="2026-01-01T05:00:00Z",
+        )
+    result = {}
+    for i, parts in reference.items():
+        rows = np.concatenate(parts)
+        result[i] = rows[np.lexsort((rows[:, 1], rows[:, 0]))]
+    return result
+
+
+def test_sns_banks_are_merged_pulse_by_pulse(tmp_path: Path) -> None:
+    reference = _multibank_file(tmp_path / "sns.nxs")
+    listener = _listener(tmp_path / "sns.nxs", replay_chunk_pulses=4)
+    listener.connect()
+    listener.start("from_start_of_run")
+    replay = _drain(listener)
+    assert [status for _, status in replay] == [RunStatus.Running, RunStatus.Running, RunStatus.EndRun]
+    chunks = [chunk for chunk, _ in replay]
+    assert [chunk.sizes[PULSE_DIM] for chunk in chunks] == [4, 4, 3]
+
+    times = np.concatenate([chunk.coords[PULSE_DIM].values for chunk in chunks])
+    expected_times = UTC_ORIGIN + np.round(np.arange(11) / 60 * 1e9).astype("timedelta64[ns]")
+    np.testing.assert_array_equal(times, expected_times)
+
+    pulse = 0
+    for chunk in chunks:
+        for i in range(chunk.sizes[PULSE_DIM]):
+            got = _pulse_events(chunk, i)
+            want = reference[pulse]
+            assert got.shape == want.shape, f"pulse {pulse}: {got.shape[0]} events, expected {want.shape[0]}"
+            np.testing.assert_array_equal(got[:, 0], want[:, 0], err_msg=f"event_id of pulse {pulse}")
+            np.testing.assert_allclose(got[:, 1], want[:, 1], rtol=1e-6, err_msg=f"tof of pulse {pulse}")
+            pulse += 1
+        events = chunk.bins.constituents["data"]
+        assert events.coords["event_time_offset"].unit == sc.Unit("us")
+        assert events.coords["event_time_offset"].dtype == sc.DType.float32
+        assert events.coords["event_id"].dtype == sc.DType.int32
+    assert pulse == 11
+    all_ids = np.concatenate([rows[:, 0] for rows in reference.values()])
+    assert listener.event_id_range() == (int(all_ids.min()), int(all_ids.max()))
+
+
+def test_nanosecond_event_time_offset_converted_to_microseconds(tmp_path: Path) -> None:
+    path = tmp_path / "ns.nxs"
+    with h5py.File(path, "w") as f:
+        pulses = [(0.0, np.array([1, 2]), np.array([1_500_000.0, 16_000_000.0]))]
+        _write_bank(_sns_entry(f), "bank1_events", pulses, tof_units="nanosecond")
+    listener = _listener(path)
+    listener.connect()
+    listener.start("from_start_of_run")
+    ids, tof = _events(listener.extract())
+    np.testing.assert_array_equal(ids, [1, 2])
+    np.testing.assert_allclose(tof, [1500.0, 16000.0], rtol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("offset", "utc"),
+    [
+        ("2026-01-01T00:00:00-05:00", "2026-01-01T05:00:00"),
+        ("2026-01-01T07:30:00+02:30", "2026-01-01T05:00:00"),
+        ("2026-01-01T05:00:00Z", "2026-01-01T05:00:00"),
+        ("2026-01-01T05:00:00", "2026-01-01T05:00:00"),
+    ],
+)
+def test_pulse_times_are_utc(tmp_path: Path, offset: str, utc: str) -> None:
+    path = _simple_file(tmp_path / "zone.nxs", [0.0, 1.5], offset=offset)
+    listener = _listener(path)
+    listener.connect()
+    listener.start("from_start_of_run")
+    times = listener.extract().coords[PULSE_DIM].values
+    origin = np.datetime64(utc, "ns")
+    np.testing.assert_array_equal(times, [origin, origin + np.timedelta64(1_500_000_000, "ns")])
+
+
+def test_millisecond_event_time_zero(tmp_path: Path) -> None:
+    path = _simple_file(tmp_path / "ms.nxs", [0.0, 250.0], etz_units="ms")
+    listener = _listener(path)
+    listener.connect()
+    listener.start("from_start_of_run")
+    times = listener.extract().coords[PULSE_DIM].values
+    np.testing.assert_array_equal(times - UTC_ORIGIN, np.array([0, 250_000_000], "timedelta64[ns]"))
+
+
+# --- start position ------------------------------------------------------------------------------------------------
+def test_start_time_skips_earlier_pulses(tmp_path: Path) -> None:
+    path = _simple_file(tmp_path / "start.nxs", [float(i) for i in range(10)])
+    listener = _listener(path)
+    listener.connect()
+    listener.start(datetime(2026, 1, 1, 0, 0, 4, tzinfo=timezone(timedelta(hours=-5))))
+    chunks = [chunk for chunk, _ in _drain(listener)]
+    ids = np.concatenate([_events(chunk)[0] for chunk in chunks])
+    np.testing.assert_array_equal(ids, [4, 5, 6, 7, 8, 9])
+    assert chunks[0].coords[PULSE_DIM].values[0] == UTC_ORIGIN + np.timedelta64(4, "s")
+
+
+def test_start_time_from_config_skips_earlier_pulses(tmp_path: Path) -> None:
+    path = _simple_file(tmp_path / "start.nxs", [float(i) for i in range(10)])
+    config = Config(listener="FileEventDataListener", filename=str(path), replay_speed=0, start="2026-01-01T05:00:06.5")
+    listener = FileEventDataListener(config)
+    listener.connect()
+    listener.start(config.start)
+    ids = np.concatenate([_events(chunk)[0] for chunk, _ in _drain(listener)])
+    np.testing.assert_array_equal(ids, [7, 8, 9])
+
+
+@pytest.fixture
+def non_utc_local_zone(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Run the test with the process's local time zone UTC-5 (POSIX TZ, no tz database needed)."""
+    if not hasattr(time, "tzset"):
+        pytest.skip("time.tzset is not available on this platform")
+    monkeypatch.setenv("TZ", "EST+05")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
+@pytest.mark.usefixtures("non_utc_local_zone")
+def test_start_time_independent_of_local_time_zone(tmp_path: Path) -> None:
+    path = _simple_file(tmp_path / "start.nxs", [float(i) for i in range(10)])
+    listener = _listener(path)
+    listener.connect()
+    listener.start(datetime(2026, 1, 1, 5, 0, 4, tzinfo=UTC))
+    ids = np.concatenate([_events(chunk)[0] for chunk, _ in _drain(listener)])
+    np.testing.assert_array_equal(ids, [4, 5, 6, 7, 8, 9])
+
+
+def test_start_time_after_last_pulse_gives_empty_end_of_run(tmp_path: Path) -> None:
+    path = _simple_file(tmp_path / "late.nxs", [0.0, 1.0])
+    listener = _listener(path)
+    listener.connect()
+    listener.start(datetime(2030, 1, 1, tzinfo=UTC))
+    chunk = listener.extract()
+    assert chunk.sizes[PULSE_DIM] == 0
+    assert listener.run_status() == RunStatus.EndRun
+    listener.extract()
+    assert listener.run_status() == RunStatus.NoRun
+
+
+# --- replay in time ------------------------------------------------------------------------------------------------
+def test_replay_speed_delivers_every_pulse_once_in_order(tmp_path: Path) -> None:
+    seconds = [i * 0.5 for i in range(40)]  # 20 s of data, 0.2 s at speed 100
+    path = _simple_file(tmp_path / "timed.nxs", seconds)
+    listener = _listener(path, replay_speed=100, replay_chunk_pulses=None)
+    listener.connect()
+    listener.start("from_start_of_run")
+    replay = _poll(listener, deadline_s=30)
+    statuses = [status for _, status in replay]
+    assert statuses[-1] == RunStatus.EndRun
+    assert set(statuses[:-1]) <= {RunStatus.Running}
+    ids = np.concatenate([_events(chunk)[0] for chunk, _ in replay])
+    np.testing.assert_array_equal(ids, np.arange(40))
+    times = np.concatenate([chunk.coords[PULSE_DIM].values for chunk, _ in replay])
+    assert np.all(np.diff(times) > np.timedelta64(0, "ns"))
+
+
+def test_replay_from_start_time_does_not_wait_for_skipped_pulses(tmp_path: Path) -> None:
+    """At speed 1, a replay started at a time 1000 s into the file delivers that pulse at once, not after 1000 s."""
+    path = _simple_file(tmp_path / "gap.nxs", [0.0, 1.0, 2.0, 1000.0, 1000.25])
+    listener = _listener(path, replay_speed=1, replay_chunk_pulses=None)
+    listener.connect()
+    listener.start(datetime(2026, 1, 1, 5, 16, 40, tzinfo=UTC))  # 1000 s after the first pulse
+    replay = _poll(listener, deadline_s=5)
+    ids = np.concatenate([_events(chunk)[0] for chunk, _ in replay])
+    np.testing.assert_array_equal(ids, [3, 4])
+
+
+# --- run metadata --------------------------------------------------------------------------------------------------
+def _metadata_file(path: Path) -> Path:
+    """SNS file: 10 pulses 1 s apart, run metadata, and an NXlog sampled at -0.5, 0.5, ..., 9.5 s."""
+    with h5py.File(path, "w") as f:
+        entry = _sns_entry(f)
+        entry.create_dataset("run_number", data=b"12345")
+        entry.create_dataset("start_time", data=b"2026-01-01T00:00:00-05:00")
+        instrument = entry.create_group("instrument")
+        instrument.attrs["NX_class"] = "NXinstrument"
+        instrument.create_dataset("name", data=b"SNAP")
+        pulses = [(float(i), np.array([i, i + 1]), np.array([10.0, 20.0])) for i in range(10)]
+        _write_bank(entry, "bank1_events", pulses)
+        logs = entry.create_group("DASlogs")
+        logs.attrs["NX_class"] = "NXcollection"
+        log = logs.create_group("SampleTemp")
+        log.attrs["NX_class"] = "NXlog"
+        stamps = log.create_dataset("time", data=np.arange(-0.5, 10.0, 1.0))
+        stamps.attrs["units"] = "second"
+        stamps.attrs["start"] = ZONE_OFFSET
+        values = log.create_dataset("value", data=300.0 + np.arange(11.0))
+        values.attrs["units"] = "K"
+    return path
+
+
+def test_run_metadata_and_logs_per_chunk(tmp_path: Path) -> None:
+    path = _metadata_file(tmp_path / "meta.nxs")
+    listener = _listener(path, replay_chunk_pulses=3)
+    listener.connect()
+    listener.start("from_start_of_run")
+    chunks = [chunk for chunk, _ in _drain(listener)]
+    assert [chunk.sizes[PULSE_DIM] for chunk in chunks] == [3, 3, 3, 1]
+    assert listener.run_number() == 12345
+    for chunk in chunks:
+        assert chunk.coords["run_number"].value == 12345
+        assert chunk.coords["run_number"].dtype == sc.DType.int64
+        assert chunk.coords["start_time"].value == UTC_ORIGIN
+        assert chunk.coords["instrument_name"].value == "SNAP"
+        for name in ("run_number", "start_time", "instrument_name", "SampleTemp"):
+            assert not chunk.coords[name].aligned, name
+
+    # log stamps at t0 - 0.5 s, t0 + 0.5 s, ...; values 300 + k at stamp k - 0.5 s
+    for chunk, first in zip(chunks, [0, 3, 6, 9], strict=True):
+        log = chunk.coords["SampleTemp"].value
+        assert isinstance(log, sc.DataArray)
+        assert log.dims == ("time",)
+        assert log.unit == sc.Unit("K")
+        last = first + chunk.sizes[PULSE_DIM] - 1
+        # the value in force at the first pulse (stamp first - 0.5) and those up to the last pulse
+        expected_k = np.arange(first, last + 1)
+        np.testing.assert_array_equal(log.values, 300.0 + expected_k)
+        expected_times = UTC_ORIGIN + np.round((expected_k - 0.5) * 1e9).astype("timedelta64[ns]")
+        np.testing.assert_array_equal(log.coords["time"].to(unit="ns").values, expected_times)
+
+
+def test_run_metadata_defaults_without_entry_fields(tmp_path: Path) -> None:
+    path = _simple_file(tmp_path / "bare.nxs", [0.0, 1.0])
+    listener = _listener(path)
+    listener.connect()
+    listener.start("from_start_of_run")
+    chunk = listener.extract()
+    assert chunk.coords["run_number"].value == 0
+    assert chunk.coords["instrument_name"].value == ""
+    assert "start_time" not in chunk.coords
+    assert listener.run_number() == 0
+
+
+# --- errors --------------------------------------------------------------------------------------------------------
+def _connect_and_read(path: Path) -> None:
+    listener = _listener(path)
+    listener.connect()
+    listener.start("from_start_of_run")
+    _drain(listener)
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    path = tmp_path / "absent.nxs"
+    with pytest.raises(SourceError, match="absent.nxs"):
+        _connect_and_read(path)
+
+
+def test_not_hdf5(tmp_path: Path) -> None:
+    path = tmp_path / "notes.txt"
+    path.write_text("this is not a NeXus file\n")
+    with pytest.raises(SourceError, match="notes.txt"):
+        _connect_and_read(path)
+
+
+def test_hdf5_without_event_data(tmp_path: Path) -> None:
+    path = tmp_path / "empty.nxs"
+    with h5py.File(path, "w") as f:
+        _sns_entry(f).create_dataset("run_number", data=b"1")
+    with pytest.raises(SourceError, match=r"empty\.nxs.*NXevent_data"):
+        _connect_and_read(path)
+
+
+def test_event_data_without_event_index(tmp_path: Path) -> None:
+    path = tmp_path / "noindex.nxs"
+    with h5py.File(path, "w") as f:
+        _write_bank(_sns_entry(f), "bank1_events", [(0.0, np.array([1]), np.array([10.0]))])
+        del f["entry/bank1_events/event_index"]
+    with pytest.raises(SourceError, match=r"noindex\.nxs.*event_index"):
+        _connect_and_read(path)
+
+
+@needs_sans2d
+def test_truncated_file(tmp_path: Path) -> None:
+    path = tmp_path / "truncated.nxs"
+    data = SANS2D.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(SourceError, match=r"truncated\.nxs"):
+        _connect_and_read(path)
+
+
+@pytest.mark.parametrize("field", ["event_time_offset", "event_index"])
+def test_mismatched_lengths(tmp_path: Path, field: str) -> None:
+    path = tmp_path / "mismatch.nxs"
+    with h5py.File(path, "w") as f:
+        pulses = [(0.0, np.array([1, 2]), np.array([10.0, 20.0])), (1.0, np.array([3]), np.array([30.0]))]
+        _write_bank(_sns_entry(f), "bank1_events", pulses)
+        group = f["entry/bank1_events"]
+        values = group[field][()]
+        attrs = dict(group[field].attrs)
+        del group[field]
+        group.create_dataset(field, data=values[:-1])
+        group[field].attrs.update(attrs)
+    with pytest.raises(SourceError, match=r"mismatch\.nxs.*differ in length"):
+        _connect_and_read(path)
+
+
+def test_decreasing_event_index(tmp_path: Path) -> None:
+    path = tmp_path / "decreasing.nxs"
+    with h5py.File(path, "w") as f:
+        pulses = [(0.0, np.array([1, 2]), np.array([10.0, 20.0])), (1.0, np.array([3]), np.array([30.0]))]
+        _write_bank(_sns_entry(f), "bank1_events", pulses)
+        f["entry/bank1_events/event_index"][1] = 5
+    with pytest.raises(SourceError, match=r"decreasing\.nxs.*event_index"):
+        _connect_and_read(path)
+
+
+def test_unknown_units(tmp_path: Path) -> None:
+    path = _simple_file(tmp_path / "units.nxs", [0.0], tof_units="furlong")
+    with pytest.raises(SourceError, match=r"units\.nxs.*furlong"):
+        _connect_and_read(path)
+
+
+def test_missing_filename_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="filename"):
+        FileEventDataListener(Config(listener="FileEventDataListener"))

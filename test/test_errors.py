@@ -1,0 +1,235 @@
+"""Bad input gets one clear message and a defined exit code (the daemon as a subprocess)."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import scipp as sc
+
+from conftest import SANS2D_EVENTS, Sans2dReference, run_cli
+
+PASS = "output = input\n"
+
+
+def write(tmp_path: Path, config: object, scripts: dict[str, str] | None = None) -> Path:
+    """Config file (a dict is dumped as JSON, a str written as is) and SANS2D scripts in tmp_path."""
+    for role, code in ({"proc": PASS} if scripts is None else scripts).items():
+        (tmp_path / f"reduce_SANS2D_live_{role}.py").write_text(code)
+    path = tmp_path / "livereduce.conf"
+    path.write_text(config if isinstance(config, str) else json.dumps(config))
+    return path
+
+
+def base(**keys: object) -> dict:
+    return {"instrument": "SANS2D", "engine": "scipp", "script_dir": ".", "listener": "FakeEventDataListener", **keys}
+
+
+def error_line(result) -> str:
+    """The daemon's last output line (its error message); there must be no traceback."""
+    output = result.stdout + result.stderr
+    assert "Traceback" not in output, output
+    return output.strip().splitlines()[-1]
+
+
+@pytest.mark.parametrize(
+    ("config", "expected"),
+    [
+        ('{"instrument": "SANS2D",', ["invalid JSON", "livereduce.conf", "line 1"]),
+        ("[1, 2]", ["must be a JSON object"]),
+        (base(update_every="fast"), ["'update_every'", '"fast"', "number"]),
+        (base(update_every=0), ["'update_every'", "0", "greater than 0"]),
+        (base(preserve_events="yes"), ["'preserve_events'", '"yes"', "boolean"]),
+        (base(accum_method="Sum"), ["'accum_method'", '"Sum"', "'Add', 'Replace' or 'Append'"]),
+        (base(run_transition="Pause"), ["'run_transition'", '"Pause"', "'Restart', 'Stop' or 'Rename'"]),
+        (base(listener="MyListener"), ["'listener'", '"MyListener"', "SNSLiveEventDataListener"]),
+        (base(start="yesterday"), ["'start'", '"yesterday"', "ISO-8601"]),
+        (base(updte_every=3), ["unknown key 'updte_every'", "did you mean 'update_every'"]),
+        (base(watchdog={"threshold": 5}), ["'watchdog.threshold'", "5", "20"]),
+        (base(listener="ISISHistoDataListener"), ["'ISISHistoDataListener' is not available in the scipp engine"]),
+        (base(listener="FileEventDataListener"), ["needs the key 'filename'"]),
+        (base(engine="mantid"), ["engine 'mantid' is not available"]),
+    ],
+)
+def test_configuration_errors_give_one_line_and_their_exit_code(tmp_path, config, expected):
+    path = write(tmp_path, config)
+    for args in ([str(path)], ["--check", str(path)]):
+        result = run_cli(*args, cwd=tmp_path)
+        line = error_line(result)
+        assert result.returncode == (4 if "mantid" in str(config) else 2), line
+        for text in expected:
+            assert text in line, line
+
+
+def test_configuration_error_reaches_the_log_file(tmp_path):
+    path = write(tmp_path, base(update_every="fast"))
+    result = run_cli(str(path), cwd=tmp_path)
+    assert result.returncode == 2
+    assert "- livereduce - ERROR - " in (tmp_path / "livereduce.log").read_text()
+    assert "'update_every'" in (tmp_path / "livereduce.log").read_text()
+
+
+def test_missing_configuration_file_is_an_error_not_a_fallback(tmp_path):
+    result = run_cli(str(tmp_path / "nope.conf"), cwd=tmp_path)
+    assert result.returncode == 2
+    assert "configuration file" in error_line(result)
+    assert "nope.conf' does not exist" in error_line(result)
+
+
+@pytest.mark.parametrize(
+    ("scripts", "expected"),
+    [
+        ({}, ["Must provide at least one of", "reduce_SANS2D_live_proc.py", "reduce_SANS2D_live_post_proc.py"]),
+        ({"proc": ""}, ["ProcessingScriptFilename", "reduce_SANS2D_live_proc.py' is empty"]),
+        ({"post_proc": "  \n\n"}, ["PostProcessingScriptFilename", "is empty"]),
+        ({"proc": "x = 1\nif x\n    y = 2\n"}, ["SyntaxError", "reduce_SANS2D_live_proc.py', line 2"]),
+    ],
+)
+def test_script_errors_give_one_line_and_exit_2(tmp_path, scripts, expected):
+    path = write(tmp_path, base(), scripts)
+    for args in ([str(path)], ["--check", str(path)]):
+        result = run_cli(*args, cwd=tmp_path)
+        line = error_line(result)
+        assert result.returncode == 2, line
+        for text in expected:
+            assert text in line, line
+
+
+def sans2d_copy(tmp_path: Path, sans2d: Path) -> Path:
+    target = tmp_path / "copy.nxs"
+    shutil.copy(sans2d, target)
+    return target
+
+
+def no_event_data(tmp_path: Path, _sans2d: Path) -> Path:
+    target = tmp_path / "empty.nxs"
+    with h5py.File(target, "w") as f:
+        f.create_group("entry").attrs["NX_class"] = "NXentry"
+    return target
+
+
+def not_hdf5(tmp_path: Path, _sans2d: Path) -> Path:
+    target = tmp_path / "notes.nxs"
+    target.write_text("this is not a NeXus file\n")
+    return target
+
+
+def truncated(tmp_path: Path, sans2d: Path) -> Path:
+    target = tmp_path / "truncated.nxs"
+    data = sans2d.read_bytes()
+    target.write_bytes(data[: len(data) // 2])
+    return target
+
+
+def missing_index(tmp_path: Path, sans2d: Path) -> Path:
+    target = sans2d_copy(tmp_path, sans2d)
+    with h5py.File(target, "r+") as f:
+        del f["raw_data_1/detector_1_events/event_index"]
+    return target
+
+
+@pytest.mark.parametrize(
+    ("make", "expected"),
+    [
+        (lambda tmp, _: tmp / "missing.nxs", "no such file"),
+        (not_hdf5, "not an HDF5/NeXus file"),
+        (no_event_data, "no NXevent_data group found"),
+        (truncated, "cannot be read"),
+        (missing_index, "has no event_index"),
+    ],
+)
+def test_bad_input_files_give_one_line_naming_the_file_and_exit_3(tmp_path, sans2d, make, expected):
+    data_file = make(tmp_path, sans2d)
+    config = base(listener="FileEventDataListener", filename=str(data_file), replay_speed=0)
+    result = run_cli(str(write(tmp_path, config)), cwd=tmp_path)
+    line = error_line(result)
+    assert result.returncode == 3, line
+    assert str(data_file) in line
+    assert expected in line
+
+
+RAISE_ON_THIRD_CHUNK = """\
+from pathlib import Path
+
+counter = Path("chunks.txt")
+seen = int(counter.read_text()) + 1 if counter.exists() else 1
+counter.write_text(str(seen))
+if seen == 3:
+    values = [1, 2]
+    total = values[7]  # line 8: IndexError on the third chunk
+"""
+
+SAVE = """\
+import os
+from pathlib import Path
+import scipp as sc
+out = Path(os.environ["LIVEREDUCE_OUTPUT_DIR"])
+out.mkdir(exist_ok=True)
+sc.io.save_hdf5(input, out / "result.h5")
+output = input
+"""
+
+
+def test_proc_script_raising_mid_run_drops_that_chunk_and_keeps_the_accumulation(
+    daemon, sans2d, sans2d_reference: Sans2dReference
+):
+    config = {
+        "listener": "FileEventDataListener",
+        "filename": str(sans2d),
+        "replay_speed": 0,
+        "replay_chunk_pulses": 50,
+        "update_every": 0.01,
+        "run_transition": "Stop",
+    }
+    run = daemon(config, {"proc": RAISE_ON_THIRD_CHUNK, "post_proc": SAVE}).finish()
+
+    assert run.returncode == 0, run.stdout
+    script = run.workdir / "reduce_SANS2D_live_proc.py"
+    assert f"Chunk 3 failed: ProcessingScriptFilename '{script}', line 8: IndexError" in run.log
+    assert f'File "{script}", line 8, in <module>' in run.log
+    assert "total = values[7]" in run.log
+    assert re.search(r"Chunk 3: \d+ events in 50 pulses \(run 0, Running\) dropped;", run.log)
+    accumulation = sc.io.load_hdf5(run.workdir / "out" / "result.h5")
+    dropped = sans2d_reference.pulses(100, 150)
+    expected = np.delete(sans2d_reference.event_id, np.arange(dropped.start, dropped.stop))
+    np.testing.assert_array_equal(accumulation.bins.concat().value.coords["event_id"].values, expected)
+    assert accumulation.bins.size().sum().value == SANS2D_EVENTS - (dropped.stop - dropped.start)
+
+
+def test_post_proc_script_raising_keeps_accumulating(daemon, sans2d):
+    post_proc = RAISE_ON_THIRD_CHUNK + SAVE
+    config = {
+        "listener": "FileEventDataListener",
+        "filename": str(sans2d),
+        "replay_speed": 0,
+        "replay_chunk_pulses": 50,
+        "update_every": 0.01,
+        "run_transition": "Stop",
+    }
+    run = daemon(config, {"post_proc": post_proc}).finish()
+
+    assert run.returncode == 0, run.stdout
+    assert "Chunk 3 failed: PostProcessingScriptFilename" in run.log
+    accumulation = sc.io.load_hdf5(run.workdir / "out" / "result.h5")
+    assert accumulation.bins.size().sum().value == SANS2D_EVENTS
+
+
+def test_repeated_identical_errors_are_summarised(daemon, sans2d):
+    config = {
+        "listener": "FileEventDataListener",
+        "filename": str(sans2d),
+        "replay_speed": 0,
+        "replay_chunk_pulses": 50,
+        "update_every": 0.01,
+        "run_transition": "Stop",
+    }
+    run = daemon(config, {"proc": "raise ValueError('bad calibration')\n"}).finish()
+
+    assert run.returncode == 0, run.stdout
+    assert run.log.count("Traceback") == 1
+    assert "Chunk 6 failed again (same error as chunk 1, 6 times in a row)" in run.log
