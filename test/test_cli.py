@@ -1,0 +1,77 @@
+"""The command line: --check, --print-config, the demo, signals and the log file."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+
+import scipp as sc
+
+from conftest import ENTRY_POINT, ROOT, run_cli
+
+
+def test_print_config_shows_every_key_with_defaults_resolved(tmp_path):
+    path = tmp_path / "livereduce.conf"
+    path.write_text(json.dumps({"instrument": "PG3", "engine": "scipp"}))
+    result = run_cli("--print-config", str(path), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    printed = json.loads(result.stdout)
+    assert printed["instrument"] == "POWGEN"
+    assert printed["script_dir"] == "/SNS/PG3/shared/livereduce"
+    assert printed["update_every"] == 30
+    assert printed["watchdog"] == {"interval": 60, "threshold": 300}
+    assert printed["engine"] == "scipp"
+    # the printed configuration is itself valid and means the same
+    again = tmp_path / "again.conf"
+    again.write_text(result.stdout)
+    assert json.loads(run_cli("--print-config", str(again), cwd=tmp_path).stdout) == printed
+
+
+def test_check_reports_the_demo_as_valid_without_starting_anything():
+    result = run_cli("--check", "demo/livereduce.conf", cwd=ROOT)
+    assert result.returncode == 0, result.stderr
+    assert "OK (instrument ADARA_FakeEvent, engine scipp)" in result.stdout
+    assert "ProcessingScriptFilename" in result.stdout
+    assert "PostProcessingScriptFilename" in result.stdout
+
+
+def test_demo_runs_a_run_writes_plot_and_data_and_exits_0(tmp_path):
+    shutil.copytree(ROOT / "demo", tmp_path / "demo")
+    config = json.loads((tmp_path / "demo" / "livereduce.conf").read_text())
+    config.update(end_run_every=2, update_every=0.5)
+    (tmp_path / "demo" / "livereduce.conf").write_text(json.dumps(config))
+    env = {key: value for key, value in os.environ.items() if key != "USER"}  # upstream crashed without $USER
+    env["LIVEREDUCE_OUTPUT_DIR"] = str(tmp_path / "out")
+    result = subprocess.run(
+        [sys.executable, str(ENTRY_POINT), "demo/livereduce.conf"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    log = (tmp_path / "livereduce.log").read_text()
+    assert "logging started by user '" in log
+    assert "Run #1 ended. RunTransitionBehavior Stop." in log
+    assert f"Wrote {tmp_path / 'out' / 'ADARA_FakeEvent_1_live.png'}" in log  # script output reaches the log
+    assert (tmp_path / "out" / "ADARA_FakeEvent_1_live.png").read_bytes()[:4] == b"\x89PNG"
+    reduced = sc.io.load_hdf5(tmp_path / "out" / "ADARA_FakeEvent_1_live.h5")
+    assert reduced["pixels"].sizes == {"y": 64, "x": 64}
+    assert reduced["pixels"].sum().value == reduced["tof"].sum().value > 0
+    assert reduced["pixels"].coords["run_number"].value == 1
+
+
+def test_sigint_stops_the_daemon_with_exit_0(daemon):
+    process = daemon({"listener": "FakeEventDataListener", "update_every": 0.2}, {"proc": "output = input\n"})
+    process.wait_for_log(lambda log: "Chunk 2:" in log)
+    process.send(signal.SIGINT)
+    run = process.finish(timeout=30)
+    assert run.returncode == 0
+    assert "received SIGINT(2)" in run.log
+    assert "stopping live data processing" in run.log
