@@ -457,14 +457,14 @@ def _connect_and_read(path: Path) -> None:
 
 def test_missing_file(tmp_path: Path) -> None:
     path = tmp_path / "absent.nxs"
-    with pytest.raises(SourceError, match="absent.nxs"):
+    with pytest.raises(SourceError, match=r"absent\.nxs"):
         _connect_and_read(path)
 
 
 def test_not_hdf5(tmp_path: Path) -> None:
     path = tmp_path / "notes.txt"
     path.write_text("this is not a NeXus file\n")
-    with pytest.raises(SourceError, match="notes.txt"):
+    with pytest.raises(SourceError, match=r"notes\.txt"):
         _connect_and_read(path)
 
 
@@ -529,3 +529,31 @@ def test_unknown_units(tmp_path: Path) -> None:
 def test_missing_filename_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match="filename"):
         FileEventDataListener(Config(listener="FileEventDataListener"))
+
+
+def test_proton_charge_log_becomes_a_per_pulse_coordinate(tmp_path: Path) -> None:
+    path = tmp_path / "charge.nxs"
+    with h5py.File(path, "w") as f:
+        entry = f.create_group("entry")
+        entry.attrs["NX_class"] = "NXentry"
+        bank = entry.create_group("bank1_events")
+        bank.attrs["NX_class"] = "NXevent_data"
+        bank["event_id"] = np.array([1, 2, 3, 4], np.uint32)
+        bank["event_time_offset"] = np.array([10, 20, 30, 40], np.float32)
+        bank["event_time_zero"] = np.array([0, 1 / 60, 2 / 60, 3 / 60])
+        bank["event_time_zero"].attrs["offset"] = "2026-01-01T00:00:00"
+        bank["event_index"] = np.array([0, 1, 3, 4], np.uint64)
+        charge = entry.create_group("DASlogs").create_group("proton_charge")
+        charge.attrs["NX_class"] = "NXlog"
+        charge["time"] = np.array([0, 1 / 60, 3 / 60])  # no value logged for the third pulse
+        charge["time"].attrs["start"] = "2026-01-01T00:00:00"
+        charge["time"].attrs["units"] = "s"
+        charge["value"] = np.array([1.0, 2.0, 4.0])
+        charge["value"].attrs["units"] = "uC"
+    listener = FileEventDataListener(Config(filename=str(path), replay_speed=0))
+    listener.connect()
+    listener.start("from_start_of_run")
+    chunk = listener.extract()
+    assert chunk.coords["proton_charge"].unit == sc.Unit("pC")
+    np.testing.assert_allclose(chunk.coords["proton_charge"].values, [1e6, 2e6, 0.0, 4e6])
+    assert "proton_charge" not in {name for name in chunk.coords if chunk.coords[name].ndim == 0}

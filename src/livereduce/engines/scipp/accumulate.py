@@ -90,8 +90,8 @@ class Accumulator:
                 self._events = EventAccumulator(self._reserve_bytes)
             result: Data = self._events.append(processed)
         else:
-            self._events = None
             result = processed if method == "Replace" else _combine(self.accumulation, processed, method)
+            self._events = None
         _attach_everywhere(result, metadata)
         self.accumulation = result
         return result
@@ -106,23 +106,26 @@ def _attach_everywhere(data: Data, metadata: RunMetadata) -> None:
             _attach_everywhere(member, metadata)
 
 
-def _combine(accumulation: Data, processed: Data, method: Method) -> Data:
-    """Add or Append two non-event-chunk objects, with a clear error naming both shapes."""
+def _combine(accumulation: Data, processed: Data, method: Method, in_place: bool = True) -> Data:
+    """Add or Append two non-event-chunk objects, with a clear error naming both shapes.
+
+    On error the accumulation is unchanged: DataGroup members are combined out of place and assigned together.
+    """
     try:
         if isinstance(accumulation, sc.DataGroup) and isinstance(processed, sc.DataGroup):
             if accumulation.keys() != processed.keys():
                 raise AccumulationError(f"members {sorted(processed)} differ from {sorted(accumulation)}")
-            return sc.DataGroup({key: _combine(accumulation[key], processed[key], method) for key in processed})
+            return sc.DataGroup({k: _combine(accumulation[k], processed[k], method, False) for k in processed})
         if type(accumulation) is not type(processed):
             raise AccumulationError("the types differ")
         if method == "Append":
-            return sc.concat([accumulation, processed], dim=processed.dims[0])
-        if isinstance(processed, sc.DataArray) and processed.bins is not None:
-            if processed.sizes != accumulation.sizes:
-                raise AccumulationError("the sizes differ")
-            return accumulation.bins.concatenate(processed)
+            return sc.concat([_without_metadata(accumulation), _without_metadata(processed)], dim=processed.dims[0])
         if processed.sizes != accumulation.sizes:
             raise AccumulationError("the sizes differ")
+        if isinstance(processed, sc.DataArray) and processed.bins is not None:
+            return accumulation.bins.concatenate(processed)
+        if not in_place:
+            return accumulation + processed
         accumulation += processed
         return accumulation
     except (
@@ -132,6 +135,7 @@ def _combine(accumulation: Data, processed: Data, method: Method) -> Data:
         sc.UnitError,
         sc.DTypeError,
         sc.VariableError,
+        KeyError,
         ValueError,
     ) as err:
         message = " ".join(str(err).split()) or type(err).__name__
@@ -139,6 +143,14 @@ def _combine(accumulation: Data, processed: Data, method: Method) -> Data:
             f"cannot {method} the processed chunk {describe(processed)} to the accumulation "
             f"{describe(accumulation)}: {message}"
         ) from None
+
+
+def _without_metadata(data: Data) -> Data:
+    """``data`` without unaligned scalar coordinates (run metadata, re-attached after accumulating)."""
+    if not isinstance(data, sc.DataArray):
+        return data
+    drop = [name for name, coord in data.coords.items() if not coord.aligned and coord.ndim == 0]
+    return data.drop_coords(drop) if drop else data
 
 
 def describe(data: object) -> str:

@@ -73,7 +73,7 @@ def make_chunk(
         coords={"event_id": ids, "event_time_offset": tof},
     )
     begin = np.asarray(event_index, dtype=np.int64)
-    end = np.append(begin[1:], ids.shape[0]).astype(np.int64)
+    end = np.append(begin[1:], ids.shape[0])[: begin.size].astype(np.int64)
     binned = sc.bins(
         begin=sc.array(dims=[PULSE_DIM], values=begin, unit=None),
         end=sc.array(dims=[PULSE_DIM], values=end, unit=None),

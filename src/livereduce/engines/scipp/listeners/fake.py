@@ -44,7 +44,7 @@ class FakeEventDataListener(Listener):
 
     def __init__(self, config: Config) -> None:
         self.rate = config.event_rate
-        self.pulses_per_run = round(config.end_run_every * PULSE_RATE) if config.end_run_every else 0
+        self.pulses_per_run = max(1, round(config.end_run_every * PULSE_RATE)) if config.end_run_every else 0
         self.instrument = config.instrument or "ADARA_FakeEvent"
         self._origin_wall = 0.0  # Unix seconds of pulse 0
         self._origin_clock = 0.0  # time.monotonic() of pulse 0
@@ -96,7 +96,7 @@ class FakeEventDataListener(Listener):
         n_pulses = last - first
         counts = self._rng.poisson(self.rate / PULSE_RATE, size=n_pulses)
         total = int(counts.sum())
-        event_index = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
+        event_index = (np.cumsum(counts) - counts).astype(np.int64)
         seconds = self._origin_wall + np.arange(first, last) / PULSE_RATE
         pulse_times = (np.round(seconds * 1e9)).astype("int64").astype("datetime64[ns]")
         run_start = self._origin_wall + ((run - 1) * self.pulses_per_run) / PULSE_RATE

@@ -22,6 +22,7 @@ import logging
 import re
 import time
 from dataclasses import dataclass
+from datetime import UTC
 from pathlib import Path
 
 import h5py
@@ -76,6 +77,7 @@ class FileEventDataListener(Listener):
         self._event_ids = (0, 0)
         self._next = 0
         self._started_at = 0.0
+        self._origin = np.datetime64(0, "ns")  # file time of the first pulse replayed
         self._status = RunStatus.NoRun
         self._ended = False
 
@@ -99,7 +101,8 @@ class FileEventDataListener(Listener):
             self._banks = [_open_bank(self._file[group], where) for group in groups]
             self._pulse_times = np.unique(np.concatenate([bank.pulse_times for bank in self._banks]))
             self._event_ids = self._scan_event_ids()
-            self._metadata, self._logs, self._charge = _read_metadata(self.path, self._file, groups[0])
+            self._metadata, self._logs = _read_metadata(self.path, self._file, groups[0])
+            self._charge = _charge_per_pulse(self._logs.pop("proton_charge", None), self._pulse_times)
         except SourceError:
             self._close()
             raise
@@ -117,10 +120,13 @@ class FileEventDataListener(Listener):
         )
 
     def start(self, position: StartPosition) -> None:
-        """Start the replay clock; a time skips the pulses before it (``from_start_of_run``/``now``: first pulse)."""
+        """Start the replay clock at the first pulse replayed; a time skips the pulses before it
+        (``from_start_of_run`` and ``now``: the file's first pulse)."""
         if not isinstance(position, str):
-            when = np.datetime64(position.astimezone(None).replace(tzinfo=None), "ns")
+            when = np.datetime64(position.astimezone(UTC).replace(tzinfo=None), "ns")
             self._next = int(np.searchsorted(self._pulse_times, when))
+        if self._next < self._pulse_times.size:
+            self._origin = self._pulse_times[self._next]
         self._started_at = time.monotonic()
 
     def extract(self) -> sc.DataArray:
@@ -177,9 +183,7 @@ class FileEventDataListener(Listener):
         if self.speed == 0:
             return self._pulse_times.size
         elapsed = (time.monotonic() - self._started_at) * self.speed
-        first = self._pulse_times[min(self._next, self._pulse_times.size - 1)] if self._pulse_times.size else 0
-        origin = self._pulse_times[0] if self._pulse_times.size else first
-        limit = origin + np.timedelta64(int(elapsed * 1e9), "ns")
+        limit = self._origin + np.timedelta64(int(elapsed * 1e9), "ns")
         return max(self._next, int(np.searchsorted(self._pulse_times, limit, side="right")))
 
     def _read(self, first: int, last: int) -> tuple[sc.Variable, sc.Variable, np.ndarray]:
@@ -343,10 +347,8 @@ def _read_into(dataset: h5py.Dataset, start: int, stop: int, target: np.ndarray,
         target *= np.asarray(scale, dtype=target.dtype)
 
 
-def _read_metadata(
-    path: Path, file: h5py.File, event_group: str
-) -> tuple[RunMetadata, dict[str, sc.DataArray], np.ndarray | None]:
-    """Run number, start time, instrument name, per-pulse proton charge and NXlog logs of the entry."""
+def _read_metadata(path: Path, file: h5py.File, event_group: str) -> tuple[RunMetadata, dict[str, sc.DataArray]]:
+    """Run number, start time, instrument name and the NXlog logs of the entry (by the groups' names)."""
     entry = file[event_group.split("/", maxsplit=1)[0]]
     run = _scalar(entry, "run_number")
     name = _scalar(entry, "instrument/name") or _scalar(entry, "name") or ""
@@ -375,7 +377,28 @@ def _read_metadata(
                     continue
                 if isinstance(log, sc.DataArray) and log.ndim == 1 and "time" in log.coords:
                     logs[group.rsplit("/", 1)[-1]] = log
-    return metadata, logs, None
+    return metadata, logs
+
+
+def _charge_per_pulse(log: sc.DataArray | None, pulse_times: np.ndarray) -> np.ndarray | None:
+    """Proton charge of each pulse in pC from a ``proton_charge`` NXlog (SNS ``DASlogs``, one value per pulse).
+
+    A pulse without a log value within 1 ms of its time gets 0. Values without a convertible unit are taken as pC.
+    """
+    if log is None or log.sizes["time"] == 0 or pulse_times.size == 0:
+        return None
+    values = log.data
+    try:
+        values = values.to(unit="pC", dtype="float64")
+    except (sc.UnitError, sc.DTypeError):
+        values = sc.array(dims=values.dims, values=values.values.astype(np.float64), unit="pC")
+    stamps = log.coords["time"].values.astype("datetime64[ns]")
+    nearest = np.clip(np.searchsorted(stamps, pulse_times), 1, stamps.size) - 1
+    candidates = np.stack([nearest, np.minimum(nearest + 1, stamps.size - 1)])
+    distance = np.abs((stamps[candidates] - pulse_times).astype(np.int64))
+    best = candidates[np.argmin(distance, axis=0), np.arange(pulse_times.size)]
+    matched = np.abs((stamps[best] - pulse_times).astype(np.int64)) <= 1_000_000
+    return np.where(matched, values.values[best], 0.0)
 
 
 def _logs_between(logs: dict[str, sc.DataArray], times: np.ndarray) -> dict[str, sc.DataArray]:

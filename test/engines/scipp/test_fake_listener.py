@@ -1,0 +1,197 @@
+"""Tests of FakeEventDataListener: synthetic runs at 60 Hz, run transitions, logs and proton charge."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+import scipp as sc
+
+from livereduce.config import Config
+from livereduce.engines.scipp.chunk import PULSE_DIM
+from livereduce.engines.scipp.listeners import fake
+from livereduce.engines.scipp.listeners.base import RunStatus
+from livereduce.engines.scipp.listeners.fake import FakeEventDataListener
+
+PULSE_NS = 1e9 / 60
+WALL_ORIGIN = 1_767_225_600.0  # 2026-01-01T00:00:00Z
+
+
+class _Clock:
+    """Stands in for the ``time`` module inside the fake listener: a clock the test advances."""
+
+    def __init__(self) -> None:
+        self.elapsed = 0.0
+
+    def monotonic(self) -> float:
+        return 500.0 + self.elapsed
+
+    def time(self) -> float:
+        return WALL_ORIGIN + self.elapsed
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> _Clock:
+    fake_clock = _Clock()
+    monkeypatch.setattr(fake, "time", fake_clock)
+    return fake_clock
+
+
+def _listener(**keys: object) -> FakeEventDataListener:
+    listener = FakeEventDataListener(Config(listener="FakeEventDataListener", **keys))
+    listener.connect()
+    assert listener.is_connected()
+    listener.start("now")
+    return listener
+
+
+def _check_chunk(chunk: sc.DataArray, listener: FakeEventDataListener) -> None:
+    """Properties every non-empty chunk of the fake source has."""
+    assert chunk.dims == (PULSE_DIM,)
+    n = chunk.sizes[PULSE_DIM]
+    events = chunk.bins.concat().value
+    low, high = listener.event_id_range()
+    assert (low, high) == (0, 4095)
+    ids = events.coords["event_id"].values
+    assert ids.dtype == np.int32
+    assert ids.size > 0
+    assert ids.min() >= low
+    assert ids.max() <= high
+    tof = events.coords["event_time_offset"]
+    assert tof.unit == sc.Unit("us")
+    assert tof.dtype == sc.DType.float32
+    assert tof.values.min() >= 0
+    assert tof.values.max() < 16_667
+    charge = chunk.coords["proton_charge"]
+    assert charge.unit == sc.Unit("pC")
+    assert charge.sizes == {PULSE_DIM: n}
+    assert np.all(charge.values > 0)
+    times = chunk.coords[PULSE_DIM].values
+    assert times.dtype == np.dtype("datetime64[ns]")
+    if n > 1:
+        np.testing.assert_allclose(np.diff(times).astype(np.int64), PULSE_NS, atol=1000)
+    log = chunk.coords["temperature"].value
+    assert isinstance(log, sc.DataArray)
+    assert not chunk.coords["temperature"].aligned
+    assert log.dims == ("time",)
+    assert log.unit == sc.Unit("K")
+    assert log.sizes["time"] >= 1
+    assert np.all((log.values > 295) & (log.values < 305))
+    stamps = log.coords["time"].to(unit="ns").values
+    assert stamps[0] <= times[0]
+    assert stamps[-1] <= times[-1]
+    assert chunk.coords["instrument_name"].value == "ADARA_FakeEvent"
+
+
+# --- deterministic clock -------------------------------------------------------------------------------------------
+def test_runs_end_every_n_pulses_and_chunks_never_span_runs(clock: _Clock) -> None:
+    listener = _listener(end_run_every=0.1)  # 6 pulses per run
+    assert listener.run_number() == 1
+    clock.elapsed = 0.35  # pulses 0..21 available
+    got = []
+    for _ in range(4):
+        chunk = listener.extract()
+        got.append((chunk.sizes[PULSE_DIM], listener.run_status(), int(chunk.coords["run_number"].value)))
+        _check_chunk(chunk, listener)
+    assert got == [
+        (6, RunStatus.EndRun, 1),
+        (6, RunStatus.EndRun, 2),
+        (6, RunStatus.EndRun, 3),
+        (4, RunStatus.Running, 4),
+    ]
+    assert listener.run_number() == 4
+
+
+def test_pulse_times_and_run_start_times(clock: _Clock) -> None:
+    listener = _listener(end_run_every=0.1)
+    chunks = []
+    for step in range(1, 15):
+        clock.elapsed = step * 0.05  # 3 new pulses per step
+        chunks.append(listener.extract())
+    times = np.concatenate([chunk.coords[PULSE_DIM].values for chunk in chunks])
+    assert times.size >= 36
+    origin = np.datetime64(int(WALL_ORIGIN), "s").astype("datetime64[ns]")
+    expected = origin + np.round(np.arange(times.size) * PULSE_NS).astype("timedelta64[ns]")
+    np.testing.assert_allclose((times - expected).astype(np.int64), 0, atol=1000)
+    for chunk in chunks:
+        first = int(np.round((chunk.coords[PULSE_DIM].values[0] - origin).astype(np.int64) / PULSE_NS))
+        run = first // 6 + 1
+        assert chunk.coords["run_number"].value == run
+        assert (first + chunk.sizes[PULSE_DIM] - 1) // 6 + 1 == run, "a chunk spans two runs"
+        start = chunk.coords["start_time"].value
+        assert abs(int((start - expected[(run - 1) * 6]).astype(np.int64))) <= 1000
+
+
+def test_without_end_run_every_the_run_never_ends(clock: _Clock) -> None:
+    listener = _listener()
+    for step in range(1, 6):
+        clock.elapsed = step * 10.0
+        chunk = listener.extract()
+        assert listener.run_status() == RunStatus.Running
+        assert chunk.coords["run_number"].value == 1
+        assert chunk.sizes[PULSE_DIM] == (600 if step > 1 else 601)
+    assert listener.run_number() == 1
+
+
+def test_event_rate(clock: _Clock) -> None:
+    listener = _listener(event_rate=6000)
+    clock.elapsed = 10.0
+    chunk = listener.extract()
+    _check_chunk(chunk, listener)
+    # 601 pulses x Poisson(100): mean 60,100, sigma ~245
+    assert abs(int(chunk.bins.size().sum().value) - 60_100) < 2_000
+
+
+def test_extract_without_new_pulses_gives_an_empty_chunk(clock: _Clock) -> None:
+    listener = _listener(end_run_every=0.1)
+    clock.elapsed = 0.01
+    first = listener.extract()
+    assert first.sizes[PULSE_DIM] == 1
+    empty = listener.extract()  # same instant: nothing new
+    assert empty.sizes[PULSE_DIM] == 0
+    assert empty.bins is not None
+    assert listener.run_status() == RunStatus.Running
+    assert empty.coords["run_number"].value == 1
+
+
+def test_very_short_end_run_every_still_ends_runs(clock: _Clock) -> None:
+    """end_run_every > 0 but below one pulse (1/60 s): every pulse is a run rather than runs never ending."""
+    listener = _listener(end_run_every=0.005)
+    statuses = []
+    for step in range(1, 6):
+        clock.elapsed = step * 0.1
+        listener.extract()
+        statuses.append(listener.run_status())
+    assert RunStatus.EndRun in statuses
+    assert listener.run_number() > 1
+
+
+# --- real clock ----------------------------------------------------------------------------------------------------
+def test_real_time_runs_with_end_of_run() -> None:
+    listener = _listener(end_run_every=0.1)
+    deadline = time.monotonic() + 20
+    seen: list[tuple[sc.DataArray, RunStatus]] = []
+    while sum(status == RunStatus.EndRun for _, status in seen) < 2:
+        assert time.monotonic() < deadline, f"fewer than 2 EndRun within 20 s: {[s for _, s in seen]}"
+        run_before = listener.run_number()
+        chunk = listener.extract()
+        status = listener.run_status()
+        seen.append((chunk, status))
+        if chunk.sizes[PULSE_DIM]:
+            _check_chunk(chunk, listener)
+            assert chunk.coords["run_number"].value == run_before
+        if status == RunStatus.EndRun:
+            assert listener.run_number() == run_before + 1
+    pulses_per_run = 6
+    total = 0
+    for chunk, status in seen:
+        total += chunk.sizes[PULSE_DIM]
+        if status == RunStatus.EndRun:
+            assert total % pulses_per_run == 0, "EndRun not at a run boundary"
+    times = np.concatenate([chunk.coords[PULSE_DIM].values for chunk, _ in seen])
+    np.testing.assert_allclose(np.diff(times).astype(np.int64), PULSE_NS, atol=1000)
+    runs = [int(chunk.coords["run_number"].value) for chunk, _ in seen if chunk.sizes[PULSE_DIM]]
+    assert runs == sorted(runs)
+    assert runs[0] == 1
+    assert runs[-1] == 2
