@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Protocol
 
@@ -34,6 +34,7 @@ class Health:
         last_cycle_duration: seconds the last cycle took, or None.
         last_error: one-line description of the last error, "" if none.
         source: one-line description of the data source's state.
+        errors: cycles that ended with an error since the engine started.
     """
 
     state: EngineState = EngineState.STARTING
@@ -45,7 +46,7 @@ class Health:
     last_cycle_duration: float | None = None
     last_error: str = ""
     source: str = ""
-    errors: int = field(default=0)
+    errors: int = 0
 
 
 @dataclass(frozen=True)

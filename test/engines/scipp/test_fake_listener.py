@@ -30,6 +30,9 @@ class _Clock:
     def time(self) -> float:
         return WALL_ORIGIN + self.elapsed
 
+    def time_ns(self) -> int:
+        return round(self.time() * 1e9)
+
 
 @pytest.fixture
 def clock(monkeypatch: pytest.MonkeyPatch) -> _Clock:

@@ -104,7 +104,6 @@ class ScippEngine:
         replace = True
         chunk = 1
         previous_run = 0
-        next_start = time.monotonic()
         while not self._stop.is_set():
             started = time.monotonic()
             if chunk > 1:
@@ -117,12 +116,13 @@ class ScippEngine:
             if transition:
                 run = result.run_number
                 if self._transition(result, previous_run):
-                    notify(EngineFinished(f"run {run} ended (RunTransitionBehavior Stop)"))
                     self._set(state=EngineState.FINISHED)
+                    notify(EngineFinished(f"run {run} ended (RunTransitionBehavior Stop)"))
                     return
                 replace = True
                 previous_run = run
-            next_start = (time.monotonic() if chunk == 1 else next_start) + interval
+            # start-to-start; after the first chunk from its end (MonitorLiveData); a late cycle owes nothing
+            next_start = (time.monotonic() if chunk == 1 else started) + interval
             chunk += 1
             self._stop.wait(max(0.0, next_start - time.monotonic()))
 

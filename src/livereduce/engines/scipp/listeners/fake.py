@@ -46,7 +46,7 @@ class FakeEventDataListener(Listener):
         self.rate = config.event_rate
         self.pulses_per_run = max(1, round(config.end_run_every * PULSE_RATE)) if config.end_run_every else 0
         self.instrument = config.instrument or "ADARA_FakeEvent"
-        self._origin_wall = 0.0  # Unix seconds of pulse 0
+        self._origin_ns = 0  # Unix time of pulse 0 in ns
         self._origin_clock = 0.0  # time.monotonic() of pulse 0
         self._next = 0  # next pulse to hand out (global pulse counter)
         self._status = RunStatus.NoRun
@@ -58,7 +58,7 @@ class FakeEventDataListener(Listener):
 
     def start(self, position: StartPosition) -> None:  # noqa: ARG002 - the fake run starts now whatever is asked
         """Run 1 begins now (a fake source has no history)."""
-        self._origin_wall = time.time()
+        self._origin_ns = time.time_ns()
         self._origin_clock = time.monotonic()
         self._next = 0
 
@@ -97,14 +97,14 @@ class FakeEventDataListener(Listener):
         counts = self._rng.poisson(self.rate / PULSE_RATE, size=n_pulses)
         total = int(counts.sum())
         event_index = (np.cumsum(counts) - counts).astype(np.int64)
-        seconds = self._origin_wall + np.arange(first, last) / PULSE_RATE
-        pulse_times = (np.round(seconds * 1e9)).astype("int64").astype("datetime64[ns]")
-        run_start = self._origin_wall + ((run - 1) * self.pulses_per_run) / PULSE_RATE
+        nanoseconds = self._origin_ns + _pulse_offsets_ns(np.arange(first, last))
+        pulse_times = nanoseconds.astype("datetime64[ns]")
+        run_start = self._origin_ns + int(_pulse_offsets_ns(np.array([(run - 1) * self.pulses_per_run]))[0])
         metadata = RunMetadata(
             run_number=run,
-            start_time=np.datetime64(round(run_start * 1e9), "ns"),
+            start_time=np.datetime64(run_start, "ns"),
             instrument_name=self.instrument,
-            logs={"temperature": self._temperature(seconds)} if n_pulses else {},
+            logs={"temperature": self._temperature(nanoseconds // 1_000_000_000)} if n_pulses else {},
         )
         charge = self._rng.normal(4.0e6, 0.05e6, size=n_pulses)
         return make_chunk(
@@ -130,12 +130,15 @@ class FakeEventDataListener(Listener):
         return np.mod(FLIGHT_PATH_M * wavelength * 252.78, FRAME_US).astype(np.float32)
 
     def _temperature(self, seconds: np.ndarray) -> sc.DataArray:
-        """Sample temperature (K): a slow drift around 300 K, one value per whole second of the chunk."""
-        stamps = np.unique(np.floor(seconds))
-        values = 300.0 + 2.0 * np.sin(2 * math.pi * stamps / 600.0)
+        """Sample temperature (K): a slow drift around 300 K, one value per whole (Unix) second of the chunk."""
+        stamps = np.unique(seconds).astype(np.int64)
+        values = 300.0 + 2.0 * np.sin(2 * math.pi * (stamps % 600) / 600.0)
         return sc.DataArray(
             sc.array(dims=["time"], values=values, unit="K"),
-            coords={
-                "time": sc.array(dims=["time"], values=(stamps * 1e9).astype("int64"), unit="ns", dtype="datetime64")
-            },
+            coords={"time": sc.array(dims=["time"], values=stamps * 1_000_000_000, unit="ns", dtype="datetime64")},
         )
+
+
+def _pulse_offsets_ns(pulses: np.ndarray) -> np.ndarray:
+    """Time of each pulse after pulse 0 in integer ns (exact 60 Hz, no floating-point drift)."""
+    return (pulses.astype(np.int64) * 1_000_000_000 + 30) // 60
