@@ -175,10 +175,8 @@ output = input
 """
 
 
-def test_proc_script_raising_mid_run_drops_that_chunk_and_keeps_the_accumulation(
-    daemon, sans2d, sans2d_reference: Sans2dReference
-):
-    config = {
+def replay_in_six_chunks(sans2d: Path) -> dict:
+    return {
         "listener": "FileEventDataListener",
         "filename": str(sans2d),
         "replay_speed": 0,
@@ -186,6 +184,12 @@ def test_proc_script_raising_mid_run_drops_that_chunk_and_keeps_the_accumulation
         "update_every": 0.01,
         "run_transition": "Stop",
     }
+
+
+def test_proc_script_raising_mid_run_drops_that_chunk_and_keeps_the_accumulation(
+    daemon, sans2d, sans2d_reference: Sans2dReference
+):
+    config = replay_in_six_chunks(sans2d)
     run = daemon(config, {"proc": RAISE_ON_THIRD_CHUNK, "post_proc": SAVE}).finish()
 
     assert run.returncode == 0, run.stdout
@@ -203,14 +207,7 @@ def test_proc_script_raising_mid_run_drops_that_chunk_and_keeps_the_accumulation
 
 def test_post_proc_script_raising_keeps_accumulating(daemon, sans2d):
     post_proc = RAISE_ON_THIRD_CHUNK + SAVE
-    config = {
-        "listener": "FileEventDataListener",
-        "filename": str(sans2d),
-        "replay_speed": 0,
-        "replay_chunk_pulses": 50,
-        "update_every": 0.01,
-        "run_transition": "Stop",
-    }
+    config = replay_in_six_chunks(sans2d)
     run = daemon(config, {"post_proc": post_proc}).finish()
 
     assert run.returncode == 0, run.stdout
@@ -220,14 +217,7 @@ def test_post_proc_script_raising_keeps_accumulating(daemon, sans2d):
 
 
 def test_repeated_identical_errors_are_summarised(daemon, sans2d):
-    config = {
-        "listener": "FileEventDataListener",
-        "filename": str(sans2d),
-        "replay_speed": 0,
-        "replay_chunk_pulses": 50,
-        "update_every": 0.01,
-        "run_transition": "Stop",
-    }
+    config = replay_in_six_chunks(sans2d)
     run = daemon(config, {"proc": "raise ValueError('bad calibration')\n"}).finish()
 
     assert run.returncode == 0, run.stdout
