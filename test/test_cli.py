@@ -25,6 +25,9 @@ def test_print_config_shows_every_key_with_defaults_resolved(tmp_path):
     assert printed["update_every"] == 30
     assert printed["watchdog"] == {"interval": 60, "threshold": 300}
     assert printed["engine"] == "scipp"
+    assert printed["PIXI_ENV"] == "mantid_dev"
+    assert printed["listener"] == "SNSLiveEventDataListener"
+    assert printed["address"] == "bl11a-daq1.sns.gov:31415"
     # the printed configuration is itself valid and means the same
     again = tmp_path / "again.conf"
     again.write_text(result.stdout)

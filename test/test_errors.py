@@ -44,6 +44,8 @@ def error_line(result) -> str:
         ("[1, 2]", ["must be a JSON object"]),
         (base(update_every="fast"), ["'update_every'", '"fast"', "number"]),
         (base(update_every=0), ["'update_every'", "0", "greater than 0"]),
+        (base(update_every=True), ["'update_every'", "true", "not a boolean"]),
+        (base(log_file="/nonexistent-dir/livereduce.log"), ["cannot open log file", "/nonexistent-dir"]),
         (base(preserve_events="yes"), ["'preserve_events'", '"yes"', "boolean"]),
         (base(accum_method="Sum"), ["'accum_method'", '"Sum"', "'Add', 'Replace' or 'Append'"]),
         (base(run_transition="Pause"), ["'run_transition'", '"Pause"', "'Restart', 'Stop' or 'Rename'"]),

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from livereduce import __version__, logs
 from livereduce.config import OBSOLETE_KEYS, LoadedConfig, effective, load_config
 from livereduce.engines import create_engine, select_engine
-from livereduce.errors import EXIT_INTERNAL, EXIT_OK, LiveReduceError
+from livereduce.errors import EXIT_INTERNAL, EXIT_OK, ConfigError, LiveReduceError
 from livereduce.scripts import load_scripts
 from livereduce.supervisor import Supervisor
 
@@ -79,7 +79,7 @@ def _start_file_logging(log_file: str | None) -> str:
     except OSError as err:
         if log_file is None:  # the default location is best effort for early errors
             return f"(none: {err})"
-        raise LiveReduceError(f"cannot open log file '{log_file}': {err.strerror}") from None
+        raise ConfigError(f"cannot open log file '{log_file}' (key 'log_file'): {err.strerror}") from None
 
 
 def _log_config(loaded: LoadedConfig) -> None:
@@ -94,6 +94,10 @@ def _log_config(loaded: LoadedConfig) -> None:
     if loaded.config.instrument is None:
         _config_log.info("Using default instrument")
     info = loaded.config.instrument_info()
+    if not info.facility:
+        _config_log.warning(
+            "Instrument '%s' is not in the built-in instrument table: its name is used as its short name", info.name
+        )
     _config_log.info(
         'self.instrument="%s" (short name %s, facility %s)', info.name, info.short_name, info.facility or "unknown"
     )
@@ -108,6 +112,9 @@ def _inspect(args: argparse.Namespace) -> int:
         if args.print_config:
             print(json.dumps(settings, sort_keys=True, indent=2))
             return EXIT_OK
+        problem = logs.log_file_problem(loaded.config.log_file)
+        if problem is not None:
+            raise ConfigError(f"cannot open log file '{loaded.config.log_file or logs.default_log_file()}': {problem}")
         create_engine(engine_name, loaded.config)
         scripts = load_scripts(loaded.config.resolved_script_dir(), loaded.config.instrument_info().short_name)
     except LiveReduceError as err:

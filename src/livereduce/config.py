@@ -16,7 +16,16 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from livereduce import instruments
 from livereduce.errors import ConfigError
@@ -45,8 +54,18 @@ OBSOLETE_KEYS = {
 }
 """Keys older upstream versions read; accepted with a warning and ignored, so old files keep working."""
 
+
+def _not_boolean(value: Any) -> Any:
+    """JSON ``true``/``false`` is not a number (pydantic would read it as 1/0)."""
+    if isinstance(value, bool):
+        raise ValueError("expected a number, not a boolean")
+    return value
+
+
+Number = Annotated[float, BeforeValidator(_not_boolean)]
+Integer = Annotated[int, BeforeValidator(_not_boolean)]
 StartOption = Literal["from_start_of_run", "now"] | datetime
-Positive = Annotated[float, Field(gt=0)]
+Positive = Annotated[Number, Field(gt=0)]
 
 
 class WatchdogConfig(BaseModel):
@@ -54,9 +73,9 @@ class WatchdogConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    interval: Annotated[int, Field(ge=1)] = 60
+    interval: Annotated[Integer, Field(ge=1)] = 60
     """Seconds between two checks of the log file's age."""
-    threshold: Annotated[int, Field(ge=20)] = 300
+    threshold: Annotated[Integer, Field(ge=20)] = 300
     """Seconds without a change of the log file before the watchdog restarts the service (minimum 20)."""
 
 
@@ -80,11 +99,11 @@ class Config(BaseModel):
     """Keep events in the accumulation (StartLiveData ``PreserveEvents``); false histograms each chunk."""
     accum_method: Literal["Add", "Replace", "Append"] = "Add"
     """StartLiveData ``AccumulationMethod``."""
-    periods: list[Annotated[int, Field(ge=1)]] | None = None
+    periods: list[Annotated[Integer, Field(ge=1)]] | None = None
     """Periods to read (``PeriodList``, ISIS histogram listener only)."""
-    spectra: list[Annotated[int, Field(ge=0)]] | None = None
+    spectra: list[Annotated[Integer, Field(ge=0)]] | None = None
     """Spectra to read (``SpectraList``, ISIS histogram listener only)."""
-    system_mem_limit_perc: Annotated[float, Field(le=100)] = 70
+    system_mem_limit_perc: Annotated[Number, Field(le=100)] = 70
     """Memory limit of the daemon in percent of the total RAM; 0 or less disables the limit."""
     mem_check_interval_sec: Positive = 1
     """Seconds between two memory checks."""
@@ -99,13 +118,13 @@ class Config(BaseModel):
     """``host:port`` of the data source; default: the instrument's live-data address."""
     filename: str | None = None
     """NeXus file replayed by ``FileEventDataListener``."""
-    replay_speed: Annotated[float, Field(ge=0)] = 1
+    replay_speed: Annotated[Number, Field(ge=0)] = 1
     """File replay speed: 1 real time, N times faster, 0 as fast as possible."""
-    replay_chunk_pulses: Annotated[int, Field(ge=1)] | None = None
+    replay_chunk_pulses: Annotated[Integer, Field(ge=1)] | None = None
     """At most this many pulses per chunk in a file replay (default: no limit)."""
     event_rate: Positive = 20000
     """Events per second of ``FakeEventDataListener``."""
-    end_run_every: Annotated[float, Field(ge=0)] = 0
+    end_run_every: Annotated[Number, Field(ge=0)] = 0
     """Seconds after which ``FakeEventDataListener`` ends a run and begins the next; 0: never."""
     start: StartOption = "from_start_of_run"
     """Where in the stream to start: ``from_start_of_run``, ``now`` or an ISO-8601 time (UTC if no zone)."""
@@ -157,7 +176,7 @@ class Config(BaseModel):
         name = self.instrument or instruments.default_instrument()
         if not name or not name.strip():
             raise ConfigError("No instrument found in the configuration or Mantid.user.properties files")
-        return instruments.resolve(name.strip())
+        return instruments.resolve(name.strip(), default_facility=instruments.mantid_property("default.facility"))
 
     def resolved_script_dir(self) -> Path:
         """``script_dir`` made absolute against the working directory, or ``/SNS/<short name>/shared/livereduce``."""
@@ -195,7 +214,7 @@ def choose_config_file(argument: str | None) -> Path | None:
     if argument is not None:
         path = Path(argument)
         if not path.is_file():
-            raise ConfigError(f"configuration file '{argument}' does not exist")
+            raise ConfigError(f"configuration file '{argument}' does not exist or is not a file")
         return path.absolute()
     if DEFAULT_CONFIG_PATH.is_file() and DEFAULT_CONFIG_PATH.stat().st_size > 0:
         return DEFAULT_CONFIG_PATH
@@ -258,11 +277,16 @@ def effective(loaded: LoadedConfig, engine: str) -> dict[str, Any]:
     """The effective configuration as JSON-ready data: every key with its default, derived values resolved.
 
     ``instrument`` is the resolved full name, ``script_dir`` the resolved directory, ``engine`` the engine that
-    would run. The result is itself a valid configuration file with the same behaviour.
+    would run, ``PIXI_ENV`` the environment name, ``listener``/``address`` the instrument's live-data defaults
+    when not configured. The result is itself a valid configuration file with the same behaviour.
     """
     config = loaded.config
     values = config.model_dump(mode="json")
     values["instrument"] = config.instrument_info().name
     values["script_dir"] = str(config.resolved_script_dir())
     values["engine"] = engine
+    values["PIXI_ENV"] = config.env_name
+    info = config.instrument_info()
+    values["listener"] = config.listener or info.listener
+    values["address"] = config.address or info.address
     return values

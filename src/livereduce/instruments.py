@@ -261,28 +261,32 @@ def _default_properties_files() -> tuple[Path, ...]:
     return (Path("/etc/mantid.local.properties"), Path.home() / ".mantid" / "Mantid.user.properties")
 
 
-def default_instrument(paths: Sequence[Path] | None = None) -> str | None:
-    """Mantid's ``default.instrument`` property read from Mantid properties files without Mantid.
+def mantid_property(key: str, paths: Sequence[Path] | None = None) -> str | None:
+    """A Mantid configuration property read from Mantid properties files without Mantid.
 
     Source: Mantid's ConfigService (Framework/Kernel/src/ConfigService.cpp), which loads Mantid.properties, then
     ``/etc/mantid.local.properties``, then ``~/.mantid/Mantid.user.properties``, a later file overriding an earlier
-    one; the instrument names it gives are those of Mantid instrument/Facilities.xml.
-
-    Default paths, in increasing priority: ``/etc/mantid.local.properties``, ``~/.mantid/Mantid.user.properties``.
-    Java-properties syntax: ``key = value`` or ``key=value`` (also ``key: value``), lines starting with ``#`` or
-    ``!`` are comments. Missing or unreadable files are skipped.
+    one. Java-properties syntax: ``key = value`` or ``key=value`` (also ``key: value``), lines starting with ``#``
+    or ``!`` are comments. Missing or unreadable files are skipped.
 
     Args:
-        paths: properties files in increasing priority; None for the default paths.
+        key: the property, e.g. ``default.instrument`` or ``default.facility``.
+        paths: properties files in increasing priority; None for the default paths (``/etc/mantid.local.properties``,
+            ``~/.mantid/Mantid.user.properties``).
 
     Returns:
-        The value of the last file that sets ``default.instrument``; None when no file sets it or that value
-        is blank (a blank value in a higher-priority file hides a value in a lower-priority one, as in Mantid).
+        The value of the last file that sets ``key``; None when no file sets it or that value is blank (a blank
+        value in a higher-priority file hides a value in a lower-priority one, as in Mantid).
     """
     files = _default_properties_files() if paths is None else tuple(Path(path) for path in paths)
     value: str | None = None
     for path in files:
         properties = _read_properties(path)
-        if "default.instrument" in properties:
-            value = properties["default.instrument"]
+        if key in properties:
+            value = properties[key]
     return value or None
+
+
+def default_instrument(paths: Sequence[Path] | None = None) -> str | None:
+    """Mantid's ``default.instrument`` property (see :func:`mantid_property`); names as in Facilities.xml."""
+    return mantid_property("default.instrument", paths)

@@ -41,6 +41,17 @@ def default_log_file() -> Path:
     return SNS_LOG_FILE if user_name() == "snsdata" else Path("livereduce.log")
 
 
+def log_file_problem(log_file: str | None) -> str | None:
+    """Why the log file could not be opened for appending, or None if it can (nothing is created)."""
+    path = Path(log_file) if log_file else default_log_file()
+    target = path if path.exists() else path.absolute().parent
+    if not target.exists():
+        return f"directory '{target}' does not exist"
+    if not os.access(target, os.W_OK):
+        return f"'{target}' is not writable by user '{user_name()}'"
+    return None
+
+
 class _JournalFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         return record.name.split(".")[0] in _STDOUT_LOGGERS or "Mantid" in record.name

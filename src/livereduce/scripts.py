@@ -101,7 +101,8 @@ def load_script(role: Role, path: Path) -> Script:
     try:
         code = compile(raw, str(path), "exec")
     except SyntaxError as err:
-        raise ScriptError(f"{type(err).__name__} in '{path}', line {err.lineno}: {err.msg}") from None
+        where = f", line {err.lineno}" if err.lineno else ""
+        raise ScriptError(f"{type(err).__name__} in '{path}'{where}: {err.msg}") from None
     except ValueError as err:  # e.g. source code containing null bytes
         raise ScriptError(f"'{path}' does not compile: {err}") from None
     return Script(role, path, hashlib.sha256(raw).hexdigest(), code)

@@ -155,6 +155,8 @@ def _without_metadata(data: Data) -> Data:
 
 def describe(data: object) -> str:
     """Short description of a scipp object's shape, e.g. ``DataArray(event_id: 4096, dense float64)``."""
+    if data is None:
+        return "none yet"
     if isinstance(data, sc.DataGroup):
         return "DataGroup{" + ", ".join(f"{key}: {describe(value)}" for key, value in data.items()) + "}"
     if isinstance(data, sc.DataArray | sc.Dataset | sc.Variable):

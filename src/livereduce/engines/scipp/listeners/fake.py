@@ -45,7 +45,7 @@ class FakeEventDataListener(Listener):
     def __init__(self, config: Config) -> None:
         self.rate = config.event_rate
         self.pulses_per_run = max(1, round(config.end_run_every * PULSE_RATE)) if config.end_run_every else 0
-        self.instrument = config.instrument or "ADARA_FakeEvent"
+        self.instrument = config.instrument_info().name if config.instrument else "ADARA_FakeEvent"
         self._origin_ns = 0  # Unix time of pulse 0 in ns
         self._origin_clock = 0.0  # time.monotonic() of pulse 0
         self._next = 0  # next pulse to hand out (global pulse counter)

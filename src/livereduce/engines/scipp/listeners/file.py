@@ -293,7 +293,9 @@ def _scale(dataset: h5py.Dataset, target: str, default: str) -> float:
     try:
         return float(sc.scalar(1.0, unit=unit).to(unit=target).value)
     except (sc.UnitError, ValueError, RuntimeError) as err:
-        raise SourceError(f"'{dataset.file.filename}': '{dataset.name}' has unknown units '{unit}': {err}") from None
+        raise SourceError(
+            f"'{dataset.file.filename}': '{dataset.name}' has units '{unit}', not a time unit: {err}"
+        ) from None
 
 
 def _pulse_times(etz: h5py.Dataset, where: str) -> np.ndarray:
