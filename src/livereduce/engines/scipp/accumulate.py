@@ -24,6 +24,7 @@ from livereduce.engines.scipp.chunk import (
     PULSE_DIM,
     RunMetadata,
     attach_metadata,
+    event_count,
     flat_events,
     is_event_chunk,
 )
@@ -71,6 +72,11 @@ class Accumulator:
         self._reserve_bytes = reserve_bytes
         self._events: EventAccumulator | None = None
         self.accumulation: Data | None = None
+
+    @property
+    def event_count(self) -> int:
+        """Events in the accumulation (0 when it holds histograms); O(1) for event accumulations."""
+        return self._events.n_events if self._events is not None else event_count(self.accumulation)
 
     def accumulate(self, processed: Data, metadata: RunMetadata, replace: bool) -> Data:
         """Accumulate a processed chunk and return the accumulation.
@@ -183,14 +189,15 @@ class EventAccumulator:
     def __init__(self, reserve_bytes: int) -> None:
         self._reserve_bytes = max(reserve_bytes, 1 << 20)
         self._buffer: sc.DataArray | None = None
-        self._n_events = 0
+        self._binned: sc.Variable | None = None  # bins over the pulse capacity; unused pulses are empty bins
+        self.n_events = 0
         self._n_pulses = 0
-        self._begin = np.empty(0, np.int64)
-        self._end = np.empty(0, np.int64)
         self._pulse_coords: dict[str, sc.Variable] = {}
 
     def append(self, chunk: sc.DataArray) -> sc.DataArray:
         """Append a chunk's pulses and events; returns the accumulation (a view).
+
+        Cost: proportional to the chunk (amortised), not to what is already accumulated.
 
         Raises:
             AccumulationError: the chunk's event fields or pulse coordinates differ from the accumulation's.
@@ -201,27 +208,24 @@ class EventAccumulator:
         if self._buffer is None:
             self._buffer = self._reserve(events, n_new)
             self._pulse_coords = {
-                name: _empty_like(coord, max(chunk.sizes[PULSE_DIM], 64))
-                for name, coord in chunk.coords.items()
-                if coord.dims == (PULSE_DIM,)
+                name: _empty_like(coord, 0) for name, coord in chunk.coords.items() if coord.dims == (PULSE_DIM,)
             }
         self._check(chunk, events)
-        if self._n_events + n_new > self._buffer.sizes[EVENT_DIM]:
-            self._buffer = self._grow(self._buffer, 2 * (self._n_events + n_new))
-        self._write_events(events, n_new)
+        if self.n_events + n_new > self._buffer.sizes[EVENT_DIM]:
+            self._buffer = self._grow(self._buffer, self.n_events, 2 * (self.n_events + n_new))
+            self._rebuild_pulses(self._binned.sizes[PULSE_DIM])  # same bounds over the new buffer
+        _copy_into(self._buffer, events, self.n_events)
         self._write_pulses(chunk, sizes)
+        self.n_events += n_new
         return self.accumulation()
 
     def accumulation(self) -> sc.DataArray:
-        """The accumulated pulses as a chunk-shaped DataArray sharing the buffer."""
+        """The accumulated pulses as a chunk-shaped DataArray sharing the buffer (O(1): slices of views)."""
         p = self._n_pulses
-        binned = sc.bins(
-            begin=sc.array(dims=[PULSE_DIM], values=self._begin[:p], unit=None),
-            end=sc.array(dims=[PULSE_DIM], values=self._end[:p], unit=None),
-            dim=EVENT_DIM,
-            data=self._buffer,
+        return sc.DataArray(
+            self._binned[PULSE_DIM, :p],
+            coords={name: coord[PULSE_DIM, :p] for name, coord in self._pulse_coords.items()},
         )
-        return sc.DataArray(binned, coords={name: coord[PULSE_DIM, :p] for name, coord in self._pulse_coords.items()})
 
     def _reserve(self, events: sc.DataArray, n_new: int) -> sc.DataArray:
         per_event = sum(_itemsize(var) for var in (events.data, *events.coords.values(), *events.masks.values()))
@@ -235,9 +239,9 @@ class EventAccumulator:
                 capacity = max(n_new, capacity // 2)
 
     @staticmethod
-    def _grow(buffer: sc.DataArray, capacity: int) -> sc.DataArray:
+    def _grow(buffer: sc.DataArray, used: int, capacity: int) -> sc.DataArray:
         grown = _empty_like(buffer, capacity)
-        _copy_into(grown, buffer, 0)
+        _copy_into(grown, buffer[EVENT_DIM, :used], 0)
         return grown
 
     def _check(self, chunk: sc.DataArray, events: sc.DataArray) -> None:
@@ -257,27 +261,39 @@ class EventAccumulator:
                     f"the accumulation's is {have[name].dtype} [{have[name].unit}]"
                 )
 
-    def _write_events(self, events: sc.DataArray, n_new: int) -> None:
-        _copy_into(self._buffer, events, self._n_events)
-        self._n_events += n_new
-
     def _write_pulses(self, chunk: sc.DataArray, sizes: np.ndarray) -> None:
+        """Write the chunk's bin bounds and pulse coordinates after the accumulated pulses."""
         p, k = self._n_pulses, sizes.size
-        if p + k > self._begin.size:
-            capacity = max(2 * (p + k), 64)
-            self._begin = np.resize(self._begin, capacity)
-            self._end = np.resize(self._end, capacity)
-            for name, coord in self._pulse_coords.items():
-                grown = _empty_like(coord, capacity)
-                grown[PULSE_DIM, :p] = coord[PULSE_DIM, :p]
-                self._pulse_coords[name] = grown
-        start = self._n_events - int(sizes.sum())
-        ends = start + np.cumsum(sizes)
-        self._begin[p : p + k] = ends - sizes
-        self._end[p : p + k] = ends
+        capacity = 0 if self._binned is None else self._binned.sizes[PULSE_DIM]
+        if self._binned is None or p + k > capacity:
+            self._rebuild_pulses(max(2 * (p + k), 64))
+        ends = self.n_events + np.cumsum(sizes)
+        bounds = self._binned.bins.constituents  # writable views of the bin bounds
+        bounds["begin"].values[p : p + k] = ends - sizes
+        bounds["end"].values[p : p + k] = ends
         for name, coord in self._pulse_coords.items():
             coord[PULSE_DIM, p : p + k] = chunk.coords[name]
         self._n_pulses += k
+
+    def _rebuild_pulses(self, capacity: int) -> None:
+        """New pulse arrays of ``capacity`` over the current buffer, the accumulated pulses copied in."""
+        p = self._n_pulses
+        begin = np.zeros(capacity, np.int64)
+        end = np.zeros(capacity, np.int64)
+        if self._binned is not None:
+            old = self._binned.bins.constituents
+            begin[:p] = old["begin"].values[:p]
+            end[:p] = old["end"].values[:p]
+        self._binned = sc.bins(
+            begin=sc.array(dims=[PULSE_DIM], values=begin, unit=None),
+            end=sc.array(dims=[PULSE_DIM], values=end, unit=None),
+            dim=EVENT_DIM,
+            data=self._buffer,
+        )
+        for name, coord in self._pulse_coords.items():
+            grown = _empty_like(coord, capacity)
+            grown[PULSE_DIM, :p] = coord[PULSE_DIM, :p]
+            self._pulse_coords[name] = grown
 
 
 def _itemsize(var: sc.Variable) -> int:

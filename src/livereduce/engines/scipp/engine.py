@@ -22,7 +22,6 @@ import psutil
 from livereduce.config import Config
 from livereduce.engines.base import EngineFailed, EngineFinished, EngineState, Health, Notify
 from livereduce.engines.scipp.accumulate import describe
-from livereduce.engines.scipp.chunk import event_count
 from livereduce.engines.scipp.cycle import OUTPUT_WORKSPACE, CycleResult, LiveDataLoader
 from livereduce.engines.scipp.listeners import create_listener
 from livereduce.engines.scipp.listeners.base import RunStatus
@@ -144,7 +143,7 @@ class ScippEngine:
 
     def _record(self, chunk: int, result: CycleResult, duration: float) -> None:
         accumulation = self.loader.accumulator.accumulation
-        accumulated = event_count(accumulation)
+        accumulated = self.loader.accumulator.event_count
         with self._lock:
             health = self._health
             health.chunks = chunk
