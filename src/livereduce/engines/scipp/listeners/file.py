@@ -13,8 +13,7 @@ Layouts (NeXus ``NXevent_data``: ``event_id``, ``event_time_offset``, ``event_ti
   events of the same pulse are merged into one pulse of the chunk.
 
 Bulk event data is read with h5py straight into scipp's memory; run metadata and sample-environment logs
-(``NXlog`` groups, e.g. SNS ``entry/DASlogs``) are read with scippnexus. At ``replay_speed`` 0 the next chunk
-is read in a background thread while the current one is processed (h5py releases the GIL while reading).
+(``NXlog`` groups, e.g. SNS ``entry/DASlogs``) are read with scippnexus.
 """
 
 from __future__ import annotations
@@ -22,7 +21,6 @@ from __future__ import annotations
 import logging
 import re
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC
 from pathlib import Path
@@ -82,9 +80,6 @@ class FileEventDataListener(Listener):
         self._origin = np.datetime64(0, "ns")  # file time of the first pulse replayed
         self._status = RunStatus.NoRun
         self._ended = False
-        self._reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="FileEventDataListener")
-        self._ahead: Future[sc.DataArray] | None = None
-        self._read_ahead = (0, 0)
 
     # --- Listener interface -----------------------------------------------------------------------------------
     def connect(self) -> None:
@@ -151,20 +146,6 @@ class FileEventDataListener(Listener):
             self._status, self._ended = RunStatus.EndRun, True
         else:
             self._status = RunStatus.Running
-        chunk = self._chunk(first, last)
-        if self.speed == 0 and last < self._pulse_times.size:  # read ahead while the scripts run
-            following = self._pulse_times.size if self.max_pulses is None else last + self.max_pulses
-            self._read_ahead = (last, min(following, self._pulse_times.size))
-            self._ahead = self._reader.submit(self._build, *self._read_ahead)
-        return chunk
-
-    def _chunk(self, first: int, last: int) -> sc.DataArray:
-        """The chunk of pulses ``[first, last)``: read ahead already, or read now."""
-        ahead, self._ahead = self._ahead, None
-        if ahead is not None and self._read_ahead == (first, last):
-            return ahead.result()
-        if ahead is not None:
-            ahead.result()  # not the range wanted (cannot happen at speed 0); wait so reads never overlap
         return self._build(first, last)
 
     def _build(self, first: int, last: int) -> sc.DataArray:
@@ -277,10 +258,6 @@ class FileEventDataListener(Listener):
         return (low, high) if low is not None else (0, 0)
 
     def _close(self) -> None:
-        if self._ahead is not None and not self._ahead.cancel():
-            self._ahead.exception()  # a read in progress: wait for it, never close the file under it
-        self._ahead = None
-        self._reader.shutdown(wait=True)
         if self._file is not None:
             self._file.close()
             self._file = None
