@@ -15,8 +15,9 @@ from collections.abc import Sequence
 from livereduce import __version__, logs
 from livereduce.config import OBSOLETE_KEYS, LoadedConfig, effective, load_config
 from livereduce.engines import create_engine, select_engine
+from livereduce.engines.base import Engine
 from livereduce.errors import EXIT_INTERNAL, EXIT_OK, ConfigError, LiveReduceError
-from livereduce.scripts import load_scripts
+from livereduce.scripts import ProcessingScripts, load_scripts
 from livereduce.supervisor import Supervisor
 
 _log = logging.getLogger("livereduce")
@@ -68,9 +69,18 @@ def _run_daemon(config_argument: str | None) -> int:
     engine_name = select_engine(loaded.config)
     settings = effective(loaded, engine_name)
     _log.info("Configuration options: %s", json.dumps(settings, sort_keys=True, indent=2))
+    return Supervisor(*_engine_and_scripts(loaded, engine_name)).run()
+
+
+def _engine_and_scripts(loaded: LoadedConfig, engine_name: str) -> tuple[Engine, ProcessingScripts]:
+    """Build the engine (nothing starts) and load the scripts that exist now; both validate the configuration.
+
+    Raises:
+        LiveReduceError: the configuration does not suit the engine, or the scripts are invalid.
+    """
     engine = create_engine(engine_name, loaded.config)
-    scripts = load_scripts(loaded.config.resolved_script_dir(), loaded.config.instrument_info().short_name)
-    return Supervisor(engine, scripts).run()
+    config = loaded.config
+    return engine, load_scripts(config.resolved_script_dir(), config.instrument_info().short_name)
 
 
 def _start_file_logging(log_file: str | None) -> str:
@@ -115,8 +125,7 @@ def _inspect(args: argparse.Namespace) -> int:
         problem = logs.log_file_problem(loaded.config.log_file)
         if problem is not None:
             raise ConfigError(f"cannot open log file '{loaded.config.log_file or logs.default_log_file()}': {problem}")
-        create_engine(engine_name, loaded.config)
-        scripts = load_scripts(loaded.config.resolved_script_dir(), loaded.config.instrument_info().short_name)
+        _, scripts = _engine_and_scripts(loaded, engine_name)
     except LiveReduceError as err:
         print(f"livereduce: {err}", file=sys.stderr)
         return err.exit_code
