@@ -64,6 +64,7 @@ class LiveDataLoader:
         self.preserve_events = config.preserve_events
         self.accumulator = Accumulator(config.accum_method, reserve_bytes)
         self.workspaces: dict[str, object] = {}
+        self._reset_pending = False  # a data reset whose chunk did not reach the accumulation yet
 
     def run(self, replace: bool) -> CycleResult:
         """Run one cycle.
@@ -74,7 +75,7 @@ class LiveDataLoader:
         Raises:
             SourceError: the listener failed (the engine cannot go on).
         """
-        reset = self.listener.data_reset()
+        self._reset_pending |= self.listener.data_reset()
         chunk = self.listener.extract()
         status = self.listener.run_status()
         metadata = metadata_of(chunk)
@@ -87,9 +88,10 @@ class LiveDataLoader:
             processed = self._process(chunk)
             if not self.preserve_events:
                 processed = histogram_events(processed, self.listener.event_id_range())
-            accumulation = self.accumulator.accumulate(processed, metadata, replace or reset)
+            accumulation = self.accumulator.accumulate(processed, metadata, replace or self._reset_pending)
         except (ScriptError, AccumulationError) as err:
             return result(False, err)
+        self._reset_pending = False
         try:
             self.workspaces[OUTPUT_WORKSPACE] = self._post_process(accumulation)
         except ScriptError as err:

@@ -1,0 +1,110 @@
+"""One cycle (LoadLiveData): the output contract, errors, and Replace after a data reset."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import scipp as sc
+
+from livereduce.config import Config
+from livereduce.engines.scipp.chunk import RunMetadata, make_chunk
+from livereduce.engines.scipp.cycle import LiveDataLoader
+from livereduce.engines.scipp.listeners.base import Listener, RunStatus
+from livereduce.scripts import ProcessingScripts, load_script
+
+
+class ScriptedListener(Listener):
+    """Hands out chunks of 2 pulses x 2 events; ``resets`` lists the extractions preceded by a data reset."""
+
+    name = "ScriptedListener"
+
+    def __init__(self, resets: set[int]) -> None:
+        self.extracted = 0
+        self.resets = resets
+
+    def connect(self) -> None:
+        return
+
+    def start(self, position) -> None:
+        return
+
+    def data_reset(self) -> bool:
+        return self.extracted + 1 in self.resets
+
+    def extract(self) -> sc.DataArray:
+        self.extracted += 1
+        first = np.datetime64("2026-01-01T00:00:00", "ns") + np.timedelta64(self.extracted, "s")
+        times = first + np.array([0, 16_666_667], dtype="timedelta64[ns]")
+        ids = np.full(4, self.extracted, np.int32)
+        return make_chunk(ids, np.ones(4, np.float32), times, np.array([0, 2]), metadata=RunMetadata(run_number=7))
+
+    def run_status(self) -> RunStatus:
+        return RunStatus.Running
+
+    def run_number(self) -> int:
+        return 7
+
+    def is_connected(self) -> bool:
+        return True
+
+    def event_id_range(self) -> tuple[int, int]:
+        return 0, 9
+
+
+def loader(tmp_path: Path, resets: set[int] = frozenset(), proc: str | None = None, post: str | None = None):
+    scripts = {}
+    for role, code in (("proc", proc), ("post_proc", post)):
+        if code is not None:
+            path = tmp_path / f"{role}.py"
+            path.write_text(code)
+            scripts[role] = load_script(role, path)
+    return LiveDataLoader(
+        ScriptedListener(set(resets)),
+        ProcessingScripts(scripts.get("proc"), scripts.get("post_proc")),
+        Config(),
+        1 << 24,
+    )
+
+
+def pixels(data: sc.DataArray) -> list[int]:
+    return sorted(set(data.bins.concat().value.coords["event_id"].values.tolist()))
+
+
+def test_a_data_reset_makes_the_next_accumulated_chunk_replace_even_after_a_failed_cycle(tmp_path):
+    failing_second = "if int(input.bins.concat().value.coords['event_id'].values[0]) == 2:\n    raise ValueError\n"
+    cycles = loader(tmp_path, resets={2}, proc=failing_second)
+    assert cycles.run(replace=True).accumulated
+    assert cycles.run(replace=False).error is not None  # chunk 2 (after the reset) fails and is dropped
+    assert cycles.run(replace=False).accumulated
+    assert pixels(cycles.workspaces["result"]) == [3]  # chunk 3 replaced chunk 1
+    assert cycles.run(replace=False).accumulated
+    assert pixels(cycles.workspaces["result"]) == [3, 4]  # then Add again
+
+
+def test_proc_output_may_name_a_workspace_in_mtd(tmp_path):
+    cycles = loader(tmp_path, proc="mtd['kept'] = input\noutput = 'kept'\n")
+    assert cycles.run(replace=True).accumulated
+    assert pixels(cycles.workspaces["result"]) == [1]
+
+
+@pytest.mark.parametrize(
+    ("proc", "post", "message"),
+    [
+        ("output = 42\n", None, "invalid type int assigned to 'output'"),
+        ("output = 'nowhere'\n", None, "'output' names workspace 'nowhere', which does not exist in mtd"),
+        (None, "x = 1\n", "did not assign 'output'"),
+    ],
+)
+def test_unusable_outputs_are_cycle_errors(tmp_path, proc, post, message):
+    result = loader(tmp_path, proc=proc, post=post).run(replace=True)
+    assert message in str(result.error)
+
+
+def test_post_proc_sees_the_accumulation_as_input_and_accumulation(tmp_path):
+    cycles = loader(tmp_path, post="assert input is accumulation\noutput = input.bins.size().sum()\n")
+    for replace in (True, False, False):
+        assert cycles.run(replace=replace).error is None
+    assert cycles.workspaces["result"].value == 12  # 3 chunks of 4 events, summed by post_proc
+    assert cycles.workspaces["accumulation"].bins.size().sum().value == 12
