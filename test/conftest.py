@@ -76,11 +76,11 @@ class DaemonRun:
 class Daemon:
     """The daemon as a real subprocess in its own working directory (always stopped by the fixture)."""
 
-    def __init__(self, workdir: Path, config_path: Path) -> None:
+    def __init__(self, workdir: Path, config_path: Path, env: dict[str, str] | None = None) -> None:
         self.workdir = workdir
         self.config_path = config_path
         self.log_path = workdir / "livereduce.log"
-        env = dict(os.environ, PYTHONUNBUFFERED="1", LIVEREDUCE_OUTPUT_DIR=str(workdir / "out"))
+        env = dict(os.environ, PYTHONUNBUFFERED="1", LIVEREDUCE_OUTPUT_DIR=str(workdir / "out"), **(env or {}))
         self.process = subprocess.Popen(
             [sys.executable, str(ENTRY_POINT), str(config_path)],
             cwd=workdir,
@@ -131,13 +131,21 @@ def daemon(tmp_path: Path) -> Iterator[Callable[..., Daemon]]:
     """Start daemons: ``daemon(config_dict, scripts={"proc": code, "post_proc": code})``."""
     started: list[Daemon] = []
 
-    def start(config: dict, scripts: dict[str, str] | None = None, instrument: str = "SANS2D") -> Daemon:
-        config = {"instrument": instrument, "engine": "scipp", "script_dir": ".", **config}
+    def start(
+        config: dict, scripts: dict[str, str] | None = None, instrument: str = "SANS2D", env: dict | None = None
+    ) -> Daemon:
+        config = {
+            "instrument": instrument,
+            "engine": "scipp",
+            "script_dir": ".",
+            "status_file": str(tmp_path / "status.json"),
+            **config,
+        }
         for role, code in (scripts or {}).items():
             (tmp_path / f"reduce_{instrument}_live_{role}.py").write_text(textwrap.dedent(code))
         config_path = tmp_path / "livereduce.conf"
         config_path.write_text(json.dumps(config))
-        process = Daemon(tmp_path, config_path)
+        process = Daemon(tmp_path, config_path, env)
         started.append(process)
         return process
 

@@ -11,8 +11,9 @@ import json
 import logging
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
-from livereduce import __version__, logs
+from livereduce import __version__, logs, status
 from livereduce.config import OBSOLETE_KEYS, LoadedConfig, effective, load_config
 from livereduce.engines import create_engine, select_engine
 from livereduce.engines.base import Engine
@@ -28,13 +29,16 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="livereduce",
         description="Live data reduction daemon. Configuration: CONFIG, else /etc/livereduce.conf, else defaults.",
-        epilog="Exit codes: 0 clean stop, 1 internal error, 2 configuration/script error, 3 data source error, "
-        "4 engine unavailable.",
+        epilog="Exit codes: 0 clean stop, 1 internal error (--status: unhealthy), 2 configuration/script error, "
+        "3 data source error, 4 engine unavailable, 5 memory limit, 6 stop timeout, 7 SIGQUIT.",
     )
     parser.add_argument("config", nargs="?", help="configuration file (JSON)")
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--check", action="store_true", help="validate configuration and scripts, start nothing")
     mode.add_argument("--print-config", action="store_true", help="print the effective configuration and exit")
+    mode.add_argument(
+        "--status", action="store_true", help="show the running daemon's status; exit 1 if it is unhealthy"
+    )
     parser.add_argument("--version", action="version", version=f"livereduce {__version__}")
     return parser.parse_args(argv)
 
@@ -42,6 +46,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``livereduce`` command and ``scripts/livereduce.py``; returns the exit code."""
     args = parse_args(argv)
+    if args.status:
+        return _show_status(args.config)
     if args.check or args.print_config:
         return _inspect(args)
     logs.start_stdout_logging()
@@ -69,7 +75,8 @@ def _run_daemon(config_argument: str | None) -> int:
     engine_name = select_engine(loaded.config)
     settings = effective(loaded, engine_name)
     _log.info("Configuration options: %s", json.dumps(settings, sort_keys=True, indent=2))
-    return Supervisor(*_engine_and_scripts(loaded, engine_name)).run()
+    _, scripts = _engine_and_scripts(loaded, engine_name)
+    return Supervisor(loaded, lambda: create_engine(engine_name, loaded.config), scripts).run()
 
 
 def _engine_and_scripts(loaded: LoadedConfig, engine_name: str) -> tuple[Engine, ProcessingScripts]:
@@ -111,6 +118,20 @@ def _log_config(loaded: LoadedConfig) -> None:
     _config_log.info(
         'self.instrument="%s" (short name %s, facility %s)', info.name, info.short_name, info.facility or "unknown"
     )
+
+
+def _show_status(config_argument: str | None) -> int:
+    """``--status``: print the status file the configuration names; 0 healthy, 1 unhealthy or unreadable."""
+    try:
+        configured = load_config(config_argument).config.status_file
+        path = Path(configured).absolute() if configured else status.find_status_file()
+        current = status.read_status(path)
+    except LiveReduceError as err:
+        print(f"livereduce: {err}", file=sys.stderr)
+        return err.exit_code
+    print(status.format_status(current))
+    healthy, _ = status.health(current)
+    return EXIT_OK if healthy else EXIT_INTERNAL
 
 
 def _inspect(args: argparse.Namespace) -> int:

@@ -132,6 +132,14 @@ class Config(BaseModel):
     """Mantid's ``RunTransitionBehavior`` at the end of a run."""
     log_file: str | None = None
     """Log file; default as upstream (``/var/log/SNS_applications/livereduce.log`` for ``snsdata``)."""
+    poll_interval_sec: Positive = 10
+    """Seconds between two hash comparisons of scripts and configuration (edits inotify cannot see)."""
+    mem_limit_mb: Positive | None = None
+    """Absolute memory limit in MiB (RSS with children); with ``system_mem_limit_perc`` the smaller applies."""
+    stop_timeout_sec: Positive = 30
+    """Seconds the engine gets to stop (SIGTERM, restart) before the daemon exits non-zero instead of hanging."""
+    status_file: str | None = None
+    """Status file (JSON); default ``/run/livereduce/status.json`` where writable (see docs/operations.md)."""
 
     @model_validator(mode="before")
     @classmethod

@@ -7,6 +7,9 @@
 | 2    | configuration error: config file, processing scripts, ``--check`` found a problem |
 | 3    | data source error: file missing/unreadable/not NeXus, connection failed |
 | 4    | engine unavailable: ``engine`` names an engine that cannot be loaded here |
+| 5    | memory: still above the limit after repeated in-process restarts (systemd starts a fresh process) |
+| 6    | the engine did not stop within ``stop_timeout_sec`` (stop or restart) |
+| 7    | SIGQUIT: thread stacks dumped to the log, then exit |
 """
 
 EXIT_OK = 0
@@ -14,6 +17,9 @@ EXIT_INTERNAL = 1
 EXIT_CONFIG = 2
 EXIT_SOURCE = 3
 EXIT_ENGINE = 4
+EXIT_MEMORY = 5
+EXIT_STOP_TIMEOUT = 6
+EXIT_SIGQUIT = 7
 
 
 class LiveReduceError(Exception):

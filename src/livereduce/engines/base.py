@@ -33,6 +33,7 @@ class Health:
         last_cycle_end: wall-clock time (seconds since the Unix epoch) of the end of the last cycle, or None.
         last_cycle_duration: seconds the last cycle took, or None.
         last_error: one-line description of the last error, "" if none.
+        last_error_time: wall-clock time (Unix seconds) of the last error, or None.
         source: one-line description of the data source's state.
         errors: cycles that ended with an error since the engine started.
     """
@@ -45,6 +46,7 @@ class Health:
     last_cycle_end: float | None = None
     last_cycle_duration: float | None = None
     last_error: str = ""
+    last_error_time: float | None = None
     source: str = ""
     errors: int = 0
 

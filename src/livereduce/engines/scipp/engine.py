@@ -93,7 +93,7 @@ class ScippEngine:
         try:
             self._loop(notify)
         except Exception as err:  # noqa: BLE001 - whatever ends the loop is reported to the supervisor
-            self._set(state=EngineState.FAILED, last_error=str(err))
+            self._set(state=EngineState.FAILED, last_error=str(err), last_error_time=time.time())
             notify(EngineFailed(err))
         finally:
             self.listener.disconnect()
@@ -156,6 +156,7 @@ class ScippEngine:
             if result.error is not None:
                 health.errors += 1
                 health.last_error = str(result.error)
+                health.last_error_time = time.time()
         _log.info(
             "Chunk %d: %d events in %d pulses (run %d, %s)%s; accumulation: %s; %.3f s",
             chunk,
