@@ -74,3 +74,9 @@ def test_load_scripts_finds_what_exists(tmp_path):
 def test_nonexistent_script_dir_is_upstreams_error(tmp_path):
     with pytest.raises(ScriptError, match="Must provide at least one of"):
         load_scripts(tmp_path / "missing", "PG3")
+
+
+def test_sys_exit_in_a_script_is_a_script_error_not_the_end_of_the_engine(tmp_path):
+    loaded = script(tmp_path, "import sys\nsys.exit(3)\n")
+    with pytest.raises(ScriptFailed, match=r"line 2: SystemExit: 3"):
+        run_script(loaded, None, "result")

@@ -231,3 +231,47 @@ def test_status_file_and_status_command(daemon):
     stopped = run_cli("--status", str(process.config_path), cwd=process.workdir)
     assert stopped.returncode != 0
     assert json.loads(status_path.read_text())["state"] == "stopped"
+
+
+def corrupt_after(path: Path, good_events: int) -> None:
+    """An SNS-layout file whose gzip-compressed event data is damaged after ``good_events`` events."""
+    import h5py
+    import numpy as np
+
+    events = 20 * good_events
+    with h5py.File(path, "w") as f:
+        entry = f.create_group("entry")
+        entry.attrs["NX_class"] = "NXentry"
+        bank = entry.create_group("bank1_events")
+        bank.attrs["NX_class"] = "NXevent_data"
+        bank["event_id"] = np.arange(events, dtype=np.uint32) % 100
+        bank.create_dataset("event_time_offset", data=np.ones(events, np.float32), chunks=(1000,), compression="gzip")
+        bank["event_time_zero"] = np.arange(events // 100) / 60.0
+        bank["event_time_zero"].attrs["offset"] = "2026-01-01T00:00:00"
+        bank["event_index"] = np.arange(events // 100, dtype=np.uint64) * 100
+        damaged = bank["event_time_offset"].id.get_chunk_info(good_events // 1000 + 1)
+    with path.open("r+b") as f:
+        f.seek(damaged.byte_offset)
+        f.write(b"\xff" * damaged.size)
+
+
+def test_a_source_failing_mid_run_is_restarted_with_back_off(daemon, tmp_path):
+    data = tmp_path / "damaged.nxs"
+    corrupt_after(data, good_events=5000)
+    config = {
+        "listener": "FileEventDataListener",
+        "filename": str(data),
+        "replay_speed": 0,
+        "replay_chunk_pulses": 10,
+        "update_every": 0.05,
+    }
+    process = daemon(config, {"proc": "output = input\n"})
+    log = process.wait_for_log(lambda log: "failure 2 in a row" in log)
+    assert f"Live data failed: '{data}' cannot be read" in log
+    assert "Restarting live data in 1 s (failure 1 in a row)" in log
+    assert "Restarting live data in 2 s (failure 2 in a row)" in log
+    assert process.process.poll() is None
+    status = json.loads((process.workdir / "status.json").read_text())
+    assert status["restarts"]["failures"] >= 1
+    process.send(signal.SIGTERM)
+    assert process.finish().returncode == 0

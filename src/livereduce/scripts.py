@@ -148,14 +148,14 @@ def run_script(script: Script, input: Any, output: str, names: Mapping[str, Any]
     try:
         with contextlib.redirect_stdout(writer):
             exec(script.code, namespace)  # noqa: S102 - running the instrument's script is the purpose
-    except Exception as err:  # noqa: BLE001 - any error of a user script is reported, never fatal
+    except BaseException as err:  # noqa: BLE001 - even sys.exit() in a script must not end the engine silently
         raise _failure(script, err) from None
     finally:
         writer.flush()
     return namespace["output"]
 
 
-def _failure(script: Script, err: Exception) -> ScriptFailed:
+def _failure(script: Script, err: BaseException) -> ScriptFailed:
     """Describe an exception raised by a script, starting the traceback at the script's own frame."""
     tb = err.__traceback__
     while tb is not None and tb.tb_frame.f_code.co_filename != str(script.path):

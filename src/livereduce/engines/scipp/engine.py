@@ -92,7 +92,7 @@ class ScippEngine:
     def _monitor(self, notify: Notify) -> None:
         try:
             self._loop(notify)
-        except Exception as err:  # noqa: BLE001 - whatever ends the loop is reported to the supervisor
+        except BaseException as err:  # noqa: BLE001 - whatever ends the loop is reported to the supervisor
             self._set(state=EngineState.FAILED, last_error=str(err), last_error_time=time.time())
             notify(EngineFailed(err))
         finally:
