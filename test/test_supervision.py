@@ -275,3 +275,12 @@ def test_a_source_failing_mid_run_is_restarted_with_back_off(daemon, tmp_path):
     assert status["restarts"]["failures"] >= 1
     process.send(signal.SIGTERM)
     assert process.finish().returncode == 0
+
+
+def test_sigterm_during_start_up_is_a_clean_stop(daemon):
+    process = daemon(fake(), {"proc": marker_script("v1")})
+    process.wait_for_log(lambda log: "logging started by user" in log)
+    process.send(signal.SIGTERM)
+    run = process.finish(timeout=30)
+    assert run.returncode == 0, run.log
+    assert "received SIGTERM(15)" in run.log

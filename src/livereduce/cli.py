@@ -19,7 +19,7 @@ from livereduce.engines import create_engine, select_engine
 from livereduce.engines.base import Engine
 from livereduce.errors import EXIT_INTERNAL, EXIT_OK, ConfigError, LiveReduceError
 from livereduce.scripts import ProcessingScripts, load_scripts
-from livereduce.supervisor import Supervisor
+from livereduce.supervisor import EventQueue, Supervisor, record_signals
 
 _log = logging.getLogger("livereduce")
 _config_log = logging.getLogger("livereduce.Config")
@@ -62,6 +62,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run_daemon(config_argument: str | None) -> int:
+    events = EventQueue()
+    record_signals(events)  # a SIGTERM while starting up is handled like any other
     try:
         loaded = load_config(config_argument)
     except LiveReduceError:
@@ -76,7 +78,7 @@ def _run_daemon(config_argument: str | None) -> int:
     settings = effective(loaded, engine_name)
     _log.info("Configuration options: %s", json.dumps(settings, sort_keys=True, indent=2))
     _, scripts = _engine_and_scripts(loaded, engine_name)
-    return Supervisor(loaded, lambda: create_engine(engine_name, loaded.config), scripts).run()
+    return Supervisor(loaded, lambda: create_engine(engine_name, loaded.config), scripts, events).run()
 
 
 def _engine_and_scripts(loaded: LoadedConfig, engine_name: str) -> tuple[Engine, ProcessingScripts]:

@@ -32,7 +32,6 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from types import FrameType
 
 from livereduce import __version__
 from livereduce.config import LoadedConfig
@@ -106,6 +105,16 @@ class EventQueue:
         os.close(self._write)
 
 
+HANDLED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT)
+
+
+def record_signals(events: EventQueue) -> None:
+    """From now on, SIGTERM/SIGINT/SIGHUP/SIGQUIT are only recorded on ``events`` (called first thing, so that
+    a signal during start-up is handled, not fatal)."""
+    for sig in HANDLED_SIGNALS:
+        signal.signal(sig, lambda signum, _frame: events.put(SignalReceived(signum)))
+
+
 class _Exit(Exception):
     """Ends the loop with an exit code."""
 
@@ -123,13 +132,19 @@ class Supervisor:
         scripts: the scripts validated at start-up.
     """
 
-    def __init__(self, loaded: LoadedConfig, make_engine: Callable[[], Engine], scripts: ProcessingScripts) -> None:
+    def __init__(
+        self,
+        loaded: LoadedConfig,
+        make_engine: Callable[[], Engine],
+        scripts: ProcessingScripts,
+        events: EventQueue | None = None,
+    ) -> None:
         config = loaded.config
         self.loaded = loaded
         self.make_engine = make_engine
         self.scripts: ProcessingScripts | None = scripts
         self.stop_timeout = config.stop_timeout_sec
-        self.events = EventQueue()
+        self.events = events or EventQueue()
         info = config.instrument_info()
         self.script_dir = config.resolved_script_dir()
         self.short_name = info.short_name
@@ -161,18 +176,21 @@ class Supervisor:
         Raises:
             LiveReduceError: the engine could not start the first time (e.g. a source error, exit 3).
         """
-        handled = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT)
-        previous = {sig: signal.signal(sig, self._on_signal) for sig in handled}
+        record_signals(self.events)
         try:
+            while (early := self.events.get(timeout=0)) is not None:  # signals during start-up
+                self._handle(early)
             self._start_engine()
             self.watcher.start()
             self.memory.start()
             return self._loop()
+        except _Exit as done:
+            return done.code
         finally:
             self.watcher.stop()
             self.memory.stop()
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
+            for sig in HANDLED_SIGNALS:
+                signal.signal(sig, signal.SIG_DFL)
             self.events.close()
 
     def _loop(self) -> int:
@@ -188,9 +206,6 @@ class Supervisor:
             except _Exit as done:
                 self._publish()
                 return done.code
-
-    def _on_signal(self, signum: int, frame: FrameType | None) -> None:  # noqa: ARG002 - signal API
-        self.events.put(SignalReceived(signum))
 
     # --- events ---------------------------------------------------------------------------------------------
     def _handle(self, event: Event) -> None:

@@ -1,0 +1,64 @@
+"""The file watcher: one FilesChanged per real change, polling where inotify cannot see."""
+
+from __future__ import annotations
+
+import queue
+from pathlib import Path
+
+import pytest
+
+from livereduce.watch import FilesChanged, FileWatcher
+
+
+@pytest.fixture
+def watched(tmp_path: Path):
+    """A watcher on ``script.py`` in tmp_path (inotify + polling every 60 s); yields (path, received queue)."""
+    received: queue.Queue[FilesChanged] = queue.Queue()
+    path = tmp_path / "script.py"
+    path.write_text("a = 1\n")
+    watcher = FileWatcher([path], received.put, poll_interval=60)
+    watcher.start()
+    yield path, received, watcher
+    watcher.stop()
+
+
+def test_one_event_for_a_save_in_several_writes(watched):
+    path, received, _ = watched
+    with path.open("w") as f:
+        for part in ("a ", "= ", "2\n"):
+            f.write(part)
+            f.flush()
+    assert received.get(timeout=10).paths == {path}
+    with pytest.raises(queue.Empty):
+        received.get(timeout=1.5)  # three settle periods: nothing more
+
+
+def test_identical_content_is_no_change(watched):
+    path, received, _ = watched
+    path.write_text("a = 1\n")
+    with pytest.raises(queue.Empty):
+        received.get(timeout=1.5)
+
+
+def test_delete_and_rename_into_place(watched):
+    path, received, _ = watched
+    path.unlink()
+    assert received.get(timeout=10).paths == {path}
+    staged = path.with_name("staged.tmp")
+    staged.write_text("b = 2\n")
+    staged.replace(path)
+    assert received.get(timeout=10).paths == {path}
+
+
+def test_polling_sees_what_inotify_does_not(tmp_path):
+    received: queue.Queue[FilesChanged] = queue.Queue()
+    missing_dir = tmp_path / "later"
+    path = missing_dir / "script.py"
+    watcher = FileWatcher([path], received.put, poll_interval=0.2)  # no directory: nothing for inotify to watch
+    watcher.start()
+    try:
+        missing_dir.mkdir()
+        path.write_text("c = 3\n")
+        assert received.get(timeout=10).paths == {path}
+    finally:
+        watcher.stop()
