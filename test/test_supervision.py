@@ -117,6 +117,9 @@ def test_new_post_proc_is_picked_up_and_deleting_scripts_never_crashes(running):
         )
     )
     assert process.process.poll() is None
+    waiting = run_cli("--status", str(process.config_path), cwd=process.workdir)
+    assert waiting.returncode == 1
+    assert "waiting for scripts" in waiting.stdout
     proc.write_text(marker_script("v5"))
     process.wait_for_log(lambda log: "v5" in ran(process.workdir))
     assert "Traceback" not in log
@@ -273,6 +276,7 @@ def test_a_source_failing_mid_run_is_restarted_with_back_off(daemon, tmp_path):
     assert process.process.poll() is None
     status = json.loads((process.workdir / "status.json").read_text())
     assert status["restarts"]["failures"] >= 1
+    assert "cannot be read" in status["engine"]["last_error"]
     process.send(signal.SIGTERM)
     assert process.finish().returncode == 0
 
