@@ -69,7 +69,15 @@ class SignalReceived:
     signum: int
 
 
-Event = SignalReceived | EngineFinished | EngineFailed | FilesChanged | MemoryExceeded
+@dataclass(frozen=True)
+class FromEngine:
+    """An engine's event, tagged with the start it belongs to (events of a replaced engine are ignored)."""
+
+    generation: int
+    event: EngineFinished | EngineFailed
+
+
+Event = SignalReceived | FromEngine | FilesChanged | MemoryExceeded
 
 
 class EventQueue:
@@ -168,6 +176,7 @@ class Supervisor:
         self._ready = False
         self._last_error = ("", None)
         self._last_cycle_end: float | None = None  # kept across engine restarts
+        self._generation = 0  # counts engine starts
 
     # --- the loop -------------------------------------------------------------------------------------------
     def run(self) -> int:
@@ -215,11 +224,11 @@ class Supervisor:
             self._on_files_changed(event.paths)
         elif isinstance(event, MemoryExceeded):
             self._on_memory(event)
-        elif isinstance(event, EngineFinished):
-            _log.info("Live data finished: %s", event.reason)
-            self._stop_and_exit(EXIT_OK)
-        elif isinstance(event, EngineFailed):
-            self._on_engine_failed(event.error)
+        elif isinstance(event, FromEngine) and event.generation == self._generation:
+            if isinstance(event.event, EngineFinished):
+                _log.info("Live data finished: %s", event.event.reason)
+                self._stop_and_exit(EXIT_OK)
+            self._on_engine_failed(event.event.error)
 
     def _on_signal_event(self, signum: int) -> None:
         _log.info("received %s(%d)", signal.Signals(signum).name, signum)
@@ -227,6 +236,7 @@ class Supervisor:
             self.restarts["signals"] += 1
             self.notifier.reloading()
             self._reload(force=True)
+            self.notifier.ready()
             return
         if signum == signal.SIGQUIT:
             _log.error("Thread stacks at SIGQUIT:\n%s", thread_stacks())
@@ -307,7 +317,9 @@ class Supervisor:
             self.watcher.accept(script.path, script.sha256)
         engine = self.make_engine()
         self.engine_started = time.monotonic()
-        engine.start(self.scripts, self.events.put)
+        self._generation += 1
+        generation = self._generation
+        engine.start(self.scripts, lambda event: self.events.put(FromEngine(generation, event)))
         self.engine = engine
         self.state = "running"
         self._publish()
@@ -323,7 +335,6 @@ class Supervisor:
             _log.error("Live data could not start: %s", err)
             self._last_error = (str(err), time.time())
             self._schedule_restart()
-        self.notifier.ready()
 
     def _schedule_restart(self) -> None:
         self._failures_in_a_row += 1
