@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -46,10 +47,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``livereduce`` command and ``scripts/livereduce.py``; returns the exit code."""
     args = parse_args(argv)
-    if args.status:
-        return _show_status(args.config)
-    if args.check or args.print_config:
-        return _inspect(args)
+    try:
+        if args.status:
+            return _show_status(args.config)
+        if args.check or args.print_config:
+            return _inspect(args)
+    except BrokenPipeError:  # e.g. `livereduce --status | head -1`
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_INTERNAL
     logs.start_stdout_logging()
     try:
         return _run_daemon(args.config)

@@ -56,7 +56,8 @@ _events_log = logging.getLogger("livereduce.EventHandler")
 TICK_SECONDS = 1.0
 """Period of status updates and systemd watchdog pings."""
 BACKOFF_MAX_SECONDS = 60.0
-"""Longest wait before restarting a failed engine (the wait doubles from 1 s)."""
+"""Longest wait before restarting a failed engine (the wait doubles from 1 s; it starts again from 1 s after an
+engine that ran this long before failing)."""
 MEMORY_RESTARTS = 3
 """In-process restarts for memory within :data:`MEMORY_WINDOW_SECONDS` before the daemon exits (code 5)."""
 MEMORY_WINDOW_SECONDS = 600.0
@@ -194,6 +195,7 @@ class Supervisor:
             self.memory.start()
             return self._loop()
         except _Exit as done:
+            self._publish()
             return done.code
         finally:
             self.watcher.stop()
@@ -240,6 +242,7 @@ class Supervisor:
             return
         if signum == signal.SIGQUIT:
             _log.error("Thread stacks at SIGQUIT:\n%s", thread_stacks())
+            self.state = "stopped"
             raise _Exit(EXIT_SIGQUIT)
         self._stop_and_exit(EXIT_OK)
 
@@ -267,7 +270,7 @@ class Supervisor:
                 self._publish()
                 return
             _log.error("%s; the last good version keeps running", err)
-            self._last_error = (str(err), time.time())
+            self._last_error = (f"{err} (the last good version keeps running)", None)  # not a failed cycle
             return
         running = None if self.scripts is None else {s.role: s.sha256 for s in self.scripts}
         if not force and self.engine is not None and running == {s.role: s.sha256 for s in scripts}:
@@ -275,7 +278,8 @@ class Supervisor:
                 _events_log.info('Processing script "%s" has not changed md5sum - continuing', script.path)
             return
         self.scripts = scripts
-        self.restarts["scripts"] += 1
+        if not force:
+            self.restarts["scripts"] += 1
         self._restart("scripts reloaded")
 
     def _on_memory(self, event: MemoryExceeded) -> None:
@@ -306,6 +310,8 @@ class Supervisor:
         else:
             _log.error("Live data failed with an internal error", exc_info=error)
         self._last_error = (str(error), time.time())
+        if time.monotonic() - self.engine_started > BACKOFF_MAX_SECONDS:
+            self._failures_in_a_row = 0  # it ran well for a while: start the back-off afresh
         self._stop_engine()
         self._schedule_restart()
 
@@ -355,6 +361,7 @@ class Supervisor:
                 "live data processing did not stop within %g s (stop_timeout_sec); exiting", self.stop_timeout
             )
             _log.error("Thread stacks:\n%s", thread_stacks())
+            self.state = "failed"
             raise _Exit(EXIT_STOP_TIMEOUT)
 
     def _stop_and_exit(self, code: int) -> None:
@@ -369,11 +376,9 @@ class Supervisor:
         if self._restart_at is not None and time.monotonic() >= self._restart_at and self.scripts is not None:
             self._restart("back-off after a failure")
         health = self.engine.health() if self.engine is not None else None
-        if health is not None and health.chunks > 0:
-            self._failures_in_a_row = 0
-            if not self._ready:
-                self._ready = True
-                self.notifier.ready()
+        if health is not None and health.chunks > 0 and not self._ready:
+            self._ready = True
+            self.notifier.ready()
         status = self._publish()
         if self._alive(health):
             self.notifier.watchdog()

@@ -25,6 +25,7 @@ from livereduce.engines.scipp.accumulate import describe
 from livereduce.engines.scipp.cycle import OUTPUT_WORKSPACE, CycleResult, LiveDataLoader
 from livereduce.engines.scipp.listeners import create_listener
 from livereduce.engines.scipp.listeners.base import RunStatus
+from livereduce.memory import memory_limit
 from livereduce.scripts import ProcessingScripts, ScriptFailed
 
 _log = logging.getLogger("livereduce.MonitorLiveData")
@@ -197,8 +198,6 @@ class ScippEngine:
 
 
 def _reserve_bytes(config: Config) -> int:
-    """Memory an event accumulation may reserve: the memory limit (``system_mem_limit_perc`` of RAM)."""
-    total = psutil.virtual_memory().total
-    if config.system_mem_limit_perc > 0:
-        return int(total * config.system_mem_limit_perc / 100)
-    return int(total)
+    """Memory an event accumulation may reserve: the memory limit (see :func:`memory_limit`), else all RAM."""
+    limit = memory_limit(config)
+    return limit if limit is not None else int(psutil.virtual_memory().total)
