@@ -28,7 +28,8 @@ def create_engine(name: str, config: Config) -> Engine:
         from livereduce.engines.scipp.engine import ScippEngine  # noqa: PLC0415 - scipp is imported on demand
 
         return ScippEngine(config)
-    raise EngineError(
-        f'engine \'{name}\' is not available in this version of livereduce; set "engine": "scipp" '
-        f"(environment '{config.env_name}')"
-    )
+    if name == "mantid":
+        from livereduce.engines.mantid import MantidEngine  # noqa: PLC0415 - Mantid is imported on demand
+
+        return MantidEngine(config)
+    raise EngineError(f"unknown engine '{name}'")

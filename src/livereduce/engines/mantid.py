@@ -1,0 +1,256 @@
+"""The mantid engine: Mantid's StartLiveData/MonitorLiveData driven exactly as upstream does, without its hangs.
+
+* Instrument resolution through ``mantid.kernel.ConfigService`` (the facility is switched when the instrument
+  belongs to another one, the default instrument is set), ``UsageService.setApplicationName("livereduce")``,
+  Mantid's messages routed into Python logging (``log_to_python``) so they reach the log file.
+* StartLiveData with upstream's properties (see :meth:`MantidEngine.start_live_data_args`), called as a
+  statement (simpleapi refuses assignment); the background MonitorLiveData is found with
+  ``AlgorithmManager.runningInstancesOf("MonitorLiveData")``.
+* Supervision: a thread polls that MonitorLiveData still runs; when it ends with an error the supervisor is told
+  (:class:`~livereduce.engines.base.EngineFailed`, restarted with back-off) instead of idling forever; when it
+  ends normally (RunTransitionBehavior Stop), :class:`~livereduce.engines.base.EngineFinished`.
+* Stop without deadlock: ``cancel()`` the MonitorLiveData, then poll from Python with ``time.sleep`` (which
+  releases the GIL, so the cancelled algorithm's Python scripts and log calls can finish) until it no longer
+  runs or the deadline passes. Never ``AlgorithmManager.shutdown()``, which holds the GIL while it waits
+  (upstream's hang, Mantid issues #33895/#33924). Workspaces are cleared (``mtd.clear()``) as upstream does.
+
+Source of the property semantics: Mantid's StartLiveData/LiveDataAlgorithm/MonitorLiveData
+(Framework/LiveData) and ``simpleapi.StartLiveData``; see ``docs/compatibility.md``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from livereduce.config import Config
+from livereduce.engines.base import EngineFailed, EngineFinished, EngineState, Health, Notify
+from livereduce.errors import ConfigError, EngineError, SourceError
+from livereduce.scripts import ProcessingScripts
+
+OUTPUT_WORKSPACE = "result"
+"""StartLiveData ``OutputWorkspace`` as upstream passes it."""
+POLL_SECONDS = 0.05
+"""How often MonitorLiveData is polled while stopping (Mantid's own loop ticks every 50 ms)."""
+WATCH_SECONDS = 0.5
+"""How often the supervision thread checks that MonitorLiveData still runs."""
+
+_log = logging.getLogger("livereduce.LiveDataManager")
+_config_log = logging.getLogger("livereduce.Config")
+_CHUNK = re.compile(r"Loading live data chunk (\d+)")
+
+
+class MantidEngine:
+    """Drives Mantid's live data algorithms.
+
+    Raises:
+        EngineError: (constructor) Mantid cannot be imported; names what is missing and the environment.
+    """
+
+    name = "mantid"
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        try:
+            from mantid.api import AlgorithmManager  # noqa: PLC0415 - Mantid is imported only for this engine
+            from mantid.kernel import ConfigService, UsageService  # noqa: PLC0415
+            from mantid.simpleapi import StartLiveData, mtd  # noqa: PLC0415
+            from mantid.utils.logging import log_to_python  # noqa: PLC0415
+        except ImportError as err:
+            raise EngineError(
+                f"the mantid engine needs Mantid, which cannot be imported here ({err}); expected in the "
+                f'environment \'{config.env_name}\' (PIXI_ENV/CONDA_ENV), or set "engine": "scipp"'
+            ) from None
+        self._algorithms = AlgorithmManager
+        self._config_service = ConfigService
+        self._usage = UsageService
+        self._start_live_data: Callable[..., None] = StartLiveData
+        self._mtd = mtd
+        self._log_to_python = log_to_python
+        self._monitor: Any = None
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._health = Health()
+        self._lock = threading.Lock()
+        self._progress = _ChunkCounter(self._chunk_started)
+
+    # --- Engine interface -------------------------------------------------------------------------------------
+    def start(self, scripts: ProcessingScripts, notify: Notify) -> None:
+        """Resolve the instrument, call StartLiveData (first chunk, synchronous) and supervise MonitorLiveData.
+
+        Raises:
+            ConfigError: unknown instrument or accumulation method not allowed by this Mantid.
+            SourceError: StartLiveData failed (listener cannot connect, first chunk's script failed).
+        """
+        self._log_to_python("information")
+        logging.getLogger("Mantid").addHandler(self._progress)
+        self._usage.setApplicationName("livereduce")
+        instrument = self.resolve_instrument()
+        args = self.start_live_data_args(instrument, scripts)
+        _log.info("StartLiveData(%s)", json.dumps(args, sort_keys=True, indent=2))
+        try:
+            self._start_live_data(**args)
+        except (RuntimeError, ValueError, TypeError) as err:
+            raise SourceError(f"StartLiveData failed: {' '.join(str(err).split())}") from None
+        self._monitor = self._find_monitor()
+        with self._lock:
+            self._health.state = EngineState.RUNNING
+            self._health.chunks = 1
+            self._health.last_cycle_end = time.time()
+            self._health.source = f"Mantid StartLiveData, instrument {instrument}"
+        if self._monitor is not None:
+            self._thread = threading.Thread(target=self._watch, args=(notify,), name="MantidWatch", daemon=True)
+            self._thread.start()
+
+    def stop(self, timeout: float) -> bool:
+        """Cancel MonitorLiveData and wait (GIL released) until it ends; True if within ``timeout`` seconds."""
+        self._stopping.set()
+        deadline = time.monotonic() + timeout
+        running = self._algorithms.runningInstancesOf("MonitorLiveData")
+        for algorithm in running:
+            algorithm.cancel()
+        while any(algorithm.isRunning() for algorithm in running):
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(POLL_SECONDS)
+        if self._thread is not None:
+            self._thread.join(max(0.0, deadline - time.monotonic()))
+        logging.getLogger("Mantid").removeHandler(self._progress)
+        self._mtd.clear()
+        with self._lock:
+            if self._health.state is EngineState.RUNNING:
+                self._health.state = EngineState.STOPPED
+        return True
+
+    def health(self) -> Health:
+        with self._lock:
+            return Health(**vars(self._health))
+
+    # --- StartLiveData ----------------------------------------------------------------------------------------
+    def resolve_instrument(self) -> str:
+        """The instrument's full name via ConfigService; switches facility and default instrument as upstream.
+
+        Raises:
+            ConfigError: Mantid does not know the instrument, or no default instrument is configured.
+        """
+        service = self._config_service
+        try:
+            if self.config.instrument is None:
+                _config_log.info("Using default instrument")
+                info = service.getInstrument()
+            else:
+                _config_log.info("Converting instrument using ConfigService")
+                info = service.getInstrument(self.config.instrument)
+                facility = info.facility().name()
+                if facility != service.getFacility().name():
+                    service.setFacility(facility)
+                    _config_log.info("Default Facility set to %s", facility)
+                if info.name() != service["default.instrument"]:
+                    service["default.instrument"] = info.name()
+                    _config_log.info("Default Instrument set to %s", info.name())
+        except RuntimeError as err:
+            _config_log.error("General error while getting instrument")
+            raise ConfigError(f"Mantid does not know instrument '{self.config.instrument or ''}': {err}") from None
+        if not info.name().strip():
+            raise ConfigError("No instrument found in the configuration or Mantid.user.properties files")
+        _config_log.info('self.instrument="%s"', info.shortName())
+        return info.name()
+
+    def start_live_data_args(self, instrument: str, scripts: ProcessingScripts) -> dict[str, Any]:
+        """The StartLiveData properties: upstream's set, plus the new keys when they are given.
+
+        Raises:
+            ConfigError: ``accum_method`` is not among this Mantid's allowed values.
+        """
+        config = self.config
+        given = config.model_fields_set
+        self._check_allowed("AccumulationMethod", config.accum_method)
+        update_every = config.update_every
+        args: dict[str, Any] = {
+            "Instrument": instrument,
+            "UpdateEvery": int(update_every) if float(update_every).is_integer() else update_every,
+            "PreserveEvents": config.preserve_events,
+            "AccumulationMethod": config.accum_method,
+            "OutputWorkspace": OUTPUT_WORKSPACE,
+            "FromNow": config.start == "now",
+            "FromStartOfRun": config.start == "from_start_of_run",
+        }
+        if not isinstance(config.start, str):
+            args["FromTime"] = True
+            args["StartTime"] = config.start.astimezone(None).strftime("%Y-%m-%dT%H:%M:%S")
+        if scripts.proc is not None:
+            args["ProcessingScriptFilename"] = str(scripts.proc.path)
+        if scripts.post_proc is not None:
+            args["AccumulationWorkspace"] = self._mtd.unique_name(prefix="accumulation_")
+            args["PostProcessingScriptFilename"] = str(scripts.post_proc.path)
+        if config.periods is not None:
+            args["PeriodList"] = list(config.periods)
+        if config.spectra is not None:
+            args["SpectraList"] = list(config.spectra)  # upstream sent "spectra", which Mantid drops
+        if config.listener is not None:
+            args["Listener"] = config.listener
+        if config.address is not None:
+            args["Address"] = config.address
+        if "run_transition" in given:
+            self._check_allowed("RunTransitionBehavior", config.run_transition)
+            args["RunTransitionBehavior"] = config.run_transition
+        return args
+
+    def _check_allowed(self, name: str, value: str) -> None:
+        algorithm = self._algorithms.createUnmanaged("StartLiveData")
+        algorithm.initialize()
+        allowed = list(algorithm.getProperty(name).allowedValues)
+        if value not in allowed:
+            raise ConfigError(f"{name} '{value}' is not allowed by this Mantid {allowed}")
+
+    def _find_monitor(self) -> Any:
+        for algorithm in self._algorithms.runningInstancesOf("MonitorLiveData"):
+            if algorithm.getProperty("OutputWorkspace").value == OUTPUT_WORKSPACE:
+                return algorithm
+        return None
+
+    # --- supervision ------------------------------------------------------------------------------------------
+    def _watch(self, notify: Notify) -> None:
+        """Poll MonitorLiveData; report how it ended unless we stopped it."""
+        monitor = self._monitor
+        while not self._stopping.wait(WATCH_SECONDS):
+            if monitor.isRunning():
+                continue
+            if self._stopping.is_set():
+                return
+            if monitor.isExecuted():
+                with self._lock:
+                    self._health.state = EngineState.FINISHED
+                notify(EngineFinished("MonitorLiveData ended (RunTransitionBehavior Stop)"))
+            else:
+                error = SourceError("MonitorLiveData ended with an error (see the Mantid messages before this)")
+                with self._lock:
+                    self._health.state = EngineState.FAILED
+                    self._health.last_error = str(error)
+                    self._health.last_error_time = time.time()
+                notify(EngineFailed(error))
+            return
+
+    def _chunk_started(self, number: int) -> None:
+        """MonitorLiveData began chunk ``number``: the previous one completed."""
+        with self._lock:
+            self._health.chunks = max(self._health.chunks, number - 1)
+            self._health.last_cycle_end = time.time()
+
+
+class _ChunkCounter(logging.Handler):
+    """Watches Mantid's ``Loading live data chunk N at HH:MM:SS`` messages (MonitorLiveData, one per cycle)."""
+
+    def __init__(self, started: Callable[[int], None]) -> None:
+        super().__init__(logging.INFO)
+        self._started = started
+
+    def emit(self, record: logging.LogRecord) -> None:
+        match = _CHUNK.search(record.getMessage())
+        if match:
+            self._started(int(match.group(1)))
