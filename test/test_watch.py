@@ -62,3 +62,11 @@ def test_polling_sees_what_inotify_does_not(tmp_path):
         assert received.get(timeout=10).paths == {path}
     finally:
         watcher.stop()
+
+
+def test_reading_a_script_is_no_event(watched):
+    path, received, _ = watched
+    for _ in range(20):  # Mantid's RunPythonScript reads the file every cycle
+        path.read_text()
+    with pytest.raises(queue.Empty):
+        received.get(timeout=1.5)

@@ -20,11 +20,17 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from watchdog.events import FileSystemEvent, FileSystemEventHandler
+from watchdog.events import (
+    EVENT_TYPE_CLOSED_NO_WRITE,
+    EVENT_TYPE_OPENED,
+    FileSystemEvent,
+    FileSystemEventHandler,
+)
 from watchdog.observers import Observer
 
 _log = logging.getLogger("livereduce")
 
+_READS = (EVENT_TYPE_OPENED, EVENT_TYPE_CLOSED_NO_WRITE)
 SETTLE_SECONDS = 0.5
 """Quiet time after the last file-system event before hashes are compared."""
 
@@ -144,4 +150,6 @@ class _Handler(FileSystemEventHandler):
         self._watcher = watcher
 
     def on_any_event(self, event: FileSystemEvent) -> None:
+        if event.event_type in _READS:  # Mantid reads the scripts every cycle: that is no change
+            return
         self._watcher._touched(event.src_path, getattr(event, "dest_path", None))

@@ -26,6 +26,7 @@ import re
 import threading
 import time
 from collections.abc import Callable
+from datetime import UTC
 from typing import Any
 
 from livereduce.config import Config
@@ -182,7 +183,7 @@ class MantidEngine:
         }
         if not isinstance(config.start, str):
             args["FromTime"] = True
-            args["StartTime"] = config.start.astimezone(None).strftime("%Y-%m-%dT%H:%M:%S")
+            args["StartTime"] = config.start.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S")  # ISO 8601, UTC
         if scripts.proc is not None:
             args["ProcessingScriptFilename"] = str(scripts.proc.path)
         if scripts.post_proc is not None:
@@ -210,7 +211,7 @@ class MantidEngine:
 
     def _find_monitor(self) -> Any:
         for algorithm in self._algorithms.runningInstancesOf("MonitorLiveData"):
-            if algorithm.getProperty("OutputWorkspace").value == OUTPUT_WORKSPACE:
+            if algorithm.getPropertyValue("OutputWorkspace") == OUTPUT_WORKSPACE:
                 return algorithm
         return None
 

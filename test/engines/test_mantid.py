@@ -1,0 +1,211 @@
+"""The mantid engine: the daemon (subprocess) with ``engine: mantid`` against the strict Mantid test double
+(test/mantid_double on PYTHONPATH). The double records every StartLiveData call as one JSON line."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT
+
+DOUBLE = ROOT / "test" / "mantid_double"
+PASS = "output = input\n"
+RESTART = "Restarting Live Data and clearing workspaces"
+
+
+def calls(workdir: Path) -> list[dict]:
+    """The StartLiveData property sets the double recorded, in order."""
+    path = workdir / "calls.jsonl"
+    if not path.exists():
+        return []
+    return [json.loads(line)["properties"] for line in path.read_text().splitlines() if line.strip()]
+
+
+@pytest.fixture
+def mantid_daemon(daemon, tmp_path):
+    """``mantid_daemon(config, scripts, **double_env)``: the daemon on the Mantid test double."""
+
+    def start(config: dict, scripts: dict[str, str], **double_env: str):
+        env = {
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(DOUBLE), os.environ.get("PYTHONPATH", "")])),
+            "MANTID_DOUBLE_RECORD": str(tmp_path / "calls.jsonl"),
+            **double_env,
+        }
+        config = {"engine": "mantid", **config}
+        return daemon(config, scripts, instrument=config["instrument"], env=env)
+
+    return start
+
+
+def upstream_config(name: str) -> dict:
+    config = json.loads((ROOT / "test" / name).read_text())
+    config["script_dir"] = "."  # the test's own directory, with scripts the double can run
+    return config
+
+
+def started(process) -> dict:
+    """Wait for the first StartLiveData call, stop the daemon (exit 0), return the call's properties."""
+    process.wait_for_log(lambda _: len(calls(process.workdir)) >= 1)
+    process.send(signal.SIGTERM)
+    run = process.finish()
+    assert run.returncode == 0, run.log
+    assert "StartLiveData(" in run.log
+    return calls(process.workdir)[0]
+
+
+def test_upstream_fake_conf(mantid_daemon, tmp_path):
+    properties = started(mantid_daemon(upstream_config("fake.conf"), {"proc": PASS}))
+    assert properties == {
+        "Instrument": "ISIS_Histogram",
+        "UpdateEvery": 3,
+        "PreserveEvents": True,
+        "AccumulationMethod": "Replace",
+        "OutputWorkspace": "result",
+        "FromNow": False,
+        "FromStartOfRun": True,
+        "ProcessingScriptFilename": str(tmp_path / "reduce_ISIS_Histogram_live_proc.py"),
+        "PeriodList": [1, 3],
+    }
+
+
+def test_upstream_fake_event_conf(mantid_daemon, tmp_path):
+    properties = started(mantid_daemon(upstream_config("fake_event.conf"), {"proc": PASS}))
+    assert properties == {
+        "Instrument": "ISIS_Event",
+        "UpdateEvery": 3,
+        "PreserveEvents": True,
+        "AccumulationMethod": "Add",
+        "OutputWorkspace": "result",
+        "FromNow": False,
+        "FromStartOfRun": True,
+        "ProcessingScriptFilename": str(tmp_path / "reduce_ISIS_Event_live_proc.py"),
+    }
+
+
+def test_upstream_postprocessing_fake_conf(mantid_daemon, tmp_path):
+    properties = started(mantid_daemon(upstream_config("postprocessing/fake.conf"), {"post_proc": PASS}))
+    accumulation = properties.pop("AccumulationWorkspace")
+    assert accumulation.startswith("accumulation_")
+    assert len(accumulation) > len("accumulation_")
+    assert properties == {
+        "Instrument": "ISIS_Histogram",
+        "UpdateEvery": 3,
+        "PreserveEvents": True,
+        "AccumulationMethod": "Replace",
+        "OutputWorkspace": "result",
+        "FromNow": False,
+        "FromStartOfRun": True,
+        "PostProcessingScriptFilename": str(tmp_path / "reduce_ISIS_Histogram_live_post_proc.py"),
+        "PeriodList": [1, 3],
+    }
+
+
+def test_every_new_key(mantid_daemon, tmp_path):
+    config = {
+        "instrument": "ISIS_Histogram",
+        "listener": "ISISHistoDataListener",
+        "address": "127.0.0.1:56789",
+        "run_transition": "Rename",
+        "start": "now",
+        "spectra": [1, 2, 3],
+        "periods": [1],
+        "update_every": 0.5,
+        "preserve_events": False,
+        "accum_method": "Replace",
+    }
+    properties = started(mantid_daemon(config, {"proc": PASS}))
+    assert properties == {
+        "Instrument": "ISIS_Histogram",
+        "UpdateEvery": 0.5,
+        "PreserveEvents": False,
+        "AccumulationMethod": "Replace",
+        "OutputWorkspace": "result",
+        "FromNow": True,
+        "FromStartOfRun": False,
+        "ProcessingScriptFilename": str(tmp_path / "reduce_ISIS_Histogram_live_proc.py"),
+        "PeriodList": [1],
+        "SpectraList": [1, 2, 3],  # upstream sent "spectra", which Mantid drops
+        "Listener": "ISISHistoDataListener",
+        "Address": "127.0.0.1:56789",
+        "RunTransitionBehavior": "Rename",
+    }
+
+
+def test_start_time_is_passed_as_utc(mantid_daemon):
+    config = {"instrument": "ISIS_Event", "start": "2026-01-31T12:00:00+01:00", "update_every": 1}
+    properties = started(mantid_daemon(config, {"proc": PASS}))
+    assert (properties["FromNow"], properties["FromStartOfRun"], properties["FromTime"]) == (False, False, True)
+    assert properties["StartTime"] == "2026-01-31T11:00:00"
+
+
+def test_facility_and_default_instrument_are_switched(mantid_daemon):
+    process = mantid_daemon({"instrument": "PG3", "update_every": 1}, {"proc": PASS})
+    properties = started(process)
+    assert properties["Instrument"] == "POWGEN"
+    log = process.log()
+    assert "Converting instrument using ConfigService" in log
+    assert "Default Facility set to SNS" in log
+    assert "Default Instrument set to POWGEN" in log
+
+
+def test_script_edit_cancels_waits_clears_and_restarts(mantid_daemon):
+    process = mantid_daemon({"instrument": "ISIS_Event", "update_every": 0.2}, {"proc": PASS})
+    process.wait_for_log(lambda log: "Loading live data chunk 2" in log)
+    proc = process.workdir / "reduce_ISIS_Event_live_proc.py"
+    proc.write_text("mtd.addOrReplace('second_version', input.clone())\n" + PASS)
+    log = process.wait_for_log(lambda log: len(calls(process.workdir)) >= 2)
+    assert log.count(RESTART) == 1
+    assert "stopping live data processing" in log
+    first, second = calls(process.workdir)[:2]
+    assert first == second  # the same properties, the new file content
+    process.send(signal.SIGTERM)
+    run = process.finish()
+    assert run.returncode == 0
+    assert f'Processing script "{proc}" changed - restarting "StartLiveData"' in run.log
+
+
+def test_monitor_live_data_failure_is_restarted_with_back_off(mantid_daemon):
+    process = mantid_daemon(
+        {"instrument": "ISIS_Event", "update_every": 0.2}, {"proc": PASS}, MANTID_DOUBLE_FAIL_AFTER="2"
+    )
+    log = process.wait_for_log(lambda log: len(calls(process.workdir)) >= 2)
+    assert "Live data failed: MonitorLiveData ended with an error" in log
+    assert "Restarting live data in 1 s (failure 1 in a row)" in log
+    process.send(signal.SIGTERM)
+    assert process.finish().returncode == 0
+
+
+def test_a_slow_cancel_cannot_block_the_stop(mantid_daemon):
+    process = mantid_daemon(
+        {"instrument": "ISIS_Event", "update_every": 0.2, "stop_timeout_sec": 1},
+        {"proc": PASS},
+        MANTID_DOUBLE_CANCEL_DELAY="600",
+    )
+    process.wait_for_log(lambda log: "Loading live data chunk 2" in log)
+    process.send(signal.SIGTERM)
+    run = process.finish(timeout=30)
+    assert run.returncode == 6
+    assert "did not stop within 1 s" in run.log
+
+
+def test_run_transition_stop_ends_the_daemon(mantid_daemon):
+    process = mantid_daemon(
+        {"instrument": "ISIS_Event", "update_every": 0.2, "run_transition": "Stop"},
+        {"proc": PASS},
+        MANTID_DOUBLE_END_RUN_AFTER="2",
+    )
+    run = process.finish(timeout=60)
+    assert run.returncode == 0, run.log
+    assert "Live data finished: MonitorLiveData ended" in run.log
+
+
+def test_mantid_messages_reach_the_log_file(mantid_daemon):
+    process = mantid_daemon({"instrument": "ISIS_Event", "update_every": 0.2}, {"proc": "print('hello')\n" + PASS})
+    log = process.wait_for_log(lambda log: "Loading live data chunk 2" in log)
+    assert " - Mantid - " in log
+    process.send(signal.SIGTERM)
+    assert process.finish().returncode == 0

@@ -1,0 +1,1 @@
+"""Test double of ``mantid.utils`` (only ``mantid.utils.logging``)."""
