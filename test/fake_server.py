@@ -6,16 +6,18 @@ Run with real Mantid: ``python test/fake_server.py`` (Ctrl-C or SIGTERM stops it
 import signal
 import sys
 
+from mantid import simpleapi
 from mantid.kernel import ConfigService
-from mantid.simpleapi import AlgorithmManager, FakeISISHistoDAE
+from mantid.simpleapi import AlgorithmManager
 
 
-def main() -> int:
+def serve(algorithm: str, **properties: int) -> int:
+    """Run a fake DAE algorithm of the TEST_LIVE facility until cancelled; restore the default facility."""
     facility = ConfigService.getFacility().name()
     ConfigService.setFacility("TEST_LIVE")
     signal.signal(signal.SIGTERM, lambda *_: AlgorithmManager.cancelAll())
     try:
-        FakeISISHistoDAE(NPeriods=5, NSpectra=10, NBins=100)  # runs until cancelled
+        getattr(simpleapi, algorithm)(**properties)  # runs until cancelled
     except (RuntimeError, KeyboardInterrupt):
         pass
     finally:
@@ -25,4 +27,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(serve("FakeISISHistoDAE", NPeriods=5, NSpectra=10, NBins=100))
