@@ -78,3 +78,31 @@ def test_sigint_stops_the_daemon_with_exit_0(daemon):
     assert run.returncode == 0
     assert "received SIGINT(2)" in run.log
     assert "stopping live data processing" in run.log
+
+
+def test_log_file_from_the_environment(tmp_path):
+    (tmp_path / "reduce_SANS2D_live_proc.py").write_text("output = input\n")
+    config = tmp_path / "c.conf"
+    config.write_text(
+        json.dumps(
+            {
+                "instrument": "SANS2D",
+                "script_dir": ".",
+                "engine": "scipp",
+                "listener": "FakeEventDataListener",
+                "update_every": "x",
+            }
+        )
+    )
+    env = dict(os.environ, LIVEREDUCE_LOG_FILE=str(tmp_path / "pg3.log"))
+    result = subprocess.run(
+        [sys.executable, str(ENTRY_POINT), str(config)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "'update_every'" in (tmp_path / "pg3.log").read_text()

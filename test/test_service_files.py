@@ -15,7 +15,7 @@ import pytest
 from conftest import ROOT
 
 SYSTEMD = ROOT / "systemd"
-UNITS = ("livereduce.service", "livereduce_watchdog.service")
+UNITS = ("livereduce.service", "livereduce@.service", "livereduce_watchdog.service")
 EXPOSURE_TARGET = 5.0
 
 
@@ -32,7 +32,7 @@ def unit_with_stub(unit: str, tmp_path: Path) -> Path:
     stub.write_text("#!/bin/sh\n")
     stub.chmod(0o755)
     text = re.sub(r"ExecStart=/usr/bin/\S+", f"ExecStart={stub}", (SYSTEMD / unit).read_text())
-    copy = tmp_path / unit
+    copy = tmp_path / unit.replace("@.", "@PG3.")  # a template is verified as one of its instances
     copy.write_text(text)
     return copy
 
@@ -59,6 +59,18 @@ def test_service_exposure_is_at_most_5(tmp_path):
     match = re.search(r"Overall exposure level for livereduce.service: ([0-9.]+)", result.stdout)
     assert match, result.stdout + result.stderr
     assert float(match.group(1)) <= EXPOSURE_TARGET
+
+
+def test_template_differs_from_the_service_only_in_its_instance_lines():
+    service = (SYSTEMD / "livereduce.service").read_text().splitlines()
+    template = (SYSTEMD / "livereduce@.service").read_text().splitlines()
+    only_template = [line for line in template if line not in service]
+    assert all("%i" in line or line.startswith("#") for line in only_template), only_template
+    assert [line for line in service if line not in template and not line.startswith("#")] == [
+        "Description=Live processing service",
+        "ExecStart=/usr/bin/livereduce.sh",
+        "RuntimeDirectory=livereduce",
+    ]
 
 
 def test_service_keeps_upstreams_directives_and_adds_supervision():

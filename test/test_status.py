@@ -476,3 +476,9 @@ def test_read_status_invalid(tmp_path: Path, content: str) -> None:
 def test_read_status_directory(tmp_path: Path) -> None:
     with pytest.raises(LiveReduceError, match="cannot read status file"):
         st.read_status(tmp_path)
+
+
+def test_status_file_from_the_environment(tmp_path, monkeypatch):
+    monkeypatch.setenv("LIVEREDUCE_STATUS_FILE", str(tmp_path / "pg3" / "status.json"))
+    assert st.default_status_file() == tmp_path / "pg3" / "status.json"
+    assert st.find_status_file() == tmp_path / "pg3" / "status.json"

@@ -37,7 +37,10 @@ def user_name() -> str:
 
 
 def default_log_file() -> Path:
-    """Upstream's choice: the SNS log for ``snsdata``, else ``livereduce.log`` in the working directory."""
+    """``$LIVEREDUCE_LOG_FILE`` if set (the template unit sets one per instance), else upstream's choice: the SNS
+    log for ``snsdata``, else ``livereduce.log`` in the working directory."""
+    if os.environ.get("LIVEREDUCE_LOG_FILE"):
+        return Path(os.environ["LIVEREDUCE_LOG_FILE"])
     return SNS_LOG_FILE if user_name() == "snsdata" else Path("livereduce.log")
 
 

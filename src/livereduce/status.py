@@ -237,8 +237,11 @@ def default_status_file() -> Path:
 
     ``/run/livereduce/status.json`` if ``/run/livereduce`` is a writable directory (systemd
     ``RuntimeDirectory=livereduce``), else ``$XDG_RUNTIME_DIR/livereduce/status.json`` if that variable names a
-    directory, else ``./livereduce.status.json``.
+    directory, else ``./livereduce.status.json``. ``$LIVEREDUCE_STATUS_FILE`` overrides all of these (the template
+    unit ``livereduce@.service`` sets one per instance).
     """
+    if os.environ.get("LIVEREDUCE_STATUS_FILE"):
+        return Path(os.environ["LIVEREDUCE_STATUS_FILE"])
     run_dir = DEFAULT_STATUS_FILE.parent
     if run_dir.is_dir() and os.access(run_dir, os.W_OK | os.X_OK):
         return DEFAULT_STATUS_FILE
@@ -254,6 +257,8 @@ def find_status_file() -> Path:
 
     A reader is often another user than the daemon's (``/run/livereduce`` is then readable, not writable).
     """
+    if os.environ.get("LIVEREDUCE_STATUS_FILE"):
+        return Path(os.environ["LIVEREDUCE_STATUS_FILE"])
     candidates = [DEFAULT_STATUS_FILE]
     xdg = os.environ.get("XDG_RUNTIME_DIR")
     if xdg:
