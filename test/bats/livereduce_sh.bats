@@ -50,11 +50,14 @@ EOF
 }
 
 # stub_nsd_app_wrap: nsd-app-wrap.sh defining pixi_launch, which records its argv and returns
-# $PIXI_LAUNCH_STATUS. It reads an unset variable at the top level, as a script not written for `set -u` may.
+# $PIXI_LAUNCH_STATUS. It reads an unset variable and runs a failing command at the top level, as a script
+# not written for `set -eu` may, and sets variables whose names the wrapper might use.
 stub_nsd_app_wrap() {
     cat >"${BIN}/nsd-app-wrap.sh" <<'EOF'
 #!/bin/bash
 echo "nsd-app-wrap.sh sourced${NSD_STUB_UNSET_VARIABLE}"
+false
+ENV_NAME=clobbered APPLICATION=clobbered CONFIG_FILE=clobbered PROG=clobbered DEFAULT_ENV=clobbered
 pixi_launch() {
     printf '%s\n' pixi_launch "$@" >"${CALLS}/pixi_launch"
     echo "pixi_launch ran"
@@ -131,6 +134,7 @@ refute_output_matching() {
 # assert_default_with_warning TEXT: exactly one stderr line, a warning containing TEXT, and mantid_dev
 assert_default_with_warning() {
     assert_env mantid_dev
+    # shellcheck disable=SC2154  # set by bats' run --separate-stderr
     if [[ "${#stderr_lines[@]}" -ne 1 ]]; then
         printf 'expected one stderr line, got %d:\n%s\n' "${#stderr_lines[@]}" "${stderr}"
         return 1
@@ -372,6 +376,7 @@ assert_no_warning() {
     assert_env from_argument
 }
 
+# shellcheck disable=SC2016  # a literal $HOME on purpose
 @test "extra arguments are passed through exactly" {
     stub conda
     config '{"PIXI_ENV": "e"}'
@@ -525,6 +530,7 @@ assert_no_warning() {
     [[ "${status}" -eq 0 ]]
     assert_called python3 "${APP}" "${CFG}" --check
     assert_line "Launching with python3: python3 ${APP} ${CFG} --check"
+    # shellcheck disable=SC2154  # set by bats' run --separate-stderr
     [[ "${#stderr_lines[@]}" -eq 1 ]]
     [[ "${stderr}" == "livereduce.sh: warning: no environment manager found (nsd-app-wrap.sh, pixi, conda);"*"not environment mantid_qa" ]]
 }
