@@ -129,7 +129,10 @@ def test_bats_suite(suite):
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-@pytest.mark.parametrize("script", sorted((ROOT / "scripts").glob("*.sh")), ids=lambda path: path.name)
+SHELL_SCRIPTS = [*sorted((ROOT / "scripts").glob("*.sh")), ROOT / "rpmbuild.sh", ROOT / ".ci" / "run"]
+
+
+@pytest.mark.parametrize("script", SHELL_SCRIPTS, ids=lambda path: path.name)
 def test_shellcheck(script):
     result = subprocess.run([tool("shellcheck"), "-x", str(script)], capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stdout
