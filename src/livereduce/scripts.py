@@ -68,6 +68,10 @@ class ProcessingScripts:
         return iter(script for script in (self.proc, self.post_proc) if script is not None)
 
 
+class NoScripts(ScriptError):
+    """Neither processing script exists (upstream's "Must provide at least one of ..." message)."""
+
+
 class ScriptFailed(ScriptError):
     """A processing script raised, or assigned an unusable ``output``.
 
@@ -112,12 +116,13 @@ def load_scripts(script_dir: Path, short_name: str) -> ProcessingScripts:
     """The processing scripts that exist in ``script_dir`` now, validated.
 
     Raises:
-        ScriptError: neither script exists (upstream's message), or one is empty or does not compile.
+        NoScripts: neither script exists (upstream's message).
+        ScriptError: a script is empty or does not compile.
     """
     paths = script_paths(script_dir, short_name)
     found = {role: load_script(role, path) for role, path in paths.items() if path.exists()}
     if not found:
-        raise ScriptError(f"Must provide at least one of '{paths['proc']}' and/or '{paths['post_proc']}'")
+        raise NoScripts(f"Must provide at least one of '{paths['proc']}' and/or '{paths['post_proc']}'")
     return ProcessingScripts(found.get("proc"), found.get("post_proc"))
 
 

@@ -45,7 +45,7 @@ from livereduce.errors import (
     ScriptError,
 )
 from livereduce.memory import MemoryExceeded, MemoryMonitor, memory_limit
-from livereduce.scripts import ProcessingScripts, load_scripts, script_paths
+from livereduce.scripts import NoScripts, ProcessingScripts, load_scripts, script_paths
 from livereduce.status import Notifier, StatusFile, default_status_file, summary
 from livereduce.watch import FilesChanged, FileWatcher, content_hash
 
@@ -261,14 +261,14 @@ class Supervisor:
         """Validate the scripts as they are now and restart with them; keep the last good set on errors."""
         try:
             scripts = load_scripts(self.script_dir, self.short_name)
+        except NoScripts as err:
+            _log.error("%s: no processing script left, live data stopped until one appears", err)
+            self._stop_engine()
+            self.scripts = None
+            self.state = "waiting for scripts"
+            self._publish()
+            return
         except ScriptError as err:
-            if "Must provide at least one of" in str(err):
-                _log.error("%s: no processing script left, live data stopped until one appears", err)
-                self._stop_engine()
-                self.scripts = None
-                self.state = "waiting for scripts"
-                self._publish()
-                return
             _log.error("%s; the last good version keeps running", err)
             self._last_error = (f"{err} (the last good version keeps running)", None)  # not a failed cycle
             return
