@@ -11,6 +11,7 @@ import difflib
 import hashlib
 import json
 import os
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -29,6 +30,9 @@ from pydantic import (
 
 from livereduce import instruments
 from livereduce.errors import ConfigError
+from livereduce.files import read_regular_file
+
+MAX_EVENT_ID = 2**31 - 1
 
 DEFAULT_CONFIG_PATH = Path("/etc/livereduce.conf")
 """Upstream's configuration file, used when no path is given on the command line."""
@@ -62,10 +66,25 @@ def _not_boolean(value: Any) -> Any:
     return value
 
 
-Number = Annotated[float, BeforeValidator(_not_boolean)]
+Number = Annotated[float, BeforeValidator(_not_boolean), Field(allow_inf_nan=False)]
 Integer = Annotated[int, BeforeValidator(_not_boolean)]
 StartOption = Literal["from_start_of_run", "now"] | datetime
-Positive = Annotated[Number, Field(gt=0)]
+TopicRole = Literal["events", "runInfo", "sampleEnv", "monitors"]
+DAY = 86400.0
+
+MAX_CONFIG_BYTES = 1 << 20
+"""Largest configuration file read (1 MiB; real files are a few hundred bytes)."""
+MAX_QUOTED = 200
+"""Characters of a bad value quoted in a message."""
+_INSTRUMENT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_\-]{0,63}")
+"""An instrument name: letters, digits, ``_`` and ``-`` (Facilities.xml names), at most 64 characters. It becomes
+part of a script file name, so a path separator or ``..`` could load a script from outside ``script_dir``."""
+
+
+def _within(low: float, high: float, *, low_inclusive: bool = True) -> Any:
+    """A finite number in [low, high] (or (low, high] when ``low_inclusive`` is false)."""
+    bound = Field(ge=low, le=high) if low_inclusive else Field(gt=low, le=high)
+    return Annotated[Number, bound]
 
 
 class WatchdogConfig(BaseModel):
@@ -73,9 +92,9 @@ class WatchdogConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    interval: Annotated[Integer, Field(ge=1)] = 60
+    interval: Annotated[Integer, Field(ge=1, le=int(DAY))] = 60
     """Seconds between two checks of the log file's age."""
-    threshold: Annotated[Integer, Field(ge=20)] = 300
+    threshold: Annotated[Integer, Field(ge=20, le=int(DAY))] = 300
     """Seconds without a change of the log file before the watchdog restarts the service (minimum 20)."""
 
 
@@ -93,19 +112,19 @@ class Config(BaseModel):
     """Pixi environment the wrapper ``livereduce.sh`` launches the daemon in (wins over CONDA_ENV)."""
     script_dir: str | None = None
     """Directory of the processing scripts; default ``/SNS/<short name>/shared/livereduce``."""
-    update_every: Positive = 30
+    update_every: _within(0.01, DAY) = 30
     """Seconds between the starts of two cycles (StartLiveData ``UpdateEvery``)."""
     preserve_events: StrictBool = True
     """Keep events in the accumulation (StartLiveData ``PreserveEvents``); false histograms each chunk."""
     accum_method: Literal["Add", "Replace", "Append"] = "Add"
     """StartLiveData ``AccumulationMethod``."""
-    periods: list[Annotated[Integer, Field(ge=1)]] | None = None
+    periods: Annotated[list[Annotated[Integer, Field(ge=1, le=MAX_EVENT_ID)]], Field(max_length=100_000)] | None = None
     """Periods to read (``PeriodList``, ISIS histogram listener only)."""
-    spectra: list[Annotated[Integer, Field(ge=0)]] | None = None
+    spectra: Annotated[list[Annotated[Integer, Field(ge=0, le=MAX_EVENT_ID)]], Field(max_length=10_000_000)] | None = None
     """Spectra to read (``SpectraList``, ISIS histogram listener only)."""
-    system_mem_limit_perc: Annotated[Number, Field(le=100)] = 70
+    system_mem_limit_perc: _within(-100, 100) = 70
     """Memory limit of the daemon in percent of the total RAM; 0 or less disables the limit."""
-    mem_check_interval_sec: Positive = 1
+    mem_check_interval_sec: _within(0.1, 3600) = 1
     """Seconds between two memory checks."""
     watchdog: WatchdogConfig = WatchdogConfig()
 
@@ -118,13 +137,13 @@ class Config(BaseModel):
     """``host:port`` of the data source; default: the instrument's live-data address."""
     filename: str | None = None
     """NeXus file replayed by ``FileEventDataListener``."""
-    replay_speed: Annotated[Number, Field(ge=0)] = 1
+    replay_speed: _within(0, 1e6) = 1
     """File replay speed: 1 real time, N times faster, 0 as fast as possible."""
-    replay_chunk_pulses: Annotated[Integer, Field(ge=1)] | None = None
+    replay_chunk_pulses: Annotated[Integer, Field(ge=1, le=1 << 30)] | None = None
     """At most this many pulses per chunk in a file replay (default: no limit)."""
-    event_rate: Positive = 20000
+    event_rate: _within(0, 1e9, low_inclusive=False) = 20000
     """Events per second of ``FakeEventDataListener``."""
-    end_run_every: Annotated[Number, Field(ge=0)] = 0
+    end_run_every: _within(0, 365 * DAY) = 0
     """Seconds after which ``FakeEventDataListener`` ends a run and begins the next; 0: never."""
     start: StartOption = "from_start_of_run"
     """Where in the stream to start: ``from_start_of_run``, ``now`` or an ISO-8601 time (UTC if no zone)."""
@@ -132,14 +151,28 @@ class Config(BaseModel):
     """Mantid's ``RunTransitionBehavior`` at the end of a run."""
     log_file: str | None = None
     """Log file; default as upstream (``/var/log/SNS_applications/livereduce.log`` for ``snsdata``)."""
-    poll_interval_sec: Positive = 10
+    poll_interval_sec: _within(0.1, DAY) = 10
     """Seconds between two hash comparisons of scripts and configuration (edits inotify cannot see)."""
-    mem_limit_mb: Positive | None = None
+    mem_limit_mb: _within(0, 1 << 30, low_inclusive=False) | None = None
     """Absolute memory limit in MiB (RSS with children); with ``system_mem_limit_perc`` the smaller applies."""
-    stop_timeout_sec: Positive = 30
+    stop_timeout_sec: _within(0.1, 3600) = 30
     """Seconds the engine gets to stop (SIGTERM, restart) before the daemon exits non-zero instead of hanging."""
     status_file: str | None = None
     """Status file (JSON); default ``/run/livereduce/status.json`` where writable (see docs/operations.md)."""
+    strict_permissions: StrictBool = True
+    """Refuse world-writable scripts, ``script_dir`` and configuration (like sshd's StrictModes)."""
+    keep_paused_events: StrictBool = False
+    """ADARA: keep the events the SMS sends while the run is paused (Mantid's ``livelistener.keeppausedevents``)."""
+    source_buffer_mb: _within(1, 1 << 20) = 256
+    """MiB a network source may buffer between the socket/consumer and the cycle; beyond it, reading pauses."""
+    topics: dict[TopicRole, Annotated[str, Field(min_length=1, max_length=249)]] | None = None
+    """Kafka topics by role (``events``, ``runInfo``, ``sampleEnv``, ``monitors``); default ``<INSTRUMENT>_<role>``."""
+    kafka: dict[Annotated[str, Field(min_length=1, max_length=200)], str | int | float | bool] | None = None
+    """Extra librdkafka consumer settings (security protocol, SASL, TLS); values never logged in clear."""
+    metrics_port: Annotated[Integer, Field(ge=0, le=65535)] | None = None
+    """TCP port of the Prometheus metrics endpoint (0: any free port); default: no endpoint."""
+    metrics_address: str = "127.0.0.1"
+    """Address the metrics endpoint binds to."""
 
     @model_validator(mode="before")
     @classmethod
@@ -147,6 +180,24 @@ class Config(BaseModel):
         if not isinstance(data, dict):
             raise ValueError(f"the configuration must be a JSON object, got {type(data).__name__}")
         return data
+
+    @field_validator("instrument")
+    @classmethod
+    def _plain_instrument_name(cls, value: str | None) -> str | None:
+        if value is not None and not _INSTRUMENT_NAME.fullmatch(value.strip()):
+            raise ValueError(
+                "expected an instrument name (letters, digits, '_' and '-', at most 64 characters; no path)"
+            )
+        return value
+
+    @field_validator("log_file", "status_file", "filename", "script_dir", "address")
+    @classmethod
+    def _not_empty(cls, value: str | None) -> str | None:
+        if value is not None and not value.strip():
+            raise ValueError("expected a non-empty string (leave the key out for the default)")
+        if value is not None and "\0" in value:
+            raise ValueError("expected a string without NUL characters")
+        return value
 
     @field_validator("start", mode="before")
     @classmethod
@@ -243,17 +294,50 @@ def load_config(argument: str | None) -> LoadedConfig:
     if path is None:
         return LoadedConfig(Config(), None, "")
     try:
-        raw = path.read_bytes()
+        raw = read_regular_file(path, MAX_CONFIG_BYTES)
     except OSError as err:
-        raise ConfigError(f"cannot read configuration file '{path}': {err.strerror}") from None
-    try:
-        data = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ConfigError(f"{path}: invalid JSON: {err}") from None
+        raise ConfigError(f"cannot read configuration file '{path}': {err.strerror or err}") from None
+    data = parse_json(raw, str(path))
     obsolete = tuple(key for key in OBSOLETE_KEYS if isinstance(data, dict) and key in data)
     if obsolete:
         data = {key: value for key, value in data.items() if key not in OBSOLETE_KEYS}
     return LoadedConfig(validate(data, str(path)), path, hashlib.sha256(raw).hexdigest(), obsolete)
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in result:
+            raise ValueError(f"duplicate key '{_quoted(key)}'")
+        result[key] = value
+    return result
+
+
+def parse_json(raw: bytes, source: str) -> Any:
+    """Decode a configuration file's bytes as strict JSON.
+
+    ``NaN``/``Infinity`` (not JSON) and duplicate keys are rejected, and so is nesting too deep to decode.
+
+    Raises:
+        ConfigError: one line naming ``source`` and the problem.
+    """
+    try:
+        return json.loads(raw, parse_constant=_reject_constant, object_pairs_hook=_no_duplicates)
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ConfigError(f"{source}: invalid JSON: {_quoted(str(err))}") from None
+    except ValueError as err:
+        raise ConfigError(f"{source}: invalid JSON: {err}") from None
+    except RecursionError:
+        raise ConfigError(f"{source}: invalid JSON: nested too deeply") from None
+
+
+def _quoted(text: str) -> str:
+    """``text`` cut to :data:`MAX_QUOTED` characters (a bad value may be megabytes long)."""
+    return text if len(text) <= MAX_QUOTED else f"{text[:MAX_QUOTED]}... ({len(text)} characters)"
 
 
 def validate(data: Any, source: str) -> Config:
@@ -274,11 +358,11 @@ def _describe(source: str, problem: Any) -> str:
         known = list(Config.model_fields) if len(problem["loc"]) == 1 else list(WatchdogConfig.model_fields)
         close = difflib.get_close_matches(str(problem["loc"][-1]), known, n=1)
         hint = f" (did you mean '{close[0]}'?)" if close else f" (known keys: {', '.join(known)})"
-        return f"{source}: unknown key '{key}'{hint}"
+        return f"{source}: unknown key '{_quoted(key)}'{hint}"
     message = str(problem["msg"]).removeprefix("Value error, ").replace("Input should be", "expected")
     if not key:
         return f"{source}: {message}"
-    return f"{source}: key '{key}' = {json.dumps(problem['input'], default=str)}: {message}"
+    return f"{source}: key '{_quoted(key)}' = {_quoted(json.dumps(problem['input'], default=str))}: {message}"
 
 
 def effective(loaded: LoadedConfig, engine: str) -> dict[str, Any]:

@@ -24,7 +24,9 @@ import scipp as sc
 
 PULSE_DIM = "event_time_zero"
 EVENT_DIM = "event"
-RUN_METADATA = ("run_number", "start_time", "instrument_name")
+RUN_METADATA = ("run_number", "start_time", "instrument_name", "monitors")
+MAX_EVENT_ID = 2**31 - 1
+"""Largest valid ``event_id``: Mantid's ``detid_t`` is a signed 32-bit integer."""
 
 
 @dataclass
@@ -35,13 +37,21 @@ class RunMetadata:
         run_number: run number, 0 if unknown.
         start_time: start of the run (UTC), or None.
         instrument_name: instrument name as the source reports it ("" if unknown).
-        logs: sample-environment logs for the chunk's time span, name -> DataArray over dimension ``time``.
+        logs: sample-environment logs for the chunk's time span, name -> DataArray over dimension ``time``
+            (coordinate ``time``, datetime64 [ns]).
+        properties: further scalar run properties with Mantid's log names (e.g. ``run_title``,
+            ``experiment_identifier``: str; ``run_end``: ``np.datetime64`` [ns]); attached as unaligned scalars.
+        monitors: beam-monitor events of the chunk, monitor name -> DataArray of events (coordinates
+            ``event_time_offset`` float32 [µs], ``event_time_zero`` datetime64 [ns]); attached together as one
+            unaligned scalar ``monitors`` holding a DataGroup.
     """
 
     run_number: int = 0
     start_time: np.datetime64 | None = None
     instrument_name: str = ""
     logs: dict[str, sc.DataArray] = field(default_factory=dict)
+    properties: dict[str, str | int | float | np.datetime64] = field(default_factory=dict)
+    monitors: dict[str, sc.DataArray] = field(default_factory=dict)
 
 
 def make_chunk(
@@ -52,6 +62,7 @@ def make_chunk(
     *,
     metadata: RunMetadata,
     proton_charge: np.ndarray | None = None,
+    pulse_coords: dict[str, sc.Variable] | None = None,
 ) -> sc.DataArray:
     """Build a chunk from flat event arrays.
 
@@ -62,6 +73,7 @@ def make_chunk(
         event_index: index of the first event of each pulse, shape (n_pulses,), non-decreasing.
         metadata: run metadata to attach.
         proton_charge: charge of each pulse in pC, shape (n_pulses,), or None.
+        pulse_coords: further per-pulse coordinates (dimension ``event_time_zero``, e.g. ADARA pulse flags).
 
     Returns:
         The chunk, dims ``(event_time_zero,)``, binned over ``event``.
@@ -83,8 +95,60 @@ def make_chunk(
     chunk = sc.DataArray(binned, coords={PULSE_DIM: sc.array(dims=[PULSE_DIM], values=pulse_times, unit="ns")})
     if proton_charge is not None:
         chunk.coords["proton_charge"] = sc.array(dims=[PULSE_DIM], values=proton_charge, unit="pC", dtype="float64")
+    for name, coord in (pulse_coords or {}).items():
+        chunk.coords[name] = coord
     attach_metadata(chunk, metadata)
     return chunk
+
+
+def valid_events(
+    event_id: np.ndarray | sc.Variable,
+    event_time_offset: np.ndarray | sc.Variable,
+    event_index: np.ndarray,
+    event_id_range: tuple[int, int],
+) -> tuple[np.ndarray | sc.Variable, np.ndarray | sc.Variable, np.ndarray, dict[str, int]]:
+    """Drop the events whose ``event_id`` is not a valid pixel of the source, and count them.
+
+    Mantid discards events of unknown pixels the same way. An id is invalid when it is negative, beyond 32 bits
+    (above :data:`MAX_EVENT_ID`), or outside ``event_id_range`` (first, last; inclusive). Ids are never wrapped.
+
+    Args:
+        event_id: pixel of each event, shape (n_events,), any integer dtype.
+        event_time_offset: time of flight of each event, shape (n_events,).
+        event_index: index of the first event of each pulse, shape (n_pulses,), non-decreasing.
+        event_id_range: the source's valid ids, inclusive.
+
+    Returns:
+        ``(event_id, event_time_offset, event_index, dropped)``: the inputs unchanged (no copy) when every id
+        is valid, else the kept events (``event_id`` as int32) with the pulses' first-event indices moved, and
+        ``dropped``, reason -> count (empty when nothing was dropped).
+    """
+    ids = event_id.values if isinstance(event_id, sc.Variable) else np.asarray(event_id)
+    first, last = event_id_range
+    if ids.size == 0 or (int(ids.min()) >= first and int(ids.max()) <= last):
+        return event_id, event_time_offset, event_index, {}
+    wide = ids.astype(np.int64) if ids.dtype.kind == "i" or ids.dtype.itemsize < 8 else ids
+    if wide.dtype.kind == "u":  # uint64: nothing negative; compare without converting (no wrap)
+        negative = np.zeros(ids.size, bool)
+        too_big = wide > np.uint64(MAX_EVENT_ID)
+    else:
+        negative = wide < 0
+        too_big = wide > MAX_EVENT_ID
+    outside = ~(negative | too_big) & ((wide < first) | (wide > last))
+    keep = ~(negative | too_big | outside)
+    dropped = {
+        reason: int(count)
+        for reason, count in (
+            ("event_id negative", negative.sum()),
+            ("event_id beyond 32 bits", too_big.sum()),
+            (f"event_id outside {first}..{last}", outside.sum()),
+        )
+        if count
+    }
+    kept_before = np.concatenate([[0], np.cumsum(keep)])
+    tof = event_time_offset.values if isinstance(event_time_offset, sc.Variable) else np.asarray(event_time_offset)
+    index = kept_before[np.asarray(event_index, dtype=np.int64)]
+    return ids[keep].astype(np.int32), tof[keep], index, dropped
 
 
 def empty_chunk(metadata: RunMetadata) -> sc.DataArray:
@@ -107,6 +171,10 @@ def attach_metadata(target: sc.DataArray, metadata: RunMetadata) -> None:
     if metadata.start_time is not None:
         values["start_time"] = sc.scalar(np.datetime64(metadata.start_time, "ns"), unit="ns")
     values.update({name: sc.scalar(log) for name, log in metadata.logs.items()})
+    for name, value in metadata.properties.items():
+        values[name] = sc.scalar(value, unit="ns") if isinstance(value, np.datetime64) else sc.scalar(value)
+    if metadata.monitors:
+        values["monitors"] = sc.scalar(sc.DataGroup(dict(metadata.monitors)))
     for name, value in values.items():
         target.coords[name] = value
         target.coords.set_aligned(name, False)
@@ -115,16 +183,16 @@ def attach_metadata(target: sc.DataArray, metadata: RunMetadata) -> None:
 def metadata_of(data: sc.DataArray) -> RunMetadata:
     """The run metadata attached to a chunk or accumulation (defaults for what is missing)."""
     coords = data.coords
-    logs = {
-        name: coords[name].value
-        for name in coords
-        if name not in RUN_METADATA and coords[name].ndim == 0 and isinstance(coords[name].value, sc.DataArray)
-    }
+    scalars = {name: coords[name].value for name in coords if name not in RUN_METADATA and coords[name].ndim == 0}
+    scalars = {name: value for name, value in scalars.items() if not coords[name].aligned}
+    monitors = coords["monitors"].value if "monitors" in coords else {}
     return RunMetadata(
         run_number=int(coords["run_number"].value) if "run_number" in coords else 0,
         start_time=coords["start_time"].value if "start_time" in coords else None,
         instrument_name=str(coords["instrument_name"].value) if "instrument_name" in coords else "",
-        logs=logs,
+        logs={name: value for name, value in scalars.items() if isinstance(value, sc.DataArray)},
+        properties={name: value for name, value in scalars.items() if not isinstance(value, sc.DataArray)},
+        monitors=dict(monitors),
     )
 
 

@@ -1,15 +1,28 @@
-"""The listener interface of the scipp engine: Mantid's ILiveListener shape.
+"""The listener interface of the scipp engine: Mantid's ILiveListener, reshaped for sources that push.
 
-A listener is driven from one thread (the engine's): ``connect()``, ``start(position)``, then ``extract()`` once
-per cycle followed by ``run_status()``. Everything buffered since the previous ``extract()`` is returned.
+The engine drives a listener from its cycle thread: ``connect()``, ``start(position)``, then one ``extract()``
+per cycle, ``disconnect()`` at the end. ``extract()`` hands over everything that arrived since the previous
+call *together with* the run status and the data-reset flag that belong to it (:class:`Extracted`): one call,
+so a status can never be paired with the wrong chunk.
+
+A listener may produce data on demand inside ``extract()`` (file replay, demo source) or fill a bounded buffer
+from a background thread of its own (network sources: ADARA, Kafka). Such a thread never lets an exception
+escape: it turns every fault into a counted event or a state change visible through :meth:`Listener.health`.
+
+Events the source delivers but that cannot be used (an ``event_id`` outside :meth:`Listener.event_id_range`,
+negative or beyond 32 bits, events of special banks, events discarded while paused) are dropped at this boundary
+and reported per chunk in :attr:`Extracted.dropped` by reason; they never reach a script or size an allocation
+(see :func:`livereduce.engines.scipp.chunk.valid_events`).
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import datetime
 from enum import IntEnum
-from typing import Literal
+from typing import ClassVar, Literal
 
 import scipp as sc
 
@@ -18,10 +31,10 @@ StartPosition = Literal["from_start_of_run", "now"] | datetime
 
 
 class RunStatus(IntEnum):
-    """Mantid's ``ILiveListener::RunStatus`` (values as in Mantid), as reported after an extraction.
+    """Mantid's ``ILiveListener::RunStatus`` (values as in Mantid), as reported with an extracted chunk.
 
-    ``EndRun``: the chunk just extracted ends a run. ``BeginRun``: the chunk just extracted ends just before a
-    new run begins (data taken between runs). Both mean: the next chunk starts a new accumulation.
+    ``EndRun``: the chunk ends a run. ``BeginRun``: the chunk ends just before a new run begins (data taken
+    between runs). Both mean: the next chunk starts a new accumulation.
     """
 
     NoRun = 0
@@ -30,58 +43,96 @@ class RunStatus(IntEnum):
     EndRun = 4
 
 
-class Listener(ABC):
-    """A data source. Subclasses are named after the Mantid listener they reproduce."""
+@dataclass(frozen=True)
+class Extracted:
+    """What one ``extract()`` hands over.
 
-    name: str = ""
+    Attributes:
+        chunk: the events since the previous call, as an NXevent_data chunk (see ``chunk.py``); may hold no
+            pulses.
+        status: the run status that goes with this chunk (BeginRun/EndRun are reported once).
+        data_reset: the source discarded its history before this chunk (e.g. a reconnect that replays the run):
+            the accumulation must start afresh with it.
+        dropped: events the source delivered for this chunk but dropped at the boundary, by reason (e.g.
+            ``{"event_id outside 0..4095": 12}``); empty when none.
+        ended: the source will deliver nothing more (a replayed file has been read to its end).
+    """
+
+    chunk: sc.DataArray
+    status: RunStatus
+    data_reset: bool = False
+    dropped: Mapping[str, int] = field(default_factory=dict)
+    ended: bool = False
+
+    @property
+    def run_number(self) -> int:
+        """The chunk's run number (0 when unknown or between runs)."""
+        coords = self.chunk.coords
+        return int(coords["run_number"].value) if "run_number" in coords else 0
+
+
+@dataclass(frozen=True)
+class SourceHealth:
+    """A snapshot of a source's state, for the status file and metrics.
+
+    Attributes:
+        state: one line, e.g. ``"receiving from bl11a-daq1.sns.gov:31415"``, ``"reconnecting in 4 s"``.
+        healthy: False while the source is not delivering as it should (connection lost, broker unreachable).
+        counters: cumulative counts since ``start()``, e.g. ``bytes``, ``packets``, ``events``,
+            ``packets_skipped``; names are source-specific, values non-negative integers.
+    """
+
+    state: str
+    healthy: bool = True
+    counters: Mapping[str, int] = field(default_factory=dict)
+
+
+class Listener(ABC):
+    """A data source of the scipp engine. Subclasses are named after the Mantid listener they reproduce.
+
+    Class attributes:
+        name: the Mantid listener class name (the ``listener`` configuration value).
+        recoverable: whether a :class:`~livereduce.errors.SourceError` from this source may heal, so that the
+            daemon restarts it with back-off (network sources). A source that is not recoverable (a file) fails
+            the same way at the same position again: the daemon exits 3 instead.
+    """
+
+    name: ClassVar[str] = ""
+    recoverable: ClassVar[bool] = False
 
     @abstractmethod
     def connect(self) -> None:
-        """Open the source.
+        """Open the source (a file, a socket, a consumer).
 
         Raises:
-            SourceError: the source cannot be opened (names the file or address).
+            SourceError: the source cannot be opened; the message names the file or address.
         """
 
     @abstractmethod
     def start(self, position: StartPosition) -> None:
-        """Begin buffering data from ``position``."""
+        """Begin delivering data from ``position`` (background threads, if any, start here)."""
 
     @abstractmethod
-    def extract(self) -> sc.DataArray:
-        """Everything buffered since the previous call, as an NXevent_data chunk (see ``chunk.py``).
+    def extract(self) -> Extracted:
+        """Everything that arrived since the previous call, with its run status and data-reset flag.
 
         Raises:
-            SourceError: the source broke (file truncated, connection lost).
+            SourceError: the source broke and cannot deliver any more (file truncated; a network source only
+                when it gives up).
         """
-
-    @abstractmethod
-    def run_status(self) -> RunStatus:
-        """Run status after the last ``extract()`` (BeginRun/EndRun are reported once)."""
-
-    @abstractmethod
-    def run_number(self) -> int:
-        """Run number of the data last extracted, 0 if unknown."""
-
-    def disconnect(self) -> None:
-        """Close the source (default: nothing to close)."""
-        return
-
-    def data_reset(self) -> bool:
-        """True once after the source discarded its history (the next accumulation starts afresh)."""
-        return False
-
-    @abstractmethod
-    def is_connected(self) -> bool:
-        """Whether the source is open."""
 
     @abstractmethod
     def event_id_range(self) -> tuple[int, int]:
-        """First and last ``event_id`` (pixel) the source can produce, inclusive.
+        """First and last valid ``event_id`` (pixel id), inclusive; ``0 <= first <= last < 2**31``.
 
-        Histograms made when ``preserve_events`` is false span this range, so chunks add up.
+        Histograms made when ``preserve_events`` is false span this range, so chunks add up. Events outside it
+        are dropped by the listener and counted in :attr:`Extracted.dropped`.
         """
 
-    def describe(self) -> str:
-        """One line describing the source's state (for logs and status)."""
-        return self.name
+    def disconnect(self) -> None:
+        """Close the source and stop its threads (default: nothing to close). Safe to call more than once."""
+        return
+
+    def health(self) -> SourceHealth:
+        """The source's state and counters (default: its name, healthy, no counters)."""
+        return SourceHealth(self.name)
