@@ -14,7 +14,7 @@ import scipp as sc
 
 from livereduce.config import Config
 from livereduce.engines.scipp.chunk import PULSE_DIM
-from livereduce.engines.scipp.listeners.base import RunStatus
+from livereduce.engines.scipp.listeners.base import Extracted, RunStatus
 from livereduce.engines.scipp.listeners.file import FileEventDataListener
 from livereduce.errors import ConfigError, SourceError
 
@@ -32,27 +32,29 @@ def _listener(path: Path, **keys: object) -> FileEventDataListener:
     return FileEventDataListener(Config(listener="FileEventDataListener", filename=str(path), **values))
 
 
-def _drain(listener: FileEventDataListener, limit: int = 10_000) -> list[tuple[sc.DataArray, RunStatus]]:
-    """Extract (replay_speed 0) until EndRun; returns (chunk, status) pairs."""
+def _drain(listener: FileEventDataListener, limit: int = 10_000) -> list[Extracted]:
+    """Extract (replay_speed 0) until the source has ended; the last extraction must be the one with EndRun."""
     out = []
     for _ in range(limit):
-        chunk = listener.extract()
-        out.append((chunk, listener.run_status()))
-        if out[-1][1] == RunStatus.EndRun:
+        out.append(listener.extract())
+        if out[-1].ended:
+            assert out[-1].status == RunStatus.EndRun
+            assert all(not x.ended and x.status == RunStatus.Running for x in out[:-1])
             return out
     raise AssertionError(f"no EndRun after {limit} extractions")
 
 
-def _poll(listener: FileEventDataListener, deadline_s: float) -> list[tuple[sc.DataArray, RunStatus]]:
-    """Extract until EndRun or until the deadline (replay_speed > 0)."""
+def _poll(listener: FileEventDataListener, deadline_s: float) -> list[Extracted]:
+    """Extract until the source has ended or until the deadline (replay_speed > 0)."""
     out = []
     deadline = time.monotonic() + deadline_s
     while time.monotonic() < deadline:
-        chunk = listener.extract()
-        out.append((chunk, listener.run_status()))
-        if out[-1][1] == RunStatus.EndRun:
+        out.append(listener.extract())
+        if out[-1].ended:
             return out
-    raise AssertionError(f"no EndRun within {deadline_s} s; pulses so far: {sum(c.sizes[PULSE_DIM] for c, _ in out)}")
+    raise AssertionError(
+        f"no EndRun within {deadline_s} s; pulses so far: {sum(x.chunk.sizes[PULSE_DIM] for x in out)}"
+    )
 
 
 def _events(chunk: sc.DataArray) -> tuple[np.ndarray, np.ndarray]:
@@ -126,11 +128,11 @@ def test_sans2d_replay_in_chunks_of_50_pulses() -> None:
 
     listener = _listener(SANS2D)
     listener.connect()
-    assert listener.is_connected()
     listener.start("from_start_of_run")
     replay = _drain(listener)
-    assert [status for _, status in replay] == [RunStatus.Running] * 5 + [RunStatus.EndRun]
-    chunks = [chunk for chunk, _ in replay]
+    assert [x.status for x in replay] == [RunStatus.Running] * 5 + [RunStatus.EndRun]
+    assert all(x.dropped == {} and not x.data_reset for x in replay)
+    chunks = [x.chunk for x in replay]
     assert [chunk.sizes[PULSE_DIM] for chunk in chunks] == [50] * 6
 
     got = [_events(chunk) for chunk in chunks]
@@ -156,8 +158,12 @@ def test_sans2d_replay_in_chunks_of_50_pulses() -> None:
         assert chunk.coords["instrument_name"].value == "SANS2D"
         assert not chunk.coords["instrument_name"].aligned
     assert listener.event_id_range() == (int(ids.min()), int(ids.max()))
+    health = listener.health()
+    assert health.state == f"'{SANS2D}': pulse 300 of 300, ended"
+    assert health.healthy
+    assert health.counters == {"pulses": 300, "events": ids.size, "events_dropped": 0}
     listener.disconnect()
-    assert not listener.is_connected()
+    listener.disconnect()  # safe twice
 
 
 @needs_sans2d
@@ -167,8 +173,10 @@ def test_sans2d_after_end_of_run_empty_chunks_with_no_run() -> None:
     listener.start("from_start_of_run")
     _drain(listener)
     for _ in range(2):
-        after = listener.extract()
-        assert listener.run_status() == RunStatus.NoRun
+        extracted = listener.extract()
+        after = extracted.chunk
+        assert extracted.status == RunStatus.NoRun
+        assert extracted.ended
         assert after.sizes[PULSE_DIM] == 0
         assert after.bins is not None
         assert int(after.bins.size().sum().value) == 0
@@ -179,8 +187,10 @@ def test_sans2d_one_chunk_without_pulse_limit() -> None:
     listener = _listener(SANS2D, replay_chunk_pulses=None)
     listener.connect()
     listener.start("now")
-    chunk = listener.extract()
-    assert listener.run_status() == RunStatus.EndRun
+    extracted = listener.extract()
+    chunk = extracted.chunk
+    assert extracted.status == RunStatus.EndRun
+    assert extracted.ended
     assert chunk.sizes[PULSE_DIM] == 300
     assert int(chunk.bins.size().sum().value) == 237_078
 
@@ -230,8 +240,8 @@ def test_sns_banks_are_merged_pulse_by_pulse(tmp_path: Path) -> None:
     listener.connect()
     listener.start("from_start_of_run")
     replay = _drain(listener)
-    assert [status for _, status in replay] == [RunStatus.Running, RunStatus.Running, RunStatus.EndRun]
-    chunks = [chunk for chunk, _ in replay]
+    assert [x.status for x in replay] == [RunStatus.Running, RunStatus.Running, RunStatus.EndRun]
+    chunks = [x.chunk for x in replay]
     assert [chunk.sizes[PULSE_DIM] for chunk in chunks] == [4, 4, 3]
 
     times = np.concatenate([chunk.coords[PULSE_DIM].values for chunk in chunks])
@@ -264,7 +274,7 @@ def test_nanosecond_event_time_offset_converted_to_microseconds(tmp_path: Path) 
     listener = _listener(path)
     listener.connect()
     listener.start("from_start_of_run")
-    ids, tof = _events(listener.extract())
+    ids, tof = _events(listener.extract().chunk)
     np.testing.assert_array_equal(ids, [1, 2])
     np.testing.assert_allclose(tof, [1500.0, 16000.0], rtol=1e-6)
 
@@ -283,7 +293,7 @@ def test_pulse_times_are_utc(tmp_path: Path, offset: str, utc: str) -> None:
     listener = _listener(path)
     listener.connect()
     listener.start("from_start_of_run")
-    times = listener.extract().coords[PULSE_DIM].values
+    times = listener.extract().chunk.coords[PULSE_DIM].values
     origin = np.datetime64(utc, "ns")
     np.testing.assert_array_equal(times, [origin, origin + np.timedelta64(1_500_000_000, "ns")])
 
@@ -293,7 +303,7 @@ def test_millisecond_event_time_zero(tmp_path: Path) -> None:
     listener = _listener(path)
     listener.connect()
     listener.start("from_start_of_run")
-    times = listener.extract().coords[PULSE_DIM].values
+    times = listener.extract().chunk.coords[PULSE_DIM].values
     np.testing.assert_array_equal(times - UTC_ORIGIN, np.array([0, 250_000_000], "timedelta64[ns]"))
 
 
@@ -303,7 +313,7 @@ def test_start_time_skips_earlier_pulses(tmp_path: Path) -> None:
     listener = _listener(path)
     listener.connect()
     listener.start(datetime(2026, 1, 1, 0, 0, 4, tzinfo=timezone(timedelta(hours=-5))))
-    chunks = [chunk for chunk, _ in _drain(listener)]
+    chunks = [x.chunk for x in _drain(listener)]
     ids = np.concatenate([_events(chunk)[0] for chunk in chunks])
     np.testing.assert_array_equal(ids, [4, 5, 6, 7, 8, 9])
     assert chunks[0].coords[PULSE_DIM].values[0] == UTC_ORIGIN + np.timedelta64(4, "s")
@@ -315,7 +325,7 @@ def test_start_time_from_config_skips_earlier_pulses(tmp_path: Path) -> None:
     listener = FileEventDataListener(config)
     listener.connect()
     listener.start(config.start)
-    ids = np.concatenate([_events(chunk)[0] for chunk, _ in _drain(listener)])
+    ids = np.concatenate([_events(x.chunk)[0] for x in _drain(listener)])
     np.testing.assert_array_equal(ids, [7, 8, 9])
 
 
@@ -337,7 +347,7 @@ def test_start_time_independent_of_local_time_zone(tmp_path: Path) -> None:
     listener = _listener(path)
     listener.connect()
     listener.start(datetime(2026, 1, 1, 5, 0, 4, tzinfo=UTC))
-    ids = np.concatenate([_events(chunk)[0] for chunk, _ in _drain(listener)])
+    ids = np.concatenate([_events(x.chunk)[0] for x in _drain(listener)])
     np.testing.assert_array_equal(ids, [4, 5, 6, 7, 8, 9])
 
 
@@ -346,11 +356,11 @@ def test_start_time_after_last_pulse_gives_empty_end_of_run(tmp_path: Path) -> N
     listener = _listener(path)
     listener.connect()
     listener.start(datetime(2030, 1, 1, tzinfo=UTC))
-    chunk = listener.extract()
-    assert chunk.sizes[PULSE_DIM] == 0
-    assert listener.run_status() == RunStatus.EndRun
-    listener.extract()
-    assert listener.run_status() == RunStatus.NoRun
+    first = listener.extract()
+    assert first.chunk.sizes[PULSE_DIM] == 0
+    assert (first.status, first.ended) == (RunStatus.EndRun, True)
+    after = listener.extract()
+    assert (after.status, after.ended) == (RunStatus.NoRun, True)
 
 
 # --- replay in time ------------------------------------------------------------------------------------------------
@@ -361,12 +371,12 @@ def test_replay_speed_delivers_every_pulse_once_in_order(tmp_path: Path) -> None
     listener.connect()
     listener.start("from_start_of_run")
     replay = _poll(listener, deadline_s=30)
-    statuses = [status for _, status in replay]
+    statuses = [x.status for x in replay]
     assert statuses[-1] == RunStatus.EndRun
     assert set(statuses[:-1]) <= {RunStatus.Running}
-    ids = np.concatenate([_events(chunk)[0] for chunk, _ in replay])
+    ids = np.concatenate([_events(x.chunk)[0] for x in replay])
     np.testing.assert_array_equal(ids, np.arange(40))
-    times = np.concatenate([chunk.coords[PULSE_DIM].values for chunk, _ in replay])
+    times = np.concatenate([x.chunk.coords[PULSE_DIM].values for x in replay])
     assert np.all(np.diff(times) > np.timedelta64(0, "ns"))
 
 
@@ -377,7 +387,7 @@ def test_replay_from_start_time_does_not_wait_for_skipped_pulses(tmp_path: Path)
     listener.connect()
     listener.start(datetime(2026, 1, 1, 5, 16, 40, tzinfo=UTC))  # 1000 s after the first pulse
     replay = _poll(listener, deadline_s=5)
-    ids = np.concatenate([_events(chunk)[0] for chunk, _ in replay])
+    ids = np.concatenate([_events(x.chunk)[0] for x in replay])
     np.testing.assert_array_equal(ids, [3, 4])
 
 
@@ -410,9 +420,8 @@ def test_run_metadata_and_logs_per_chunk(tmp_path: Path) -> None:
     listener = _listener(path, replay_chunk_pulses=3)
     listener.connect()
     listener.start("from_start_of_run")
-    chunks = [chunk for chunk, _ in _drain(listener)]
+    chunks = [x.chunk for x in _drain(listener)]
     assert [chunk.sizes[PULSE_DIM] for chunk in chunks] == [3, 3, 3, 1]
-    assert listener.run_number() == 12345
     for chunk in chunks:
         assert chunk.coords["run_number"].value == 12345
         assert chunk.coords["run_number"].dtype == sc.DType.int64
@@ -440,11 +449,12 @@ def test_run_metadata_defaults_without_entry_fields(tmp_path: Path) -> None:
     listener = _listener(path)
     listener.connect()
     listener.start("from_start_of_run")
-    chunk = listener.extract()
+    extracted = listener.extract()
+    chunk = extracted.chunk
+    assert extracted.run_number == 0
     assert chunk.coords["run_number"].value == 0
     assert chunk.coords["instrument_name"].value == ""
     assert "start_time" not in chunk.coords
-    assert listener.run_number() == 0
 
 
 # --- errors --------------------------------------------------------------------------------------------------------
@@ -553,7 +563,169 @@ def test_proton_charge_log_becomes_a_per_pulse_coordinate(tmp_path: Path) -> Non
     listener = FileEventDataListener(Config(filename=str(path), replay_speed=0))
     listener.connect()
     listener.start("from_start_of_run")
-    chunk = listener.extract()
+    chunk = listener.extract().chunk
     assert chunk.coords["proton_charge"].unit == sc.Unit("pC")
     np.testing.assert_allclose(chunk.coords["proton_charge"].values, [1e6, 2e6, 0.0, 4e6])
     assert "proton_charge" not in {name for name in chunk.coords if chunk.coords[name].ndim == 0}
+
+
+# --- event_id validation: out-of-range ids are dropped and counted, never wrapped ---------------------------------
+def _ids_file(path: Path, ids: np.ndarray, *, detector_number: np.ndarray | None = None) -> Path:
+    """One bank, one pulse per event (pulse i holds ids[i], tof 10 µs * i), ids stored with their own dtype."""
+    with h5py.File(path, "w") as f:
+        entry = _sns_entry(f)
+        bank = entry.create_group("bank1_events")
+        bank.attrs["NX_class"] = "NXevent_data"
+        bank["event_id"] = ids
+        bank["event_time_offset"] = np.arange(ids.size, dtype=np.float32) * 10
+        bank["event_time_zero"] = np.arange(ids.size, dtype=np.float64)
+        bank["event_index"] = np.arange(ids.size, dtype=np.uint64)
+        if detector_number is not None:
+            detector = entry.create_group("instrument").create_group("bank1")
+            detector.attrs["NX_class"] = "NXdetector"
+            detector["detector_number"] = detector_number
+    return path
+
+
+@pytest.mark.parametrize(
+    ("ids", "dropped"),
+    [
+        (np.array([5, 3_000_000_000, 7, 6], np.uint32), {"event_id beyond 32 bits": 1}),
+        (np.array([5, 2**40, 7, -3, 6], np.int64), {"event_id beyond 32 bits": 1, "event_id negative": 1}),
+        (np.array([5, 2**40, 7, 2**63 + 5, 6], np.uint64), {"event_id beyond 32 bits": 2}),
+        (np.array([5, -1, 7, -128, 6], np.int8), {"event_id negative": 2}),
+        (np.array([5, 2**31, 7, 6], ">u4"), {"event_id beyond 32 bits": 1}),
+        (np.array([5, 7, 6], ">i8"), {}),
+    ],
+    ids=["uint32 3e9", "int64 2**40 and negative", "uint64", "int8 negative", "big-endian uint32", "big-endian int64"],
+)
+def test_invalid_event_ids_are_dropped_and_counted_not_wrapped(tmp_path: Path, ids: np.ndarray, dropped: dict) -> None:
+    listener = _listener(_ids_file(tmp_path / "ids.nxs", ids), replay_chunk_pulses=2)
+    listener.connect()
+    assert listener.event_id_range() == (5, 7)  # from the valid ids: no NXdetector in the file
+    listener.start("from_start_of_run")
+    replay = _drain(listener)
+    got = np.concatenate([_events(x.chunk)[0] for x in replay])
+    np.testing.assert_array_equal(got, [5, 7, 6])
+    total: dict[str, int] = {}
+    for x in replay:
+        for reason, count in x.dropped.items():
+            total[reason] = total.get(reason, 0) + count
+    assert total == dropped
+    # the dropped events' pulses stay, empty; the others keep their time of flight
+    tofs = np.concatenate([_events(x.chunk)[1] for x in replay])
+    kept = [i for i, value in enumerate(ids.astype(object)) if 5 <= value <= 7]
+    np.testing.assert_array_equal(tofs, np.array(kept, np.float32) * 10)
+    assert sum(x.chunk.sizes[PULSE_DIM] for x in replay) == ids.size
+    assert listener.health().counters == {
+        "pulses": ids.size,
+        "events": 3,
+        "events_dropped": sum(dropped.values()),
+    }
+
+
+def test_dropped_counts_come_with_the_chunk_that_held_them(tmp_path: Path) -> None:
+    ids = np.array([1, 2, 99, 3, -4, 2**35], np.int64)
+    listener = _listener(_ids_file(tmp_path / "ids.nxs", ids, detector_number=np.arange(1, 11)), replay_chunk_pulses=2)
+    listener.connect()
+    listener.start("from_start_of_run")
+    assert [dict(x.dropped) for x in _drain(listener)] == [
+        {},
+        {"event_id outside 1..10": 1},
+        {"event_id negative": 1, "event_id beyond 32 bits": 1},
+    ]
+
+
+def test_pixel_range_from_nxdetector_detector_number(tmp_path: Path) -> None:
+    """detector_number (2-D, as for a panel) gives the range; ids outside it are dropped even if the events had
+    them all."""
+    numbers = np.arange(100, 200, dtype=np.int32).reshape(10, 10)
+    ids = np.array([100, 150, 199, 200, 99, 3], np.uint32)
+    listener = _listener(_ids_file(tmp_path / "det.nxs", ids, detector_number=numbers), replay_chunk_pulses=None)
+    listener.connect()
+    assert listener.event_id_range() == (100, 199)
+    listener.start("from_start_of_run")
+    (extracted,) = _drain(listener)
+    np.testing.assert_array_equal(_events(extracted.chunk)[0], [100, 150, 199])
+    assert extracted.dropped == {"event_id outside 100..199": 3}
+
+
+def test_detector_numbers_outside_32_bits_are_ignored(tmp_path: Path) -> None:
+    numbers = np.array([-1, -2, 10, 20, 2**40], np.int64)  # e.g. monitors with negative ids
+    listener = _listener(_ids_file(tmp_path / "det.nxs", np.array([10, 15], np.int32), detector_number=numbers))
+    listener.connect()
+    assert listener.event_id_range() == (10, 20)
+
+
+def test_sns_banks_merged_with_ids_dropped_in_each_bank(tmp_path: Path) -> None:
+    path = tmp_path / "banks.nxs"
+    with h5py.File(path, "w") as f:
+        entry = _sns_entry(f)
+        _write_bank(entry, "bank1_events", [(0.0, np.array([1, 2]), np.array([1.0, 2.0])), (1.0, np.array([3]), [3])])
+        _write_bank(entry, "bank2_events", [(1.0, np.array([4, 2**31 + 1]), np.array([4.0, 5.0]))])
+        detector = entry.create_group("instrument/bank1")
+        detector.attrs["NX_class"] = "NXdetector"
+        detector["detector_number"] = np.arange(1, 5)
+    listener = _listener(path, replay_chunk_pulses=None)
+    listener.connect()
+    listener.start("from_start_of_run")
+    (extracted,) = _drain(listener)
+    assert extracted.dropped == {"event_id beyond 32 bits": 1}
+    assert _pulse_events(extracted.chunk, 0).tolist() == [[1, 1.0], [2, 2.0]]
+    assert _pulse_events(extracted.chunk, 1).tolist() == [[3, 3.0], [4, 4.0]]
+
+
+def test_a_chunk_holds_at_most_source_buffer_mb_of_events(tmp_path: Path) -> None:
+    """1 MiB is 87,381 events of 12 bytes: pulses of 50,000 events come one per chunk, and one pulse larger than
+    the budget is still delivered whole."""
+    path = tmp_path / "big.nxs"
+    sizes = [50_000, 30_000, 50_000, 100_000, 1]
+    with h5py.File(path, "w") as f:
+        pulses = [(float(i), np.full(n, i), np.ones(n)) for i, n in enumerate(sizes)]
+        _write_bank(_sns_entry(f), "bank1_events", pulses)
+    listener = _listener(path, replay_chunk_pulses=None, source_buffer_mb=1)
+    listener.connect()
+    listener.start("from_start_of_run")
+    replay = _drain(listener)
+    assert [x.chunk.bins.size().values.tolist() for x in replay] == [[50_000, 30_000], [50_000], [100_000], [1]]
+
+
+def test_health_reports_the_position(tmp_path: Path) -> None:
+    listener = _listener(_simple_file(tmp_path / "pos.nxs", [0.0, 1.0, 2.0]), replay_chunk_pulses=2)
+    listener.connect()
+    listener.start("from_start_of_run")
+    assert listener.health().state == f"'{tmp_path / 'pos.nxs'}': pulse 0 of 3"
+    listener.extract()
+    assert listener.health().state == f"'{tmp_path / 'pos.nxs'}': pulse 2 of 3"
+    assert listener.health().counters == {"pulses": 2, "events": 2, "events_dropped": 0}
+    assert not FileEventDataListener.recoverable
+
+
+def test_integer_nanosecond_pulse_times_are_exact(tmp_path: Path) -> None:
+    """int64 ns since the epoch (as ESS files store them) keeps every nanosecond (float64 seconds would not)."""
+    stamps = np.array([1_767_243_600_000_000_001, 1_767_243_600_016_666_667], np.int64)
+    path = _simple_file(tmp_path / "ns.nxs", [0.0, 1.0], etz_units="ns", offset=None)
+    with h5py.File(path, "r+") as f:
+        del f["entry/bank1_events/event_time_zero"]
+        f["entry/bank1_events/event_time_zero"] = stamps
+        f["entry/bank1_events/event_time_zero"].attrs["units"] = "ns"
+    listener = _listener(path)
+    listener.connect()
+    listener.start("from_start_of_run")
+    np.testing.assert_array_equal(listener.extract().chunk.coords[PULSE_DIM].values.view(np.int64), stamps)
+
+
+def test_malformed_metadata_is_skipped_with_a_warning(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    path = _simple_file(tmp_path / "meta.nxs", [0.0, 1.0])
+    with h5py.File(path, "r+") as f:
+        f["entry/run_number"] = b"9" * 5000
+        f["entry/start_time"] = b"not a time"
+        f.create_group("entry/instrument/name")  # a group where a dataset is expected
+    listener = _listener(path)
+    listener.connect()
+    listener.start("from_start_of_run")
+    chunk = listener.extract().chunk
+    assert chunk.coords["run_number"].value == 0
+    assert "start_time" not in chunk.coords
+    assert "Ignoring run_number" in caplog.text
+    assert "Ignoring start_time" in caplog.text
