@@ -23,6 +23,22 @@ SANS2D = ROOT.parent / "shared" / "data" / "SANS2D_minimal.nxs"
 SANS2D_EVENTS = 237_078
 
 
+def poll_until(
+    predicate: Callable[[], object], what: str | Callable[[], str], timeout: float = 60, interval: float = 0.05
+) -> object:
+    """Poll ``predicate`` until it returns something true, and return that; fail naming ``what`` (a text, or a
+    function giving one, e.g. the log so far) after ``timeout`` seconds. The one way tests wait for something to
+    happen (never a bare sleep)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            pytest.fail(f"timed out after {timeout:g} s waiting for {what() if callable(what) else what}")
+        time.sleep(interval)
+
+
 @pytest.fixture(scope="session")
 def sans2d() -> Path:
     """Path of the real SANS2D event file (read-only, never copied into the repository)."""
@@ -95,18 +111,19 @@ class Daemon:
 
     def wait_for_log(self, predicate: Callable[[str], bool], timeout: float = 60) -> str:
         """Poll the log until ``predicate(log)`` holds; fail on timeout or if the daemon exits first."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+
+        def seen() -> str | None:
             text = self.log()
             if predicate(text):
-                return text
+                return text or " "
             if self.process.poll() is not None:
                 pytest.fail(
                     f"daemon exited with {self.process.returncode} before the log showed what was awaited:\n"
                     f"{self.log()}"
                 )
-            time.sleep(0.05)
-        pytest.fail(f"timed out waiting for the log:\n{self.log()}")
+            return None
+
+        return poll_until(seen, lambda: f"the log:\n{self.log()}", timeout)
 
     def send(self, signum: int) -> None:
         self.process.send_signal(signum)

@@ -258,7 +258,8 @@ def corrupt_after(path: Path, good_events: int) -> None:
         f.write(b"\xff" * damaged.size)
 
 
-def test_a_source_failing_mid_run_is_restarted_with_back_off(daemon, tmp_path):
+def test_a_file_source_failing_mid_run_exits_3_instead_of_restarting_forever(daemon, tmp_path):
+    """A file that is corrupt at one place fails there again: exit 3 with the message, no back-off loop."""
     data = tmp_path / "damaged.nxs"
     corrupt_after(data, good_events=5000)
     config = {
@@ -268,17 +269,16 @@ def test_a_source_failing_mid_run_is_restarted_with_back_off(daemon, tmp_path):
         "replay_chunk_pulses": 10,
         "update_every": 0.05,
     }
-    process = daemon(config, {"proc": "output = input\n"})
-    log = process.wait_for_log(lambda log: "failure 2 in a row" in log)
-    assert f"Live data failed: '{data}' cannot be read" in log
-    assert "Restarting live data in 1 s (failure 1 in a row)" in log
-    assert "Restarting live data in 2 s (failure 2 in a row)" in log
-    assert process.process.poll() is None
-    status = json.loads((process.workdir / "status.json").read_text())
-    assert status["restarts"]["failures"] >= 1
+    run = daemon(config, {"proc": "output = input\n"}).finish(timeout=60)
+    assert run.returncode == 3, run.log
+    assert f"Live data failed: '{data}' cannot be read" in run.log
+    assert "The data source cannot recover from this error: live data stopped" in run.log
+    assert "Restarting live data in" not in run.log
+    assert "Chunk 2:" in run.log  # it did run before the damaged part: the failure is mid-run
+    status = json.loads((run.workdir / "status.json").read_text())
+    assert status["exit"]["code"] == 3
     assert "cannot be read" in status["engine"]["last_error"]
-    process.send(signal.SIGTERM)
-    assert process.finish().returncode == 0
+    assert "Traceback" not in run.stdout
 
 
 def test_sigterm_during_start_up_is_a_clean_stop(daemon):

@@ -1,5 +1,5 @@
 """``python -m livereduce [CONFIG]``."""
 
-from livereduce.cli import main
+from livereduce.launch import main
 
 raise SystemExit(main())

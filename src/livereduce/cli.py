@@ -10,6 +10,7 @@ import argparse
 import json
 import logging
 import os
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,8 +20,9 @@ from livereduce.config import OBSOLETE_KEYS, LoadedConfig, effective, load_confi
 from livereduce.engines import create_engine, select_engine
 from livereduce.engines.base import Engine
 from livereduce.errors import EXIT_INTERNAL, EXIT_OK, ConfigError, LiveReduceError
-from livereduce.scripts import ProcessingScripts, load_scripts
-from livereduce.supervisor import EventQueue, Supervisor, record_signals
+from livereduce.events import EventQueue, SignalReceived, restore_signals
+from livereduce.scripts import ProcessingScripts, load_scripts, refuse_process_exit
+from livereduce.supervisor import Supervisor, terminate_children
 
 _log = logging.getLogger("livereduce")
 _config_log = logging.getLogger("livereduce.Config")
@@ -44,9 +46,17 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``livereduce`` command and ``scripts/livereduce.py``; returns the exit code."""
+def main(argv: Sequence[str] | None = None, events: EventQueue | None = None) -> int:
+    """The ``livereduce`` command (after :mod:`livereduce.launch`); returns the exit code.
+
+    Args:
+        argv: the arguments (default: ``sys.argv[1:]``).
+        events: the queue the signal handlers post to since the process started (default: a new one).
+    """
+    events = events or EventQueue()
     args = parse_args(argv)
+    if args.status or args.check or args.print_config:
+        _default_signals(events)
     try:
         if args.status:
             return _show_status(args.config)
@@ -56,19 +66,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_INTERNAL
     logs.start_stdout_logging()
+    refuse_process_exit()
     try:
-        return _run_daemon(args.config)
+        return _run_daemon(args.config, events)
     except LiveReduceError as err:
         _log.error("%s", err)
         return err.exit_code
     except Exception:  # noqa: BLE001 - a bug: logged with its traceback, exit code 1
         _log.exception("internal error")
         return EXIT_INTERNAL
+    finally:
+        terminate_children()
 
 
-def _run_daemon(config_argument: str | None) -> int:
-    events = EventQueue()
-    record_signals(events)  # a SIGTERM while starting up is handled like any other
+def _default_signals(events: EventQueue) -> None:
+    """For the commands that are not the daemon: default signal actions, and a stop recorded meanwhile acted on."""
+    restore_signals()
+    while (event := events.get(timeout=0)) is not None:
+        if isinstance(event, SignalReceived) and event.signum in (signal.SIGTERM, signal.SIGINT):
+            os.kill(os.getpid(), event.signum)
+
+
+def _run_daemon(config_argument: str | None, events: EventQueue) -> int:
     try:
         loaded = load_config(config_argument)
     except LiveReduceError:
@@ -80,9 +99,9 @@ def _run_daemon(config_argument: str | None) -> int:
     _log.info("log file %s", log_path)
     _log_config(loaded)
     engine_name = select_engine(loaded.config)
+    _, scripts = _engine_and_scripts(loaded, engine_name)
     settings = effective(loaded, engine_name)
     _log.info("Configuration options: %s", json.dumps(settings, sort_keys=True, indent=2))
-    _, scripts = _engine_and_scripts(loaded, engine_name)
     return Supervisor(loaded, lambda: create_engine(engine_name, loaded.config), scripts, events).run()
 
 
@@ -92,9 +111,12 @@ def _engine_and_scripts(loaded: LoadedConfig, engine_name: str) -> tuple[Engine,
     Raises:
         LiveReduceError: the configuration does not suit the engine, or the scripts are invalid.
     """
-    engine = create_engine(engine_name, loaded.config)
     config = loaded.config
-    return engine, load_scripts(config.resolved_script_dir(), config.instrument_info().short_name)
+    engine = create_engine(engine_name, config)
+    scripts = load_scripts(
+        config.resolved_script_dir(), config.instrument_info().short_name, strict=config.strict_permissions
+    )
+    return engine, scripts
 
 
 def _start_file_logging(log_file: str | None) -> str:

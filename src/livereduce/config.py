@@ -30,7 +30,7 @@ from pydantic import (
 
 from livereduce import instruments
 from livereduce.errors import ConfigError
-from livereduce.files import read_regular_file
+from livereduce.files import permission_problem, read_regular_file
 
 MAX_EVENT_ID = 2**31 - 1
 
@@ -118,9 +118,9 @@ class Config(BaseModel):
     """Keep events in the accumulation (StartLiveData ``PreserveEvents``); false histograms each chunk."""
     accum_method: Literal["Add", "Replace", "Append"] = "Add"
     """StartLiveData ``AccumulationMethod``."""
-    periods: Annotated[list[Annotated[Integer, Field(ge=1, le=MAX_EVENT_ID)]], Field(max_length=100_000)] | None = None
+    periods: Annotated[list[Annotated[Integer, Field(ge=1, le=1_000_000)]], Field(max_length=100_000)] | None = None
     """Periods to read (``PeriodList``, ISIS histogram listener only)."""
-    spectra: Annotated[list[Annotated[Integer, Field(ge=0, le=MAX_EVENT_ID)]], Field(max_length=10_000_000)] | None = None
+    spectra: Annotated[list[Annotated[Integer, Field(ge=0, le=MAX_EVENT_ID)]], Field(max_length=1 << 24)] | None = None
     """Spectra to read (``SpectraList``, ISIS histogram listener only)."""
     system_mem_limit_perc: _within(-100, 100) = 70
     """Memory limit of the daemon in percent of the total RAM; 0 or less disables the limit."""
@@ -287,8 +287,9 @@ def load_config(argument: str | None) -> LoadedConfig:
         argument: the path given on the command line, or None.
 
     Raises:
-        ConfigError: missing file, unreadable file, invalid JSON, or invalid keys/values; the message is one
-            line per problem naming the file and the key.
+        ConfigError: missing file, not a regular file, unreadable file, invalid JSON, invalid keys/values, or
+            (``strict_permissions``) a file any user may write; the message is one line per problem naming the
+            file and the key.
     """
     path = choose_config_file(argument)
     if path is None:
@@ -301,7 +302,11 @@ def load_config(argument: str | None) -> LoadedConfig:
     obsolete = tuple(key for key in OBSOLETE_KEYS if isinstance(data, dict) and key in data)
     if obsolete:
         data = {key: value for key, value in data.items() if key not in OBSOLETE_KEYS}
-    return LoadedConfig(validate(data, str(path)), path, hashlib.sha256(raw).hexdigest(), obsolete)
+    config = validate(data, str(path))
+    problem = permission_problem(path) if config.strict_permissions else None
+    if problem is not None:
+        raise ConfigError(f'configuration file refused: {problem} (or set "strict_permissions": false)')
+    return LoadedConfig(config, path, hashlib.sha256(raw).hexdigest(), obsolete)
 
 
 def _reject_constant(name: str) -> Any:

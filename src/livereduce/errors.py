@@ -25,10 +25,18 @@ EXIT_SIGQUIT = 7
 class LiveReduceError(Exception):
     """Base class of every error livereduce reports as one clear message.
 
-    ``exit_code`` is the process exit status the command line maps the error to.
+    ``exit_code`` is the process exit status the command line maps the error to. ``recoverable`` says whether
+    retrying later may succeed without anyone changing anything in the configuration (a network source that may
+    come back, a script that may be fixed): the supervisor then retries with back-off instead of exiting.
     """
 
     exit_code = EXIT_INTERNAL
+    recoverable = False
+
+    def __init__(self, message: str, *, recoverable: bool | None = None) -> None:
+        super().__init__(message)
+        if recoverable is not None:
+            self.recoverable = recoverable
 
 
 class ConfigError(LiveReduceError):
@@ -38,9 +46,11 @@ class ConfigError(LiveReduceError):
 
 
 class ScriptError(LiveReduceError):
-    """A processing script is missing, empty, does not compile, or raised. Exit code 2 at start-up."""
+    """A processing script is missing, empty, does not compile, or raised. Exit code 2 at start-up (a script
+    that fails while running is retried: the file watcher picks up a fix)."""
 
     exit_code = EXIT_CONFIG
+    recoverable = True
 
 
 class SourceError(LiveReduceError):

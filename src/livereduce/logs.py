@@ -55,6 +55,75 @@ def log_file_problem(log_file: str | None) -> str | None:
     return None
 
 
+_HANDLERS: list[logging.Handler] = []
+_lost = [0]
+
+
+def lost_records() -> int:
+    """Log records that a failing handler (full disk, closed stdout) could not write since the start."""
+    return _lost[0]
+
+
+class _Reporting:
+    """Mixin for the daemon's handlers: a failure to write is reported once (through the other handlers), the
+    lost records are counted (:func:`lost_records`), and writing resumes by itself when it works again.
+
+    The standard library instead prints a ``--- Logging error ---`` traceback to stderr for every record.
+    """
+
+    _failed_in_emit = False
+    _failing_since: int | None = None  # lost-record count when the failure began
+
+    def handleError(self, record: logging.LogRecord) -> None:  # noqa: ARG002 - logging's signature
+        _lost[0] += 1
+        self._failed_in_emit = True
+        if self._failing_since is None:
+            self._failing_since = _lost[0] - 1
+            error = sys.exc_info()[1]
+            self._tell_others(
+                logging.ERROR,
+                f"cannot write the log to {self._target()}: {error}; lost records "
+                "are counted in the status ('log_records_lost') until writing works again",
+            )
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self._failed_in_emit = False
+        super().emit(record)  # type: ignore[misc] - the handler class this is mixed into
+        if not self._failed_in_emit and self._failing_since is not None:
+            lost = _lost[0] - self._failing_since
+            self._failing_since = None
+            self._tell_others(logging.WARNING, f"writing the log to {self._target()} works again ({lost} records lost)")
+            super().emit(
+                logging.makeLogRecord(
+                    {
+                        "name": "livereduce",
+                        "levelno": logging.WARNING,
+                        "levelname": "WARNING",
+                        "msg": f"{lost} log records were lost",
+                    }
+                )
+            )
+
+    def _target(self) -> str:
+        return getattr(self, "baseFilename", None) or "stdout"
+
+    def _tell_others(self, level: int, message: str) -> None:
+        report = logging.makeLogRecord(
+            {"name": "livereduce", "levelno": level, "levelname": logging.getLevelName(level), "msg": message}
+        )
+        for handler in _HANDLERS:
+            if handler is not self:
+                handler.handle(report)
+
+
+class _StreamHandler(_Reporting, logging.StreamHandler):
+    pass
+
+
+class _FileHandler(_Reporting, logging.handlers.WatchedFileHandler):
+    pass
+
+
 class _JournalFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         return record.name.split(".")[0] in _STDOUT_LOGGERS or "Mantid" in record.name
@@ -67,10 +136,11 @@ def start_stdout_logging() -> None:
     """
     root = logging.getLogger()
     root.setLevel(logging.INFO)
-    handler = logging.StreamHandler(sys.stdout)
+    handler = _StreamHandler(sys.stdout)
     handler.addFilter(_JournalFilter())
     handler.setLevel(logging.INFO)
     root.addHandler(handler)
+    _HANDLERS.append(handler)
     logging.captureWarnings(True)
 
 
@@ -81,35 +151,85 @@ def start_file_logging(log_file: str | None) -> Path:
         OSError: the file cannot be opened (directory missing, permissions).
     """
     path = Path(log_file) if log_file else default_log_file()
-    handler = logging.handlers.WatchedFileHandler(path, encoding="utf-8")
+    handler = _FileHandler(path, encoding="utf-8")
     handler.setFormatter(logging.Formatter(FILE_FORMAT))
     handler.setLevel(logging.INFO)
     logging.getLogger().addHandler(handler)
+    _HANDLERS.append(handler)
     return path.absolute()
+
+
+MAX_SCRIPT_LINES = 1000
+"""Lines of one script run's output (``print``) that reach the log; the rest are counted in one summary line."""
+MAX_LINE_CHARS = 64 * 1024
+"""Characters of one output line that reach the log; a longer line is cut and marked."""
 
 
 class LogWriter(io.TextIOBase):
     """A text stream that logs each complete line at INFO: ``print()`` of a processing script reaches the log.
 
     Upstream sent script output to stdout only; here it goes through the logger (and from there also to stdout).
+    What one script run may cost the log is bounded: at most :data:`MAX_SCRIPT_LINES` lines of at most
+    :data:`MAX_LINE_CHARS` characters; :meth:`close` logs how many lines were left out.
+
+    Args:
+        logger: where the lines go.
+        source: what wrote them (the script's path), named in the summary line.
     """
 
-    def __init__(self, logger: logging.Logger) -> None:
+    def __init__(self, logger: logging.Logger, source: str = "") -> None:
         super().__init__()
         self._logger = logger
-        self._pending = ""
+        self._source = source
+        self._pending: list[str] = []
+        self._pending_chars = 0
+        self._logged = 0
+        self._suppressed = 0
 
     def writable(self) -> bool:
         return True
 
     def write(self, text: str) -> int:
-        lines = (self._pending + text).split("\n")
-        self._pending = lines.pop()
-        for line in lines:
-            self._logger.info(line)
+        if self._logged >= MAX_SCRIPT_LINES:  # over the limit: only count (cheap, however much is printed)
+            self._suppressed += text.count("\n")
+            return len(text)
+        *complete, rest = text.split("\n")
+        for part in complete:
+            self._add(part)
+            self._emit()
+        self._add(rest)
         return len(text)
 
+    def _add(self, part: str) -> None:
+        if self._pending_chars < MAX_LINE_CHARS and part:
+            self._pending.append(part[: MAX_LINE_CHARS - self._pending_chars])
+        self._pending_chars += len(part)
+
+    def _emit(self) -> None:
+        line, chars = "".join(self._pending), self._pending_chars
+        self._pending, self._pending_chars = [], 0
+        if self._logged >= MAX_SCRIPT_LINES:
+            self._suppressed += 1
+            return
+        if chars > MAX_LINE_CHARS:
+            line += f" ... (line cut: {chars} characters)"
+        self._logger.info(line)
+        self._logged += 1
+
     def flush(self) -> None:
-        if self._pending:
-            self._logger.info(self._pending)
-            self._pending = ""
+        """Log a pending incomplete line."""
+        if self._pending_chars:
+            self._emit()
+
+    def close(self) -> None:
+        """Flush, and log how many lines were left out (if any)."""
+        self.flush()
+        if self._suppressed:
+            self._logger.warning(
+                "%d more lines of output from %s not logged (at most %d lines per script run)",
+                self._suppressed,
+                self._source or "a processing script",
+                MAX_SCRIPT_LINES,
+            )
+            self._suppressed = 0
+        super().close()

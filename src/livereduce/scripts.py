@@ -17,6 +17,7 @@ import builtins
 import contextlib
 import hashlib
 import logging
+import os
 import traceback
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ from types import CodeType
 from typing import Any, Literal
 
 from livereduce.errors import ScriptError
+from livereduce.files import permission_problem, read_regular_file
 from livereduce.logs import LogWriter
 
 Role = Literal["proc", "post_proc"]
@@ -33,6 +35,9 @@ PROPERTY_NAMES: dict[Role, str] = {"proc": "ProcessingScriptFilename", "post_pro
 """StartLiveData property that receives each script (also used in upstream's messages)."""
 
 _output_logger = logging.getLogger("livereduce.script")
+
+MAX_SCRIPT_BYTES = 16 << 20
+"""Largest processing script read (16 MiB)."""
 
 
 @dataclass(frozen=True)
@@ -68,6 +73,32 @@ class ProcessingScripts:
         return iter(script for script in (self.proc, self.post_proc) if script is not None)
 
 
+class ProcessExitRefused(SystemExit):
+    """Raised in place of ``os._exit`` in the daemon's process (see :func:`refuse_process_exit`)."""
+
+
+def refuse_process_exit() -> None:
+    """Make ``os._exit`` called by a processing script a script error instead of the daemon's death.
+
+    ``os._exit`` cannot be caught, and a script calling it ended the daemon with the script's exit code and
+    nothing in the log. From this call on, ``os._exit`` in this process raises :class:`ProcessExitRefused` (which
+    :func:`run_script` reports with the script's file and line); in a child process (after ``fork``, e.g.
+    ``multiprocessing``) it exits as always. The daemon itself never calls ``os._exit``.
+    """
+    real_exit = os._exit
+    if getattr(real_exit, "__wrapped__", None) is not None:
+        return
+    daemon_pid = os.getpid()
+
+    def guarded_exit(code: int) -> None:
+        if os.getpid() != daemon_pid:
+            real_exit(code)
+        raise ProcessExitRefused(f"os._exit({code}) called: a processing script must not end the daemon")
+
+    guarded_exit.__wrapped__ = real_exit  # type: ignore[attr-defined]
+    os._exit = guarded_exit
+
+
 class NoScripts(ScriptError):
     """Neither processing script exists (upstream's "Must provide at least one of ..." message)."""
 
@@ -90,16 +121,25 @@ def script_paths(script_dir: Path, short_name: str) -> dict[Role, Path]:
     return {"proc": script_dir / f"{prefix}_proc.py", "post_proc": script_dir / f"{prefix}_post_proc.py"}
 
 
-def load_script(role: Role, path: Path) -> Script:
+def load_script(role: Role, path: Path, strict: bool = True) -> Script:
     """Read, hash and compile one script.
 
+    Args:
+        role: ``proc`` or ``post_proc``.
+        path: the file.
+        strict: refuse a file (or the file a symlink points to, or its directory) writable by any user.
+
     Raises:
-        ScriptError: the file cannot be read, is empty (upstream's message), or does not compile (file and line).
+        ScriptError: the file is not a regular file, cannot be read, is writable by any user (``strict``), is
+            empty (upstream's message), or does not compile (file and line).
     """
+    problem = permission_problem(path) if strict else None
+    if problem is not None:
+        raise ScriptError(f'{PROPERTY_NAMES[role]} refused: {problem} (or set "strict_permissions": false)')
     try:
-        raw = path.read_bytes()
+        raw = read_regular_file(path, MAX_SCRIPT_BYTES)
     except OSError as err:
-        raise ScriptError(f"{PROPERTY_NAMES[role]} '{path}' cannot be read: {err.strerror}") from None
+        raise ScriptError(f"{PROPERTY_NAMES[role]} '{path}' cannot be read: {err.strerror or err}") from None
     if not raw.strip():
         raise ScriptError(f"{PROPERTY_NAMES[role]} '{path}' is empty")
     try:
@@ -112,15 +152,24 @@ def load_script(role: Role, path: Path) -> Script:
     return Script(role, path, hashlib.sha256(raw).hexdigest(), code)
 
 
-def load_scripts(script_dir: Path, short_name: str) -> ProcessingScripts:
+def load_scripts(script_dir: Path, short_name: str, strict: bool = True) -> ProcessingScripts:
     """The processing scripts that exist in ``script_dir`` now, validated.
+
+    Args:
+        script_dir: the directory of the scripts.
+        short_name: the instrument's short name (part of the file names).
+        strict: refuse scripts, or a ``script_dir``, that any user can write (``strict_permissions``).
 
     Raises:
         NoScripts: neither script exists (upstream's message).
-        ScriptError: a script is empty or does not compile.
+        ScriptError: a script is empty, does not compile, is not a regular file, or is refused for its
+            permissions.
     """
+    problem = permission_problem(script_dir, directory=True) if strict else None
+    if problem is not None:
+        raise ScriptError(f'script_dir refused: {problem} (or set "strict_permissions": false)')
     paths = script_paths(script_dir, short_name)
-    found = {role: load_script(role, path) for role, path in paths.items() if path.exists()}
+    found = {role: load_script(role, path, strict) for role, path in paths.items() if os.path.lexists(path)}
     if not found:
         raise NoScripts(f"Must provide at least one of '{paths['proc']}' and/or '{paths['post_proc']}'")
     return ProcessingScripts(found.get("proc"), found.get("post_proc"))
@@ -149,14 +198,14 @@ def run_script(script: Script, input: Any, output: str, names: Mapping[str, Any]
         "input": input,
         "output": output,
     }
-    writer = LogWriter(_output_logger)
+    writer = LogWriter(_output_logger, str(script.path))
     try:
         with contextlib.redirect_stdout(writer):
             exec(script.code, namespace)  # noqa: S102 - running the instrument's script is the purpose
     except BaseException as err:  # noqa: BLE001 - even sys.exit() in a script must not end the engine silently
         raise _failure(script, err) from None
     finally:
-        writer.flush()
+        writer.close()
     return namespace["output"]
 
 

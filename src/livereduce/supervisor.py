@@ -1,21 +1,27 @@
 """The supervisor: one loop on the main thread that owns the engine's lifecycle.
 
 Every trigger becomes an event on one queue and only this loop acts on it: there is no restart from a side
-thread and no lifecycle work in a signal handler. A signal handler only records the signal (an ``append`` and
-a byte on a pipe: no lock, so it cannot deadlock with the code it interrupts); the file watcher, the memory
-monitor and the engine's thread post the same way. See ``docs/architecture.md`` for the state diagram.
+thread and no lifecycle work in a signal handler. A signal handler only records the signal
+(:mod:`livereduce.events`); the file watcher, the memory monitor and the engine's thread post the same way.
+
+The supervisor is a state machine (:class:`State`, :data:`TRANSITIONS`): every change of state goes through
+:meth:`Supervisor._enter`, which refuses a transition the table does not list (a bug the tests catch). At most
+one engine exists at any moment by construction: an engine is only built by :meth:`Supervisor._start_engine`,
+which refuses to run while one exists, and every path to it stops the previous one first.
 
 | event | action |
 |---|---|
 | SIGTERM, SIGINT | stop the engine (bounded by ``stop_timeout_sec``), exit 0 |
 | SIGHUP | reload: re-read the scripts and restart the engine |
 | SIGQUIT | dump every thread's stack to the log, exit 7 |
+| SIGUSR1 | log the status summary; SIGUSR2: logged and ignored |
 | configuration file content changed | stop, exit 0 (systemd restarts with the new configuration) |
 | script changed/created/deleted | validate; restart with the new set, keep the last good one, or wait for one |
 | memory above the limit | restart the engine (clears the accumulation); exit 5 if that keeps happening |
 | engine finished (run_transition Stop) | stop, exit 0 |
-| engine failed | log the cause; restart with exponential back-off (1 s doubling to 60 s) |
-| tick (every second) | status file, sd_notify STATUS/READY/WATCHDOG |
+| engine failed, recoverable | log the cause; restart with exponential back-off (1 s doubling to 60 s) |
+| engine failed, not recoverable (a corrupt file) | stop, exit with the error's code (3) |
+| tick (every second) | status file, sd_notify STATUS/READY/WATCHDOG, watcher health, back-off restarts |
 """
 
 from __future__ import annotations
@@ -23,20 +29,22 @@ from __future__ import annotations
 import collections
 import logging
 import os
-import select
 import signal
 import sys
 import threading
-import time
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 
-from livereduce import __version__
+import psutil
+
+from livereduce import __version__, logs
+from livereduce.clock import Clock, SystemClock
 from livereduce.config import LoadedConfig
-from livereduce.engines.base import Engine, EngineFailed, EngineFinished, EngineState
+from livereduce.engines.base import Engine, EngineFailed, EngineFinished, EngineState, Health
 from livereduce.errors import (
+    EXIT_INTERNAL,
     EXIT_MEMORY,
     EXIT_OK,
     EXIT_SIGQUIT,
@@ -44,6 +52,7 @@ from livereduce.errors import (
     LiveReduceError,
     ScriptError,
 )
+from livereduce.events import EventQueue, SignalReceived, record_signals, restore_signals
 from livereduce.memory import MemoryExceeded, MemoryMonitor, memory_limit
 from livereduce.scripts import NoScripts, ProcessingScripts, load_scripts, script_paths
 from livereduce.status import Notifier, StatusFile, default_status_file, summary
@@ -61,75 +70,65 @@ engine that ran this long before failing)."""
 MEMORY_RESTARTS = 3
 """In-process restarts for memory within :data:`MEMORY_WINDOW_SECONDS` before the daemon exits (code 5)."""
 MEMORY_WINDOW_SECONDS = 600.0
+CHILD_GRACE_SECONDS = 2.0
+"""Seconds the processes started by scripts get after SIGTERM at the daemon's stop before they are killed."""
 
 
-@dataclass(frozen=True)
-class SignalReceived:
-    """A signal arrived (recorded by the handler, acted on by the loop)."""
+class State(StrEnum):
+    """The daemon's states (the ``state`` of the status file)."""
 
-    signum: int
+    STARTING = "starting"
+    RUNNING = "running"
+    RELOADING = "reloading"
+    """Stopping the engine to start it again (script change, SIGHUP, memory, the end of a back-off)."""
+    BACKING_OFF = "backing off"
+    """The engine failed; it is restarted when the back-off delay has passed."""
+    WAITING_FOR_SCRIPTS = "waiting for scripts"
+    STOPPING = "stopping"
+    STOPPED = "stopped"
+    STOP_TIMED_OUT = "stop timed out"
+    """The engine did not stop within ``stop_timeout_sec``: the daemon exits 6."""
 
 
-@dataclass(frozen=True)
+_WITH_ENGINE = (State.STARTING, State.RUNNING, State.RELOADING, State.STOPPING)
+TRANSITIONS: dict[State, frozenset[State]] = {
+    State.STARTING: frozenset({State.RUNNING, State.BACKING_OFF, State.STOPPING}),
+    State.RUNNING: frozenset(
+        {State.RELOADING, State.BACKING_OFF, State.WAITING_FOR_SCRIPTS, State.STOPPING, State.STOP_TIMED_OUT}
+    ),
+    State.RELOADING: frozenset(
+        {State.RUNNING, State.BACKING_OFF, State.WAITING_FOR_SCRIPTS, State.STOPPING, State.STOP_TIMED_OUT}
+    ),
+    State.BACKING_OFF: frozenset({State.RELOADING, State.WAITING_FOR_SCRIPTS, State.STOPPING}),
+    State.WAITING_FOR_SCRIPTS: frozenset({State.RELOADING, State.STOPPING}),
+    State.STOPPING: frozenset({State.STOPPED, State.STOP_TIMED_OUT}),
+    State.STOPPED: frozenset(),
+    State.STOP_TIMED_OUT: frozenset(),
+}
+"""The legal transitions; anything else raises :class:`IllegalTransition`."""
+
+
+class IllegalTransition(RuntimeError):
+    """A transition :data:`TRANSITIONS` does not allow, or a second engine: a bug in the supervisor."""
+
+
 class FromEngine:
     """An engine's event, tagged with the start it belongs to (events of a replaced engine are ignored)."""
 
-    generation: int
-    event: EngineFinished | EngineFailed
+    __slots__ = ("event", "generation")
 
-
-Event = SignalReceived | FromEngine | FilesChanged | MemoryExceeded
-
-
-class EventQueue:
-    """A queue that threads and signal handlers can post to without taking a lock.
-
-    ``collections.deque.append`` is atomic; a byte on a pipe wakes the waiting loop.
-    """
-
-    def __init__(self) -> None:
-        self._events: collections.deque[Event] = collections.deque()
-        self._read, self._write = os.pipe()
-        os.set_blocking(self._write, False)
-
-    def put(self, event: Event) -> None:
-        """Post an event (safe from any thread and from a signal handler)."""
-        self._events.append(event)
-        try:
-            os.write(self._write, b"\0")
-        except BlockingIOError:  # the pipe is full of wake-ups already
-            pass
-
-    def get(self, timeout: float | None = None) -> Event | None:
-        """The next event, waiting up to ``timeout`` seconds (None: forever); None on timeout."""
-        while not self._events:
-            ready, _, _ = select.select([self._read], [], [], timeout)
-            if not ready:
-                return None
-            os.read(self._read, 4096)
-        return self._events.popleft()
-
-    def close(self) -> None:
-        os.close(self._read)
-        os.close(self._write)
-
-
-HANDLED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT)
-
-
-def record_signals(events: EventQueue) -> None:
-    """From now on, SIGTERM/SIGINT/SIGHUP/SIGQUIT are only recorded on ``events`` (called first thing, so that
-    a signal during start-up is handled, not fatal)."""
-    for sig in HANDLED_SIGNALS:
-        signal.signal(sig, lambda signum, _frame: events.put(SignalReceived(signum)))
+    def __init__(self, generation: int, event: EngineFinished | EngineFailed) -> None:
+        self.generation = generation
+        self.event = event
 
 
 class _Exit(Exception):
-    """Ends the loop with an exit code."""
+    """Ends the loop with an exit code and a reason (for the final log line and status)."""
 
-    def __init__(self, code: int) -> None:
+    def __init__(self, code: int, reason: str) -> None:
         super().__init__(code)
         self.code = code
+        self.reason = reason
 
 
 class Supervisor:
@@ -139,6 +138,10 @@ class Supervisor:
         loaded: the configuration (its path and hash are watched).
         make_engine: builds a new, unstarted engine (called for every start).
         scripts: the scripts validated at start-up.
+        events: the queue the signal handlers already post to (default: a new one, handlers installed by
+            :meth:`run`).
+        clock: time source (tests inject one).
+        watcher: the file watcher (default: scripts and configuration, see :class:`FileWatcher`).
     """
 
     def __init__(
@@ -147,6 +150,9 @@ class Supervisor:
         make_engine: Callable[[], Engine],
         scripts: ProcessingScripts,
         events: EventQueue | None = None,
+        *,
+        clock: Clock | None = None,
+        watcher: FileWatcher | None = None,
     ) -> None:
         config = loaded.config
         self.loaded = loaded
@@ -154,132 +160,184 @@ class Supervisor:
         self.scripts: ProcessingScripts | None = scripts
         self.stop_timeout = config.stop_timeout_sec
         self.events = events or EventQueue()
+        self.clock = clock or SystemClock()
         info = config.instrument_info()
         self.script_dir = config.resolved_script_dir()
         self.short_name = info.short_name
-        watched = list(script_paths(self.script_dir, self.short_name).values())
-        if loaded.path is not None:
-            watched.append(loaded.path)
-        self.watcher = FileWatcher(watched, self.events.put, config.poll_interval_sec)
+        self.strict_permissions = config.strict_permissions
+        self.watcher = watcher or self._new_watcher()
         self.memory = MemoryMonitor(memory_limit(config), config.mem_check_interval_sec, self.events.put)
         self.notifier = Notifier()
         self.status_file = StatusFile(
             Path(config.status_file).absolute() if config.status_file else default_status_file()
         )
         self.engine: Engine | None = None
-        self.state = "starting"
-        self.started = time.time()
+        self.engine_name = ""  # of the last engine started
+        self.state = State.STARTING
+        self.started = self.clock.time()
         self.engine_started = 0.0
-        self.restarts = {"scripts": 0, "memory": 0, "failures": 0, "signals": 0}
+        self.restarts = {"scripts": 0, "memory": 0, "failures": 0, "signals": 0, "watcher": 0}
         self._failures_in_a_row = 0
         self._restart_at: float | None = None
         self._memory_restarts: collections.deque[float] = collections.deque()
         self._ready = False
-        self._last_error = ("", None)
-        self._last_cycle_end: float | None = None  # kept across engine restarts
+        self._last_error: tuple[str, float | None] = ("", None)
+        self._finished = Health()  # the counts of the engines that ended (status shows totals since the start)
+        self._last_health: Health | None = None  # the last engine's final health, shown while none runs
         self._generation = 0  # counts engine starts
+        self.exit: tuple[int, str] | None = None  # (exit code, reason) once decided
 
     # --- the loop -------------------------------------------------------------------------------------------
     def run(self) -> int:
         """Run until a stop; returns the process exit code.
 
         Raises:
-            LiveReduceError: the engine could not start the first time (e.g. a source error, exit 3).
+            LiveReduceError: the engine could not start the first time with an error that cannot heal (e.g. a
+                configuration the engine refuses, exit 2; a file source that cannot be opened, exit 3).
         """
         record_signals(self.events)
         try:
-            while (early := self.events.get(timeout=0)) is not None:  # signals during start-up
+            while (early := self.events.get(timeout=0)) is not None:  # what arrived while starting up
                 self._handle(early)
-            self._start_engine()
             self.watcher.start()
             self.memory.start()
+            self._start_first()
             return self._loop()
         except _Exit as done:
-            self._publish()
-            return done.code
+            return self._finish(done)
         finally:
             self.watcher.stop()
             self.memory.stop()
-            for sig in HANDLED_SIGNALS:
-                signal.signal(sig, signal.SIG_DFL)
-            self.events.close()
+            restore_signals()
 
     def _loop(self) -> int:
-        next_tick = time.monotonic()
+        next_tick = self.clock.monotonic()
         while True:
-            event = self.events.get(timeout=max(0.0, next_tick - time.monotonic()))
+            event = self.events.get(timeout=max(0.0, next_tick - self.clock.monotonic()))
             try:
                 if event is not None:
                     self._handle(event)
-                if time.monotonic() >= next_tick:
-                    self._tick()
-                    next_tick = time.monotonic() + TICK_SECONDS
+                if self.clock.monotonic() >= next_tick:
+                    self.tick()
+                    next_tick = self.clock.monotonic() + TICK_SECONDS
             except _Exit as done:
-                self._publish()
-                return done.code
+                return self._finish(done)
+
+    def _finish(self, done: _Exit) -> int:
+        self.exit = (done.code, done.reason)
+        status = self._publish()
+        _log.info("livereduce stopped: exit %d (%s); %s", done.code, done.reason, summary(status))
+        return done.code
+
+    # --- states ---------------------------------------------------------------------------------------------
+    def _enter(self, state: State) -> None:
+        """Change state; a transition :data:`TRANSITIONS` does not allow is a bug."""
+        if state is not self.state and state not in TRANSITIONS[self.state]:
+            raise IllegalTransition(f"supervisor: illegal transition {self.state} -> {state}")
+        self.state = state
 
     # --- events ---------------------------------------------------------------------------------------------
-    def _handle(self, event: Event) -> None:
+    def handle(self, event: object) -> None:
+        """Act on one event (the loop's step; public for in-process tests).
+
+        Raises:
+            _Exit: the daemon must exit (the loop returns its code).
+        """
+        self._handle(event)
+
+    def _handle(self, event: object) -> None:
         if isinstance(event, SignalReceived):
-            self._on_signal_event(event.signum)
+            self._on_signal(event.signum)
         elif isinstance(event, FilesChanged):
             self._on_files_changed(event.paths)
         elif isinstance(event, MemoryExceeded):
             self._on_memory(event)
-        elif isinstance(event, FromEngine) and event.generation == self._generation:
+        elif isinstance(event, FromEngine) and event.generation == self._generation and self.engine is not None:
             if isinstance(event.event, EngineFinished):
                 _log.info("Live data finished: %s", event.event.reason)
-                self._stop_and_exit(EXIT_OK)
-            self._on_engine_failed(event.event.error)
+                self._stop_and_exit(EXIT_OK, event.event.reason)
+            self._on_engine_failed(event.event)
 
-    def _on_signal_event(self, signum: int) -> None:
-        _log.info("received %s(%d)", signal.Signals(signum).name, signum)
+    def _on_signal(self, signum: int) -> None:
+        name = signal.Signals(signum).name
+        if signum == signal.SIGUSR2:
+            _log.info("received %s(%d): ignored (SIGHUP reloads, SIGTERM stops)", name, signum)
+            return
+        _log.info("received %s(%d)", name, signum)
+        if signum == signal.SIGUSR1:
+            _log.info("status: %s", summary(self.status()))
+            return
         if signum == signal.SIGHUP:
+            if self.state is State.STARTING:
+                _log.info("reload requested while starting: the start loads the scripts as they are now")
+                self.scripts = self._load_or_keep() or self.scripts
+                return
             self.restarts["signals"] += 1
             self.notifier.reloading()
-            self._reload(force=True)
+            self._reload(None)
             self.notifier.ready()
             return
         if signum == signal.SIGQUIT:
             _log.error("Thread stacks at SIGQUIT:\n%s", thread_stacks())
-            self.state = "stopped"
-            raise _Exit(EXIT_SIGQUIT)
-        self._stop_and_exit(EXIT_OK)
+            self._enter(State.STOPPING)
+            self._enter(State.STOPPED)
+            raise _Exit(EXIT_SIGQUIT, "SIGQUIT")
+        self._stop_and_exit(EXIT_OK, name)
 
-    def _on_files_changed(self, paths: frozenset) -> None:
+    def _on_files_changed(self, paths: frozenset[Path]) -> None:
         config_path = self.loaded.path
         if config_path is not None and config_path in paths:
             if content_hash(config_path) != self.loaded.sha256:
                 _events_log.warning("Modifying configuration file is not supported- shutting down")
-                self._stop_and_exit(EXIT_OK)
-        for path in sorted(paths - {config_path}):
-            _events_log.info('Processing script "%s" changed - restarting "StartLiveData"', path)
-        if paths - {config_path}:
-            self._reload(force=False)
+                self._stop_and_exit(EXIT_OK, "configuration changed")
+        changed = sorted(paths - {config_path})
+        if changed and self.state is not State.STARTING:
+            self._reload(changed)
 
-    def _reload(self, force: bool) -> None:
-        """Validate the scripts as they are now and restart with them; keep the last good set on errors."""
+    def _load_or_keep(self) -> ProcessingScripts | None:
+        """The scripts as they are now, or None (logged) when they cannot replace the running ones.
+
+        Raises:
+            NoScripts: neither script exists any more.
+        """
         try:
-            scripts = load_scripts(self.script_dir, self.short_name)
+            return load_scripts(self.script_dir, self.short_name, strict=self.strict_permissions)
+        except NoScripts:
+            raise
+        except ScriptError as err:
+            _log.error("%s; the last good version keeps running", err)
+            self._last_error = (f"{err} (the last good version keeps running)", self.clock.time())
+            return None
+
+    def _reload(self, changed: list[Path] | None) -> None:
+        """Validate the scripts as they are now and restart with them; keep the last good set on errors.
+
+        Args:
+            changed: the script files that changed (upstream's messages name them); None for SIGHUP, which
+                restarts even when nothing changed.
+        """
+        try:
+            scripts = self._load_or_keep()
         except NoScripts as err:
             _log.error("%s: no processing script left, live data stopped until one appears", err)
             self._stop_engine()
             self.scripts = None
-            self.state = "waiting for scripts"
+            self._restart_at = None
+            self._enter(State.WAITING_FOR_SCRIPTS)
             self._publish()
             return
-        except ScriptError as err:
-            _log.error("%s; the last good version keeps running", err)
-            self._last_error = (f"{err} (the last good version keeps running)", None)  # not a failed cycle
+        if scripts is None:
             return
         running = None if self.scripts is None else {s.role: s.sha256 for s in self.scripts}
-        if not force and self.engine is not None and running == {s.role: s.sha256 for s in scripts}:
-            for script in scripts:
-                _events_log.info('Processing script "%s" has not changed md5sum - continuing', script.path)
+        if changed is not None and self.engine is not None and running == {s.role: s.sha256 for s in scripts}:
+            for path in changed:
+                _events_log.info('Processing script "%s" has not changed md5sum - continuing', path)
             return
         self.scripts = scripts
-        if not force:
+        if changed is not None:
             self.restarts["scripts"] += 1
+            for path in changed:
+                _events_log.info('Processing script "%s" changed - restarting "StartLiveData"', path)
         self._restart("scripts reloaded")
 
     def _on_memory(self, event: MemoryExceeded) -> None:
@@ -287,7 +345,7 @@ class Supervisor:
             if event.when < self.engine_started or self.engine is None:
                 return  # measured before the last restart
             _log.error("Memory usage %.2f MB exceeds limit (%.2f MB)", event.rss / 1048576, event.limit / 1048576)
-            now = time.monotonic()
+            now = self.clock.monotonic()
             while self._memory_restarts and now - self._memory_restarts[0] > MEMORY_WINDOW_SECONDS:
                 self._memory_restarts.popleft()
             if len(self._memory_restarts) >= MEMORY_RESTARTS:
@@ -297,58 +355,94 @@ class Supervisor:
                     len(self._memory_restarts),
                     MEMORY_WINDOW_SECONDS,
                 )
-                self._stop_and_exit(EXIT_MEMORY)
+                self._stop_and_exit(EXIT_MEMORY, "memory limit")
             self._memory_restarts.append(now)
             self.restarts["memory"] += 1
             self._restart("memory limit")
         finally:
             self.memory.handled()
 
-    def _on_engine_failed(self, error: BaseException) -> None:
+    def _on_engine_failed(self, failed: EngineFailed) -> None:
+        error = failed.error
         if isinstance(error, LiveReduceError):
             _log.error("Live data failed: %s", error)
         else:
             _log.error("Live data failed with an internal error", exc_info=error)
-        self._last_error = (str(error), time.time())
-        if time.monotonic() - self.engine_started > BACKOFF_MAX_SECONDS:
+        self._last_error = (str(error), self.clock.time())
+        if not failed.recoverable:
+            code = error.exit_code if isinstance(error, LiveReduceError) else EXIT_INTERNAL
+            _log.error("The data source cannot recover from this error: live data stopped")
+            self._stop_and_exit(code, str(error))
+        if self.clock.monotonic() - self.engine_started > BACKOFF_MAX_SECONDS:
             self._failures_in_a_row = 0  # it ran well for a while: start the back-off afresh
         self._stop_engine()
         self._schedule_restart()
 
     # --- engine lifecycle -----------------------------------------------------------------------------------
+    def _start_first(self) -> None:
+        """The first start: errors that cannot heal end the daemon with their exit code."""
+        if self.state is not State.STARTING:
+            return
+        try:
+            self._start_engine()
+        except LiveReduceError as err:
+            if not err.recoverable:
+                raise
+            self._start_failed(err)
+            return
+        self._enter(State.RUNNING)
+        self._publish()
+
     def _start_engine(self) -> None:
-        """Build and start an engine with the current scripts (raises what ``start`` raises)."""
+        """Build and start an engine with the current scripts (raises what ``start`` raises).
+
+        Raises:
+            IllegalTransition: an engine exists already (only one may exist at any moment).
+        """
+        if self.engine is not None:
+            raise IllegalTransition("supervisor: an engine is running already; stop it before starting another")
         for script in self.scripts:
             _log.info("Using %s '%s'", script.property_name, script.path)
             self.watcher.accept(script.path, script.sha256)
         engine = self.make_engine()
-        self.engine_started = time.monotonic()
+        self.engine_name = engine.name
+        self.engine_started = self.clock.monotonic()
         self._generation += 1
         generation = self._generation
-        engine.start(self.scripts, lambda event: self.events.put(FromEngine(generation, event)))
-        self.engine = engine
-        self.state = "running"
-        self._publish()
+        self.engine = engine  # owned from now on, also if start fails (stop() is called on it)
+        try:
+            engine.start(self.scripts, lambda event: self.events.put(FromEngine(generation, event)))
+        except BaseException:
+            self.engine = None
+            self._remember(engine)
+            raise
+
+    def _start_failed(self, err: LiveReduceError) -> None:
+        _log.error("Live data could not start: %s", err)
+        self._last_error = (str(err), self.clock.time())
+        self._schedule_restart()
 
     def _restart(self, reason: str) -> None:
         _manager_log.info("Restarting Live Data and clearing workspaces (%s)", reason)
-        self.state = "reloading"
+        self._enter(State.RELOADING)
         self._stop_engine()
         self._restart_at = None
         try:
             self._start_engine()
         except LiveReduceError as err:
-            _log.error("Live data could not start: %s", err)
-            self._last_error = (str(err), time.time())
-            self._schedule_restart()
+            self._start_failed(err)
+            return
+        self._enter(State.RUNNING)
+        self._publish()
 
     def _schedule_restart(self) -> None:
         self._failures_in_a_row += 1
         self.restarts["failures"] += 1
         delay = min(2.0 ** (self._failures_in_a_row - 1), BACKOFF_MAX_SECONDS)
         _manager_log.info("Restarting live data in %g s (failure %d in a row)", delay, self._failures_in_a_row)
-        self._restart_at = time.monotonic() + delay
-        self.state = "failed"
+        self._restart_at = self.clock.monotonic() + delay
+        self._enter(State.BACKING_OFF)
+        self._publish()
 
     def _stop_engine(self) -> None:
         """Stop the engine within the timeout; exit 6 if it does not stop (never hang)."""
@@ -356,25 +450,44 @@ class Supervisor:
             return
         _manager_log.info("stopping live data processing")
         engine, self.engine = self.engine, None
-        if not engine.stop(self.stop_timeout):
+        stopped = engine.stop(self.stop_timeout)
+        self._remember(engine)
+        if not stopped:
             _manager_log.error(
                 "live data processing did not stop within %g s (stop_timeout_sec); exiting", self.stop_timeout
             )
             _log.error("Thread stacks:\n%s", thread_stacks())
-            self.state = "failed"
-            raise _Exit(EXIT_STOP_TIMEOUT)
+            self._enter(State.STOP_TIMED_OUT)
+            raise _Exit(EXIT_STOP_TIMEOUT, f"stop timed out after {self.stop_timeout:g} s")
 
-    def _stop_and_exit(self, code: int) -> None:
-        self.state = "stopping"
+    def _remember(self, engine: Engine) -> None:
+        """Keep what a finished engine counted: the status shows totals since the daemon started."""
+        final = engine.health()
+        finished = self._finished
+        finished.chunks += final.chunks
+        finished.events += final.events
+        finished.errors += final.errors
+        for reason, count in final.dropped_events.items():
+            finished.dropped_events[reason] = finished.dropped_events.get(reason, 0) + count
+        self._last_health = final
+
+    def _stop_and_exit(self, code: int, reason: str) -> None:
+        self._enter(State.STOPPING)
         self.notifier.stopping()
         self._stop_engine()
-        self.state = "stopped"
-        raise _Exit(code)
+        self._enter(State.STOPPED)
+        raise _Exit(code, reason)
 
     # --- periodic work --------------------------------------------------------------------------------------
-    def _tick(self) -> None:
-        if self._restart_at is not None and time.monotonic() >= self._restart_at and self.scripts is not None:
+    def tick(self) -> None:
+        """The once-a-second work: back-off restarts, watcher health, status file, sd_notify."""
+        if (
+            self.state is State.BACKING_OFF
+            and self._restart_at is not None
+            and self.clock.monotonic() >= self._restart_at
+        ):
             self._restart("back-off after a failure")
+        self._check_watcher()
         health = self.engine.health() if self.engine is not None else None
         if health is not None and health.chunks > 0 and not self._ready:
             self._ready = True
@@ -384,13 +497,36 @@ class Supervisor:
             self.notifier.watchdog()
         self.notifier.status(summary(status))
 
-    def _alive(self, health: object) -> bool:
+    def _new_watcher(self) -> FileWatcher:
+        watched = list(script_paths(self.script_dir, self.short_name).values())
+        if self.loaded.path is not None:
+            watched.append(self.loaded.path)
+        return FileWatcher(watched, self.events.put, self.loaded.config.poll_interval_sec)
+
+    def _check_watcher(self) -> None:
+        """A watcher that died or stalls is replaced (change detection must never silently stop)."""
+        problem = self.watcher.problem()
+        if problem is None:
+            return
+        _log.error("File watcher %s: starting a new one", problem)
+        self.restarts["watcher"] += 1
+        old = self.watcher
+        old.stop(timeout=0)
+        self.watcher = self._new_watcher()
+        for script in self.scripts or ():
+            self.watcher.accept(script.path, script.sha256)
+        self.watcher.start()
+
+    def _alive(self, health: Health | None) -> bool:
         """Whether to send WATCHDOG=1: cycles complete, or the daemon is deliberately idle (waiting, back-off)."""
-        if self.state in ("waiting for scripts", "failed", "reloading"):
+        if self.state in (State.WAITING_FOR_SCRIPTS, State.BACKING_OFF, State.RELOADING):
             return True
+        if health is not None and health.state is EngineState.IDLE:
+            return True
+        limit = 2 * self.loaded.config.update_every + 30
         if health is None or health.last_cycle_end is None:
-            return time.monotonic() - self.engine_started < 2 * self.loaded.config.update_every + 30
-        return time.time() - health.last_cycle_end < 2 * self.loaded.config.update_every + 30
+            return self.clock.monotonic() - self.engine_started < limit
+        return self.clock.time() - health.last_cycle_end < limit
 
     def _publish(self) -> dict[str, object]:
         """Write the status file; returns the status."""
@@ -400,31 +536,42 @@ class Supervisor:
 
     def status(self) -> dict[str, object]:
         """The daemon's status (see :mod:`livereduce.status` for the keys)."""
-        health = self.engine.health() if self.engine is not None else None
-        if health is not None and health.last_cycle_end is not None:
-            self._last_cycle_end = health.last_cycle_end
+        current = self.engine.health() if self.engine is not None else None
+        shown = current or self._last_health
+        done = self._finished
+        running = current or Health()
+        dropped = dict(done.dropped_events)
+        for reason, count in running.dropped_events.items():
+            dropped[reason] = dropped.get(reason, 0) + count
+        last_error, last_error_time = self._last_error
+        if shown is not None and shown.last_error and (last_error_time or 0) <= (shown.last_error_time or 0):
+            last_error, last_error_time = shown.last_error, shown.last_error_time
         engine = {
-            "name": getattr(self.engine, "name", ""),
-            "state": health.state.value if health else EngineState.STOPPED.value,
-            "source": health.source if health else "",
-            "run_number": health.run_number if health else 0,
-            "chunks": health.chunks if health else 0,
-            "events": health.events if health else 0,
-            "accumulated_events": health.accumulated_events if health else 0,
-            "last_cycle_end": self._last_cycle_end,
-            "last_cycle_duration": health.last_cycle_duration if health else None,
-            "last_error": (health.last_error if health and health.last_error else self._last_error[0]),
-            "last_error_time": health.last_error_time if health and health.last_error else self._last_error[1],
-            "errors": health.errors if health else 0,
+            "name": self.engine_name,
+            "state": shown.state.value if shown else EngineState.STOPPED.value,
+            "source": shown.source if shown else "",
+            "source_healthy": shown.source_healthy if shown else True,
+            "source_counters": dict(shown.source_counters) if shown else {},
+            "run_number": shown.run_number if shown else 0,
+            "chunks": done.chunks + running.chunks,
+            "events": done.events + running.events,
+            "accumulated_events": running.accumulated_events,
+            "accumulation": running.accumulation,
+            "dropped_events": dropped,
+            "last_cycle_end": shown.last_cycle_end if shown else None,
+            "last_cycle_duration": shown.last_cycle_duration if shown else None,
+            "last_error": last_error,
+            "last_error_time": last_error_time,
+            "errors": done.errors + running.errors,
         }
         scripts = {role: None for role in ("proc", "post_proc")}
         for script in self.scripts or ():
             scripts[script.role] = {"path": str(script.path), "sha256": script.sha256}
-        return {
+        status: dict[str, object] = {
             "pid": os.getpid(),
             "version": __version__,
-            "state": self.state,
-            "updated": time.time(),
+            "state": self.state.value,
+            "updated": self.clock.time(),
             "started": self.started,
             "update_every": self.loaded.config.update_every,
             "config": {"path": str(self.loaded.path) if self.loaded.path else None, "sha256": self.loaded.sha256},
@@ -433,7 +580,38 @@ class Supervisor:
             "restarts": dict(self.restarts),
             "rss_bytes": self.memory.rss,
             "memory_limit_bytes": self.memory.limit,
+            "log_records_lost": logs.lost_records(),
         }
+        if self.exit is not None:
+            status["exit"] = {"code": self.exit[0], "reason": self.exit[1], "time": self.clock.time()}
+        return status
+
+
+def terminate_children(grace: float = CHILD_GRACE_SECONDS) -> None:
+    """Stop the processes this process started (scripts may start some): SIGTERM, then SIGKILL after ``grace`` s.
+
+    Each is logged; children that are gone already are skipped.
+    """
+    try:
+        children = psutil.Process().children(recursive=True)
+    except psutil.Error:
+        return
+    if not children:
+        return
+    for child in children:
+        try:
+            _log.warning("Terminating process %d (%s) started by a processing script", child.pid, child.name())
+            child.terminate()
+        except psutil.Error:
+            continue
+    _, alive = psutil.wait_procs(children, timeout=grace)
+    for child in alive:
+        try:
+            _log.warning("Killing process %d: still running %g s after SIGTERM", child.pid, grace)
+            child.kill()
+        except psutil.Error:
+            continue
+    psutil.wait_procs(alive, timeout=grace)
 
 
 def thread_stacks() -> str:

@@ -28,6 +28,8 @@ from watchdog.events import (
 )
 from watchdog.observers import Observer
 
+from livereduce.files import read_regular_file
+
 _log = logging.getLogger("livereduce")
 
 _READS = (EVENT_TYPE_OPENED, EVENT_TYPE_CLOSED_NO_WRITE)
@@ -42,12 +44,21 @@ class FilesChanged:
     paths: frozenset[Path]
 
 
+MAX_WATCHED_BYTES = 64 << 20
+"""Largest file whose content is hashed; a larger one hashes as unreadable (scripts are far smaller)."""
+STALL_SECONDS = 60.0
+"""A watcher whose loop has not come round for ``poll_interval + STALL_SECONDS`` is stalled (see ``problem``)."""
+
+
 def content_hash(path: Path) -> str:
-    """Hex SHA-256 of the file's bytes, "" if it does not exist or cannot be read."""
+    """Hex SHA-256 of the file's bytes; "" if it does not exist; ``"!<reason>"`` if it exists but is not a
+    readable regular file (a FIFO put in its place is never opened for a blocking read)."""
     try:
-        return hashlib.sha256(path.read_bytes()).hexdigest()
-    except OSError:
+        return hashlib.sha256(read_regular_file(path, MAX_WATCHED_BYTES)).hexdigest()
+    except FileNotFoundError:
         return ""
+    except OSError as err:
+        return f"!{err.strerror or err}"
 
 
 class FileWatcher:
@@ -73,6 +84,7 @@ class FileWatcher:
         self._settle = settle
         self._hashes = {path: content_hash(path) for path in self.paths}
         self._last_event: float | None = None
+        self._heartbeat = time.monotonic()  # the loop's last round
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -93,15 +105,27 @@ class FileWatcher:
         self._observer.start()
         self._thread.start()
 
-    def stop(self) -> None:
-        """Stop watching (waits for the watcher's threads)."""
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop watching; waits up to ``timeout`` seconds for each of the watcher's threads."""
         self._stop.set()
         self._wake.set()
         if self._observer.is_alive():
             self._observer.stop()
-            self._observer.join(timeout=5)
+            self._observer.join(timeout=timeout)
         if self._thread.is_alive():
-            self._thread.join(timeout=5)
+            self._thread.join(timeout=timeout)
+
+    def problem(self) -> str | None:
+        """Why change detection does not work (its thread died, the inotify observer died, its loop is stuck),
+        or None. The supervisor replaces a watcher with a problem."""
+        if not self._thread.is_alive():
+            return "thread ended" if self._thread.ident is not None else None
+        if not self._observer.is_alive():
+            return "inotify observer ended"
+        stalled = time.monotonic() - self._heartbeat
+        if stalled > self._poll_interval + STALL_SECONDS:
+            return f"stalled for {stalled:.0f} s"
+        return None
 
     def accept(self, path: Path, digest: str) -> None:
         """Record ``digest`` as the known content of ``path`` (after the supervisor loaded it)."""
@@ -115,8 +139,15 @@ class FileWatcher:
             self._wake.set()
 
     def _run(self) -> None:
+        try:
+            self._watch()
+        except Exception:  # noqa: BLE001 - never die silently: the supervisor sees the ended thread and replaces the watcher
+            _log.exception("File watcher failed")
+
+    def _watch(self) -> None:
         next_poll = time.monotonic() + self._poll_interval
         while not self._stop.is_set():
+            self._heartbeat = time.monotonic()
             with self._lock:
                 last_event = self._last_event
             now = time.monotonic()

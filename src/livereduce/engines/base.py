@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Protocol
 
@@ -15,6 +15,8 @@ class EngineState(StrEnum):
 
     STARTING = "starting"
     RUNNING = "running"
+    IDLE = "idle"
+    """Running with nothing to do: the source has ended (a replayed file was read to its end)."""
     FINISHED = "finished"
     FAILED = "failed"
     STOPPED = "stopped"
@@ -30,12 +32,16 @@ class Health:
         chunks: cycles completed since the engine started.
         events: events extracted since the engine started.
         accumulated_events: events in the accumulation now (0 when it holds histograms).
+        accumulation: what the accumulation holds, e.g. ``DataArray(event_id: 4096, dense float64)``.
+        dropped_events: events the source delivered but dropped (invalid ids, ...), by reason, since the start.
         last_cycle_end: wall-clock time (seconds since the Unix epoch) of the end of the last cycle, or None.
         last_cycle_duration: seconds the last cycle took, or None.
         last_error: one-line description of the last error, "" if none.
         last_error_time: wall-clock time (Unix seconds) of the last error, or None.
         source: one-line description of the data source's state.
         errors: cycles that ended with an error since the engine started.
+        source_healthy: False while the source is not delivering as it should (e.g. connection lost).
+        source_counters: the source's cumulative counters (bytes, packets, messages, ...).
     """
 
     state: EngineState = EngineState.STARTING
@@ -43,12 +49,16 @@ class Health:
     chunks: int = 0
     events: int = 0
     accumulated_events: int = 0
+    accumulation: str = ""
+    dropped_events: dict[str, int] = field(default_factory=dict)
     last_cycle_end: float | None = None
     last_cycle_duration: float | None = None
     last_error: str = ""
     last_error_time: float | None = None
     source: str = ""
     errors: int = 0
+    source_healthy: bool = True
+    source_counters: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -60,9 +70,17 @@ class EngineFinished:
 
 @dataclass(frozen=True)
 class EngineFailed:
-    """The engine ended with an error it cannot recover from (e.g. the source broke)."""
+    """The engine ended with an error (e.g. the source broke).
+
+    Attributes:
+        error: what ended it.
+        recoverable: whether a restart may help (a network source that can heal); False for an error that
+            would happen again at the same place (a file that is corrupt there): the daemon then exits with
+            the error's exit code.
+    """
 
     error: BaseException
+    recoverable: bool = True
 
 
 EngineEvent = EngineFinished | EngineFailed

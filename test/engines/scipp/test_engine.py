@@ -69,7 +69,7 @@ def test_restart_replaces_the_accumulation_at_a_new_run(daemon):
 def test_rename_keeps_the_finished_run_output(daemon):
     process = daemon(fake(end_run_every=1, update_every=0.2, run_transition="Rename"), {"post_proc": SAVE})
     process.wait_for_log(lambda log: "Output of run #2 kept as 'result_2'" in log)
-    process.wait_for_log(lambda log: "Chunk" in log.split("kept as 'result_2'")[-1])
+    process.wait_for_log(lambda log: "Loading live data chunk" in log.split("kept as 'result_2'")[-1])
     process.send(signal.SIGTERM)
     run = process.finish()
 

@@ -44,7 +44,6 @@ def clock(monkeypatch: pytest.MonkeyPatch) -> _Clock:
 def _listener(**keys: object) -> FakeEventDataListener:
     listener = FakeEventDataListener(Config(listener="FakeEventDataListener", **keys))
     listener.connect()
-    assert listener.is_connected()
     listener.start("now")
     return listener
 
@@ -94,8 +93,9 @@ def test_runs_end_every_n_pulses_and_chunks_never_span_runs(clock: _Clock) -> No
     clock.elapsed = 0.35  # pulses 0..21 available
     got = []
     for _ in range(4):
-        chunk = listener.extract()
-        got.append((chunk.sizes[PULSE_DIM], listener.run_status(), int(chunk.coords["run_number"].value)))
+        extracted = listener.extract()
+        chunk = extracted.chunk
+        got.append((chunk.sizes[PULSE_DIM], extracted.status, int(chunk.coords["run_number"].value)))
         _check_chunk(chunk, listener)
     assert got == [
         (6, RunStatus.EndRun, 1),
@@ -111,7 +111,7 @@ def test_pulse_times_and_run_start_times(clock: _Clock) -> None:
     chunks = []
     for step in range(1, 15):
         clock.elapsed = step * 0.05  # 3 new pulses per step
-        chunks.append(listener.extract())
+        chunks.append(listener.extract().chunk)
     times = np.concatenate([chunk.coords[PULSE_DIM].values for chunk in chunks])
     assert times.size >= 36
     origin = np.datetime64(int(WALL_ORIGIN), "s").astype("datetime64[ns]")
@@ -130,8 +130,9 @@ def test_without_end_run_every_the_run_never_ends(clock: _Clock) -> None:
     listener = _listener()
     for step in range(1, 6):
         clock.elapsed = step * 10.0
-        chunk = listener.extract()
-        assert listener.run_status() == RunStatus.Running
+        extracted = listener.extract()
+        chunk = extracted.chunk
+        assert extracted.status == RunStatus.Running
         assert chunk.coords["run_number"].value == 1
         assert chunk.sizes[PULSE_DIM] == (600 if step > 1 else 601)
     assert listener.run_number() == 1
@@ -140,7 +141,7 @@ def test_without_end_run_every_the_run_never_ends(clock: _Clock) -> None:
 def test_event_rate(clock: _Clock) -> None:
     listener = _listener(event_rate=6000)
     clock.elapsed = 10.0
-    chunk = listener.extract()
+    chunk = listener.extract().chunk
     _check_chunk(chunk, listener)
     # 601 pulses x Poisson(100): mean 60,100, sigma ~245
     assert abs(int(chunk.bins.size().sum().value) - 60_100) < 2_000
@@ -149,12 +150,13 @@ def test_event_rate(clock: _Clock) -> None:
 def test_extract_without_new_pulses_gives_an_empty_chunk(clock: _Clock) -> None:
     listener = _listener(end_run_every=0.1)
     clock.elapsed = 0.01
-    first = listener.extract()
+    first = listener.extract().chunk
     assert first.sizes[PULSE_DIM] == 1
-    empty = listener.extract()  # same instant: nothing new
+    extracted = listener.extract()  # same instant: nothing new
+    empty = extracted.chunk
     assert empty.sizes[PULSE_DIM] == 0
     assert empty.bins is not None
-    assert listener.run_status() == RunStatus.Running
+    assert extracted.status == RunStatus.Running
     assert empty.coords["run_number"].value == 1
 
 
@@ -164,8 +166,7 @@ def test_very_short_end_run_every_still_ends_runs(clock: _Clock) -> None:
     statuses = []
     for step in range(1, 6):
         clock.elapsed = step * 0.1
-        listener.extract()
-        statuses.append(listener.run_status())
+        statuses.append(listener.extract().status)
     assert RunStatus.EndRun in statuses
     assert listener.run_number() > 1
 
@@ -178,8 +179,8 @@ def test_real_time_runs_with_end_of_run() -> None:
     while sum(status == RunStatus.EndRun for _, status in seen) < 2:
         assert time.monotonic() < deadline, f"fewer than 2 EndRun within 20 s: {[s for _, s in seen]}"
         run_before = listener.run_number()
-        chunk = listener.extract()
-        status = listener.run_status()
+        extracted = listener.extract()
+        chunk, status = extracted.chunk, extracted.status
         seen.append((chunk, status))
         if chunk.sizes[PULSE_DIM]:
             _check_chunk(chunk, listener)

@@ -1,5 +1,9 @@
 """One update cycle, Mantid's LoadLiveData: extract -> proc -> histogram unless PreserveEvents -> accumulate ->
-post_proc -> output.
+post_proc -> output, and what a run transition does to the accumulation.
+
+:class:`LiveDataLoader` is the one owner of the accumulation and of the workspaces: it decides when a chunk
+replaces the accumulation (the first chunk, a data reset of the source, the first chunk after a run
+transition) and performs ``run_transition`` Rename. The engine only schedules cycles, stops, and reports.
 
 Workspaces live in :attr:`LiveDataLoader.workspaces`, the engine's analogue of Mantid's ADS, which scripts see
 as ``mtd``: ``result`` (the OutputWorkspace), ``accumulation`` (the AccumulationWorkspace, when
@@ -14,12 +18,13 @@ goes on with the next chunk (see ``docs/processing-scripts.md``).
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 import scipp as sc
 
 from livereduce.config import Config
-from livereduce.engines.scipp.accumulate import Accumulator, histogram_events
+from livereduce.engines.scipp.accumulate import Accumulator, describe, histogram_events
 from livereduce.engines.scipp.chunk import PULSE_DIM, event_count, metadata_of
 from livereduce.engines.scipp.listeners.base import Listener, RunStatus
 from livereduce.errors import AccumulationError, ScriptError
@@ -39,11 +44,16 @@ class CycleResult:
     """What one cycle did.
 
     Attributes:
-        status: the listener's run status right after the extraction.
+        status: the run status extracted with the chunk.
         run_number: run number of the chunk.
-        events: events in the chunk.
+        events: events in the chunk (after the listener dropped invalid ones).
         pulses: pulses in the chunk.
         accumulated: whether the chunk reached the accumulation.
+        accumulated_events: events in the accumulation after the cycle (0 when it holds histograms).
+        accumulation: a short description of the accumulation, e.g. ``DataArray(event_id: 4096, dense float64)``.
+        dropped: events the listener dropped for this chunk, by reason.
+        ended: the source will deliver nothing more.
+        finished: set when the engine must end (``run_transition`` Stop at a run transition): the reason.
         error: the error that ended the cycle early, or None.
     """
 
@@ -52,62 +62,107 @@ class CycleResult:
     events: int
     pulses: int
     accumulated: bool
+    accumulated_events: int
+    accumulation: str
+    dropped: Mapping[str, int] = field(default_factory=dict)
+    ended: bool = False
+    finished: str | None = None
     error: ScriptError | AccumulationError | None = None
 
 
 class LiveDataLoader:
-    """Runs cycles for one engine start: owns the accumulation and the workspaces."""
+    """Runs the cycles of one engine start: owns the accumulation, the workspaces and run transitions.
+
+    Args:
+        listener: the connected, started source.
+        scripts: the processing scripts.
+        config: ``preserve_events``, ``accum_method`` and ``run_transition`` are used.
+        reserve_bytes: memory an event accumulation may reserve (virtual until used).
+    """
 
     def __init__(self, listener: Listener, scripts: ProcessingScripts, config: Config, reserve_bytes: int) -> None:
         self.listener = listener
         self.scripts = scripts
         self.preserve_events = config.preserve_events
+        self.run_transition = config.run_transition
         self.accumulator = Accumulator(config.accum_method, reserve_bytes)
         self.workspaces: dict[str, object] = {}
-        self._reset_pending = False  # a data reset whose chunk did not reach the accumulation yet
+        self._replace_next = True  # the first chunk, after a data reset or a run transition: Replace
+        self._previous_run = 0  # run of the last transition (for Rename's ``result_<run>_post``)
 
-    def run(self, replace: bool) -> CycleResult:
-        """Run one cycle.
-
-        Args:
-            replace: accumulate with Replace whatever the configured method (first chunk, after a transition).
+    def run(self) -> CycleResult:
+        """Run one cycle: extract, process, accumulate, post-process, then apply a run transition.
 
         Raises:
             SourceError: the listener failed (the engine cannot go on).
         """
-        self._reset_pending |= self.listener.data_reset()
-        chunk = self.listener.extract()
-        status = self.listener.run_status()
-        metadata = metadata_of(chunk)
-        events, pulses = event_count(chunk), chunk.sizes[PULSE_DIM]
-
-        def result(accumulated: bool, error: ScriptError | AccumulationError | None = None) -> CycleResult:
-            return CycleResult(status, metadata.run_number, events, pulses, accumulated, error)
-
+        extracted = self.listener.extract()
+        chunk = extracted.chunk
+        self._replace_next |= extracted.data_reset
+        error: ScriptError | AccumulationError | None = None
+        accumulated = False
         try:
             processed = self._process(chunk)
             if not self.preserve_events:
                 processed = histogram_events(processed, self.listener.event_id_range())
-            accumulation = self.accumulator.accumulate(processed, metadata, replace or self._reset_pending)
+            accumulation = self.accumulator.accumulate(processed, metadata_of(chunk), self._replace_next)
         except (ScriptError, AccumulationError) as err:
-            return result(False, err)
-        self._reset_pending = False
-        try:
-            self.workspaces[OUTPUT_WORKSPACE] = self._post_process(accumulation)
-        except ScriptError as err:
-            return result(True, err)
-        return result(True)
+            error = err
+        else:
+            accumulated = True
+            self._replace_next = False
+            try:
+                self.workspaces[OUTPUT_WORKSPACE] = self._post_process(accumulation)
+            except ScriptError as err:
+                error = err
+        finished = self._transition(extracted.status, extracted.run_number)
+        return CycleResult(
+            status=extracted.status,
+            run_number=extracted.run_number,
+            events=event_count(chunk),
+            pulses=chunk.sizes[PULSE_DIM],
+            accumulated=accumulated,
+            accumulated_events=self.accumulator.event_count,
+            accumulation=describe(self.accumulator.accumulation),
+            dropped=extracted.dropped,
+            ended=extracted.ended,
+            finished=finished,
+            error=error,
+        )
+
+    def _transition(self, status: RunStatus, run: int) -> str | None:
+        """Apply ``run_transition`` after a chunk that ends a run or precedes a new one.
+
+        Returns:
+            The reason the engine must end (``Stop``), else None.
+        """
+        if status not in (RunStatus.EndRun, RunStatus.BeginRun):
+            return None
+        _log.info("Run #%d ended. RunTransitionBehavior %s.", run, self.run_transition)
+        if self.run_transition == "Stop":
+            return f"run {run} ended (RunTransitionBehavior Stop)"
+        if self.run_transition == "Rename" and OUTPUT_WORKSPACE in self.workspaces:
+            name = (
+                f"{OUTPUT_WORKSPACE}_{run}"
+                if status is RunStatus.EndRun
+                else f"{OUTPUT_WORKSPACE}_{self._previous_run or ''}_post"
+            )
+            self.workspaces[name] = self.workspaces[OUTPUT_WORKSPACE]
+            _log.info("Output of run #%d kept as '%s'", run, name)
+        self._replace_next = True
+        self._previous_run = run
+        return None
 
     def _process(self, chunk: sc.DataArray) -> sc.DataArray | sc.Dataset | sc.DataGroup:
-        """Run the proc script on the chunk; without one, the chunk passes through."""
+        """Run the proc script on the chunk; without one, or if it leaves ``output`` None, the chunk passes."""
         script = self.scripts.proc
         if script is None:
             return chunk
         name = f"__anonymous_livedata_input_{OUTPUT_WORKSPACE}"
         output = run_script(script, chunk, name, {"mtd": self.workspaces})
+        if output is None or (isinstance(output, str) and output == name):  # Mantid: the input passes through
+            return chunk
         if isinstance(output, str):
-            if output == name:
-                return chunk
             return self._lookup(script.path, output)
         return _checked(script.path, output)
 
@@ -119,13 +174,13 @@ class LiveDataLoader:
         self.workspaces[ACCUMULATION_WORKSPACE] = accumulation
         names = {"accumulation": accumulation, "mtd": self.workspaces}
         output = run_script(script, accumulation, OUTPUT_WORKSPACE, names)
+        if output is None or (isinstance(output, str) and output == OUTPUT_WORKSPACE):
+            raise ScriptFailed(
+                f"{script.property_name} '{script.path}' did not assign 'output' "
+                f"(the post-processing script must produce the output workspace)",
+                "",
+            )
         if isinstance(output, str):
-            if output == OUTPUT_WORKSPACE:
-                raise ScriptFailed(
-                    f"{script.property_name} '{script.path}' did not assign 'output' "
-                    f"(the post-processing script must produce the output workspace)",
-                    "",
-                )
             return self._lookup(script.path, output)
         return _checked(script.path, output)
 

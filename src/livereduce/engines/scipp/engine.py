@@ -1,30 +1,34 @@
 """The scipp engine's schedule: Mantid's StartLiveData + MonitorLiveData.
 
-* The first chunk is loaded at start with Replace; then a cycle starts every ``update_every`` seconds measured
-  from the start of the previous one (after the first: from its end, as MonitorLiveData does). Cycles never
-  overlap; a slow cycle delays the next, whose chunk is then bigger: nothing is dropped.
-* After each cycle the listener's run status is checked: at ``EndRun``/``BeginRun``, ``run_transition``
-  Restart makes the next chunk replace the accumulation, Rename also keeps the output as ``result_<run>``
-  (``result_<run>_post`` for data taken between runs), and Stop ends the engine (the daemon exits 0).
-* An error in a cycle (script, accumulation) is logged with its traceback and the engine goes on with the next
-  chunk; an error of the source ends the engine with :class:`~livereduce.engines.base.EngineFailed`.
+* The first chunk is loaded at start (StartLiveData's chunk); then a cycle starts every ``update_every`` seconds
+  measured from the start of the previous one (after the first: from its end, as MonitorLiveData does), each
+  announced as Mantid does: ``Loading live data chunk N at HH:MM:SS`` with N from 0. Cycles never overlap; a slow
+  cycle delays the next, whose chunk is then bigger: nothing is dropped.
+* What a chunk and a run transition do to the accumulation is decided by the cycle
+  (:class:`~livereduce.engines.scipp.cycle.LiveDataLoader`); the engine only schedules, stops and reports. At
+  ``run_transition`` Stop the engine ends (:class:`~livereduce.engines.base.EngineFinished`, the daemon exits 0).
+* An error in a cycle (script, accumulation) is logged and the engine goes on with the next chunk; an error of the
+  source ends the engine with :class:`~livereduce.engines.base.EngineFailed`.
+* When the source has ended (a replayed file was read to its end), the engine stops cycling and waits to be
+  stopped: idle costs nothing.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
-import time
 from datetime import datetime
 
 import psutil
 
+from livereduce.clock import Clock, SystemClock
 from livereduce.config import Config
 from livereduce.engines.base import EngineFailed, EngineFinished, EngineState, Health, Notify
-from livereduce.engines.scipp.accumulate import describe
-from livereduce.engines.scipp.cycle import OUTPUT_WORKSPACE, CycleResult, LiveDataLoader
+from livereduce.engines.scipp.cycle import CycleResult, LiveDataLoader
 from livereduce.engines.scipp.listeners import create_listener
-from livereduce.engines.scipp.listeners.base import RunStatus
+from livereduce.engines.scipp.listeners.base import Listener
+from livereduce.errors import LiveReduceError
 from livereduce.memory import memory_limit
 from livereduce.scripts import ProcessingScripts, ScriptFailed
 
@@ -32,7 +36,12 @@ _log = logging.getLogger("livereduce.MonitorLiveData")
 
 
 class ScippEngine:
-    """Runs the cycle in a thread named ``MonitorLiveData``.
+    """Runs the cycles in a thread named ``MonitorLiveData``.
+
+    Args:
+        config: the validated configuration.
+        listener: the source (default: built from the configuration).
+        clock: time source (tests inject one that does not sleep).
 
     Raises:
         ConfigError: (constructor) the configured listener is not available or lacks a key.
@@ -40,15 +49,16 @@ class ScippEngine:
 
     name = "scipp"
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, listener: Listener | None = None, clock: Clock | None = None) -> None:
         self.config = config
-        self.listener = create_listener(config)
+        self.listener = listener if listener is not None else create_listener(config)
+        self.clock = clock or SystemClock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
         self._health = Health()
-        self._last_failure = ("", 0, 0)  # (summary, first chunk, repetitions)
-        self.loader: LiveDataLoader | None = None
+        self._last_failure = ("", "", 0)  # (summary, first chunk's label, repetitions)
+        self._loader: LiveDataLoader | None = None
 
     def start(self, scripts: ProcessingScripts, notify: Notify) -> None:
         """Connect the listener and start cycling in the background.
@@ -58,8 +68,12 @@ class ScippEngine:
         """
         config = self.config
         self.listener.connect()
-        self.listener.start(config.start)
-        self.loader = LiveDataLoader(self.listener, scripts, config, _reserve_bytes(config))
+        try:
+            self.listener.start(config.start)
+            self._loader = LiveDataLoader(self.listener, scripts, config, _reserve_bytes(config))
+        except BaseException:
+            self.listener.disconnect()
+            raise
         _log.info(
             "Starting live data: engine scipp, listener %s, UpdateEvery %g s, AccumulationMethod %s, "
             "PreserveEvents %s, RunTransitionBehavior %s, start %s",
@@ -70,7 +84,7 @@ class ScippEngine:
             config.run_transition,
             config.start,
         )
-        self._set(state=EngineState.RUNNING, source=self.listener.describe())
+        self._set(state=EngineState.RUNNING, source=self.listener.health().state)
         self._thread = threading.Thread(target=self._monitor, args=(notify,), name="MonitorLiveData", daemon=True)
         self._thread.start()
 
@@ -81,115 +95,106 @@ class ScippEngine:
             self._thread.join(timeout)
             if self._thread.is_alive():
                 return False
-        if self._health.state is EngineState.RUNNING:
-            self._set(state=EngineState.STOPPED)
+        else:
+            self.listener.disconnect()
+        with self._lock:
+            if self._health.state in (EngineState.RUNNING, EngineState.IDLE):
+                self._health.state = EngineState.STOPPED
         return True
 
     def health(self) -> Health:
         with self._lock:
-            return Health(**vars(self._health))
+            health = self._health
+            copy = dataclasses.replace(health, dropped_events=dict(health.dropped_events))
+        source = self.listener.health()
+        copy.source, copy.source_healthy, copy.source_counters = source.state, source.healthy, dict(source.counters)
+        return copy
 
     # --- the MonitorLiveData loop -----------------------------------------------------------------------------
     def _monitor(self, notify: Notify) -> None:
         try:
             self._loop(notify)
         except BaseException as err:  # noqa: BLE001 - whatever ends the loop is reported to the supervisor
-            self._set(state=EngineState.FAILED, last_error=str(err), last_error_time=time.time())
-            notify(EngineFailed(err))
+            self._set(state=EngineState.FAILED, last_error=str(err), last_error_time=self.clock.time())
+            recoverable = self.listener.recoverable or not isinstance(err, LiveReduceError)
+            notify(EngineFailed(err, recoverable=recoverable))
         finally:
             self.listener.disconnect()
 
     def _loop(self, notify: Notify) -> None:
-        interval = self.config.update_every
-        replace = True
-        chunk = 1
-        previous_run = 0
+        interval, clock = self.config.update_every, self.clock
+        number: int | None = None  # None: StartLiveData's initial chunk; then MonitorLiveData's 0, 1, 2, ...
         while not self._stop.is_set():
-            started = time.monotonic()
-            if chunk > 1:
-                _log.info("Loading live data chunk %d at %s", chunk, datetime.now().strftime("%H:%M:%S"))
-            result = self.loader.run(replace)
-            self._record(chunk, result, time.monotonic() - started)
-            if result.accumulated:
-                replace = False
-            transition = result.status in (RunStatus.EndRun, RunStatus.BeginRun)
-            if transition:
-                run = result.run_number
-                if self._transition(result, previous_run):
-                    self._set(state=EngineState.FINISHED)
-                    notify(EngineFinished(f"run {run} ended (RunTransitionBehavior Stop)"))
-                    return
-                replace = True
-                previous_run = run
+            started = clock.monotonic()
+            if number is not None:
+                _log.info("Loading live data chunk %d at %s", number, datetime.now().strftime("%H:%M:%S"))
+            result = self._loader.run()
+            self._record(number, result, clock.monotonic() - started)
+            if result.finished is not None:
+                self._set(state=EngineState.FINISHED)
+                notify(EngineFinished(result.finished))
+                return
+            if result.ended:
+                _log.info("The source has ended: no more data; live data stays idle until it is stopped")
+                self._set(state=EngineState.IDLE)
+                clock.wait(self._stop, None)
+                return
             # start-to-start; after the first chunk from its end (MonitorLiveData); a late cycle owes nothing
-            next_start = (time.monotonic() if chunk == 1 else started) + interval
-            chunk += 1
-            self._stop.wait(max(0.0, next_start - time.monotonic()))
+            next_start = (clock.monotonic() if number is None else started) + interval
+            number = 0 if number is None else number + 1
+            clock.wait(self._stop, max(0.0, next_start - clock.monotonic()))
 
-    def _transition(self, result: CycleResult, previous_run: int) -> bool:
-        """Handle a run transition; True if the engine must stop (RunTransitionBehavior Stop)."""
-        run, behaviour = result.run_number, self.config.run_transition
-        _log.info("Run #%d ended. RunTransitionBehavior %s.", run, behaviour)
-        if behaviour == "Stop":
-            return True
-        if behaviour == "Rename" and OUTPUT_WORKSPACE in self.loader.workspaces:
-            name = (
-                f"{OUTPUT_WORKSPACE}_{run}"
-                if result.status is RunStatus.EndRun
-                else (f"{OUTPUT_WORKSPACE}_{previous_run or ''}_post")
-            )
-            self.loader.workspaces[name] = self.loader.workspaces[OUTPUT_WORKSPACE]
-            _log.info("Output of run #%d kept as '%s'", run, name)
-        return False
-
-    def _record(self, chunk: int, result: CycleResult, duration: float) -> None:
-        accumulation = self.loader.accumulator.accumulation
-        accumulated = self.loader.accumulator.event_count
+    def _record(self, number: int | None, result: CycleResult, duration: float) -> None:
+        label = "Initial chunk" if number is None else f"Chunk {number}"
         with self._lock:
             health = self._health
-            health.chunks = chunk
+            health.chunks += 1
             health.events += result.events
             health.run_number = result.run_number
-            health.accumulated_events = accumulated
-            health.last_cycle_end = time.time()
+            health.accumulated_events = result.accumulated_events
+            health.accumulation = result.accumulation
+            for reason, count in result.dropped.items():
+                health.dropped_events[reason] = health.dropped_events.get(reason, 0) + count
+            health.last_cycle_end = self.clock.time()
             health.last_cycle_duration = duration
-            health.source = self.listener.describe()
             if result.error is not None:
                 health.errors += 1
                 health.last_error = str(result.error)
-                health.last_error_time = time.time()
+                health.last_error_time = self.clock.time()
+        if result.error is not None:
+            self._report(label, result.error)
+        else:
+            self._last_failure = ("", "", 0)
+        if result.dropped:
+            _log.warning(
+                "%s: %d events dropped at the source: %s",
+                label,
+                sum(result.dropped.values()),
+                ", ".join(f"{count} {reason}" for reason, count in result.dropped.items()),
+            )
+        held = f"{result.accumulated_events} events" if result.accumulated_events else result.accumulation
         _log.info(
-            "Chunk %d: %d events in %d pulses (run %d, %s)%s; accumulation: %s; %.3f s",
-            chunk,
+            "%s: %d events in %d pulses (run %d, %s)%s; accumulation: %s; %.3f s",
+            label,
             result.events,
             result.pulses,
             result.run_number,
             result.status.name,
-            "" if result.accumulated else " dropped",
-            f"{accumulated} events" if accumulated else describe(accumulation),
+            "" if result.accumulated else ", not accumulated",
+            held,
             duration,
         )
-        if result.error is not None:
-            self._report(chunk, result.error)
-        else:
-            self._last_failure = ("", 0, 0)
 
-    def _report(self, chunk: int, error: Exception) -> None:
+    def _report(self, label: str, error: Exception) -> None:
         """Log a cycle error: the whole traceback once, then one line while the same error repeats."""
         summary, first, repeats = self._last_failure
         if str(error) == summary:
             self._last_failure = (summary, first, repeats + 1)
-            _log.error(
-                "Chunk %d failed again (same error as chunk %d, %d times in a row): %s",
-                chunk,
-                first,
-                repeats + 1,
-                summary,
-            )
+            _log.error("%s failed again (same error as %s, %d times in a row): %s", label, first, repeats + 1, summary)
             return
-        self._last_failure = (str(error), chunk, 1)
-        details = getattr(error, "details", "") if isinstance(error, ScriptFailed) else ""
-        _log.error("Chunk %d failed: %s%s", chunk, error, f"\n{details.rstrip()}" if details else "")
+        self._last_failure = (str(error), label.lower(), 1)
+        details = error.details if isinstance(error, ScriptFailed) else ""
+        _log.error("%s failed: %s%s", label, error, f"\n{details.rstrip()}" if details else "")
 
     def _set(self, **values: object) -> None:
         with self._lock:

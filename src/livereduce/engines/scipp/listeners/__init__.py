@@ -13,6 +13,11 @@ from livereduce.config import Config
 from livereduce.engines.scipp.listeners.base import Listener
 from livereduce.errors import ConfigError, EngineError
 
+
+class ListenerUnavailable(ConfigError):
+    """The scipp engine has no listener of the configured name (Mantid may have it)."""
+
+
 LISTENERS: dict[str, str] = {
     "FileEventDataListener": "file",
     "FakeEventDataListener": "fake",
@@ -26,11 +31,13 @@ def listener_class(name: str) -> type[Listener]:
     """The listener class of that name.
 
     Raises:
-        ConfigError: the scipp engine has no such listener.
+        ListenerUnavailable: the scipp engine has no such listener.
         EngineError: its module cannot be imported here (a dependency is missing).
     """
     if name not in LISTENERS:
-        raise ConfigError(f"listener '{name}' is not available in the scipp engine (available: {', '.join(LISTENERS)})")
+        raise ListenerUnavailable(
+            f"listener '{name}' is not available in the scipp engine (available: {', '.join(LISTENERS)})"
+        )
     try:
         module = importlib.import_module(f"{__name__}.{LISTENERS[name]}")
     except ImportError as err:

@@ -25,7 +25,7 @@ import scipp as sc
 
 from livereduce.config import Config
 from livereduce.engines.scipp.chunk import RunMetadata, make_chunk
-from livereduce.engines.scipp.listeners.base import Listener, RunStatus, StartPosition
+from livereduce.engines.scipp.listeners.base import Extracted, Listener, RunStatus, SourceHealth, StartPosition
 
 PULSE_RATE = 60.0
 """Pulses per second (SNS)."""
@@ -49,12 +49,10 @@ class FakeEventDataListener(Listener):
         self._origin_ns = 0  # Unix time of pulse 0 in ns
         self._origin_clock = 0.0  # time.monotonic() of pulse 0
         self._next = 0  # next pulse to hand out (global pulse counter)
-        self._status = RunStatus.NoRun
-        self._connected = False
         self._rng = np.random.default_rng(12345)
 
     def connect(self) -> None:
-        self._connected = True
+        """Nothing to open: the data is generated."""
 
     def start(self, position: StartPosition) -> None:  # noqa: ARG002 - the fake run starts now whatever is asked
         """Run 1 begins now (a fake source has no history)."""
@@ -62,34 +60,32 @@ class FakeEventDataListener(Listener):
         self._origin_clock = time.monotonic()
         self._next = 0
 
-    def extract(self) -> sc.DataArray:
+    def extract(self) -> Extracted:
+        """The pulses since the previous call (generated now); EndRun with the chunk that ends a run."""
         now = int((time.monotonic() - self._origin_clock) * PULSE_RATE) + 1
         first, run = self._next, self.run_number()
         last = now
+        status = RunStatus.Running
         if self.pulses_per_run:
             run_end = run * self.pulses_per_run
             last = min(now, run_end)
-            self._status = RunStatus.EndRun if last == run_end else RunStatus.Running
-        else:
-            self._status = RunStatus.Running
+            if last == run_end:
+                status = RunStatus.EndRun
         self._next = max(last, first)
-        return self._generate(first, self._next, run)
-
-    def run_status(self) -> RunStatus:
-        return self._status
+        return Extracted(self._generate(first, self._next, run), status)
 
     def run_number(self) -> int:
         """Run of the next pulse to be extracted (runs count from 1)."""
         return self._next // self.pulses_per_run + 1 if self.pulses_per_run else 1
 
-    def is_connected(self) -> bool:
-        return self._connected
-
     def event_id_range(self) -> tuple[int, int]:
         return 0, SIDE * SIDE - 1
 
-    def describe(self) -> str:
-        return f"{self.name}: run {self.run_number()}, pulse {self._next}, {self.rate:g} events/s"
+    def health(self) -> SourceHealth:
+        return SourceHealth(
+            f"{self.name}: run {self.run_number()}, pulse {self._next}, {self.rate:g} events/s",
+            counters={"pulses": self._next},
+        )
 
     # --- synthetic data ---------------------------------------------------------------------------------------
     def _generate(self, first: int, last: int, run: int) -> sc.DataArray:

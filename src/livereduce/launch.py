@@ -1,0 +1,66 @@
+"""The daemon's entry point (``livereduce``, ``scripts/livereduce.py``): signals first, then dependencies, then
+everything else.
+
+1. The signal handlers are installed before any other import (:mod:`livereduce.events` needs only the standard
+   library), so a SIGTERM/SIGINT/SIGHUP during the second it takes to import scipp or Mantid is recorded and
+   acted on once the supervisor runs, never the default action.
+2. The third-party packages the daemon needs are looked up without importing them; if any is missing, one line
+   names every missing package, the Python environment looked in, and the command that installs them (exit 4),
+   instead of an ImportError traceback.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from collections.abc import Sequence
+
+from livereduce.events import EventQueue, record_signals
+
+REQUIRED = {
+    "numpy": "numpy",
+    "pydantic": "pydantic",
+    "psutil": "psutil",
+    "watchdog": "watchdog",
+    "sdnotify": "sdnotify",
+    "prometheus_client": "prometheus-client",
+}
+"""Modules the daemon imports whatever the engine -> the package that provides each (pip/conda name)."""
+
+EXIT_ENGINE = 4  # livereduce.errors.EXIT_ENGINE, not imported here (this module imports nothing heavy)
+
+
+def missing_packages(modules: dict[str, str] = REQUIRED) -> list[str]:
+    """The packages of ``modules`` whose module cannot be found in this interpreter (nothing is imported)."""
+    missing = []
+    for module, package in modules.items():
+        try:
+            found = importlib.util.find_spec(module) is not None
+        except (ImportError, ValueError):
+            found = False
+        if not found:
+            missing.append(package)
+    return missing
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``livereduce`` command; returns its exit code."""
+    events = EventQueue()
+    record_signals(events)
+    missing = missing_packages()
+    if missing:
+        print(
+            f"livereduce: missing Python package{'s' if len(missing) > 1 else ''} {', '.join(missing)} in the "
+            f"environment of {sys.executable} (prefix {sys.prefix}); install with: "
+            f"{sys.executable} -m pip install {' '.join(missing)}  (or in a pixi/conda environment: "
+            f"pixi add {' '.join(missing)} / conda install -c conda-forge {' '.join(missing)})",
+            flush=True,
+        )
+        return EXIT_ENGINE
+    from livereduce.cli import main as cli_main  # noqa: PLC0415 - after the handlers and the dependency check
+
+    return cli_main(argv, events)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

@@ -1,0 +1,157 @@
+"""The scipp engine's MonitorLiveData loop in process: schedule, chunk numbering, idle at the end of the source,
+run_transition Stop, source errors — with a scripted listener and a clock that does not sleep."""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+import numpy as np
+import pytest
+
+from livereduce.config import Config
+from livereduce.engines.base import EngineFailed, EngineFinished, EngineState
+from livereduce.engines.scipp.chunk import RunMetadata, make_chunk
+from livereduce.engines.scipp.engine import ScippEngine
+from livereduce.engines.scipp.listeners.base import Extracted, Listener, RunStatus
+from livereduce.errors import SourceError
+from livereduce.scripts import ProcessingScripts
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.waits: list[float | None] = []
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def time(self) -> float:
+        return 1_800_000_000.0 + self.now
+
+    def wait(self, event: threading.Event, timeout: float | None) -> bool:
+        self.waits.append(timeout)
+        if timeout is None:  # waiting for a stop: the test ends it here
+            event.set()
+        else:
+            self.now += timeout
+        return event.is_set()
+
+
+class Scripted(Listener):
+    """Plays a list of steps: each an Extracted-like tuple (status, ids, dropped, ended) or an exception."""
+
+    name = "Scripted"
+
+    def __init__(self, steps: list, clock: FakeClock, cycle_seconds: float = 0.0, recoverable: bool = False) -> None:
+        self.steps = list(steps)
+        self.clock = clock
+        self.cycle_seconds = cycle_seconds
+        self.recoverable = recoverable
+        self.extracts: list[float] = []
+        self.stop_after_steps: threading.Event | None = None
+
+    def connect(self) -> None:
+        return
+
+    def start(self, position) -> None:
+        return
+
+    def extract(self) -> Extracted:
+        self.extracts.append(self.clock.now)
+        self.clock.now += self.cycle_seconds
+        if not self.steps:
+            self.stop_after_steps.set()
+            return Extracted(_chunk([]), RunStatus.Running)
+        step = self.steps.pop(0)
+        if isinstance(step, Exception):
+            raise step
+        status, ids, dropped, ended = step
+        return Extracted(_chunk(ids), status, dropped=dropped, ended=ended)
+
+    def event_id_range(self) -> tuple[int, int]:
+        return 0, 9
+
+
+def _chunk(ids: list[int]):
+    times = np.datetime64("2026-01-01", "ns") + np.arange(len(ids)).astype("timedelta64[ns]")
+    return make_chunk(
+        np.array(ids, np.int32),
+        np.ones(len(ids), np.float32),
+        times,
+        np.arange(len(ids)),
+        metadata=RunMetadata(run_number=3),
+    )
+
+
+def run_loop(steps: list, caplog, *, cycle_seconds: float = 0.0, recoverable: bool = False, **config):
+    """Run the engine's loop in this thread until the steps are used up; returns (engine, listener, events)."""
+    caplog.set_level(logging.INFO)
+    clock = FakeClock()
+    listener = Scripted(steps, clock, cycle_seconds, recoverable)
+    engine = ScippEngine(Config(update_every=10, **config), listener=listener, clock=clock)
+    listener.stop_after_steps = engine._stop
+    events: list = []
+    engine.start(ProcessingScripts(None, None), events.append)
+    engine._thread.join(10)
+    assert not engine._thread.is_alive()
+    return engine, listener, events, clock
+
+
+RUNNING = (RunStatus.Running, [1, 2], {}, False)
+
+
+def test_cycles_start_every_update_every_seconds_and_a_slow_one_owes_nothing(caplog):
+    _, listener, _, _ = run_loop([RUNNING] * 4, caplog, cycle_seconds=3)
+    # initial chunk at 0 (3 s), then from its end: 13, then start to start: 23, 33; one more empty at 43
+    assert listener.extracts == [0, 13, 23, 33, 43]
+    _, slow, _, _ = run_loop([RUNNING] * 3, caplog, cycle_seconds=25)
+    assert slow.extracts == [0, 35, 60, 85]  # a 25 s cycle: the next starts at once, no catching up
+
+
+def test_chunks_are_numbered_as_mantid_numbers_them(caplog):
+    engine, *_ = run_loop([RUNNING] * 3, caplog)
+    messages = [r.getMessage() for r in caplog.records if r.name == "livereduce.MonitorLiveData"]
+    loading = [m.split(" at ")[0] for m in messages if m.startswith("Loading live data chunk")]
+    assert loading[:2] == ["Loading live data chunk 0", "Loading live data chunk 1"]
+    assert any(m.startswith("Initial chunk: 2 events") for m in messages)
+    assert any(m.startswith("Chunk 0: 2 events") for m in messages)
+    assert engine.health().chunks == 4  # the initial chunk and chunks 0, 1, 2 (the empty one)
+
+
+def test_an_ended_source_makes_the_engine_idle_without_polling(caplog):
+    engine, listener, events, clock = run_loop([RUNNING, (RunStatus.EndRun, [3], {}, True)], caplog)
+    assert len(listener.extracts) == 2  # nothing extracted after the end
+    assert clock.waits[-1] is None  # an unbounded wait for the stop, not a poll
+    assert engine.health().state is EngineState.IDLE
+    assert events == []
+    assert "The source has ended" in caplog.text
+
+
+def test_run_transition_stop_finishes_the_engine(caplog):
+    engine, listener, events, _ = run_loop(
+        [RUNNING, (RunStatus.EndRun, [3], {}, False), RUNNING], caplog, run_transition="Stop"
+    )
+    assert len(listener.extracts) == 2
+    assert events == [EngineFinished("run 3 ended (RunTransitionBehavior Stop)")]
+    assert engine.health().state is EngineState.FINISHED
+
+
+def test_dropped_events_are_logged_per_chunk_and_summed_in_health(caplog):
+    dropped = (RunStatus.Running, [1], {"event_id outside 0..9": 4}, False)
+    engine, *_ = run_loop([dropped, RUNNING, dropped], caplog)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warnings == [
+        "Initial chunk: 4 events dropped at the source: 4 event_id outside 0..9",
+        "Chunk 1: 4 events dropped at the source: 4 event_id outside 0..9",
+    ]
+    assert engine.health().dropped_events == {"event_id outside 0..9": 8}
+
+
+@pytest.mark.parametrize("recoverable", [False, True])
+def test_a_source_error_ends_the_engine_recoverable_as_the_listener_says(caplog, recoverable):
+    engine, _, events, _ = run_loop([RUNNING, SourceError("'x.nxs' cannot be read")], caplog, recoverable=recoverable)
+    assert len(events) == 1
+    assert isinstance(events[0], EngineFailed)
+    assert events[0].recoverable is recoverable
+    assert engine.health().state is EngineState.FAILED
