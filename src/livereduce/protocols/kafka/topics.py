@@ -1,0 +1,99 @@
+"""Topic names and client settings.
+
+Topic names follow Mantid's KafkaEventListener (``KafkaEventListener.cpp``, suffix constants): the instrument
+name followed by ``_events`` (neutron events), ``_runInfo`` (run start/stop), ``_sampleEnv`` (logs) and
+``_monitors`` (beam-monitor events), each overridable by role with the ``topics`` configuration key.
+
+Client settings: librdkafka's names (``CONFIGURATION.md`` of librdkafka), defaults chosen here (below), then the
+site's own from the ``kafka`` configuration key, which win. Values of settings that hold secrets are never
+logged (:func:`redacted`).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Literal
+
+Role = Literal["events", "runInfo", "sampleEnv", "monitors"]
+ROLES: tuple[Role, ...] = ("events", "runInfo", "sampleEnv", "monitors")
+REQUIRED_ROLES: tuple[Role, ...] = ("events", "runInfo")
+"""Topics that must exist; ``sampleEnv`` and ``monitors`` are read if present."""
+
+MAX_MESSAGE_BYTES = 25_000_000
+"""Largest message fetched (Mantid's KafkaEventListener uses the same 25 MB)."""
+
+Settings = dict[str, str | int | float | bool]
+
+_SECRET = re.compile(r"password|secret|token|jaas|credential|\.key\b|key\.pem|keystore|sasl\.username", re.IGNORECASE)
+"""Setting names whose values are never logged (SASL passwords and users, OAuth secrets, TLS keys, keystores)."""
+
+
+def topic_names(instrument: str, overrides: Mapping[str, str] | None) -> dict[Role, str]:
+    """The topic of each role: ``<instrument>_<role>`` unless ``overrides`` names it.
+
+    Args:
+        instrument: the instrument's name as the topics spell it (e.g. ``SANS2D``, ``LOKI``).
+        overrides: the ``topics`` configuration key (role -> topic), or None.
+    """
+    chosen = dict(overrides or {})
+    return {role: chosen.get(role) or f"{instrument}_{role}" for role in ROLES}
+
+
+def consumer_settings(address: str, site: Mapping[str, str | int | float | bool] | None, queue_kib: int) -> Settings:
+    """librdkafka consumer settings for a listener that assigns partitions itself and never commits.
+
+    Args:
+        address: ``bootstrap.servers`` (``host:port[,host:port...]``).
+        site: the ``kafka`` configuration key (security protocol, SASL, TLS, ...); wins over the defaults.
+        queue_kib: ``queued.max.messages.kbytes``: how much librdkafka may prefetch (bounds its memory).
+
+    Defaults: ``group.id`` is required by the client but unused (no subscribe, no commits, no group join);
+    ``fetch.wait.max.ms`` 100 (at the end of a partition the broker answers within 0.1 s instead of 0.5 s);
+    25 MB messages as Mantid; ``auto.offset.reset`` earliest (a position lost to retention continues with the
+    oldest data kept); partition EOF events (the run-stop logic needs them); statistics every second (broker
+    states for the health report).
+    """
+    settings: Settings = {
+        "bootstrap.servers": address,
+        "group.id": "livereduce",
+        "enable.auto.commit": False,
+        "enable.auto.offset.store": False,
+        "enable.partition.eof": True,
+        "auto.offset.reset": "earliest",
+        "fetch.wait.max.ms": 100,
+        "fetch.message.max.bytes": MAX_MESSAGE_BYTES,
+        "receive.message.max.bytes": 2 * MAX_MESSAGE_BYTES + 1_000_000,
+        "queued.max.messages.kbytes": max(1024, queue_kib),
+        "statistics.interval.ms": 1000,
+        "client.id": "livereduce",
+        "log_level": 2,
+    }
+    settings.update(site or {})
+    return settings
+
+
+def producer_settings(address: str, site: Mapping[str, str | int | float | bool] | None) -> Settings:
+    """librdkafka producer settings of ``livereduce-kafka-replay``: 25 MB messages, then the site's settings."""
+    settings: Settings = {
+        "bootstrap.servers": address,
+        "message.max.bytes": MAX_MESSAGE_BYTES,
+        "linger.ms": 5,
+        "client.id": "livereduce-kafka-replay",
+    }
+    settings.update(site or {})
+    return settings
+
+
+def redacted(settings: Mapping[str, object]) -> str:
+    """Settings as ``key=value, ...`` for a log line, the values of secret settings replaced by ``***``.
+
+    Callables (callbacks) and the logger object are left out.
+    """
+    shown = []
+    for key in sorted(settings):
+        value = settings[key]
+        if callable(value) or key == "logger":
+            continue
+        shown.append(f"{key}={'***' if _SECRET.search(key) else value}")
+    return ", ".join(shown)
