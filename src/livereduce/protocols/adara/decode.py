@@ -1,0 +1,652 @@
+"""Decoding ADARA: framing a byte stream into packets, and reading each packet type a live client uses.
+
+Every function here treats its input as hostile: lengths and counts are checked against the bytes actually
+present *before* they are used, and a packet whose fields contradict its length raises :class:`PacketError`
+so that the caller drops the **whole** packet (accepting the first part of a banked event packet would add
+bogus events and charge). Layouts: :mod:`livereduce.protocols.adara.packets` (ADARA protocol spec, cited there).
+
+Returned arrays never alias the input buffer, which the framer reuses.
+"""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from livereduce.protocols.adara.packets import (
+    ANNOTATION_PREFIX,
+    ANNOTATION_RESET_BIT,
+    BANK_SECTION,
+    COR_BIT,
+    DEVICE_PREFIX,
+    DOUBLE,
+    ERROR_BANK,
+    EVENT_BYTES,
+    FLAGS_MASK_V1,
+    HEADER_BYTES,
+    HELLO_V0,
+    HELLO_V1,
+    KNOWN_TYPES,
+    MAX_PACKET_BYTES,
+    MONITOR_COUNT_MASK,
+    MONITOR_ID_SHIFT,
+    MONITOR_SECTION,
+    MONITOR_TOF_MASK,
+    PULSE_PREFIX,
+    RUN_STATUS_V0,
+    RUN_STATUS_V1,
+    SOURCE_SECTION,
+    TOF_OFFSET_MASK,
+    U32,
+    UNMAPPED_BANK,
+    VARIABLE_PREFIX,
+    VETO_SHIFT,
+    Header,
+    PacketType,
+    parse_header,
+)
+
+Buffer = bytes | bytearray | memoryview
+
+
+class PacketError(ValueError):
+    """A packet whose content contradicts its length or the protocol; the caller drops the whole packet.
+
+    Attributes:
+        reason: a short, stable key for counting (e.g. ``"bank event count beyond the payload"``).
+    """
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(f"{reason}{': ' + detail if detail else ''}")
+        self.reason = reason
+
+
+class FramingError(Exception):
+    """The byte stream can no longer be trusted to be split into packets (reconnect)."""
+
+
+# --- framing ------------------------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class Frame:
+    """One complete packet.
+
+    Attributes:
+        header: the parsed header.
+        payload: ``header.payload_len`` bytes; a view into the framer's buffer, valid until the next
+            :meth:`Framer.writable` call.
+    """
+
+    header: Header
+    payload: memoryview
+
+
+class Framer:
+    """Splits a TCP byte stream into packets by reading exactly 16 header bytes and then exactly
+    ``payload_len`` bytes, never by lengths implied by a packet's fields [NP 3; robustness practice].
+
+    * A payload longer than ``max_payload`` (default 48 MiB, the reference parser's cap) is consumed and
+      discarded as it arrives (counted ``oversize``) when its type is known; with an unknown type as well, the
+      length is not trusted: :class:`FramingError`.
+    * A payload length that is not a multiple of 4 breaks the protocol [NP 2]: the packet is consumed and
+      counted (``length not a multiple of 4``), and the next header must then be plausible (known type, length a
+      multiple of 4 and within the cap), else :class:`FramingError`.
+
+    Use: ``view = framer.writable(); n = sock.recv_into(view); framer.wrote(n); for frame in framer.frames(): ...``
+
+    Attributes:
+        skipped: packets consumed but not yielded, by reason.
+    """
+
+    def __init__(self, max_payload: int = MAX_PACKET_BYTES, capacity: int = 1 << 20) -> None:
+        self.max_payload = max_payload
+        self._buffer = bytearray(capacity)
+        self._view = memoryview(self._buffer)
+        self._start = 0
+        self._end = 0
+        self._discard = 0
+        self._suspect = False
+        self.skipped: Counter[str] = Counter()
+
+    @property
+    def pending(self) -> int:
+        """Bytes received that do not form a complete packet yet."""
+        return self._end - self._start
+
+    def writable(self, minimum: int = 1 << 16) -> memoryview:
+        """Free space at the end of the buffer to receive into (at least ``minimum`` bytes). Invalidates the
+        payloads of frames yielded before."""
+        if self._start == self._end:
+            self._start = self._end = 0
+        elif len(self._buffer) - self._end < minimum:
+            kept = self._end - self._start
+            self._buffer[:kept] = self._buffer[self._start : self._end]
+            self._start, self._end = 0, kept
+        return self._view[self._end :]
+
+    def wrote(self, n: int) -> None:
+        """``n`` bytes were written at the start of the last :meth:`writable` view."""
+        self._end += n
+
+    def feed(self, data: Buffer) -> Iterator[Frame]:
+        """Copy ``data`` in (in pieces that fit) and yield the complete packets (for in-memory streams)."""
+        data = memoryview(data).cast("B")
+        while data:
+            view = self.writable()
+            n = min(len(view), len(data))
+            view[:n] = data[:n]
+            self.wrote(n)
+            data = data[n:]
+            yield from self.frames()
+
+    def frames(self) -> Iterator[Frame]:
+        """Yield the complete packets received so far.
+
+        Raises:
+            FramingError: the stream cannot be split into packets any more (see the class description).
+        """
+        view = self._view
+        while True:
+            if self._discard:
+                n = min(self._discard, self._end - self._start)
+                self._start += n
+                self._discard -= n
+                if self._discard:
+                    return
+            if self._end - self._start < HEADER_BYTES:
+                return
+            header = parse_header(view, self._start)
+            length = header.payload_len
+            if self._suspect and not _plausible(header, self.max_payload):
+                raise FramingError(
+                    f"implausible header after a packet with a bad length: type 0x{header.packet_type:04X}, "
+                    f"payload {length} bytes"
+                )
+            if length > self.max_payload:
+                if header.packet_type not in KNOWN_TYPES:
+                    raise FramingError(
+                        f"implausible header: unknown type 0x{header.packet_type:04X} with payload {length} bytes"
+                    )
+                self.skipped["oversize"] += 1
+                self._start += HEADER_BYTES
+                self._discard = length
+                continue
+            need = HEADER_BYTES + length
+            if self._end - self._start < need:
+                if need > len(self._buffer):
+                    self._grow(need)
+                    view = self._view
+                return
+            payload = view[self._start + HEADER_BYTES : self._start + need]
+            self._start += need
+            if length % 4:
+                self.skipped["length not a multiple of 4"] += 1
+                self._suspect = True
+                continue
+            self._suspect = False
+            yield Frame(header, payload)
+
+    def _grow(self, need: int) -> None:
+        kept = self._end - self._start
+        bigger = bytearray(max(need, 2 * len(self._buffer)))
+        bigger[:kept] = self._buffer[self._start : self._end]
+        self._view.release()
+        self._buffer, self._view = bigger, memoryview(bigger)
+        self._start, self._end = 0, kept
+
+
+def _plausible(header: Header, max_payload: int) -> bool:
+    length = header.payload_len
+    return header.packet_type in KNOWN_TYPES and length % 4 == 0 and length <= max_payload
+
+
+# --- packets ------------------------------------------------------------------------------------------------
+def _need(payload: Buffer, size: int, what: str) -> None:
+    if len(payload) < size:
+        raise PacketError("payload shorter than its fields", f"{what} needs {size} bytes, payload has {len(payload)}")
+
+
+def _text(payload: Buffer, offset: int, length: int, what: str) -> bytes:
+    """``length`` bytes at ``offset`` (checked against the payload first)."""
+    if offset + length > len(payload):
+        raise PacketError(f"{what} length beyond the payload", f"{length} bytes at {offset} of {len(payload)}")
+    return bytes(payload[offset : offset + length])
+
+
+def _xml(data: bytes, what: str) -> ET.Element:
+    try:
+        return ET.fromstring(data)  # noqa: S314 - expat: no external entities, bounded by the packet cap
+    except ET.ParseError as err:
+        raise PacketError(f"{what} is not well-formed XML", str(err)) from None
+
+
+def local_name(element: ET.Element) -> str:
+    """An element's tag without its namespace (``{ns}tag`` -> ``tag``): ADARA documents use default
+    namespaces [robustness practice for xml.etree]."""
+    return element.tag.rsplit("}", 1)[-1] if isinstance(element.tag, str) else ""
+
+
+def _children(element: ET.Element) -> dict[str, str]:
+    """Text of each direct child by local name (the first of each name)."""
+    texts: dict[str, str] = {}
+    for child in element:
+        texts.setdefault(local_name(child), (child.text or "").strip())
+    return texts
+
+
+@dataclass(frozen=True, slots=True)
+class RunStatus:
+    """RUN_STATUS [NP 5.8, 5.9].
+
+    Attributes:
+        run_number: 0 when not in a run.
+        run_start: run start, EPICS seconds (0 when not recording).
+        status: status value (see :class:`~livereduce.protocols.adara.packets.RunStatusCode`; unknown values are
+            kept as they are).
+        file_number: bits 23..0 of the status word.
+        paused: v1 only: the paused flag; None for v0.
+    """
+
+    run_number: int
+    run_start: int
+    status: int
+    file_number: int
+    paused: bool | None = None
+
+
+def decode_run_status(header: Header, payload: Buffer) -> RunStatus:
+    """Raises: PacketError: payload shorter than 12 (v0) / 20 (v1) bytes."""
+    if header.version >= 1:
+        _need(payload, RUN_STATUS_V1.size, "run status v1")
+        run, start, word, pause_word, _ = RUN_STATUS_V1.unpack_from(payload)
+        return RunStatus(run, start, word >> 24, word & 0xFFFFFF, bool(pause_word >> 24))
+    _need(payload, RUN_STATUS_V0.size, "run status v0")
+    run, start, word = RUN_STATUS_V0.unpack_from(payload)
+    return RunStatus(run, start, word >> 24, word & 0xFFFFFF)
+
+
+@dataclass(frozen=True, slots=True)
+class RunInfo:
+    """RUN_INFO [NP 5.10; runinfo.xsd]: the ``<runinfo>`` document.
+
+    Attributes:
+        run_number: ``run_number`` element, or None if absent or not an integer.
+        proposal_id: ``proposal_id`` (Mantid's log ``experiment_identifier``), "" if absent.
+        run_title: ``run_title`` (Mantid's log ``run_title``), "" if absent.
+        fields: text of every direct child element by local name.
+    """
+
+    run_number: int | None
+    proposal_id: str
+    run_title: str
+    fields: dict[str, str]
+
+
+def decode_run_info(payload: Buffer) -> RunInfo:
+    """Raises: PacketError: length beyond the payload, or not well-formed XML."""
+    _need(payload, 4, "run info")
+    (length,) = U32.unpack_from(payload)
+    fields = _children(_xml(_text(payload, 4, length, "run info XML"), "run info"))
+    number = fields.get("run_number", "")
+    return RunInfo(
+        int(number) if number.isdigit() else None, fields.get("proposal_id", ""), fields.get("run_title", ""), fields
+    )
+
+
+def decode_geometry(payload: Buffer) -> str:
+    """The GEOMETRY packet's instrument definition (IDF) XML text [NP 5.17].
+
+    Raises:
+        PacketError: length beyond the payload, or not UTF-8.
+    """
+    _need(payload, 4, "geometry")
+    (length,) = U32.unpack_from(payload)
+    try:
+        return _text(payload, 4, length, "geometry XML").decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise PacketError("geometry XML is not UTF-8", str(err)) from None
+
+
+@dataclass(frozen=True, slots=True)
+class BeamlineInfo:
+    """BEAMLINE_INFO [NP 5.18, 5.19]. Mantid takes ``long_name`` as the instrument name.
+
+    Attributes:
+        target_station: 1 or 2 (v0 leaves the field unused: 0 is read as 1).
+        beamline_id: e.g. ``"BL11A"``.
+        short_name: e.g. ``"PG3"``.
+        long_name: e.g. ``"POWGEN"``.
+    """
+
+    target_station: int
+    beamline_id: str
+    short_name: str
+    long_name: str
+
+
+def decode_beamline_info(payload: Buffer) -> BeamlineInfo:
+    """Raises: PacketError: the three names do not fit in the payload."""
+    _need(payload, 4, "beamline info")
+    (word,) = U32.unpack_from(payload)
+    lengths = ((word >> 16) & 0xFF, (word >> 8) & 0xFF, word & 0xFF)
+    text = _text(payload, 4, sum(lengths), "beamline names").decode("utf-8", "replace")
+    first, second = lengths[0], lengths[0] + lengths[1]
+    return BeamlineInfo((word >> 24) or 1, text[:first], text[first:second], text[second:])
+
+
+@dataclass(frozen=True, slots=True)
+class Annotation:
+    """STREAM_ANNOTATION [NP 5.14].
+
+    Attributes:
+        reset_hint: the RST bit (hint: reset accumulated statistics).
+        kind: annotation type (:class:`~livereduce.protocols.adara.packets.AnnotationType`; unknown kept).
+        scan_index: non-zero for scan start/stop.
+        comment: the comment text.
+    """
+
+    reset_hint: bool
+    kind: int
+    scan_index: int
+    comment: str
+
+
+def decode_annotation(payload: Buffer) -> Annotation:
+    """Raises: PacketError: comment length beyond the payload."""
+    _need(payload, ANNOTATION_PREFIX.size, "annotation")
+    word, scan_index = ANNOTATION_PREFIX.unpack_from(payload)
+    comment = _text(payload, ANNOTATION_PREFIX.size, word & 0xFFFF, "annotation comment")
+    return Annotation(
+        bool(word & ANNOTATION_RESET_BIT), (word >> 16) & 0x7FFF, scan_index, comment.decode("utf-8", "replace")
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessVariable:
+    """One ``<process_variable>`` of a device descriptor [device.xsd].
+
+    Attributes:
+        pv_id: ``pv_id`` (the variable id of VAR_VALUE packets).
+        name: ``pv_name`` (the log name).
+        pv_type: ``pv_type``: ``double``, ``string``, ``unsigned integer``, ``signed integer``, ``boolean``,
+            ``enum_NN``, ... ("" if absent).
+        units: ``pv_units`` ("" if absent).
+    """
+
+    pv_id: int
+    name: str
+    pv_type: str
+    units: str
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceDescriptor:
+    """DEVICE_DESC [NP 6.2; device.xsd].
+
+    Attributes:
+        device_id: the device id of its VAR_VALUE packets.
+        name: ``device_name``.
+        variables: process variables by ``pv_id``.
+        invalid: ``process_variable`` elements without a name or an integer id (not usable).
+    """
+
+    device_id: int
+    name: str
+    variables: dict[int, ProcessVariable]
+    invalid: int = 0
+
+
+def decode_device_descriptor(payload: Buffer) -> DeviceDescriptor:
+    """Raises: PacketError: XML length beyond the payload, or not well-formed XML."""
+    _need(payload, DEVICE_PREFIX.size, "device descriptor")
+    device_id, length = DEVICE_PREFIX.unpack_from(payload)
+    root = _xml(_text(payload, DEVICE_PREFIX.size, length, "device descriptor XML"), "device descriptor")
+    variables: dict[int, ProcessVariable] = {}
+    invalid = 0
+    for element in root.iter():
+        if local_name(element) != "process_variable":
+            continue
+        fields = _children(element)
+        name, pv_id = fields.get("pv_name", ""), fields.get("pv_id", "")
+        if not name or not pv_id.isdigit() or int(pv_id) > 0xFFFFFFFF:
+            invalid += 1
+            continue
+        variables[int(pv_id)] = ProcessVariable(int(pv_id), name, fields.get("pv_type", ""), fields.get("pv_units", ""))
+    return DeviceDescriptor(device_id, _children(root).get("device_name", ""), variables, invalid)
+
+
+VariableValueType = int | float | str | np.ndarray
+
+
+@dataclass(frozen=True, slots=True)
+class VariableValue:
+    """VAR_VALUE_U32/DOUBLE/STRING/U32_ARRAY/DOUBLE_ARRAY [NP 6.3-6.7]; the header time is when it changed.
+
+    Attributes:
+        device_id: device of the variable.
+        variable_id: ``pv_id`` within the device.
+        status: EPICS alarm status (bits 31..16) [NP 6.1].
+        severity: alarm severity (bits 15..0): 0 none, 1 minor, 2 major, 3 invalid, 0xFFFF not reported.
+        value: int (U32), float (DOUBLE), str (STRING), or a uint32 / float64 array (the array types).
+    """
+
+    device_id: int
+    variable_id: int
+    status: int
+    severity: int
+    value: VariableValueType
+
+
+VARIABLE_TYPES = frozenset(
+    {
+        PacketType.VAR_VALUE_U32,
+        PacketType.VAR_VALUE_DOUBLE,
+        PacketType.VAR_VALUE_STRING,
+        PacketType.VAR_VALUE_U32_ARRAY,
+        PacketType.VAR_VALUE_DOUBLE_ARRAY,
+    }
+)
+
+
+def decode_variable_value(header: Header, payload: Buffer) -> VariableValue:
+    """Raises: PacketError: payload shorter than the type's fields, or a count/length beyond the payload."""
+    kind = header.packet_type
+    _need(payload, VARIABLE_PREFIX.size + 4, "variable value")
+    device, variable, word = VARIABLE_PREFIX.unpack_from(payload)
+    at = VARIABLE_PREFIX.size
+    value: VariableValueType
+    if kind == PacketType.VAR_VALUE_U32:
+        (value,) = U32.unpack_from(payload, at)
+    elif kind == PacketType.VAR_VALUE_DOUBLE:
+        _need(payload, at + DOUBLE.size, "double variable value")
+        (value,) = DOUBLE.unpack_from(payload, at)
+    else:
+        (count,) = U32.unpack_from(payload, at)
+        if kind == PacketType.VAR_VALUE_STRING:
+            value = _text(payload, at + 4, count, "string value").decode("utf-8", "replace")
+        else:
+            size, dtype = (4, "<u4") if kind == PacketType.VAR_VALUE_U32_ARRAY else (8, "<f8")
+            if count > (len(payload) - at - 4) // size:
+                raise PacketError("array element count beyond the payload", f"{count} elements")
+            value = np.frombuffer(payload, dtype, count, at + 4).copy()
+    return VariableValue(device, variable, word >> 16, word & 0xFFFF, value)
+
+
+@dataclass(frozen=True, slots=True)
+class Pulse:
+    """The 16-byte prefix of BANKED_EVENT and BEAM_MONITOR_EVENT [NP 5.1-5.4].
+
+    Attributes:
+        charge: pulse charge in units of 10 pC.
+        energy: pulse energy, eV.
+        cycle: accelerator cycle (all ones if unknown).
+        flags: v0: the whole 32-bit word; v1: bits 19..0 (see :class:`~livereduce.protocols.adara.packets.PulseFlags`).
+        veto: v1: bits 31..20 (veto flags of the previous pulse); v0: 0.
+    """
+
+    charge: int
+    energy: int
+    cycle: int
+    flags: int
+    veto: int
+
+
+def decode_pulse(header: Header, payload: Buffer) -> Pulse:
+    """Raises: PacketError: payload shorter than 16 bytes."""
+    _need(payload, PULSE_PREFIX.size, "pulse prefix")
+    charge, energy, cycle, word = PULSE_PREFIX.unpack_from(payload)
+    if header.version >= 1:
+        return Pulse(charge, energy, cycle, word & FLAGS_MASK_V1, word >> VETO_SHIFT)
+    return Pulse(charge, energy, cycle, word, 0)
+
+
+@dataclass(slots=True)
+class BankedEvents:
+    """A BANKED_EVENT packet, walked and checked [NP 5.1, 5.2].
+
+    Attributes:
+        pulse: the prefix.
+        sections: one ``(byte offset, event count, tof offset, bank id)`` per bank section of a regular bank:
+            the events are ``count`` pairs of u32 (TOF in 100 ns, pixel id) at ``byte offset`` of the payload;
+            ``tof offset`` is the enclosing source section's offset in 100 ns when its COR bit is clear, else 0.
+        special: events of the special banks, by bank id (0xFFFFFFFF unmapped pixels, 0xFFFFFFFE pixel errors),
+            only banks with events.
+    """
+
+    pulse: Pulse
+    sections: list[tuple[int, int, int, int]] = field(default_factory=list)
+    special: dict[int, int] = field(default_factory=dict)
+
+    @property
+    def event_count(self) -> int:
+        """Events in the regular banks."""
+        return sum(section[1] for section in self.sections)
+
+
+def walk_banked_events(header: Header, payload: Buffer) -> BankedEvents:
+    """Walk the source and bank sections of a BANKED_EVENT payload, checking every count against the bytes
+    left before using it. Sections run until the payload ends; no count of source sections exists [NP 5.1].
+
+    Raises:
+        PacketError: a bank count or event count points past the end of the payload, or bytes are left over
+            that cannot form a section.
+    """
+    result = BankedEvents(decode_pulse(header, payload))
+    end = len(payload)
+    at = PULSE_PREFIX.size
+    unpack_source, unpack_bank = SOURCE_SECTION.unpack_from, BANK_SECTION.unpack_from
+    while at < end:
+        if end - at < SOURCE_SECTION.size:
+            raise PacketError("source section beyond the payload", f"{end - at} bytes left at {at}")
+        _, _, word, banks = unpack_source(payload, at)
+        at += SOURCE_SECTION.size
+        if banks > (end - at) // BANK_SECTION.size:
+            raise PacketError("bank count beyond the payload", f"{banks} banks, {end - at} bytes left")
+        offset = 0 if word & COR_BIT else word & TOF_OFFSET_MASK
+        for _ in range(banks):
+            if end - at < BANK_SECTION.size:
+                raise PacketError("bank section beyond the payload", f"{end - at} bytes left at {at}")
+            bank, count = unpack_bank(payload, at)
+            at += BANK_SECTION.size
+            if count > (end - at) // EVENT_BYTES:
+                raise PacketError("bank event count beyond the payload", f"bank {bank}: {count} events")
+            if count:
+                if bank in (UNMAPPED_BANK, ERROR_BANK):
+                    result.special[bank] = result.special.get(bank, 0) + count
+                else:
+                    result.sections.append((at, count, offset, bank))
+            at += count * EVENT_BYTES
+    return result
+
+
+@dataclass(frozen=True, slots=True)
+class MonitorEvents:
+    """One monitor section of a BEAM_MONITOR_EVENT packet [NP 5.3].
+
+    Attributes:
+        monitor_id: 10-bit monitor id.
+        source_id: hardware that recorded the events.
+        tof_us: event times of flight in µs, float64, shape (count,), with the COR/offset rule applied.
+    """
+
+    monitor_id: int
+    source_id: int
+    tof_us: np.ndarray
+
+
+def decode_beam_monitor(header: Header, payload: Buffer) -> tuple[Pulse, list[MonitorEvents]]:
+    """The prefix and the monitor sections (sections run until the payload ends) [NP 5.3, 5.4].
+
+    Raises:
+        PacketError: an event count points past the end of the payload, or bytes are left over.
+    """
+    pulse = decode_pulse(header, payload)
+    monitors = []
+    end = len(payload)
+    at = PULSE_PREFIX.size
+    while at < end:
+        if end - at < MONITOR_SECTION.size:
+            raise PacketError("monitor section beyond the payload", f"{end - at} bytes left at {at}")
+        word, source, tof_word = MONITOR_SECTION.unpack_from(payload, at)
+        at += MONITOR_SECTION.size
+        count = word & MONITOR_COUNT_MASK
+        if count > (end - at) // 4:
+            raise PacketError("monitor event count beyond the payload", f"{count} events")
+        raw = np.frombuffer(payload, "<u4", count, at) & np.uint32(MONITOR_TOF_MASK)
+        offset = 0 if tof_word & COR_BIT else tof_word & TOF_OFFSET_MASK
+        monitors.append(MonitorEvents(word >> MONITOR_ID_SHIFT, source, (raw + float(offset)) / 10.0))
+        at += 4 * count
+    return pulse, monitors
+
+
+def decode_client_hello(header: Header, payload: Buffer) -> tuple[int, int | None]:
+    """CLIENT_HELLO [NP 5.12, 5.13]: (requested start in EPICS seconds, client flags or None for v0).
+
+    Raises:
+        PacketError: payload shorter than 4 (v0) / 8 (v1) bytes.
+    """
+    if header.version >= 1:
+        _need(payload, HELLO_V1.size, "client hello v1")
+        start, flags = HELLO_V1.unpack_from(payload)
+        return start, flags
+    _need(payload, HELLO_V0.size, "client hello v0")
+    return HELLO_V0.unpack_from(payload)[0], None
+
+
+def event_arrays(pairs: Buffer, offsets: list[tuple[int, int, int]] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Decode contiguous banked events, vectorised: (pixel id, TOF).
+
+    Args:
+        pairs: ``n`` events of 8 bytes each (u32 TOF in 100 ns, u32 pixel id) [NP 5.1], as gathered from the
+            regular bank sections of BANKED_EVENT packets.
+        offsets: ``(first event, event count, TOF offset in 100 ns)`` for the runs of events whose source
+            section has COR clear and a non-zero offset [NP 5.1]; None or empty when there are none.
+
+    Returns:
+        ``(pixel, tof_us)``: pixel ids as a uint32 view of ``pairs`` (no copy, shape (n,), stride 8 bytes) and
+        the TOFs in µs as a new float32 array, ``(tof + offset) / 10``.
+
+    Raises:
+        ValueError: ``pairs`` is not a multiple of 8 bytes, or a run of ``offsets`` reaches beyond the events.
+    """
+    words = np.frombuffer(pairs, "<u4")
+    if words.size % 2:
+        raise ValueError(f"event data of {words.size * 4} bytes is not a whole number of 8-byte events")
+    words = words.reshape(-1, 2)
+    n = words.shape[0]
+    tof = np.empty(n, np.float32)
+    if offsets:
+        runs = np.asarray(offsets, dtype=np.int64).reshape(-1, 3)
+        if runs.size and (runs[:, 0].min() < 0 or (runs[:, 0] + runs[:, 1]).max() > n):
+            raise ValueError(f"TOF offset runs reach beyond the {n} events")
+        steps = np.zeros(n + 1, np.float64)
+        np.add.at(steps, runs[:, 0], runs[:, 2])
+        np.add.at(steps, runs[:, 0] + runs[:, 1], -runs[:, 2])
+        exact = words[:, 0] + np.cumsum(steps[:n])
+        np.divide(exact, 10.0, out=tof, casting="same_kind")
+    else:
+        np.divide(words[:, 0], 10.0, out=tof, casting="unsafe")
+    return words[:, 1], tof
