@@ -209,3 +209,27 @@ def test_mantid_messages_reach_the_log_file(mantid_daemon):
     assert " - Mantid - " in log
     process.send(signal.SIGTERM)
     assert process.finish().returncode == 0
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# upstream's sample configurations with their own scripts, unchanged
+
+
+@pytest.mark.parametrize(
+    ("name", "script_dir"),
+    [("fake.conf", "test"), ("fake_event.conf", "test"), ("postprocessing/fake.conf", "test/postprocessing")],
+)
+def test_upstream_test_configs_run_with_their_scripts(mantid_daemon, name: str, script_dir: str):
+    config = json.loads((ROOT / "test" / name).read_text())
+    assert config["script_dir"] == script_dir  # relative to upstream's checkout: made absolute, nothing else
+    config["script_dir"] = str(ROOT / script_dir)
+    process = mantid_daemon(config, {})
+    log = process.wait_for_log(lambda log: "Loading live data chunk 1 at" in log, timeout=120)
+    assert "StartLiveData(" in log
+    process.send(signal.SIGTERM)
+    run = process.finish()
+    assert run.returncode == 0, run.log
+    assert "Live data failed" not in run.log
+    assert "Error" not in run.log
+    if name == "fake_event.conf":
+        assert "Running proc script" in run.stdout  # print() of a Mantid script reaches the journal

@@ -2,16 +2,16 @@
 
 Semantics follow Mantid's Framework/LiveData (see docs/ and the research notes in ../shared/reference/
 mantid-live.md §1-3): one synchronous LoadLiveData (Replace) inside StartLiveData, then a managed MonitorLiveData
-thread cycling every UpdateEvery seconds start-to-start on 50 ms ticks. Data are synthetic (ones).
+thread cycling every UpdateEvery seconds start-to-start on 50 ms ticks. Data are synthetic: ones over
+:data:`CHUNK_BINS` time-of-flight bins from 10000 to 20000 µs. Scripts run as RunPythonScript runs them
+(``mantid._algorithms.run_python_script``).
 """
 
 from __future__ import annotations
 
-import builtins
 import json
 import os
 import re
-import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -21,12 +21,14 @@ from typing import Any
 
 import numpy as np
 
-from mantid import kernel
+from mantid import _algorithms, kernel
 from mantid.api import Algorithm, AlgorithmManager, Property, PropertySpec, Workspace, mtd
 from mantid.utils.logging import emit
 
 CHUNK_SPECTRA = 10
 CHUNK_BINS = 20
+CHUNK_TOF_EDGES = np.linspace(10000.0, 20000.0, CHUNK_BINS + 1)
+"""Bin edges (time of flight, µs) of every chunk."""
 ANONYMOUS_PREFIX = "__anonymous_livedata_input_"
 TICK = 0.05
 
@@ -215,7 +217,7 @@ class Listener:
     def extractData(self) -> Workspace:
         """The data buffered since the last call."""
         self.extracted += 1
-        return Workspace(np.ones((self.spectra, CHUNK_BINS)))
+        return Workspace(np.ones((self.spectra, CHUNK_BINS)), CHUNK_TOF_EDGES)
 
     def runStatus(self) -> int:
         """EndRun right after every N-th chunk (``MANTID_DOUBLE_END_RUN_AFTER``), else Running."""
@@ -236,23 +238,13 @@ class Listener:
 # one LoadLiveData cycle
 
 
-def _script_namespace(input_ws: Workspace | None, output: str) -> dict[str, Any]:
-    """Globals of a processing script: ``from mantid.simpleapi import *`` plus ``input`` and ``output``."""
-    from mantid import simpleapi
-
-    namespace: dict[str, Any] = {"__name__": "__main__", "__builtins__": builtins, "mantid": sys.modules["mantid"]}
-    namespace.update({name: getattr(simpleapi, name) for name in simpleapi.__all__})
-    namespace["input"] = input_ws
-    namespace["output"] = output
-    return namespace
-
-
-def run_step(step: Step, input_ws: Workspace, output_name: str) -> Workspace:
-    """Run ``step`` on ``input_ws`` with RunPythonScript's contract; the resulting workspace.
+def run_step(step: Step, input_ws: Workspace, output_name: str) -> Workspace | None:
+    """Run ``step`` (RunPythonScript with ``Code`` or ``Filename``) on ``input_ws``; its output workspace, or None
+    when the script left ``output`` None.
 
     Raises:
-        RuntimeError: the script raised, ``output`` is neither a Workspace nor an existing name, the file is
-            missing, or an algorithm was requested (the double has none).
+        RuntimeError: the script raised (Mantid's PythonException text), ``output`` is neither a Workspace nor an
+            existing name, the file cannot be opened, or an algorithm was requested (the double has none).
     """
     if step.algorithm.strip():
         raise RuntimeError(
@@ -260,28 +252,39 @@ def run_step(step: Step, input_ws: Workspace, output_name: str) -> Workspace:
             "(the mantid test double has no processing algorithms; use a script)"
         )
     if step.filename:
-        path = Path(step.filename)
-        if not path.is_file():
-            raise RuntimeError(f'Invalid value for property Filename (string) from string "{path}": File not found')
-        code, source = path.read_text(encoding="utf-8"), str(path)
+        try:
+            code = Path(step.filename).read_text(encoding="utf-8")
+        except OSError:
+            raise RuntimeError(f"Unable to open file {step.filename}") from None
     else:
-        code, source = step.script, f"<{step.label}>"
-    namespace = _script_namespace(input_ws, output_name)
+        code = step.script
+    return _algorithms.run_python_script(code, input_ws, output_name)
+
+
+def _process(settings: Settings, workspace: Workspace, post: bool, logging: bool) -> Workspace:
+    """LoadLiveData::runProcessing: put ``workspace`` into the ADS under the step's input name, run the step, and
+    take its output, or (output None) the workspace the ADS holds under the input name (chunk step) or under
+    OutputWorkspace (post-processing step). Logs as LoadLiveData does when ``logging`` is on."""
+    step = settings.post if post else settings.proc
+    if not step.active:
+        return workspace
+    label = "post-processing" if post else "chunk processing"
+    if logging:
+        emit("notice", f"Performing {label} using RunPythonScript")
+    input_name = settings.accumulation if post else ANONYMOUS_PREFIX + settings.output
+    output_name = settings.output if post else input_name
+    mtd.addOrReplace(input_name, workspace)
     try:
-        exec(compile(code, source, "exec"), namespace)
-    except Exception as exc:
-        raise RuntimeError(f"{type(exc).__name__} in {source}: {exc}") from exc
-    result = namespace.get("output")
-    if isinstance(result, Workspace):
-        return result
-    if isinstance(result, str):
-        if not mtd.doesExist(result):
-            raise RuntimeError(f"{source}: the output workspace '{result}' does not exist after the script ran")
-        return mtd.retrieve(result)
-    raise RuntimeError(
-        f"{source}: Invalid type assigned to 'output' variable. Must be a string or a Workspace object "
-        f"(got {type(result).__name__})"
-    )
+        result = run_step(step, workspace, output_name)
+        if result is None:
+            result = mtd.retrieve(output_name)
+    except (RuntimeError, KeyError):
+        if logging:
+            emit("error", "While post processing:" if post else "While processing chunk:")
+        raise
+    if not post:
+        mtd.remove(input_name)  # the chunk is no longer needed in the ADS (kept when the step failed, as in Mantid)
+    return result
 
 
 def _accumulate(existing: Workspace | None, chunk: Workspace, method: str) -> Workspace:
@@ -293,6 +296,8 @@ def _accumulate(existing: Workspace | None, chunk: Workspace, method: str) -> Wo
             raise RuntimeError(
                 f"Plus: the chunk {chunk.counts.shape} and the accumulation {existing.counts.shape} are not compatible"
             )
+        if not np.array_equal(existing.x, chunk.x):
+            raise RuntimeError("Plus: the bin boundaries of the chunk and the accumulation differ")
         existing.counts = existing.counts + chunk.counts
         return existing
     if existing.blocksize() != chunk.blocksize():
@@ -301,26 +306,23 @@ def _accumulate(existing: Workspace | None, chunk: Workspace, method: str) -> Wo
     return existing
 
 
-def load_live_data(settings: Settings, listener: Listener, method: str) -> str:
-    """One LoadLiveData: extract, process, accumulate, post-process, store in the ADS. Returns LastTimeStamp."""
+def load_live_data(settings: Settings, listener: Listener, method: str, logging: bool = True) -> str:
+    """One LoadLiveData: extract, process, accumulate, post-process, store in the ADS. Returns LastTimeStamp.
+
+    ``logging`` False as in MonitorLiveData's cycles (Mantid runs that LoadLiveData with logging off).
+    """
     chunk = listener.extractData()
     stamp = _now_iso()
-    if settings.proc.active:
-        anonymous = ANONYMOUS_PREFIX + settings.output
-        mtd.addOrReplace(anonymous, chunk)
-        try:
-            processed = run_step(settings.proc, chunk, anonymous)
-        finally:
-            mtd.remove(anonymous)
-    else:
-        processed = chunk
+    processed = _process(settings, chunk, post=False, logging=logging)
     post = settings.post.active
     accumulation_name = settings.accumulation if post else settings.output
     existing = mtd.retrieve(accumulation_name) if mtd.doesExist(accumulation_name) else None
     accumulation = _accumulate(existing, processed, method)
     mtd.addOrReplace(accumulation_name, accumulation)
     if post:
-        mtd.addOrReplace(settings.output, run_step(settings.post, accumulation, settings.output))
+        output = _process(settings, accumulation, post=True, logging=logging)
+        mtd.addOrReplace(accumulation_name, accumulation)  # both outputs are stored, whatever the script renamed
+        mtd.addOrReplace(settings.output, output)
     return stamp
 
 
@@ -505,7 +507,7 @@ class MonitorLiveDataAlgorithm(LiveDataAlgorithm):
             emit("notice", f"Loading live data chunk {chunk} at {time.strftime('%H:%M:%S')}")
             if settings.fail_after is not None and self.double_cycles + 1 == settings.fail_after:
                 raise RuntimeError("Lost connection to the DAS")
-            stamp = load_live_data(settings, listener, next_method)
+            stamp = load_live_data(settings, listener, next_method, logging=False)
             self.getProperty("LastTimeStamp").set_internal(stamp)
             self.double_cycles += 1
             next_method = settings.accumulation_method
@@ -693,5 +695,5 @@ class StartLiveDataAlgorithm(LiveDataAlgorithm):
             self.getProperty("MonitorLiveData").set_internal(monitor)
 
 
-CREATABLE: dict[str, type[Algorithm]] = {"StartLiveData": StartLiveDataAlgorithm}
+CREATABLE: dict[str, type[Algorithm]] = {"StartLiveData": StartLiveDataAlgorithm, **_algorithms.ALGORITHMS}
 """Algorithms AlgorithmManager.create()/createUnmanaged() can make."""

@@ -14,13 +14,24 @@ import numpy as np
 
 
 class Workspace:
-    """A minimal MatrixWorkspace: ``counts`` is a float array of spectra x bins."""
+    """A minimal Workspace2D: ``counts`` is a float array of spectra x bins, ``x`` the bin edges shared by all
+    spectra (bins + 1 values, increasing; time of flight in µs for the listeners' chunks).
 
-    def __init__(self, counts: Any) -> None:
+    Raises:
+        ValueError: (constructor) counts not 2-D, or edges of the wrong length or not increasing.
+    """
+
+    def __init__(self, counts: Any, x: Any = None) -> None:
         array = np.array(counts, dtype=float)
         if array.ndim != 2:
             raise ValueError(f"Workspace counts must be 2-D (spectra x bins), got shape {array.shape}")
+        edges = np.arange(array.shape[1] + 1, dtype=float) if x is None else np.array(x, dtype=float)
+        if edges.shape != (array.shape[1] + 1,):
+            raise ValueError(f"Workspace bin edges must be {array.shape[1] + 1} values, got shape {edges.shape}")
+        if edges.size > 1 and not np.all(np.diff(edges) > 0):
+            raise ValueError("Workspace bin edges must increase")
         self.counts: np.ndarray = array
+        self.x: np.ndarray = edges
         self._name = ""
 
     def name(self) -> str:
@@ -39,9 +50,15 @@ class Workspace:
         """Counts of spectrum ``index`` (a copy)."""
         return self.counts[index].copy()
 
+    def readX(self, index: int) -> np.ndarray:
+        """Bin edges of spectrum ``index`` (a copy; all spectra share them)."""
+        if not 0 <= index < self.getNumberHistograms():
+            raise IndexError(f"workspace index {index} out of range 0..{self.getNumberHistograms() - 1}")
+        return self.x.copy()
+
     def clone(self) -> Workspace:
         """An unnamed deep copy."""
-        return Workspace(self.counts)
+        return Workspace(self.counts, self.x)
 
     def id(self) -> str:
         """Mantid's workspace type id."""
@@ -156,7 +173,8 @@ class UnknownPropertyError(ValueError):
 
 
 Kind = str
-"""Property kinds: bool, float, int, str, file, int_list, workspace (output name), output, algorithm."""
+"""Property kinds: bool, float, int, str, file, int_list, float_list, workspace (output name), input_workspace
+(a Workspace or the name of one in the ADS), output, algorithm."""
 
 
 @dataclass(frozen=True)
@@ -215,6 +233,10 @@ def convert_value(spec: PropertySpec, value: Any, allowed: Sequence[str] | None 
         if not path.is_file():
             raise ValueError(f'Invalid value for property {name}: File "{text}" not found')
         return str(path.absolute())
+    if spec.kind == "input_workspace":
+        return _input_workspace(name, value)
+    if spec.kind == "float_list":
+        return _float_list(name, value)
     if spec.kind == "int_list":
         if not isinstance(value, list | tuple | np.ndarray):
             raise TypeError(f"Property {name} is a list of ints; got {type(value).__name__} {value!r}")
@@ -226,6 +248,42 @@ def convert_value(spec: PropertySpec, value: Any, allowed: Sequence[str] | None 
             raise ValueError(f"Property {name}: every value must be >= {spec.item_minimum}, got {result_list}")
         return result_list
     raise ValueError(f"Property {name} is an output property and cannot be set")
+
+
+def _input_workspace(name: str, value: Any) -> Workspace:
+    """The Workspace ``value`` is or names (Mantid resolves a name in the ADS when the property is set)."""
+    if isinstance(value, Workspace):
+        return value
+    if not isinstance(value, str):
+        raise TypeError(f"Property {name} is a workspace or a workspace name; got {type(value).__name__} {value!r}")
+    if not mtd.doesExist(value):
+        raise ValueError(
+            f'Invalid value for property {name} (Workspace) from string "{value}": '
+            f'Workspace "{value}" was not found in the Analysis Data Service'
+        )
+    return mtd.retrieve(value)
+
+
+def _float_list(name: str, value: Any) -> list[float]:
+    """An array of doubles from a list of numbers or Mantid's comma-separated string form."""
+    if isinstance(value, str):
+        try:
+            items: list[Any] = [float(item) for item in value.split(",")] if value.strip() else []
+        except ValueError:
+            raise ValueError(
+                f'Invalid value for property {name} (dbl list) from string "{value}": not a comma-separated list '
+                "of numbers"
+            ) from None
+    elif isinstance(value, list | tuple | np.ndarray):
+        items = list(value)
+        if not all(_is_int(item) or isinstance(item, float | np.floating) for item in items):
+            raise TypeError(f"Property {name} is a list of numbers; got {value!r}")
+    else:
+        raise TypeError(f"Property {name} is a list of numbers or a string; got {type(value).__name__} {value!r}")
+    result = [float(item) for item in items]
+    if not all(np.isfinite(result)):
+        raise ValueError(f"Property {name}: every value must be finite, got {result}")
+    return result
 
 
 class Property:
@@ -280,7 +338,9 @@ class Property:
             return ""
         if isinstance(value, float) and value.is_integer():
             return str(int(value))
-        return str(value) if not isinstance(value, Algorithm) else value.name()
+        if isinstance(value, Workspace | Algorithm):
+            return value.name()
+        return str(value)
 
     @property
     def isDefault(self) -> bool:
@@ -382,6 +442,17 @@ class Algorithm:
 
     def __repr__(self) -> str:
         return f"{self.NAME}(running={self._running}, executed={self._executed})"
+
+
+class PythonAlgorithm(Algorithm):
+    """Base class of algorithms written in Python (RunPythonScript wraps every script in one)."""
+
+    def PyInit(self) -> None:
+        """Declare properties (none by default)."""
+
+    def PyExec(self) -> None:
+        """The algorithm's work."""
+        raise NotImplementedError
 
 
 _SHUTDOWN_MESSAGE = "the engine must not call AlgorithmManager.shutdown(): it holds the GIL (upstream's hang)"

@@ -1,23 +1,18 @@
-"""Test double of ``mantid.simpleapi``: StartLiveData (strict), a few workspace helpers, and re-exports."""
+"""Test double of ``mantid.simpleapi``: StartLiveData (strict), the data algorithms of ``mantid._algorithms``
+(``Rebin``, ``SumSpectra``, ``RenameWorkspace``, ``CloneWorkspace``, ``DeleteWorkspace``) and re-exports.
+
+``from mantid.simpleapi import *`` gives exactly ``__all__``, as RunPythonScript's wrapper uses it.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
+from mantid._algorithms import ALGORITHMS, run_algorithm
 from mantid._livedata import StartLiveDataAlgorithm, record_call
 from mantid.api import AlgorithmManager, AnalysisDataService, UnknownPropertyError, Workspace, mtd
 from mantid.kernel import ConfigService
-
-__all__ = [
-    "AlgorithmManager",
-    "AnalysisDataService",
-    "CloneWorkspace",
-    "ConfigService",
-    "DeleteWorkspace",
-    "StartLiveData",
-    "Workspace",
-    "mtd",
-]
 
 _FIRST = ("Instrument", "Connection", "Listener")
 
@@ -52,26 +47,33 @@ def StartLiveData(*args: Any, **kwargs: Any) -> None:
     algorithm.execute()
 
 
-def _workspace(value: Workspace | str, what: str) -> Workspace:
-    """``value`` itself or the ADS workspace it names."""
-    if isinstance(value, Workspace):
-        return value
-    if not isinstance(value, str):
-        raise TypeError(f"{what} must be a Workspace or a name, not {type(value).__name__}")
-    if not mtd.doesExist(value):
-        raise ValueError(f"{what}: workspace '{value}' does not exist")
-    return mtd.retrieve(value)
+def _algorithm_function(name: str) -> Callable[..., Workspace | None]:
+    """The simpleapi function of the double's algorithm ``name`` (see ``mantid._algorithms.run_algorithm``)."""
+
+    def function(*args: Any, **kwargs: Any) -> Workspace | None:
+        return run_algorithm(name, args, kwargs)
+
+    function.__name__ = function.__qualname__ = name
+    function.__doc__ = f"{name}: {ALGORITHMS[name].__doc__} Returns the output workspace."
+    return function
 
 
-def CloneWorkspace(InputWorkspace: Workspace | str, OutputWorkspace: str) -> Workspace:
-    """Copy ``InputWorkspace`` into the ADS as ``OutputWorkspace``; returns the copy."""
-    clone = _workspace(InputWorkspace, "InputWorkspace").clone()
-    mtd.addOrReplace(OutputWorkspace, clone)
-    return clone
+Rebin = _algorithm_function("Rebin")
+SumSpectra = _algorithm_function("SumSpectra")
+CloneWorkspace = _algorithm_function("CloneWorkspace")
+RenameWorkspace = _algorithm_function("RenameWorkspace")
+DeleteWorkspace = _algorithm_function("DeleteWorkspace")
 
-
-def DeleteWorkspace(Workspace: Workspace | str) -> None:
-    """Remove a workspace from the ADS (ValueError if it does not exist)."""
-    name = Workspace if isinstance(Workspace, str) else _workspace(Workspace, "Workspace").name()
-    _workspace(name, "Workspace")
-    mtd.remove(name)
+__all__ = [
+    "AlgorithmManager",
+    "AnalysisDataService",
+    "CloneWorkspace",
+    "ConfigService",
+    "DeleteWorkspace",
+    "Rebin",
+    "RenameWorkspace",
+    "StartLiveData",
+    "SumSpectra",
+    "Workspace",
+    "mtd",
+]
