@@ -286,7 +286,7 @@ class FileEventDataListener(Listener):
         per_pulse = np.zeros(times.size, np.int64)
         for slot, count in zip(slots, counts, strict=True):
             np.add.at(per_pulse, slot, count)
-        event_index = np.concatenate([[0], np.cumsum(per_pulse)[:-1]]).astype(np.int64)
+        event_index = np.cumsum(per_pulse) - per_pulse
         total = int(per_pulse.sum())
         event_id, tof = np.empty(total, np.int32), np.empty(total, np.float32)
         filled = event_index.copy()
