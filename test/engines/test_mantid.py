@@ -1,16 +1,25 @@
 """The mantid engine: the daemon (subprocess) with ``engine: mantid`` against the strict Mantid test double
-(test/mantid_double on PYTHONPATH). The double records every StartLiveData call as one JSON line."""
+(test/mantid_double on PYTHONPATH; it records every StartLiveData call as one JSON line), and the engine in-process
+on the double for what a subprocess cannot show deterministically."""
 
 from __future__ import annotations
 
 import json
 import os
+import queue
 import signal
+import textwrap
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
 from conftest import ROOT
+from livereduce.config import Config
+from livereduce.engines.base import EngineEvent
+from livereduce.scripts import load_scripts
+from mantid_double.harness import DoubleLoader, kept_main
 
 DOUBLE = ROOT / "test" / "mantid_double"
 PASS = "output = input\n"
@@ -233,3 +242,89 @@ def test_upstream_test_configs_run_with_their_scripts(mantid_daemon, name: str, 
     assert "Error" not in run.log
     if name == "fake_event.conf":
         assert "Running proc script" in run.stdout  # print() of a Mantid script reaches the journal
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# what scripts see
+
+
+UPSTREAM_NAMES_SCRIPT = """\
+assert isinstance(InstrumentInfo, type) and callable(StartLiveData) and callable(mtd_log_to_python)
+assert mantid.__name__ == "mantid" and LOG_NAME == "livereduce" and logformat.startswith("%(asctime)s")
+facts = {
+    "pid": os.getpid() == psutil.Process().pid,
+    "md5": md5(b"chunk").hexdigest()[:6],
+    "rss": psutil.Process().memory_info().rss * CONVERSION_FACTOR_BYTES_TO_MB > 0,
+    "clock": time.time() > 0 and threading.active_count() > 0,
+    "signal": int(signal.SIGTERM),
+    "argv": isinstance(sys.argv, list),
+    "log_file": LOG_FILE,
+}
+logger.info("proc sees upstream's names: %s", json.dumps(facts, sort_keys=True))
+logging.getLogger("livereduce").info("chunk in the ADS: %s", output in mtd)
+"""
+
+
+def test_scripts_see_upstreams_main_names_in_the_daemon(mantid_daemon):
+    process = mantid_daemon({"instrument": "ISIS_Event", "update_every": 0.2}, {"proc": UPSTREAM_NAMES_SCRIPT})
+    log = process.wait_for_log(lambda log: "Loading live data chunk 1 at" in log)
+    facts = {
+        "argv": True,
+        "clock": True,
+        "log_file": "/var/log/SNS_applications/livereduce.log",
+        "md5": "5a8f4f",
+        "pid": True,
+        "rss": True,
+        "signal": 15,
+    }
+    assert f"proc sees upstream's names: {json.dumps(facts, sort_keys=True)}" in log
+    assert "chunk in the ADS: True" in log
+    process.send(signal.SIGTERM)
+    run = process.finish()
+    assert run.returncode == 0, run.log
+    assert "Live data failed" not in run.log
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the engine in-process on the double
+
+
+@pytest.fixture
+def main_module() -> Iterator[ModuleType]:
+    """``__main__`` (the scripts' globals), restored after the test."""
+    with kept_main() as main:
+        yield main
+
+
+@pytest.fixture
+def engine(monkeypatch: pytest.MonkeyPatch, main_module: ModuleType, tmp_path: Path) -> Iterator[Callable]:
+    """``engine(scripts, instrument="ISIS_Event", double_env={}, **config) -> (MantidEngine, events, scripts)``:
+    the engine in this process on a fresh double; every engine built is stopped afterwards."""
+    from livereduce.engines.mantid import MantidEngine
+
+    loader = DoubleLoader(monkeypatch)
+    built: list[MantidEngine] = []
+
+    def build(scripts: dict[str, str], instrument: str = "ISIS_Event", double_env: dict | None = None, **keys):
+        loader.load(**(double_env or {}))
+        for role, code in scripts.items():
+            (tmp_path / f"reduce_{instrument}_live_{role}.py").write_text(textwrap.dedent(code))
+        config = Config(instrument=instrument, engine="mantid", script_dir=str(tmp_path), **keys)
+        loaded = load_scripts(tmp_path, config.instrument_info().short_name)
+        built.append(MantidEngine(config))
+        events: queue.Queue[EngineEvent] = queue.Queue()
+        return built[-1], events, loaded
+
+    yield build
+    for each in built:
+        assert each.stop(10)
+    loader.close()
+
+
+def test_upstreams_names_are_added_to_main_without_replacing(engine, main_module):
+    main_module.json = "the entry point's own json"
+    mantid_engine, events, scripts = engine({"proc": "output = input\n"}, update_every=0.2)
+    mantid_engine.start(scripts, events.put)
+    assert main_module.json == "the entry point's own json"
+    assert main_module.mtd is main_module.mantid.simpleapi.mtd
+    assert main_module.logger.name == "livereduce"

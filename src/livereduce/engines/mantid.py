@@ -9,6 +9,10 @@
 * Supervision: a thread polls that MonitorLiveData still runs; when it ends with an error the supervisor is told
   (:class:`~livereduce.engines.base.EngineFailed`, restarted with back-off) instead of idling forever; when it
   ends normally (RunTransitionBehavior Stop), :class:`~livereduce.engines.base.EngineFinished`.
+* Scripts see upstream's ``__main__``: Mantid runs a processing script with ``__main__.__dict__`` as its globals
+  (RunPythonScript), and upstream's ``__main__`` is its daemon module, so scripts at sites use its top-level names
+  (``json``, ``os``, ``time``, ``mtd``, ``logger``, ...) without importing them. :func:`expose_upstream_names`
+  defines the same names in this process's ``__main__`` (compatibility, not an API: docs/compatibility.md).
 * Stop without deadlock: ``cancel()`` the MonitorLiveData, then poll from Python with ``time.sleep`` (which
   releases the GIL, so the cancelled algorithm's Python scripts and log calls can finish) until it no longer
   runs or the deadline passes. Never ``AlgorithmManager.shutdown()``, which holds the GIL while it waits
@@ -20,18 +24,26 @@ Source of the property semantics: Mantid's StartLiveData/LiveDataAlgorithm/Monit
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+import os
 import re
+import signal
+import sys
 import threading
 import time
 from collections.abc import Callable
 from datetime import UTC
+from types import ModuleType
 from typing import Any
+
+import psutil
 
 from livereduce.config import Config
 from livereduce.engines.base import EngineFailed, EngineFinished, EngineState, Health, Notify
 from livereduce.errors import ConfigError, EngineError, SourceError
+from livereduce.logs import FILE_FORMAT, SNS_LOG_FILE
 from livereduce.scripts import ProcessingScripts
 
 OUTPUT_WORKSPACE = "result"
@@ -46,6 +58,60 @@ _config_log = logging.getLogger("livereduce.Config")
 _CHUNK = re.compile(r"Loading live data chunk (\d+)")
 
 
+def upstream_main_names(mantid: ModuleType) -> dict[str, Any]:
+    """The top-level names of upstream's ``scripts/livereduce.py`` (mantidproject/livereduce 1.22) that exist here.
+
+    Its imports (``json``, ``logging``, ``os``, ``signal``, ``sys``, ``threading``, ``time``, ``md5``, ``mantid``,
+    ``psutil``, ``InstrumentInfo``, ``StartLiveData``, ``mtd``, ``mtd_log_to_python``, ``parse_version`` when
+    ``packaging`` is installed) and constants (``CONVERSION_FACTOR_BYTES_TO_MB``, ``LOG_NAME``, ``LOG_FILE``,
+    ``logformat``) and its ``logger`` (logger "livereduce"). Not its daemon's internals (``config``,
+    ``LiveDataManager``, handlers, ...) nor ``pyinotify`` (not used here); see docs/compatibility.md.
+
+    Args:
+        mantid: the imported ``mantid`` package (``kernel``, ``simpleapi``, ``utils.logging`` imported).
+    """
+    names: dict[str, Any] = {
+        "json": json,
+        "logging": logging,
+        "os": os,
+        "signal": signal,
+        "sys": sys,
+        "threading": threading,
+        "time": time,
+        "md5": hashlib.md5,
+        "mantid": mantid,
+        "psutil": psutil,
+        "InstrumentInfo": mantid.kernel.InstrumentInfo,
+        "StartLiveData": mantid.simpleapi.StartLiveData,
+        "mtd": mantid.simpleapi.mtd,
+        "mtd_log_to_python": mantid.utils.logging.log_to_python,
+        "CONVERSION_FACTOR_BYTES_TO_MB": 1.0 / (1024 * 1024),
+        "LOG_NAME": "livereduce",
+        "LOG_FILE": str(SNS_LOG_FILE),
+        "logformat": FILE_FORMAT,
+        "logger": logging.getLogger("livereduce"),
+    }
+    try:
+        from packaging.version import parse  # noqa: PLC0415 - optional, as a name for scripts only
+    except ImportError:
+        pass
+    else:
+        names["parse_version"] = parse
+    return names
+
+
+def expose_upstream_names(mantid: ModuleType) -> list[str]:
+    """Define :func:`upstream_main_names` in ``__main__`` (the globals of Mantid's processing scripts); names
+    ``__main__`` already defines are left alone. Returns the names added."""
+    main = sys.modules["__main__"].__dict__
+    added = []
+    for name, value in upstream_main_names(mantid).items():
+        if name not in main:
+            main[name] = value
+            added.append(name)
+    return added
+
+
 class MantidEngine:
     """Drives Mantid's live data algorithms.
 
@@ -58,7 +124,8 @@ class MantidEngine:
     def __init__(self, config: Config) -> None:
         self.config = config
         try:
-            from mantid.api import AlgorithmManager  # noqa: PLC0415 - Mantid is imported only for this engine
+            import mantid  # noqa: PLC0415 - Mantid is imported only for this engine
+            from mantid.api import AlgorithmManager  # noqa: PLC0415
             from mantid.kernel import ConfigService, UsageService  # noqa: PLC0415
             from mantid.simpleapi import StartLiveData, mtd  # noqa: PLC0415
             from mantid.utils.logging import log_to_python  # noqa: PLC0415
@@ -67,6 +134,7 @@ class MantidEngine:
                 f"the mantid engine needs Mantid, which cannot be imported here ({err}); expected in the "
                 f'environment \'{config.env_name}\' (PIXI_ENV/CONDA_ENV), or set "engine": "scipp"'
             ) from None
+        self._mantid = mantid
         self._algorithms = AlgorithmManager
         self._config_service = ConfigService
         self._usage = UsageService
@@ -91,6 +159,9 @@ class MantidEngine:
         self._log_to_python("information")
         logging.getLogger("Mantid").addHandler(self._progress)
         self._usage.setApplicationName("livereduce")
+        added = expose_upstream_names(self._mantid)
+        if added:
+            _log.debug("upstream's names for processing scripts in __main__: %s", ", ".join(added))
         instrument = self.resolve_instrument()
         args = self.start_live_data_args(instrument, scripts)
         _log.info("StartLiveData(%s)", json.dumps(args, sort_keys=True, indent=2))
