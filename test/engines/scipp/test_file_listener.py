@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
@@ -729,3 +730,34 @@ def test_malformed_metadata_is_skipped_with_a_warning(tmp_path: Path, caplog: py
     assert "start_time" not in chunk.coords
     assert "Ignoring run_number" in caplog.text
     assert "Ignoring start_time" in caplog.text
+
+
+def test_sns_error_and_unmapped_banks_are_skipped_as_mantid_does(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "junk.nxs"
+    with h5py.File(path, "w") as f:
+        entry = _sns_entry(f)
+        _write_bank(entry, "bank1_events", [(0.0, np.array([1, 2]), np.array([1.0, 2.0]))])
+        _write_bank(entry, "bank_error_events", [(0.0, np.array([2**31 + 7]), np.array([3.0]))])
+        _write_bank(entry, "bank_unmapped_events", [(0.0, np.array([4_000_000_000, 9]), np.array([4.0, 5.0]))])
+    caplog.set_level(logging.INFO, logger="livereduce.FileEventDataListener")
+    listener = _listener(path)
+    listener.connect()
+    assert listener.event_id_range() == (1, 2)
+    listener.start("from_start_of_run")
+    (extracted,) = _drain(listener)
+    np.testing.assert_array_equal(_events(extracted.chunk)[0], [1, 2])
+    assert extracted.dropped == {}
+    assert (
+        "Skipping entry/bank_error_events, entry/bank_unmapped_events (3 events of error and unmapped pixels"
+        in caplog.text
+    )
+
+
+def test_only_junk_banks_is_a_source_error(tmp_path: Path) -> None:
+    path = tmp_path / "junk.nxs"
+    with h5py.File(path, "w") as f:
+        _write_bank(_sns_entry(f), "bank_error_events", [(0.0, np.array([1]), np.array([3.0]))])
+    with pytest.raises(SourceError, match="no NXevent_data group found except entry/bank_error_events"):
+        _listener(path).connect()

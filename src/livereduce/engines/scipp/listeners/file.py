@@ -56,6 +56,8 @@ from livereduce.errors import ConfigError, SourceError
 
 _log = logging.getLogger("livereduce.FileEventDataListener")
 _FIELDS = ("event_id", "event_time_offset", "event_time_zero", "event_index")
+_JUNK = ("bank_error_events", "bank_unmapped_events")
+"""SNS groups of events of error and unmapped pixels; Mantid's LoadEventNexus skips them ("junk data")."""
 _SCAN_EVENTS = 1 << 24
 _ZONE = re.compile(r"(Z|[+-]\d\d:?\d\d)$")
 _NS_MIN, _NS_MAX = -(2**63) + 1, 2**63 - 1  # datetime64[ns] range (-2**63 is NaT)
@@ -134,6 +136,7 @@ class FileEventDataListener(Listener):
             groups = _event_groups(self._file)
             if not groups:
                 raise SourceError(f"{where}: no NXevent_data group found")
+            groups = _without_junk(self._file, groups, where)
             self._banks = [_open_bank(self._file[group], where) for group in groups]
             self._pulse_times = np.unique(np.concatenate([bank.pulse_times for bank in self._banks]))
             self._events_before = self._union_event_counts()
@@ -345,6 +348,27 @@ def _groups_of_class(parent: h5py.Group, nx_class: str) -> list[str]:
 
     parent.visititems(visit)
     return sorted(found, key=_natural)
+
+
+def _without_junk(file: h5py.File, groups: list[str], where: str) -> list[str]:
+    """The groups without SNS's ``bank_error_events`` and ``bank_unmapped_events`` (logged with their size).
+
+    Raises:
+        SourceError: there is no other NXevent_data group.
+    """
+    junk = [group for group in groups if group.rsplit("/", 1)[-1] in _JUNK]
+    if not junk:
+        return groups
+    sizes = [getattr(file[group].get("event_id"), "size", 0) for group in junk]
+    _log.info(
+        "Skipping %s (%d events of error and unmapped pixels, as Mantid's LoadEventNexus does)",
+        ", ".join(junk),
+        sum(size or 0 for size in sizes),
+    )
+    kept = [group for group in groups if group not in junk]
+    if not kept:
+        raise SourceError(f"{where}: no NXevent_data group found except {', '.join(junk)}")
+    return kept
 
 
 def _natural(name: str) -> list[object]:
