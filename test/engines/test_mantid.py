@@ -17,7 +17,7 @@ import pytest
 
 from conftest import ROOT
 from livereduce.config import Config
-from livereduce.engines.base import EngineEvent
+from livereduce.engines.base import EngineEvent, EngineFailed, EngineFinished
 from livereduce.scripts import load_scripts
 from mantid_double.harness import DoubleLoader, kept_main
 
@@ -319,6 +319,36 @@ def engine(monkeypatch: pytest.MonkeyPatch, main_module: ModuleType, tmp_path: P
     for each in built:
         assert each.stop(10)
     loader.close()
+
+
+def test_chunk_count_follows_mantids_numbering(engine, caplog: pytest.LogCaptureFixture):
+    caplog.set_level("INFO", logger="Mantid")
+    mantid_engine, events, scripts = engine(
+        {"proc": "output = input\n"},
+        update_every=0.1,
+        run_transition="Stop",
+        double_env={"MANTID_DOUBLE_END_RUN_AFTER": "3"},
+    )
+    mantid_engine.start(scripts, events.put)
+    finished = events.get(timeout=30)
+    assert isinstance(finished, EngineFinished)
+    loading = [r.getMessage().split(" at ")[0] for r in caplog.records if "Loading live data chunk" in r.getMessage()]
+    assert loading == ["Loading live data chunk 0", "Loading live data chunk 1"]
+    # StartLiveData's chunk, then MonitorLiveData's chunks 0 and 1 (the run ended after the third)
+    assert mantid_engine.health().chunks == 3
+
+
+def test_a_failed_cycle_is_counted_and_not_a_completed_chunk(engine):
+    mantid_engine, events, scripts = engine(
+        {"proc": "output = input\n"}, update_every=0.1, double_env={"MANTID_DOUBLE_FAIL_AFTER": "2"}
+    )
+    mantid_engine.start(scripts, events.put)
+    failed = events.get(timeout=30)
+    assert isinstance(failed, EngineFailed)
+    health = mantid_engine.health()
+    # StartLiveData's chunk and MonitorLiveData's chunk 0 completed; chunk 1 failed
+    assert (health.chunks, health.errors) == (2, 1)
+    assert health.last_error.startswith("MonitorLiveData ended with an error")
 
 
 def test_upstreams_names_are_added_to_main_without_replacing(engine, main_module):

@@ -13,6 +13,8 @@
   (RunPythonScript), and upstream's ``__main__`` is its daemon module, so scripts at sites use its top-level names
   (``json``, ``os``, ``time``, ``mtd``, ``logger``, ...) without importing them. :func:`expose_upstream_names`
   defines the same names in this process's ``__main__`` (compatibility, not an API: docs/compatibility.md).
+* Progress: Mantid's ``Loading live data chunk N at HH:MM:SS`` (MonitorLiveData, N from 0 at its first cycle,
+  which is the second chunk: StartLiveData loads the first) gives the count of completed chunks, N + 1.
 * Stop without deadlock: ``cancel()`` the MonitorLiveData, then poll from Python with ``time.sleep`` (which
   releases the GIL, so the cancelled algorithm's Python scripts and log calls can finish) until it no longer
   runs or the deadline passes. Never ``AlgorithmManager.shutdown()``, which holds the GIL while it waits
@@ -147,6 +149,7 @@ class MantidEngine:
         self._health = Health()
         self._lock = threading.Lock()
         self._progress = _ChunkCounter(self._chunk_started)
+        self._last_chunk: int | None = None
 
     # --- Engine interface -------------------------------------------------------------------------------------
     def start(self, scripts: ProcessingScripts, notify: Notify) -> None:
@@ -172,7 +175,7 @@ class MantidEngine:
         self._monitor = self._find_monitor()
         with self._lock:
             self._health.state = EngineState.RUNNING
-            self._health.chunks = 1
+            self._health.chunks = max(self._health.chunks, 1)
             self._health.last_cycle_end = time.time()
             self._health.source = f"Mantid StartLiveData, instrument {instrument}"
         if self._monitor is not None:
@@ -298,20 +301,25 @@ class MantidEngine:
             if monitor.isExecuted():
                 with self._lock:
                     self._health.state = EngineState.FINISHED
+                    if self._last_chunk is not None:  # the cycle that saw the run end completed
+                        self._health.chunks = self._last_chunk + 2
                 notify(EngineFinished("MonitorLiveData ended (RunTransitionBehavior Stop)"))
             else:
                 error = SourceError("MonitorLiveData ended with an error (see the Mantid messages before this)")
                 with self._lock:
                     self._health.state = EngineState.FAILED
+                    self._health.errors += 1
                     self._health.last_error = str(error)
                     self._health.last_error_time = time.time()
                 notify(EngineFailed(error))
             return
 
     def _chunk_started(self, number: int) -> None:
-        """MonitorLiveData began chunk ``number``: the previous one completed."""
+        """MonitorLiveData began its cycle ``number`` (0 first): StartLiveData's chunk and ``number`` cycles are
+        complete."""
         with self._lock:
-            self._health.chunks = max(self._health.chunks, number - 1)
+            self._last_chunk = number
+            self._health.chunks = number + 1
             self._health.last_cycle_end = time.time()
 
 
