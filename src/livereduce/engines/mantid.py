@@ -15,6 +15,8 @@
   defines the same names in this process's ``__main__`` (compatibility, not an API: docs/compatibility.md).
 * Progress: Mantid's ``Loading live data chunk N at HH:MM:SS`` (MonitorLiveData, N from 0 at its first cycle,
   which is the second chunk: StartLiveData loads the first) gives the count of completed chunks, N + 1.
+* A processing script that fails in the first chunk (inside StartLiveData) is a
+  :class:`~livereduce.scripts.ScriptFailed` naming the script and its line, not a source error.
 * Stop without deadlock: ``cancel()`` the MonitorLiveData, then poll from Python with ``time.sleep`` (which
   releases the GIL, so the cancelled algorithm's Python scripts and log calls can finish) until it no longer
   runs or the deadline passes. Never ``AlgorithmManager.shutdown()``, which holds the GIL while it waits
@@ -46,7 +48,7 @@ from livereduce.config import Config
 from livereduce.engines.base import EngineFailed, EngineFinished, EngineState, Health, Notify
 from livereduce.errors import ConfigError, EngineError, SourceError
 from livereduce.logs import FILE_FORMAT, SNS_LOG_FILE
-from livereduce.scripts import ProcessingScripts
+from livereduce.scripts import ProcessingScripts, Role, ScriptFailed
 
 OUTPUT_WORKSPACE = "result"
 """StartLiveData ``OutputWorkspace`` as upstream passes it."""
@@ -55,9 +57,17 @@ POLL_SECONDS = 0.05
 WATCH_SECONDS = 0.5
 """How often the supervision thread checks that MonitorLiveData still runs."""
 
+WRAPPER_LINES = 4
+"""Lines RunPythonScript's wrapper puts before a script's first line (``import mantid``, ``from mantid.simpleapi
+import *``, the class, ``def PyExec``; RunPythonScript.cpp): Mantid's line N is the script's line N - 4."""
+
 _log = logging.getLogger("livereduce.LiveDataManager")
 _config_log = logging.getLogger("livereduce.Config")
 _CHUNK = re.compile(r"Loading live data chunk (\d+)")
+_STEP_FAILED: dict[str, Role] = {"While processing chunk:": "proc", "While post processing:": "post_proc"}
+"""LoadLiveData's error message before it rethrows a failure of the (post-)processing step (LoadLiveData.cpp)."""
+_WRAPPED_LINE = re.compile(r"line (\d+) in '<string>'")
+"""A traceback entry in the code RunPythonScript executes (PythonException text, ErrorHandling.cpp)."""
 
 
 def upstream_main_names(mantid: ModuleType) -> dict[str, Any]:
@@ -148,7 +158,7 @@ class MantidEngine:
         self._thread: threading.Thread | None = None
         self._health = Health()
         self._lock = threading.Lock()
-        self._progress = _ChunkCounter(self._chunk_started)
+        self._messages = _MantidMessages(self._chunk_started)
         self._last_chunk: int | None = None
 
     # --- Engine interface -------------------------------------------------------------------------------------
@@ -157,21 +167,28 @@ class MantidEngine:
 
         Raises:
             ConfigError: unknown instrument or accumulation method not allowed by this Mantid.
-            SourceError: StartLiveData failed (listener cannot connect, first chunk's script failed).
+            ScriptFailed: a processing script failed in the first chunk (names the script and its line).
+            SourceError: StartLiveData failed otherwise (e.g. the listener cannot connect).
         """
         self._log_to_python("information")
-        logging.getLogger("Mantid").addHandler(self._progress)
-        self._usage.setApplicationName("livereduce")
-        added = expose_upstream_names(self._mantid)
-        if added:
-            _log.debug("upstream's names for processing scripts in __main__: %s", ", ".join(added))
-        instrument = self.resolve_instrument()
-        args = self.start_live_data_args(instrument, scripts)
-        _log.info("StartLiveData(%s)", json.dumps(args, sort_keys=True, indent=2))
+        mantid_log = logging.getLogger("Mantid")
+        mantid_log.addHandler(self._messages)
         try:
-            self._start_live_data(**args)
-        except (RuntimeError, ValueError, TypeError) as err:
-            raise SourceError(f"StartLiveData failed: {' '.join(str(err).split())}") from None
+            self._usage.setApplicationName("livereduce")
+            added = expose_upstream_names(self._mantid)
+            if added:
+                _log.debug("upstream's names for processing scripts in __main__: %s", ", ".join(added))
+            instrument = self.resolve_instrument()
+            args = self.start_live_data_args(instrument, scripts)
+            _log.info("StartLiveData(%s)", json.dumps(args, sort_keys=True, indent=2))
+            self._messages.failed_step = None
+            try:
+                self._start_live_data(**args)
+            except (RuntimeError, ValueError, TypeError) as err:
+                raise self._start_failure(err, scripts) from None
+        except BaseException:
+            mantid_log.removeHandler(self._messages)
+            raise
         self._monitor = self._find_monitor()
         with self._lock:
             self._health.state = EngineState.RUNNING
@@ -181,6 +198,28 @@ class MantidEngine:
         if self._monitor is not None:
             self._thread = threading.Thread(target=self._watch, args=(notify,), name="MantidWatch", daemon=True)
             self._thread.start()
+
+    def _start_failure(self, err: Exception, scripts: ProcessingScripts) -> ScriptFailed | SourceError:
+        """What a failed StartLiveData means: a script error (LoadLiveData said a step failed, or the message is a
+        PythonException from the wrapped script) naming the script and line, else a source error."""
+        text = str(err).strip()
+        role = self._messages.failed_step
+        lines = [int(number) for number in _WRAPPED_LINE.findall(text)]
+        if role is None and not lines:
+            return SourceError(f"StartLiveData failed: {' '.join(text.split())}")
+        present = list(scripts)
+        script = getattr(scripts, role) if role is not None else None
+        if script is None and len(present) == 1:
+            script = present[0]
+        if script is not None:
+            subject = f"{script.property_name} '{script.path}'"
+        else:
+            subject = " or ".join(f"{each.property_name} '{each.path}'" for each in present)
+        # entries run from the wrapper's last line (root) inward; the deepest one in the wrapped code is the
+        # script's own line
+        where = f", line {lines[-1] - WRAPPER_LINES}" if len(lines) > 1 else ""
+        message = text.splitlines()[0].strip() if text else type(err).__name__
+        return ScriptFailed(f"{subject}{where}: {message} (first chunk, in StartLiveData)", text)
 
     def stop(self, timeout: float) -> bool:
         """Cancel MonitorLiveData and wait (GIL released) until it ends; True if within ``timeout`` seconds."""
@@ -195,7 +234,7 @@ class MantidEngine:
             time.sleep(POLL_SECONDS)
         if self._thread is not None:
             self._thread.join(max(0.0, deadline - time.monotonic()))
-        logging.getLogger("Mantid").removeHandler(self._progress)
+        logging.getLogger("Mantid").removeHandler(self._messages)
         self._mtd.clear()
         with self._lock:
             if self._health.state is EngineState.RUNNING:
@@ -323,14 +362,23 @@ class MantidEngine:
             self._health.last_cycle_end = time.time()
 
 
-class _ChunkCounter(logging.Handler):
-    """Watches Mantid's ``Loading live data chunk N at HH:MM:SS`` messages (MonitorLiveData, one per cycle)."""
+class _MantidMessages(logging.Handler):
+    """Reads Mantid's messages (logger "Mantid", via ``log_to_python``): MonitorLiveData's ``Loading live data
+    chunk N at HH:MM:SS`` (one per cycle) and LoadLiveData's ``While processing chunk:`` / ``While post
+    processing:`` (a script step failed; logged inside StartLiveData, whose LoadLiveData logs)."""
 
     def __init__(self, started: Callable[[int], None]) -> None:
         super().__init__(logging.INFO)
         self._started = started
+        self.failed_step: Role | None = None
+        """The step LoadLiveData last reported as failed (reset before each StartLiveData)."""
 
     def emit(self, record: logging.LogRecord) -> None:
-        match = _CHUNK.search(record.getMessage())
+        message = record.getMessage()
+        match = _CHUNK.search(message)
         if match:
             self._started(int(match.group(1)))
+            return
+        step = _STEP_FAILED.get(message.strip())
+        if step is not None:
+            self.failed_step = step
