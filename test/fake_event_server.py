@@ -1,5 +1,6 @@
 """Upstream's manual check, server side: Mantid's FakeISISEventDAE on 127.0.0.1:59876 (TEST_LIVE facility),
-a firehose of events for the memory limit. Run with real Mantid: ``python test/fake_event_server.py``."""
+a firehose of events for the memory limit. Run with real Mantid: ``pixi run -e mantid python
+test/fake_event_server.py``; without Mantid it prints one line saying so and exits 2."""
 
 import sys
 

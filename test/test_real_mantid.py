@@ -1,9 +1,12 @@
 """Upstream's manual check with real Mantid: FakeISISHistoDAE / FakeISISEventDAE servers and the daemon on
-test/fake.conf / test/fake_event.conf. Skipped where Mantid cannot be imported (see test/README.md)."""
+test/fake.conf, test/postprocessing/fake.conf and test/fake_event.conf (skipped where Mantid cannot be imported,
+see test/README.md); and, where it cannot, the servers' one-line refusal."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -14,7 +17,10 @@ import pytest
 
 from conftest import ENTRY_POINT, ROOT
 
-pytest.importorskip("mantid", reason="real Mantid is not installed here (run in the pixi 'mantid' environment)")
+HAVE_MANTID = importlib.util.find_spec("mantid") is not None
+needs_mantid = pytest.mark.skipif(
+    not HAVE_MANTID, reason="real Mantid is not installed here (run in the pixi 'mantid' environment)"
+)
 
 
 def stop(process: subprocess.Popen) -> str:
@@ -27,21 +33,26 @@ def stop(process: subprocess.Popen) -> str:
     return output or ""
 
 
+@needs_mantid
 @pytest.mark.parametrize(
     ("server", "config"),
-    [("fake_server.py", "fake.conf"), ("fake_event_server.py", "fake_event.conf")],
+    [
+        ("fake_server.py", "fake.conf"),
+        ("fake_server.py", "postprocessing/fake.conf"),
+        ("fake_event_server.py", "fake_event.conf"),
+    ],
 )
 def test_daemon_reduces_live_data_from_a_fake_dae(server: str, config: str, tmp_path: Path) -> None:
     settings = json.loads((ROOT / "test" / config).read_text())
     settings.update(
-        script_dir=str(ROOT / "test"),
+        script_dir=str(ROOT / settings["script_dir"]),
         log_file=str(tmp_path / "livereduce.log"),
         status_file=str(tmp_path / "status.json"),
     )
-    (tmp_path / config).write_text(json.dumps(settings))
+    (tmp_path / "livereduce.conf").write_text(json.dumps(settings))
     dae = subprocess.Popen([sys.executable, str(ROOT / "test" / server)], cwd=tmp_path)
     daemon = subprocess.Popen(
-        [sys.executable, str(ENTRY_POINT), config],
+        [sys.executable, str(ENTRY_POINT), "livereduce.conf"],
         cwd=tmp_path,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -60,7 +71,30 @@ def test_daemon_reduces_live_data_from_a_fake_dae(server: str, config: str, tmp_
         text = log.read_text()
         assert "StartLiveData(" in text
         assert "Loading live data chunk 3" in text
+        assert "Live data failed" not in text
     finally:
         if daemon.poll() is None:
             stop(daemon)
         stop(dae)
+
+
+@pytest.mark.skipif(HAVE_MANTID, reason="Mantid is installed here: the servers run")
+@pytest.mark.parametrize(
+    ("server", "algorithm"), [("fake_server.py", "FakeISISHistoDAE"), ("fake_event_server.py", "FakeISISEventDAE")]
+)
+def test_fake_servers_without_mantid_say_so_in_one_line(server: str, algorithm: str, tmp_path: Path) -> None:
+    env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "test" / server)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert done.stdout == ""
+    assert done.stderr.count("\n") == 1, done.stderr
+    assert done.stderr.startswith(f"test/{server}: needs Mantid ({algorithm}), which cannot be imported here")
+    assert done.stderr.rstrip().endswith(f"run it in the Mantid environment: pixi run -e mantid python test/{server}")
