@@ -1,6 +1,6 @@
-"""Upstream's manual check with real Mantid: FakeISISHistoDAE / FakeISISEventDAE servers and the daemon on
-test/fake.conf, test/postprocessing/fake.conf and test/fake_event.conf (skipped where Mantid cannot be imported,
-see test/README.md); and, where it cannot, the servers' one-line refusal."""
+"""The Mantid environment. Upstream's manual check with real Mantid: FakeISISHistoDAE / FakeISISEventDAE servers and
+the daemon on test/fake.conf, test/postprocessing/fake.conf and test/fake_event.conf (skipped where Mantid cannot be
+imported, see test/README.md); where it cannot, the servers' one-line refusal; and pixi's ``mantid`` environment."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -98,3 +99,20 @@ def test_fake_servers_without_mantid_say_so_in_one_line(server: str, algorithm: 
     assert done.stderr.count("\n") == 1, done.stderr
     assert done.stderr.startswith(f"test/{server}: needs Mantid ({algorithm}), which cannot be imported here")
     assert done.stderr.rstrip().endswith(f"run it in the Mantid environment: pixi run -e mantid python test/{server}")
+
+
+def _conda_name(package: str) -> str:
+    return package.replace("-", "_")
+
+
+def test_pixi_mantid_environment_has_exactly_what_the_daemon_needs() -> None:
+    from livereduce.launch import REQUIRED
+
+    needed = {_conda_name(package) for package in REQUIRED.values()}
+    pixi = tomllib.loads((ROOT / "pixi.toml").read_text())
+    assert pixi["environments"]["mantid"] == {"features": ["mantid"], "no-default-feature": True}
+    dependencies = set(pixi["feature"]["mantid"]["dependencies"])
+    assert dependencies == {"python", "mantid"} | needed
+    operations = (ROOT / "docs" / "operations.md").read_text()
+    section = operations.split("### Mantid environment\n", 1)[1].split("\n## ", 1)[0]
+    assert {_conda_name(name) for name in section.split("`") if f"| `{name}` |" in section} == needed
