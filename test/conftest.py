@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -90,7 +91,11 @@ class DaemonRun:
 
 
 class Daemon:
-    """The daemon as a real subprocess in its own working directory (always stopped by the fixture)."""
+    """The daemon as a real subprocess in its own working directory (always stopped by the fixture).
+
+    Its stdout (the journal stream) is read all the time by a thread, as journald would, so a long line never
+    blocks the daemon on a full pipe.
+    """
 
     def __init__(self, workdir: Path, config_path: Path, env: dict[str, str] | None = None) -> None:
         self.workdir = workdir
@@ -104,7 +109,11 @@ class Daemon:
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
+            errors="replace",
         )
+        self._stdout: list[str] = []
+        self._reader = threading.Thread(target=self._drain, name="daemon stdout", daemon=True)
+        self._reader.start()
 
     def log(self) -> str:
         return self.log_path.read_text() if self.log_path.exists() else ""
@@ -128,19 +137,30 @@ class Daemon:
     def send(self, signum: int) -> None:
         self.process.send_signal(signum)
 
+    def _drain(self) -> None:
+        for line in self.process.stdout:
+            self._stdout.append(line)
+
+    def stdout(self) -> str:
+        """What the daemon wrote to stdout so far."""
+        return "".join(self._stdout)
+
     def finish(self, timeout: float = 120) -> DaemonRun:
         try:
-            stdout, _ = self.process.communicate(timeout=timeout)
+            self.process.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             self.process.kill()
-            stdout, _ = self.process.communicate()
-            pytest.fail(f"daemon did not exit within {timeout} s:\n{stdout}")
-        return DaemonRun(self.process.returncode, stdout, self.log(), self.workdir)
+            self.process.wait()
+            self._reader.join(10)
+            pytest.fail(f"daemon did not exit within {timeout} s:\n{self.stdout()}")
+        self._reader.join(10)
+        return DaemonRun(self.process.returncode, self.stdout(), self.log(), self.workdir)
 
     def kill(self) -> None:
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGKILL)
-            self.process.communicate()
+            self.process.wait()
+        self._reader.join(10)
 
 
 @pytest.fixture

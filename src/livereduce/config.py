@@ -30,7 +30,7 @@ from pydantic import (
 
 from livereduce import instruments
 from livereduce.errors import ConfigError
-from livereduce.files import permission_problem, read_regular_file
+from livereduce.files import is_regular_file, permission_problem, read_regular_file
 
 MAX_EVENT_ID = 2**31 - 1
 
@@ -268,14 +268,16 @@ def choose_config_file(argument: str | None) -> Path | None:
     Without an argument, ``/etc/livereduce.conf`` is used if it exists and is not empty, else the defaults.
 
     Raises:
-        ConfigError: the given path does not exist or is not a file.
+        ConfigError: the given path does not exist or is not a regular file.
     """
     if argument is not None:
         path = Path(argument)
-        if not path.is_file():
-            raise ConfigError(f"configuration file '{argument}' does not exist or is not a file")
-        return path.absolute()
-    if DEFAULT_CONFIG_PATH.is_file() and DEFAULT_CONFIG_PATH.stat().st_size > 0:
+        if not path.exists():
+            raise ConfigError(f"configuration file '{argument}' does not exist")
+        return path.absolute()  # anything but a regular file is refused when it is read (never opened blocking)
+    if DEFAULT_CONFIG_PATH.exists() and (
+        not is_regular_file(DEFAULT_CONFIG_PATH) or DEFAULT_CONFIG_PATH.stat().st_size > 0
+    ):
         return DEFAULT_CONFIG_PATH
     return None
 

@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import logging.handlers
@@ -121,7 +122,19 @@ class _StreamHandler(_Reporting, logging.StreamHandler):
 
 
 class _FileHandler(_Reporting, logging.handlers.WatchedFileHandler):
-    pass
+    def reopenIfNeeded(self) -> None:
+        """Reopen when the file was moved (logrotate) or replaced, also when the old file cannot take the
+        buffered records any more (its disk is full): the standard library's flush of the old stream raised then,
+        and the handler never reached the new file."""
+        try:
+            super().reopenIfNeeded()
+        except OSError:
+            if self.stream is not None:
+                with contextlib.suppress(OSError):
+                    self.stream.close()  # closes the file even though the final flush fails
+                self.stream = None
+            self.stream = self._open()
+            self._statstream()
 
 
 class _JournalFilter(logging.Filter):

@@ -8,6 +8,8 @@ import signal
 import numpy as np
 import scipp as sc
 
+from conftest import poll_until
+
 SAVE = """
 import json, os
 from pathlib import Path
@@ -77,3 +79,27 @@ def test_rename_keeps_the_finished_run_output(daemon):
     assert "Output of run #1 kept as 'result_1'" in run.log
     names = json.loads((run.workdir / "out" / "mtd.json").read_text())
     assert {"result_1", "result_2", "result", "accumulation"} <= set(names)
+
+
+def test_an_ended_replay_stops_cycling(daemon, sans2d):
+    """Before, an ended replay kept the engine cycling on empty chunks (~10 % CPU): now it stays idle."""
+    config = {
+        "listener": "FileEventDataListener",
+        "filename": str(sans2d),
+        "replay_speed": 0,
+        "replay_chunk_pulses": 100,
+        "update_every": 0.05,
+    }
+    process = daemon(config, {"proc": "output = input\n"})
+    log = process.wait_for_log(lambda log: "The source has ended" in log)
+    assert log.count("Loading live data chunk") == 2  # positive control: it cycled while there was data
+    status = process.workdir / "status.json"
+    idle = poll_until(
+        lambda: (now := json.loads(status.read_text()))["engine"]["state"] == "idle" and now, "the idle state"
+    )
+    poll_until(lambda: json.loads(status.read_text())["updated"] >= idle["updated"] + 2, "2 s of idling")
+    process.send(signal.SIGUSR1)  # and it still answers
+    process.wait_for_log(lambda log: "status: running:" in log)
+    assert process.log().count("Loading live data chunk") == 2  # 40 update_every periods later: no cycle
+    process.send(signal.SIGTERM)
+    assert process.finish().returncode == 0
