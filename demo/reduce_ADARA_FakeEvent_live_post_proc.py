@@ -1,7 +1,10 @@
 """Demo post-processing script: runs on the accumulation (``input``) after every chunk.
 
-Writes a PNG plot and an HDF5 file (scipp's format, ``scipp.io.load_hdf5`` reads it) of the reduced data to
-``$LIVEREDUCE_OUTPUT_DIR`` (default ``livereduce_output`` in the working directory) and logs where.
+Writes a PNG plot and a NeXus file (``NXentry`` with one ``NXdata`` per member: ``pixels``, ``tof``; NeXpy,
+h5web and ``scippnexus.load`` read it) of the reduced data to ``$LIVEREDUCE_OUTPUT_DIR`` (default
+``livereduce_output`` in the working directory) and logs where. Both are written with ``livereduce.outputs``: a
+temporary file, fsync, then an atomic rename, so that a reader never sees a half-written file, even when the
+daemon is killed in the middle of a write.
 """
 
 import os
@@ -12,6 +15,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import scipp as sc
+
+from livereduce.outputs import save_figure, save_nexus
 
 out_dir = Path(os.environ.get("LIVEREDUCE_OUTPUT_DIR", "livereduce_output")).absolute()
 out_dir.mkdir(parents=True, exist_ok=True)
@@ -28,9 +33,9 @@ centres = sc.midpoints(tof.coords["event_time_offset"]).values
 spectrum.step(centres, tof.values, where="mid")
 spectrum.set(title="Time of flight", xlabel="time of flight [µs]", ylabel="counts")
 figure.tight_layout()
-figure.savefig(stem.with_suffix(".png"), dpi=80)
+save_figure(figure, stem.with_suffix(".png"), dpi=80)
 plt.close(figure)
 
-sc.io.save_hdf5(input, stem.with_suffix(".h5"))
+save_nexus(input, stem.with_suffix(".h5"))
 print(f"Wrote {stem.with_suffix('.png')} and {stem.with_suffix('.h5')}")
 output = input

@@ -1,0 +1,339 @@
+"""Output files for processing scripts that are never torn: NeXus files and figures, written atomically.
+
+A post_proc script that writes its result in place (``h5py.File(path, "w")``, ``figure.savefig(path)``,
+``scipp.io.save_hdf5``) leaves a torn file when the daemon is killed in the middle of the write, and a reader
+that opens the file meanwhile sees it half written; a reader holding the HDF5 file lock even makes the next
+write fail ("unable to lock file"). The functions here write a temporary file in the target's directory, flush
+and ``fsync`` it, rename it over the target with ``os.replace`` (atomic on POSIX: a reader opens either the old
+or the new file, never a mix) and ``fsync`` the directory so that the rename survives a crash. A reader keeps
+reading the file it opened (the old inode) and holds no lock on the new one, so it cannot make the writer fail.
+On any error the temporary file is removed and the target is left as it was.
+
+* :func:`save_nexus`: a scipp ``DataArray``, ``Dataset`` or ``DataGroup`` as a NeXus file (``NXentry`` with one
+  ``NXdata`` per array), read by h5py, scippnexus and NeXpy (nexusformat); h5web finds the default plot through
+  the same attributes. Mantid's ``LoadNexusProcessed`` does not read it: it takes only files with a
+  ``/mantid_workspace_1`` entry (Mantid's own layout).
+* :func:`save_figure`: a matplotlib ``Figure``, in the format named by the path's suffix.
+* :func:`atomic_path`: the same guarantee for any writer that takes a path.
+
+The atomic write is written here rather than taken from a library: the maintained candidates (``safer``,
+``boltons.fileutils.atomic_save``) hand out a Python file object, but h5py writes through its own driver and
+needs a path. Field writing is scippnexus's (``create_field``: units
+as strings, ``<name>_errors``, datetimes as offsets from a ``start`` attribute); the ``NXdata`` attributes,
+which scippnexus reads but does not write, are set here.
+
+Source of the layout: the NeXus ``NXdata`` base class (NeXus definitions, base_classes/NXdata.nxdl.xml:
+group attributes ``signal``, ``axes`` with ``"."`` for a dimension without a scale, ``AXISNAME_indices``;
+a dimension scale has length n or n + 1 (bin edges); the ``errors`` field holds the standard deviations of
+the signal) and the NIAC2014 "How to find default data" convention (``default`` attributes on the root and
+on ``NXentry``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import os
+import re
+import secrets
+import time
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import h5py
+import numpy as np
+import scipp as sc
+import scippnexus as snx
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+SIGNAL = "data"
+"""Name of the signal field in every ``NXdata`` group."""
+ERRORS = "errors"
+"""Name of the field holding the signal's standard deviations (NXdata ``errors``)."""
+LOGS = "DASlogs"
+"""``NXcollection`` in the ``NXentry`` holding time-series logs as ``NXlog`` (the group name of SNS files)."""
+
+STALE_AFTER_SEC = 3600.0
+"""Age (s, by modification time) after which a temporary file of a killed writer is removed by the next write."""
+_TOKEN_BYTES = 6
+
+_NUMERIC = (sc.DType.float64, sc.DType.float32, sc.DType.int64, sc.DType.int32, sc.DType.bool)
+_FIELD_DTYPES = (*_NUMERIC, sc.DType.datetime64, sc.DType.string)
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Give a writer a temporary path beside ``path``; on success make it ``path`` in one atomic step.
+
+    Use it for outputs that :func:`save_nexus` and :func:`save_figure` do not cover::
+
+        with atomic_path("out/spectrum.txt") as tmp:
+            numpy.savetxt(tmp, values)
+
+    The temporary file is ``.<name>.<random>.tmp`` in the same directory (so the rename never crosses a file
+    system, and readers that glob ``*.png`` do not see it), created empty with mode ``0o666`` less the umask,
+    as a new file would be. The writer must have closed it when the block ends. Then the file's data is
+    fsynced, ``os.replace`` renames it over ``path`` and the directory is fsynced. A reader sees the old file or
+    the new one, whole, at every moment; after a crash (kill -9, power loss) ``path`` is the old or the new file.
+    A temporary file that a killed writer left behind is removed by the next write of the same ``path`` once it
+    is older than :data:`STALE_AFTER_SEC` (younger ones may belong to a writer still at work).
+
+    Args:
+        path: the target file; its directory must exist.
+
+    Yields:
+        The temporary path to write.
+
+    Raises:
+        FileNotFoundError, PermissionError: the directory does not exist or is not writable.
+        IsADirectoryError: ``path`` is a directory (raised by the rename; the temporary file is removed).
+        Whatever the block raises: the temporary file is removed and ``path`` is left as it was.
+    """
+    target = Path(path)
+    directory = target.parent
+    _remove_stale(directory, target.name)
+    temporary = directory / f".{target.name}.{secrets.token_hex(_TOKEN_BYTES)}.tmp"
+    os.close(os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666))
+    try:
+        yield temporary
+        _fsync(temporary, os.O_RDONLY)
+        os.replace(temporary, target)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+    _fsync(directory, os.O_RDONLY | os.O_DIRECTORY)
+
+
+def _remove_stale(directory: Path, name: str) -> None:
+    """Remove the temporary files of ``name`` older than :data:`STALE_AFTER_SEC` (left by a killed writer)."""
+    pattern = re.compile(rf"\.{re.escape(name)}\.[0-9a-f]{{{2 * _TOKEN_BYTES}}}\.tmp")
+    now = time.time()
+    with os.scandir(directory) as entries:
+        for entry in entries:
+            if pattern.fullmatch(entry.name) and entry.is_file(follow_symlinks=False):
+                with contextlib.suppress(FileNotFoundError):  # another writer removed it first
+                    if now - entry.stat(follow_symlinks=False).st_mtime > STALE_AFTER_SEC:
+                        os.unlink(entry.path)
+
+
+def _fsync(path: Path, flags: int) -> None:
+    """Flush the data of a file (or the entries of a directory) to the disk."""
+    descriptor = os.open(path, flags | os.O_CLOEXEC)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+def save_figure(figure: Figure, path: str | os.PathLike[str], **savefig: object) -> Path:
+    """Save a matplotlib figure atomically (see :func:`atomic_path`): never a torn image at ``path``.
+
+    Args:
+        figure: the figure (``matplotlib.figure.Figure``, e.g. from ``plt.subplots()``).
+        path: target file; its suffix names the format (``.png``, ``.svg``, ``.pdf``, ... any format of
+            ``figure.canvas.get_supported_filetypes()``).
+        **savefig: further arguments of ``Figure.savefig`` (``dpi``, ``bbox_inches``, ...); not ``format``.
+
+    Returns:
+        ``path`` as a ``Path``.
+
+    Raises:
+        ValueError: the suffix is missing or not a format matplotlib can write, or ``format`` was given.
+        OSError: the file cannot be written (the target is left as it was).
+    """
+    target = Path(path)
+    kind = target.suffix.removeprefix(".").lower()
+    supported = figure.canvas.get_supported_filetypes()
+    if "format" in savefig:
+        raise ValueError("save_figure takes the format from the file name's suffix; do not pass format=")
+    if kind not in supported:
+        raise ValueError(
+            f"save_figure: cannot tell the image format of {str(target)[:200]!r}: the suffix must be one of "
+            + ", ".join(f".{name}" for name in sorted(supported))
+        )
+    with atomic_path(target) as temporary:
+        figure.savefig(temporary, format=kind, **savefig)
+    return target
+
+
+def save_nexus(
+    data: sc.DataArray | sc.Dataset | sc.DataGroup, path: str | os.PathLike[str], *, entry: str = "entry"
+) -> Path:
+    """Save dense scipp data as a NeXus file, atomically (see :func:`atomic_path`): never a torn file at ``path``.
+
+    Layout (NeXus ``NXdata`` base class; see the module docstring)::
+
+        /                    @default = ENTRY, @creator, @file_name, @file_time (ISO 8601, UTC)
+        /ENTRY  NXentry      @default = the first NXdata
+          NAME  NXdata       @signal = "data", @axes = [one per dimension: the scale's name or "."],
+                             @COORD_indices = the dimensions (indices into data's shape) of each coordinate
+            data             the values, shape and dtype of the array's data, @units
+            errors           standard deviations (sqrt of the variances) when there are variances, @units
+            COORD            each coordinate: length n (points) or n + 1 (bin edges) per dimension, @units;
+                             datetime64 as int64 offsets in its unit from @start (the epoch, ISO 8601);
+                             0-D coordinates (e.g. run_number, start_time) as scalar fields;
+                             coordinate variances as COORD_errors;
+                             HDF5 dimension labels: the dimension names, ``dim_<index>`` for one without
+                             a scale (the name NeXus readers give it)
+          DASlogs NXcollection   0-D coordinates that hold a time-series DataArray (the scipp engine's
+            LOG  NXlog             sample-environment logs): ``time`` (datetime64 as above) and ``value``
+
+    ``NAME`` is the ``DataArray``'s name (``"data"`` when it has none), each item's name for a ``Dataset``, each
+    member's key for a ``DataGroup`` (one ``NXdata`` per member, in order; the first is the default plot).
+    ``scippnexus.load(path)["entry"]["NAME"]`` gives the DataArray back with its coordinates and variances.
+
+    Binned (event) data is refused rather than histogrammed: only the script knows the bin edges that make
+    sense, and ``hist()`` of a whole accumulation in every cycle can be costly. Histogram first, e.g.
+    ``data.hist(event_time_offset=EDGES)`` or ``data.bins.sum()``.
+
+    Args:
+        data: a ``DataArray`` with dense numeric data (float64/32, int64/32, bool) of 1 or more dimensions
+            (e.g. counts (y: 64, x: 64) or (event_time_offset: 200) with bin edges (201,) in µs); or a
+            ``Dataset``/``DataGroup`` of such arrays. Coordinates: float64/32, int64/32, bool, datetime64,
+            string, or 0-D holding a time-series ``DataArray`` (dimension ``time``).
+        path: target file (``.nxs``, ``.h5``, ...); its directory must exist.
+        entry: name of the ``NXentry`` group.
+
+    Returns:
+        ``path`` as a ``Path``.
+
+    Raises:
+        TypeError: binned data, a data dtype that is not numeric, a coordinate that cannot be written (vectors,
+            nested DataGroups such as ``monitors``: drop it with ``data.drop_coords(name)``), masks (NXdata has
+            none: apply them and ``data.drop_masks(list(data.masks))``), or a member that is not a DataArray.
+        ValueError: a 0-D array, an empty Dataset/DataGroup, a name that is not a valid HDF5 name or that
+            clashes (``data``, ``errors``, ``DASlogs``), or two members with different logs of the same name.
+        OSError: the file cannot be written (the target is left as it was).
+    """
+    arrays = _members(data)
+    _check_name(entry, "entry")
+    with atomic_path(path) as temporary, h5py.File(temporary, "w") as nexus:
+        nexus.attrs["default"] = entry
+        nexus.attrs["creator"] = "livereduce.outputs.save_nexus"
+        nexus.attrs["file_name"] = str(Path(path).absolute())
+        nexus.attrs["file_time"] = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+        group = snx.create_class(nexus, entry, "NXentry")
+        group.attrs["default"] = next(iter(arrays))
+        logs: dict[str, sc.DataArray] = {}
+        for name, array in arrays.items():
+            _write_nxdata(group, name, array, logs)
+        if logs:
+            collection = snx.create_class(group, LOGS, "NXcollection")
+            for name, log in logs.items():
+                _write_nxlog(collection, name, log)
+    return Path(path)
+
+
+def _members(data: object) -> dict[str, sc.DataArray]:
+    """The arrays to write, NXdata name -> DataArray, validated (see :func:`save_nexus`)."""
+    if isinstance(data, sc.DataArray):
+        members: Mapping[str, object] = {data.name or SIGNAL: data}
+    elif isinstance(data, sc.Dataset | sc.DataGroup):
+        members = {str(name): data[name] for name in data}
+    else:
+        raise TypeError(f"save_nexus writes a scipp DataArray, Dataset or DataGroup, not {type(data).__name__}")
+    if not members:
+        raise ValueError(f"save_nexus: the {type(data).__name__} is empty: nothing to write")
+    for name, member in members.items():
+        _check_name(name, "member")
+        if name == LOGS:
+            raise ValueError(f"save_nexus: the name {LOGS!r} is reserved for the logs; rename the member")
+        if not isinstance(member, sc.DataArray):
+            raise TypeError(
+                f"save_nexus: member {name!r} is a {type(member).__name__}; each member must be a DataArray "
+                "(nested DataGroups are not written)"
+            )
+    return dict(members)
+
+
+def _check_name(name: str, what: str) -> None:
+    """An HDF5 link name: not empty, no '/', not '.' or '..'."""
+    if not name or "/" in name or name in {".", ".."}:
+        raise ValueError(f"save_nexus: {what} name {name[:200]!r} is not a valid HDF5 name (empty, '/', '.')")
+
+
+def _write_nxdata(parent: h5py.Group, name: str, array: sc.DataArray, logs: dict[str, sc.DataArray]) -> None:
+    """Write one ``NXdata`` group; collect the array's time-series logs into ``logs``."""
+    where = f"save_nexus: {name!r}"
+    if array.bins is not None:
+        raise TypeError(
+            f"{where} holds binned (event) data, which NXdata cannot hold: histogram it first, "
+            "e.g. data.hist(event_time_offset=EDGES) or data.bins.sum()"
+        )
+    if array.dtype not in _NUMERIC:
+        raise TypeError(f"{where}: data of dtype {array.dtype} is not numeric (NXdata signal: NX_NUMBER)")
+    if array.ndim == 0:
+        raise ValueError(f"{where} is 0-D; NXdata needs a signal of rank 1 or more (use a 1-D array)")
+    if array.masks:
+        raise TypeError(
+            f"{where} has masks {sorted(array.masks)[:10]}, which NXdata cannot hold: apply them to the "
+            "values if needed, then drop them: data.drop_masks(list(data.masks))"
+        )
+    axes = [dim if _is_scale(array, dim) else "." for dim in array.dims]
+    labels = {
+        dim: axis if axis != "." else f"dim_{index}"
+        for index, (dim, axis) in enumerate(zip(array.dims, axes, strict=True))
+    }
+    group = snx.create_class(parent, name, "NXdata")
+    group.attrs["signal"] = SIGNAL
+    group.attrs["axes"] = axes
+    if array.variances is None:
+        _label(snx.create_field(group, SIGNAL, array.data), array.dims, labels)
+    else:  # the standard deviations go to "errors", not to scippnexus's "data_errors"
+        _label(snx.create_field(group, SIGNAL, sc.values(array.data)), array.dims, labels)
+        _label(snx.create_field(group, ERRORS, sc.stddevs(array.data)), array.dims, labels)
+    for coord_name, coord in array.coords.items():
+        _check_name(coord_name, f"{name!r}: coordinate")
+        if coord_name in {SIGNAL, ERRORS}:
+            raise ValueError(f"{where}: a coordinate may not be named {coord_name!r} (the NXdata signal/errors)")
+        if coord.ndim == 0 and coord.dtype == sc.DType.DataArray:
+            _collect_log(logs, coord_name, coord.value)
+            continue
+        if coord.dtype not in _FIELD_DTYPES:
+            raise TypeError(
+                f"{where}: coordinate {coord_name!r} of dtype {coord.dtype} cannot be written to NeXus; "
+                f"drop it first: data.drop_coords({coord_name!r})"
+            )
+        _label(snx.create_field(group, coord_name, coord), coord.dims, labels)
+        if coord.ndim:
+            group.attrs[f"{coord_name}_indices"] = np.array([array.dims.index(d) for d in coord.dims], np.int32)
+
+
+def _is_scale(array: sc.DataArray, dim: str) -> bool:
+    """Whether ``dim`` has a dimension scale: a 1-D coordinate of the same name along it (points or edges)."""
+    scale = array.coords.get(dim)
+    return scale is not None and scale.dims == (dim,) and scale.dtype in _FIELD_DTYPES
+
+
+def _label(dataset: h5py.Dataset, dims: tuple[str, ...], labels: dict[str, str]) -> None:
+    """Label the HDF5 dimensions of a field with the NXdata dimension names.
+
+    A dimension with a scale is named after it; one without is ``dim_<index>``, the name NeXus readers give it
+    (scippnexus reads the labels of a field whose ``_indices`` point at a ``"."`` axis).
+    """
+    for index, dim in enumerate(dims):
+        dataset.dims[index].label = labels[dim]
+
+
+def _collect_log(logs: dict[str, sc.DataArray], name: str, log: sc.DataArray) -> None:
+    """Add a time-series log (written once per file, however many members carry it)."""
+    time = log.coords.get(log.dim) if log.ndim == 1 else None
+    if log.bins is not None or log.dtype not in _NUMERIC or time is None or time.dtype not in _FIELD_DTYPES:
+        raise TypeError(
+            f"save_nexus: coordinate {name!r} holds a DataArray that is not a 1-D numeric series with a coordinate "
+            f"along its dimension (a time-series log); drop it first: data.drop_coords({name!r})"
+        )
+    if name in logs and not sc.identical(logs[name], log):
+        raise ValueError(f"save_nexus: two members carry different logs named {name!r}; only one can be written")
+    _check_name(name, "log")
+    logs[name] = log
+
+
+def _write_nxlog(parent: h5py.Group, name: str, log: sc.DataArray) -> None:
+    """Write a time series as ``NXlog``: ``value`` and its time axis ``time`` (NeXus ``NXlog`` base class)."""
+    group = snx.create_class(parent, name, "NXlog")
+    snx.create_field(group, "value", log.data)
+    snx.create_field(group, "time", log.coords[log.dim])

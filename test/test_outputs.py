@@ -1,0 +1,463 @@
+"""livereduce.outputs: NeXus files and figures for processing scripts, written atomically (issue 8, §5).
+
+In-process tests of the layout (read back with h5py, scippnexus and nexusformat, NeXpy's library) and of the
+failure paths, a reader process that holds the HDF5 lock, and the end-to-end test: the real daemon running the
+demo scripts, killed with SIGKILL at random moments of its post_proc writes 30 times while a reader polls the
+outputs.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import h5py
+import matplotlib
+import matplotlib.pyplot as plt
+import nexusformat.nexus as nx
+import numpy as np
+import pytest
+import scipp as sc
+import scippnexus as snx
+from PIL import Image  # Pillow comes with matplotlib
+
+from livereduce import outputs
+from livereduce.outputs import atomic_path, save_figure, save_nexus
+
+matplotlib.use("Agg")
+
+ROOT = Path(__file__).resolve().parents[1]
+DEMO = ROOT / "demo"
+
+
+def tof_spectrum() -> sc.DataArray:
+    """1-D histogram with bin edges (µs) and variances."""
+    return sc.DataArray(
+        sc.array(dims=["event_time_offset"], values=[1.0, 4.0, 9.0], variances=[1.0, 4.0, 9.0], unit="counts"),
+        coords={"event_time_offset": sc.array(dims=["event_time_offset"], values=[0.0, 10.0, 20.0, 30.0], unit="us")},
+    )
+
+
+def temperature_log() -> sc.DataArray:
+    return sc.DataArray(
+        sc.array(dims=["time"], values=[300.0, 301.5], unit="K"),
+        coords={"time": sc.datetimes(dims=["time"], values=["2026-01-01T00:00:00", "2026-01-01T00:00:01"], unit="ns")},
+    )
+
+
+def with_run_metadata(array: sc.DataArray) -> sc.DataArray:
+    """The run metadata the scipp engine attaches: unaligned scalars, one of them a time-series log."""
+    array = array.copy()
+    for name, value in {
+        "run_number": sc.scalar(7, unit=None),
+        "instrument_name": sc.scalar("ADARA_FakeEvent"),
+        "start_time": sc.datetime("2026-01-01T00:00:00", unit="ns"),
+        "temperature": sc.scalar(temperature_log()),
+    }.items():
+        array.coords[name] = value
+        array.coords.set_aligned(name, False)
+    return array
+
+
+def leftovers(directory: Path) -> list[str]:
+    """Temporary files of atomic writes in ``directory``."""
+    return sorted(p.name for p in directory.iterdir() if p.name.startswith(".") and p.name.endswith(".tmp"))
+
+
+# --- save_nexus: the layout ------------------------------------------------------------------------------------
+
+
+def test_1d_histogram_with_errors_as_nxdata(tmp_path: Path) -> None:
+    path = save_nexus(tof_spectrum(), tmp_path / "tof.nxs")
+
+    with h5py.File(path, "r") as f:
+        assert f.attrs["default"] == "entry"
+        assert f["entry"].attrs["NX_class"] == "NXentry"
+        assert f["entry"].attrs["default"] == "data"
+        group = f["entry/data"]
+        assert group.attrs["NX_class"] == "NXdata"
+        assert group.attrs["signal"] == "data"
+        assert list(group.attrs["axes"]) == ["event_time_offset"]
+        assert list(np.atleast_1d(group.attrs["event_time_offset_indices"])) == [0]
+        assert group["data"][()].tolist() == [1.0, 4.0, 9.0]
+        assert group["errors"][()].tolist() == [1.0, 2.0, 3.0]  # standard deviations
+        assert group["event_time_offset"].shape == (4,)  # bin edges: n + 1
+        for field, unit in (("data", "counts"), ("errors", "counts"), ("event_time_offset", "µs")):
+            assert isinstance(group[field].attrs["units"], str)  # a string, not bytes or an array
+            assert group[field].attrs["units"] == unit
+
+    loaded = snx.load(path)["entry"]["data"]
+    assert sc.identical(loaded.data, tof_spectrum().data)
+    assert sc.identical(loaded.coords["event_time_offset"], tof_spectrum().coords["event_time_offset"])
+
+
+def test_2d_with_point_coordinates_datetimes_and_metadata(tmp_path: Path) -> None:
+    times = sc.datetimes(dims=["time"], values=["2026-01-01T00:00:00", "2026-01-01T00:00:05"], unit="ns")
+    image = sc.DataArray(
+        sc.array(dims=["time", "x"], values=np.arange(6, dtype="int64").reshape(2, 3), unit="counts"),
+        coords={"time": times, "x": sc.array(dims=["x"], values=[0.5, 1.5, 2.5], unit="mm")},
+    )
+    path = save_nexus(with_run_metadata(image), tmp_path / "image.h5")
+
+    with h5py.File(path, "r") as f:
+        group = f["entry/data"]
+        assert list(group.attrs["axes"]) == ["time", "x"]
+        assert group["data"].dtype == np.int64
+        assert group["data"].shape == (2, 3)
+        assert group["time"].attrs["units"] == "ns"
+        assert group["time"].attrs["start"].startswith("1970-01-01T00:00:00")
+        assert group["x"].attrs["units"] == "mm"
+        log = f["entry/DASlogs/temperature"]
+        assert f["entry/DASlogs"].attrs["NX_class"] == "NXcollection"
+        assert log.attrs["NX_class"] == "NXlog"
+        assert log["value"].attrs["units"] == "K"
+
+    entry = snx.load(path)["entry"]
+    loaded = entry["data"]
+    assert sc.identical(loaded.data, image.data)
+    assert sc.identical(loaded.coords["time"], times)
+    assert sc.identical(loaded.coords["x"], image.coords["x"])
+    assert loaded.coords["run_number"].value == 7
+    assert loaded.coords["instrument_name"].value == "ADARA_FakeEvent"
+    assert loaded.coords["start_time"].value == np.datetime64("2026-01-01T00:00:00", "ns")
+    assert sc.identical(entry["DASlogs"]["temperature"].data, temperature_log().data)
+    assert sc.identical(entry["DASlogs"]["temperature"].coords["time"], temperature_log().coords["time"])
+
+
+def test_dimension_without_coordinate_is_a_dot_axis(tmp_path: Path) -> None:
+    """The demo's pixel image: (y, x) without scales, pixel ids as a 2-D bin-edge coordinate."""
+    ids = sc.arange("event_id", 0, 7, unit=None, dtype="int32")
+    pixels = sc.DataArray(sc.ones(sizes={"event_id": 6}, dtype="float32", unit="counts"), coords={"event_id": ids})
+    pixels = pixels.fold("event_id", sizes={"y": 2, "x": 3})
+    path = save_nexus(pixels, tmp_path / "pixels.nxs")
+
+    with h5py.File(path, "r") as f:
+        group = f["entry/data"]
+        assert list(group.attrs["axes"]) == [".", "."]
+        assert list(group.attrs["event_id_indices"]) == [0, 1]
+        assert group["event_id"].shape == (2, 4)
+    loaded = snx.load(path)["entry"]["data"]  # scippnexus names a dimension without a scale dim_<index>
+    assert loaded.dims == ("dim_0", "dim_1")
+    assert loaded.values.tolist() == pixels.values.tolist()
+    assert loaded.coords["event_id"].values.tolist() == pixels.coords["event_id"].values.tolist()
+
+
+def test_datagroup_gives_one_nxdata_per_member_and_nexpy_reads_it(tmp_path: Path) -> None:
+    image = with_run_metadata(sc.DataArray(sc.ones(dims=["y", "x"], shape=[2, 3], unit="counts")))
+    group = sc.DataGroup({"pixels": image, "tof": with_run_metadata(tof_spectrum())})
+    path = save_nexus(group, tmp_path / "demo.h5")
+
+    root = nx.nxload(str(path))
+    assert root.plottable_data.nxpath == "/entry/pixels"  # the default plot, found through @default
+    tof = root["entry/tof"]
+    assert tof.nxclass == "NXdata"
+    assert tof.nxsignal.nxname == "data"
+    assert [axis.nxname for axis in tof.nxaxes] == ["event_time_offset"]
+    assert tof.nxerrors.nxdata.tolist() == [1.0, 2.0, 3.0]
+    assert str(tof.nxsignal.attrs["units"]) == "counts"
+    assert root["entry/pixels"].nxsignal.shape == (2, 3)
+    with h5py.File(path, "r") as f:
+        assert list(f["entry/DASlogs"]) == ["temperature"]  # the log both members carry, written once
+
+    dataset = sc.Dataset({"a": tof_spectrum().data, "b": tof_spectrum().data * 2}, coords=tof_spectrum().coords)
+    with h5py.File(save_nexus(dataset, tmp_path / "dataset.nxs"), "r") as f:
+        assert sorted(f["entry"]) == ["a", "b"]
+        assert f["entry/b/data"][()].tolist() == [2.0, 8.0, 18.0]
+
+
+def test_file_mode_follows_the_umask(tmp_path: Path) -> None:
+    previous = os.umask(0o027)
+    try:
+        path = save_nexus(tof_spectrum(), tmp_path / "mode.nxs")
+    finally:
+        os.umask(previous)
+    assert path.stat().st_mode & 0o777 == 0o640  # 0o666 less the umask, as for a new file; not mkstemp's 0o600
+
+
+# --- save_nexus: refusals leave nothing behind ---------------------------------------------------------------
+
+BINNED = sc.data.table_xyz(10).bin(x=2)
+MASKED = tof_spectrum().assign_masks(bad=sc.array(dims=["event_time_offset"], values=[False, True, False]))
+VECTORS = tof_spectrum().assign_coords(position=sc.vectors(dims=["event_time_offset"], values=np.zeros((3, 3))))
+MONITORS = tof_spectrum().assign_coords(monitors=sc.scalar(sc.DataGroup({"monitor1": tof_spectrum()})))
+
+
+@pytest.mark.parametrize(
+    ("data", "error", "message"),
+    [
+        (BINNED, TypeError, "binned .* histogram it first"),
+        (MASKED, TypeError, r"masks \['bad'\].*drop_masks"),
+        (VECTORS, TypeError, r"coordinate 'position' of dtype vector3 .*drop_coords\('position'\)"),
+        (MONITORS, TypeError, r"coordinate 'monitors' .*drop_coords\('monitors'\)"),
+        (sc.DataArray(sc.array(dims=["x"], values=["a", "b"])), TypeError, "not numeric"),
+        (sc.DataArray(sc.scalar(1.0)), ValueError, "0-D"),
+        (sc.DataGroup({"a/b": tof_spectrum()}), ValueError, "not a valid HDF5 name"),
+        (sc.DataGroup({"DASlogs": tof_spectrum()}), ValueError, "reserved"),
+        (sc.DataGroup({"nested": sc.DataGroup({"tof": tof_spectrum()})}), TypeError, "must be a DataArray"),
+        (sc.DataGroup(), ValueError, "empty"),
+        (tof_spectrum().data, TypeError, "not Variable"),
+        (tof_spectrum().assign_coords(errors=sc.scalar(1.0)), ValueError, "may not be named 'errors'"),
+    ],
+)
+def test_refused_data_leaves_the_target_and_no_temporary_file(
+    tmp_path: Path, data: object, error: type[Exception], message: str
+) -> None:
+    target = tmp_path / "out.nxs"
+    save_nexus(tof_spectrum(), target)
+    before = target.read_bytes()
+    with pytest.raises(error, match=message):
+        save_nexus(data, target)  # type: ignore[arg-type]
+    assert target.read_bytes() == before
+    assert leftovers(tmp_path) == []
+
+
+def test_failure_in_the_middle_of_a_write_leaves_the_old_file(tmp_path: Path) -> None:
+    """The first member is written into the temporary file before the second one fails."""
+    target = tmp_path / "out.nxs"
+    save_nexus(tof_spectrum(), target)
+    before = target.read_bytes()
+    with pytest.raises(TypeError, match="'events' holds binned"):
+        save_nexus(sc.DataGroup({"tof": tof_spectrum() * 2, "events": BINNED}), target)
+    assert target.read_bytes() == before
+    assert leftovers(tmp_path) == []
+    with pytest.raises(TypeError, match="binned"):  # and with no file there before: none after
+        save_nexus(sc.DataGroup({"tof": tof_spectrum(), "events": BINNED}), tmp_path / "new.nxs")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.nxs"]
+
+
+# --- atomic_path -------------------------------------------------------------------------------------------------
+
+
+def test_atomic_path_fsyncs_the_file_before_the_rename_and_the_directory_after(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    events: list[str] = []
+    fsync, replace = os.fsync, os.replace
+
+    def record_fsync(descriptor: int) -> None:
+        events.append("fsync " + os.readlink(f"/proc/self/fd/{descriptor}"))
+        fsync(descriptor)
+
+    def record_replace(source: Path, destination: Path) -> None:
+        events.append(f"replace {Path(source).name} -> {Path(destination).name}")
+        replace(source, destination)
+
+    monkeypatch.setattr(os, "fsync", record_fsync)
+    monkeypatch.setattr(os, "replace", record_replace)
+    with atomic_path(tmp_path / "a.txt") as temporary:
+        temporary.write_text("content")
+    assert re.fullmatch(r"\.a\.txt\.[0-9a-f]{12}\.tmp", temporary.name)
+    assert events == [
+        f"fsync {temporary}",
+        f"replace {temporary.name} -> a.txt",
+        f"fsync {tmp_path}",
+    ]
+    assert (tmp_path / "a.txt").read_text() == "content"
+
+
+def test_atomic_path_errors_remove_the_temporary_file(tmp_path: Path) -> None:
+    def write_half_then_fail(path: Path) -> None:
+        with atomic_path(path) as temporary:
+            temporary.write_text("half")
+            raise RuntimeError("writer failed")
+
+    (tmp_path / "a.txt").write_text("old")
+    with pytest.raises(RuntimeError, match="writer failed"):
+        write_half_then_fail(tmp_path / "a.txt")
+    assert (tmp_path / "a.txt").read_text() == "old"
+    (tmp_path / "dir").mkdir()
+    with pytest.raises(IsADirectoryError), atomic_path(tmp_path / "dir") as temporary:
+        temporary.write_text("x")
+    with pytest.raises(FileNotFoundError), atomic_path(tmp_path / "missing" / "a.txt"):
+        pass
+    assert leftovers(tmp_path) == []
+
+
+def test_stale_temporary_files_of_a_killed_writer_are_removed(tmp_path: Path) -> None:
+    old = tmp_path / ".a.txt.0123456789ab.tmp"  # as a writer killed with SIGKILL leaves it
+    young = tmp_path / ".a.txt.ba9876543210.tmp"  # perhaps a writer still at work
+    other = tmp_path / ".a.txt.x.0123456789ab.tmp"  # another target's
+    for path in (old, young, other):
+        path.write_text("half")
+    long_ago = time.time() - outputs.STALE_AFTER_SEC - 10
+    os.utime(old, (long_ago, long_ago))
+    os.utime(other, (long_ago, long_ago))
+    with atomic_path(tmp_path / "a.txt") as temporary:
+        temporary.write_text("new")
+    assert leftovers(tmp_path) == sorted([other.name, young.name])
+
+
+# --- save_figure -------------------------------------------------------------------------------------------------
+
+
+def test_save_figure_takes_the_format_from_the_suffix(tmp_path: Path) -> None:
+    figure, axes = plt.subplots(figsize=(4, 3))
+    axes.plot([0, 1], [0, 1])
+    try:
+        png = save_figure(figure, tmp_path / "plot.png", dpi=50)
+        svg = save_figure(figure, tmp_path / "plot.SVG")
+        with pytest.raises(ValueError, match=r"cannot tell the image format .*\.png"):
+            save_figure(figure, tmp_path / "plot.h5")
+        with pytest.raises(ValueError, match="do not pass format="):
+            save_figure(figure, tmp_path / "plot.pdf", format="png")
+    finally:
+        plt.close(figure)
+    with Image.open(png) as image:
+        image.load()
+        assert image.size == (200, 150)
+    assert svg.read_text().lstrip().startswith("<?xml")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["plot.SVG", "plot.png"]
+
+
+# --- a reader that holds the HDF5 lock ---------------------------------------------------------------------------
+
+READER = textwrap.dedent(
+    """
+    import sys, h5py
+    files = [h5py.File(name, "r") for name in sys.argv[1:]]  # HDF5 takes a shared lock on each
+    print("holding", flush=True)
+    sys.stdin.readline()
+    print(float(files[0]["entry/data/data"][()].sum()), flush=True)  # the file it opened, read after the save
+    """
+)
+
+
+def test_a_reader_holding_the_lock_neither_blocks_nor_sees_a_torn_file(tmp_path: Path) -> None:
+    saved, in_place = tmp_path / "saved.nxs", tmp_path / "in_place.nxs"
+    save_nexus(tof_spectrum(), saved)
+    save_nexus(tof_spectrum(), in_place)
+    reader = subprocess.Popen(
+        [sys.executable, "-c", READER, str(saved), str(in_place)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert reader.stdout is not None
+        assert reader.stdout.readline() == "holding\n"
+        # Control: writing in place, as scipp.io.save_hdf5 and h5py.File(path, "w") do, fails on the lock and
+        # has already truncated the file under the reader.
+        with pytest.raises(OSError, match="unable to lock file"), h5py.File(in_place, "w"):
+            pass
+        assert in_place.stat().st_size == 0
+        # save_nexus replaces the file by a rename: the lock is on the old file, which the reader keeps.
+        save_nexus(tof_spectrum() * 10, saved)
+        stdout, _ = reader.communicate("\n", timeout=30)
+    finally:
+        if reader.poll() is None:
+            reader.kill()
+            reader.communicate()
+    assert float(stdout) == 14.0  # the old content, whole
+    with h5py.File(saved, "r") as f:
+        assert f["entry/data/data"][()].tolist() == [10.0, 40.0, 90.0]
+
+
+# --- the demo's post_proc killed with SIGKILL while a reader polls its outputs ----------------------------------
+
+KILLS = 30
+OUTPUT_STEM = "ADARA_FakeEvent_1_live"
+
+
+def check_output(path: Path) -> str | None:
+    """Why the output at ``path`` is torn (it opens, with the demo's full content), or None if it is whole."""
+    try:
+        if path.suffix == ".h5":
+            with h5py.File(path, "r") as f:
+                if f["entry/pixels/data"][()].shape != (64, 64) or f["entry/tof/data"][()].shape != (200,):
+                    return "wrong shape"
+                if f["entry/tof/event_time_offset"].attrs["units"] != "µs":
+                    return "no units"
+        else:
+            with Image.open(path) as image:
+                image.load()
+                if image.size != (880, 360):  # figsize (11, 4.5) at dpi 80
+                    return f"size {image.size}"
+    except FileNotFoundError:
+        return None  # replaced between the listing and the open: the reader opens the next one
+    except Exception as error:  # noqa: BLE001 - any failure to read the file is what is counted
+        return f"{type(error).__name__}: {error}"
+    return None
+
+
+class OutputReader(threading.Thread):
+    """Polls the demo's two outputs, opening and checking each file that exists."""
+
+    def __init__(self, directory: Path) -> None:
+        super().__init__(daemon=True)
+        self.paths = [directory / f"{OUTPUT_STEM}{suffix}" for suffix in (".h5", ".png")]
+        self.reads = 0
+        self.torn: list[str] = []
+        self.finished = threading.Event()
+
+    def run(self) -> None:
+        while not self.finished.wait(0.005):  # pacing of the polling loop only: it waits for nothing
+            for path in self.paths:
+                if path.exists():
+                    self.reads += 1
+                    if (problem := check_output(path)) is not None:
+                        self.torn.append(f"{path.name}: {problem}")
+
+
+def poll_until(condition: Callable[[], bool], timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.002)
+
+
+def test_sigkill_during_post_proc_writes_never_leaves_a_torn_file(
+    tmp_path: Path, daemon: Callable[..., object]
+) -> None:
+    """The issue's test: 30 kills at random moments of the demo's writes, a reader polling all the while.
+
+    Each daemon is killed at a random moment after one of its saves has created its temporary file: in turn the
+    PNG's (0-300 ms later: while matplotlib renders and writes it, about 100 ms, during the NeXus write, or after
+    both) and the NeXus file's (0-20 ms later, its write takes 10-20 ms). A kill inside a save leaves that
+    save's temporary file behind, which counts the kills that hit a write.
+    """
+    scripts = {role: (DEMO / f"reduce_ADARA_FakeEvent_live_{role}.py").read_text() for role in ("proc", "post_proc")}
+    config = {"update_every": 0.05, "event_rate": 50000, "end_run_every": 3600, "log_file": "livereduce.log"}
+    out = tmp_path / "out"
+    out.mkdir()
+    reader = OutputReader(out)
+    reader.start()
+    rng = random.Random(8)
+    try:
+        for kill in range(KILLS):
+            suffix, window = ((".png", 0.3), (".h5", 0.02))[kill % 2]
+            before = set(leftovers(out))
+            process = daemon(config, scripts=scripts, instrument="ADARA_FakeEvent")
+            if kill == 0:  # both outputs exist before the first kill
+                process.wait_for_log(lambda log: "Wrote " in log)
+
+            def save_begun(suffix: str = suffix, before: set[str] = before) -> bool:
+                return any(name.startswith(f".{OUTPUT_STEM}{suffix}.") for name in set(leftovers(out)) - before)
+
+            poll_until(save_begun)
+            time.sleep(rng.uniform(0.0, window))  # the random moment of the kill
+            process.kill()  # SIGKILL
+            for path in reader.paths:
+                assert check_output(path) is None, f"torn after kill -9: {path}"
+    finally:
+        reader.finished.set()
+        reader.join(timeout=10)
+    hit_mid_write = {suffix: sum(f"{suffix}." in name for name in leftovers(out)) for suffix in (".png", ".h5")}
+    log = process.log()
+    assert reader.torn == [], f"{len(reader.torn)} torn of {reader.reads} reads: {reader.torn[:5]}"
+    assert reader.reads > 100, "the reader did not poll the outputs"
+    assert min(hit_mid_write.values()) >= 1, f"kills inside a write: {hit_mid_write}: the test showed little"
+    assert all(check_output(path) is None for path in reader.paths)
+    assert " - ERROR - " not in log  # no failed post_proc (e.g. "unable to lock file" under the reader)
+    # The reader's check finds a torn file when there is one: half of each output, as a kill in place leaves it.
+    for path in reader.paths:
+        torn = tmp_path / f"torn{path.suffix}"
+        torn.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+        assert check_output(torn) is not None
