@@ -36,7 +36,7 @@ from test_fuzz_nexus import Case, nexus_cases, replay_in_daemon, replay_in_proce
 
 def _first_words(message: str) -> str:
     """The problem of a SourceError without the file name and values (to group them)."""
-    problem = message.split("': ", 1)[-1] if message.startswith("'") else message
+    problem = message.split("'", 2)[-1].lstrip(": ") if message.startswith("'") else message
     return " ".join(problem.split()[:6])
 
 
