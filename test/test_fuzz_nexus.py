@@ -13,6 +13,7 @@ runs 10,000 cases with the same strategy and prints the counts.
 
 from __future__ import annotations
 
+import json
 import subprocess
 import warnings
 from collections import Counter
@@ -324,17 +325,18 @@ def replay_in_daemon(workdir: Path, case: Case, timeout: float = 60) -> Outcome:
         "run_transition": "Stop",
     }
     config_path = workdir / "livereduce.conf"
-    config_path.write_text(__import__("json").dumps(config))
+    config_path.write_text(json.dumps(config))
     daemon = Daemon(workdir, config_path)
     try:
-        stdout, _ = daemon.process.communicate(timeout=timeout)
+        daemon.process.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
         daemon.kill()
         return Outcome("other", f"no exit within {timeout} s (a hang)")
-    log = daemon.log()
+    run = daemon.finish()
+    stdout, log = run.stdout, run.log
     if "Traceback" in stdout or "Traceback" in log:
         return Outcome("other", f"a traceback:\n{stdout[-3000:]}")
-    code = daemon.process.returncode
+    code = run.returncode
     if code == 0:
         return Outcome("clean")
     last = stdout.strip().splitlines()[-1] if stdout.strip() else ""
