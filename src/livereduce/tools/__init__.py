@@ -1,0 +1,1 @@
+"""Command-line tools installed with livereduce that are not the daemon (fake data sources for testing)."""
