@@ -616,7 +616,9 @@ def decode_client_hello(header: Header, payload: Buffer) -> tuple[int, int | Non
     return HELLO_V0.unpack_from(payload)[0], None
 
 
-def event_arrays(pairs: Buffer, offsets: list[tuple[int, int, int]] | None = None) -> tuple[np.ndarray, np.ndarray]:
+def event_arrays(
+    pairs: Buffer, offsets: list[tuple[int, int, int]] | None = None, out: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Decode contiguous banked events, vectorised: (pixel id, TOF).
 
     Args:
@@ -624,20 +626,24 @@ def event_arrays(pairs: Buffer, offsets: list[tuple[int, int, int]] | None = Non
             regular bank sections of BANKED_EVENT packets.
         offsets: ``(first event, event count, TOF offset in 100 ns)`` for the runs of events whose source
             section has COR clear and a non-zero offset [NP 5.1]; None or empty when there are none.
+        out: float32 array of shape (n,) to write the TOFs into (e.g. a scipp variable's values), or None.
 
     Returns:
         ``(pixel, tof_us)``: pixel ids as a uint32 view of ``pairs`` (no copy, shape (n,), stride 8 bytes) and
-        the TOFs in µs as a new float32 array, ``(tof + offset) / 10``.
+        the TOFs in µs as float32 (``out``, or a new array), ``(tof + offset) / 10``.
 
     Raises:
-        ValueError: ``pairs`` is not a multiple of 8 bytes, or a run of ``offsets`` reaches beyond the events.
+        ValueError: ``pairs`` is not a multiple of 8 bytes, ``out`` has the wrong shape or dtype, or a run of
+            ``offsets`` reaches beyond the events.
     """
     words = np.frombuffer(pairs, "<u4")
     if words.size % 2:
         raise ValueError(f"event data of {words.size * 4} bytes is not a whole number of 8-byte events")
     words = words.reshape(-1, 2)
     n = words.shape[0]
-    tof = np.empty(n, np.float32)
+    if out is not None and (out.shape != (n,) or out.dtype != np.float32):
+        raise ValueError(f"out must be float32 of shape ({n},), got {out.dtype} {out.shape}")
+    tof = np.empty(n, np.float32) if out is None else out
     if offsets:
         runs = np.asarray(offsets, dtype=np.int64).reshape(-1, 3)
         if runs.size and (runs[:, 0].min() < 0 or (runs[:, 0] + runs[:, 1]).max() > n):

@@ -1,0 +1,548 @@
+"""The client side of an ADARA conversation, as Mantid's ``SNSLiveEventDataListener`` reads it: what to ask for,
+which packets count, and how they become runs and chunks of data. No sockets and no threads here: the
+listener feeds frames in (:meth:`ClientState.handle`) and takes the data out (:meth:`ClientState.take`).
+
+Semantics (Mantid's, see ``docs/architecture.md``; protocol citations in :mod:`.packets`):
+
+* **Start** [NP 5.12; Mantid]: ``from_start_of_run`` asks for 1 and ignores everything until a RUN_STATUS
+  NEW_RUN (sample-environment values seen meanwhile are kept and apply from then on); ``now`` asks for 0; a
+  time asks for it in EPICS seconds and drops event packets stamped before it (the SMS rounds back).
+* **Runs** come only from RUN_STATUS NEW_RUN and END_RUN [NP 5 intro]: END_RUN seals the data so far as
+  ``END_RUN``; NEW_RUN seals it as ``BEGIN_RUN`` when pulses arrived since the previous transition (data
+  between runs, or a run whose end was missed), else it just starts the run. RUN_EOF/RUN_BOF, STATE and the
+  prologue repeated in every chunk file change nothing.
+* **Pause** [NP 5.14; Mantid]: between pause and resume annotations, banked events are dropped (counted as
+  ``paused``) unless ``keep_paused_events``.
+* **Reconnects** (:meth:`ClientState.connected`): with ``from_start_of_run`` the SMS replays the run, so the
+  data of the broken connection not yet taken is discarded and the data from the next NEW_RUN on is marked
+  ``data_reset``; if that NEW_RUN is of another run than the one interrupted, an empty ``END_RUN`` of the
+  interrupted run comes first. With ``now`` or a time, the client asks for the time of the last pulse it
+  received and drops pulses up to it, so nothing is lost or doubled that the SMS still has.
+* **Geometry**: detector ids of the GEOMETRY's IDF; a new geometry takes effect at the next run boundary (the
+  pixel range of an accumulation never changes under it).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from array import array
+from collections import Counter, deque
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import Enum
+from typing import Literal
+
+import numpy as np
+
+from livereduce.protocols.adara import decode, encode
+from livereduce.protocols.adara.decode import Frame, PacketError
+from livereduce.protocols.adara.geometry import DetectorIds, GeometryError, detector_ids
+from livereduce.protocols.adara.packets import (
+    CHARGE_UNIT_PC,
+    EPICS_EPOCH_OFFSET_S,
+    ERROR_BANK,
+    HANDLED_VERSIONS,
+    HELLO_START_NOW,
+    HELLO_START_OF_RUN,
+    KNOWN_TYPES,
+    NS_PER_S,
+    UNMAPPED_BANK,
+    AnnotationType,
+    ClientFlags,
+    PacketType,
+    RunStatusCode,
+)
+
+Start = Literal["from_start_of_run", "now"] | datetime
+LogValue = int | float | str | np.ndarray
+
+SPECIAL_BANK_REASONS = {
+    UNMAPPED_BANK: "unmapped pixel (bank 0xFFFFFFFF)",
+    ERROR_BANK: "pixel error (bank 0xFFFFFFFE)",
+}
+"""Reasons under which events of the special banks are dropped (Mantid skips them) [NP 5.1]."""
+PAUSED = "paused"
+_PULSE_BYTES = 40  # bookkeeping per pulse in a segment: time, charge, flags, veto, event count
+_LOG_ENTRY_BYTES = 64
+_INTEGER_TYPES = ("integer", "unsigned", "boolean", "enum")
+
+
+class Transition(Enum):
+    """How a sealed segment ends: a run ended (END_RUN), or a new run began after it (NEW_RUN)."""
+
+    END_RUN = "EndRun"
+    BEGIN_RUN = "BeginRun"
+
+
+@dataclass
+class Segment:
+    """Data received between two run transitions or two :meth:`ClientState.take` calls.
+
+    Attributes:
+        run_number: run of the data (0: between runs).
+        run_start_ns: start of the run, Unix ns, or None.
+        id_range: pixel range in force (first, last), or None before any GEOMETRY.
+        events: the regular banks' events, 8 bytes each (u32 TOF in 100 ns, u32 pixel id) [NP 5.1].
+        offsets: (first event, count, TOF offset in 100 ns) for events whose source section has COR clear.
+        pulse_ns: pulse times (Unix ns), one per BANKED_EVENT packet.
+        charge_pc: pulse charge in pC (the packet's 10 pC units x 10) [NP 5.1].
+        flags: pulse flags; veto: veto flags (v1) [NP 5.2].
+        pulse_events: events kept per pulse.
+        monitors: monitor id -> (pulse times Unix ns, TOFs µs), one array pair per packet.
+        logs: log name -> new (Unix ns, value) entries, in arrival order.
+        initial_logs: log name -> the latest (Unix ns, value) when the segment began (the value in force).
+        properties: run properties with Mantid's names (``run_title``, ``experiment_identifier``, ``run_start``,
+            ``run_end`` as Unix ns).
+        dropped: events dropped at this boundary, by reason.
+        transition: how the segment was sealed, None while open.
+        data_reset: the SMS replays the run after a reconnect: the accumulation must restart with this data.
+    """
+
+    run_number: int = 0
+    run_start_ns: int | None = None
+    id_range: tuple[int, int] | None = None
+    events: bytearray = field(default_factory=bytearray)
+    offsets: list[tuple[int, int, int]] = field(default_factory=list)
+    pulse_ns: array = field(default_factory=lambda: array("q"))
+    charge_pc: array = field(default_factory=lambda: array("d"))
+    flags: array = field(default_factory=lambda: array("q"))
+    veto: array = field(default_factory=lambda: array("q"))
+    pulse_events: array = field(default_factory=lambda: array("q"))
+    monitors: dict[int, list[tuple[np.ndarray, np.ndarray]]] = field(default_factory=dict)
+    logs: dict[str, list[tuple[int, LogValue]]] = field(default_factory=dict)
+    initial_logs: dict[str, tuple[int, LogValue]] = field(default_factory=dict)
+    properties: dict[str, str | int] = field(default_factory=dict)
+    dropped: Counter[str] = field(default_factory=Counter)
+    transition: Transition | None = None
+    data_reset: bool = False
+    nbytes: int = 0
+
+    @property
+    def pulses(self) -> int:
+        return len(self.pulse_ns)
+
+    @property
+    def event_count(self) -> int:
+        return len(self.events) // 8
+
+
+@dataclass(frozen=True)
+class Variable:
+    """A process variable of a device: its log name, type and units (from DEVICE_DESC) [NP 6.2]."""
+
+    name: str
+    pv_type: str
+    units: str
+
+
+class ClientState:
+    """The conversation state of one live client across connections.
+
+    Args:
+        start: ``"from_start_of_run"``, ``"now"`` or a time (timezone-aware or UTC).
+        keep_paused_events: keep banked events between pause and resume annotations (Mantid's
+            ``keeppausedevents``); the hello then asks the SMS for paused data (v1, SEND_PAUSE_DATA).
+
+    Attributes:
+        counters: cumulative counts: ``packets``, ``pulses``, ``events`` (kept), ``events_filtered``
+            (before the start or the run), ``events_dropped``, ``heartbeats``, ``skipped <reason>`` per skipped
+            packet.
+        geometry: detector ids of the latest GEOMETRY, or None.
+        instrument: the BEAMLINE_INFO long name ("" before one arrived).
+    """
+
+    def __init__(self, start: Start, *, keep_paused_events: bool = False) -> None:
+        self.start = start
+        self.keep_paused_events = keep_paused_events
+        self.counters: Counter[str] = Counter()
+        self.geometry: DetectorIds | None = None
+        self.instrument = ""
+        self._geometry_hash = b""
+        self._start_ns = _unix_ns(start) if isinstance(start, datetime) else None
+        self._after_ns = self._start_ns or 0
+        self._waiting_for_run = start == "from_start_of_run"
+        self._connections = 0
+        self._run_number = 0
+        self._run_start_ns: int | None = None
+        self._paused = False
+        self._scan_index = 0
+        self._range: tuple[int, int] | None = None
+        self._devices: dict[int, dict[int, Variable]] = {}
+        self._last_log: dict[str, tuple[int, LogValue]] = {}
+        self._units: dict[str, str] = {}
+        self._run_info: decode.RunInfo | None = None
+        self._last_pulse_ns: int | None = None
+        self._pulses_since_transition = 0
+        self._reset_pending = False
+        self._interrupted_run = 0
+        self._sealed: deque[Segment] = deque()
+        self._current = Segment()
+        self._handlers = {
+            PacketType.BANKED_EVENT: self._banked_event,
+            PacketType.BEAM_MONITOR_EVENT: self._beam_monitor,
+            PacketType.RUN_STATUS: self._run_status,
+            PacketType.RUN_INFO: self._run_info_packet,
+            PacketType.GEOMETRY: self._geometry,
+            PacketType.BEAMLINE_INFO: self._beamline_info,
+            PacketType.DEVICE_DESC: self._device,
+            PacketType.VAR_VALUE_U32: self._variable,
+            PacketType.VAR_VALUE_DOUBLE: self._variable,
+            PacketType.VAR_VALUE_STRING: self._variable,
+            PacketType.VAR_VALUE_U32_ARRAY: self._variable,
+            PacketType.VAR_VALUE_DOUBLE_ARRAY: self._variable,
+            PacketType.STREAM_ANNOTATION: self._annotation,
+            PacketType.HEARTBEAT: self._heartbeat,
+            PacketType.SYNC: self._sync,
+        }
+
+    # --- the connection ----------------------------------------------------------------------------------------
+    def hello(self, now_ns: int) -> bytes:
+        """The CLIENT_HELLO for a new connection [NP 5.12, 5.13]: v0 as Mantid sends it, v1 with
+        SEND_PAUSE_DATA when paused events are kept."""
+        flags = ClientFlags.SEND_PAUSE_DATA if self.keep_paused_events else None
+        return encode.client_hello(self.requested_start(), now_ns, flags)
+
+    def requested_start(self) -> int:
+        """The hello's start: 1 (start of run), 0 (now), or EPICS seconds of the start time or of the last
+        pulse received, whichever is later."""
+        if self.start == "from_start_of_run":
+            return HELLO_START_OF_RUN
+        resume = self._last_pulse_ns if self._last_pulse_ns is not None else self._start_ns
+        if resume is None:
+            return HELLO_START_NOW
+        return max(2, resume // NS_PER_S - EPICS_EPOCH_OFFSET_S)
+
+    def connected(self) -> None:
+        """A new connection is up (its hello sent): expect the prologue again; see the module description."""
+        self._connections += 1
+        if self._connections == 1:
+            return
+        if self.start == "from_start_of_run":
+            current = self._current
+            if self._run_number and (self._pulses_since_transition or current.pulses):
+                self._interrupted_run = self._run_number
+            self.counters["events_discarded_for_replay"] += current.event_count
+            self._current = self._new_segment()
+            self._current.initial_logs = current.initial_logs
+            self._current.logs = current.logs
+            self._waiting_for_run = True
+            self._reset_pending = True
+            self._pulses_since_transition = 0
+        elif self._last_pulse_ns is not None:
+            self._after_ns = max(self._after_ns, self._last_pulse_ns + 1)
+
+    @property
+    def waiting_for_run(self) -> bool:
+        """True while ``from_start_of_run`` ignores everything until a NEW_RUN."""
+        return self._waiting_for_run
+
+    @property
+    def id_range(self) -> tuple[int, int] | None:
+        """The pixel range in force (first, last), None before the first GEOMETRY with detector ids."""
+        return self._range
+
+    @property
+    def pending_bytes(self) -> int:
+        """Memory held by data not yet taken (events, pulses, monitors, logs)."""
+        return self._current.nbytes + sum(segment.nbytes for segment in self._sealed)
+
+    # --- handing over -----------------------------------------------------------------------------------------
+    def take(self) -> Segment:
+        """The oldest sealed segment if any (one run transition per call), else everything since the last call."""
+        if self._sealed:
+            return self._sealed.popleft()
+        taken = self._current
+        self._current = self._new_segment()
+        return taken
+
+    def _new_segment(self) -> Segment:
+        return Segment(self._run_number, self._run_start_ns, self._range, initial_logs=dict(self._last_log))
+
+    def _seal(self, transition: Transition) -> None:
+        self._current.transition = transition
+        self._sealed.append(self._current)
+        self._pulses_since_transition = 0
+
+    # --- packets ----------------------------------------------------------------------------------------------
+    def handle(self, frame: Frame) -> None:
+        """Apply one packet. Never raises for any content: a packet that cannot be used is counted under
+        ``skipped <reason>`` and ignored whole."""
+        header = frame.header
+        self.counters["packets"] += 1
+        kind = header.packet_type
+        handler = self._handlers.get(kind)
+        if handler is None:
+            self._skip("not used" if kind in KNOWN_TYPES else "unknown type")
+            return
+        if header.version > HANDLED_VERSIONS[PacketType(kind)]:
+            self._skip("unknown version")
+            return
+        try:
+            handler(frame)
+        except PacketError as err:
+            self._skip(err.reason)
+
+    def _heartbeat(self, _: Frame) -> None:
+        """HEARTBEAT: liveness only [NP 5.16]."""
+        self.counters["heartbeats"] += 1
+
+    def _sync(self, _: Frame) -> None:
+        """SYNC marks stored files; discarded on a network stream [NP 5.15]."""
+
+    def _skip(self, reason: str) -> None:
+        self.counters[f"skipped {reason}"] += 1
+
+    def _filtered(self, stamp_ns: int) -> str | None:
+        """Why an event packet at ``stamp_ns`` is ignored: waiting for the run, before the start; None: used."""
+        if self._waiting_for_run:
+            return "waiting for run"
+        if stamp_ns < self._after_ns:
+            return "before start"
+        return None
+
+    def _banked_event(self, frame: Frame) -> None:
+        header = frame.header
+        stamp = header.unix_ns
+        walked = decode.walk_banked_events(header, frame.payload)
+        total = walked.event_count + sum(walked.special.values())
+        reason = self._filtered(stamp)
+        if reason is not None:
+            self._skip(reason)
+            self.counters["events_filtered"] += total
+            return
+        segment = self._current
+        if self._paused and not self.keep_paused_events:
+            segment.dropped[PAUSED] += total
+            self.counters["events_dropped"] += total
+            return
+        first = segment.event_count
+        payload = frame.payload
+        for at, count, offset, _ in walked.sections:
+            if offset:
+                segment.offsets.append((segment.event_count, count, offset))
+            segment.events += payload[at : at + 8 * count]
+        kept = segment.event_count - first
+        for bank, count in walked.special.items():
+            segment.dropped[SPECIAL_BANK_REASONS[bank]] += count
+            self.counters["events_dropped"] += count
+        pulse = walked.pulse
+        segment.pulse_ns.append(stamp)
+        segment.charge_pc.append(pulse.charge * CHARGE_UNIT_PC)
+        segment.flags.append(pulse.flags)
+        segment.veto.append(pulse.veto)
+        segment.pulse_events.append(kept)
+        segment.nbytes += 8 * kept + _PULSE_BYTES
+        self.counters["pulses"] += 1
+        self.counters["events"] += kept
+        self._pulses_since_transition += 1
+        self._last_pulse_ns = stamp if self._last_pulse_ns is None else max(self._last_pulse_ns, stamp)
+
+    def _beam_monitor(self, frame: Frame) -> None:
+        header = frame.header
+        _, monitors = decode.decode_beam_monitor(header, frame.payload)
+        reason = self._filtered(header.unix_ns)
+        if reason is not None:
+            self._skip(reason)
+            return
+        if self._paused and not self.keep_paused_events:
+            return
+        segment = self._current
+        for monitor in monitors:
+            times = np.full(monitor.tof_us.size, header.unix_ns, np.int64)
+            segment.monitors.setdefault(monitor.monitor_id, []).append((times, monitor.tof_us.astype(np.float32)))
+            segment.nbytes += 12 * monitor.tof_us.size
+        self.counters["monitor_events"] += sum(monitor.tof_us.size for monitor in monitors)
+
+    def _run_status(self, frame: Frame) -> None:
+        header = frame.header
+        status = decode.decode_run_status(header, frame.payload)
+        start_ns = (status.run_start + EPICS_EPOCH_OFFSET_S) * NS_PER_S if status.run_start else None
+        if status.status == RunStatusCode.STATE:
+            self._state(status, start_ns)
+        elif status.status == RunStatusCode.NEW_RUN:
+            self._new_run(status, start_ns, header.unix_ns)
+        elif status.status == RunStatusCode.END_RUN:
+            self._end_run(header.unix_ns)
+
+    def _state(self, status: decode.RunStatus, start_ns: int | None) -> None:
+        """STATE on connect records the run details only [Mantid]."""
+        self._run_number = status.run_number
+        self._run_start_ns = start_ns if status.run_number else None
+        if status.paused is not None:
+            self._paused = status.paused
+        if not self._current.pulses and not self._waiting_for_run:
+            self._current.run_number, self._current.run_start_ns = self._run_number, self._run_start_ns
+
+    def _new_run(self, status: decode.RunStatus, start_ns: int | None, stamp: int) -> None:
+        self._run_number, self._run_start_ns = status.run_number, start_ns
+        if self._run_info is not None and self._run_info.run_number not in (None, status.run_number):
+            self._run_info = None
+        if self._filtered(stamp) == "before start":  # a replayed NEW_RUN before the requested time: state only
+            if not self._current.pulses:
+                self._current.run_number, self._current.run_start_ns = self._run_number, self._run_start_ns
+            return
+        if self._waiting_for_run:
+            self._waiting_for_run = False
+            if self._interrupted_run and self._interrupted_run != status.run_number:
+                self._sealed.append(Segment(self._interrupted_run, None, self._range, transition=Transition.END_RUN))
+            self._interrupted_run = 0
+        elif self._pulses_since_transition or self._current.pulses:
+            self._seal(Transition.BEGIN_RUN)
+            self._current = self._new_segment()
+        self._range = self._geometry_range() or self._range
+        current = self._current
+        current.run_number, current.run_start_ns, current.id_range = self._run_number, start_ns, self._range
+        current.data_reset |= self._reset_pending
+        self._reset_pending = False
+        self._paused = False
+        self._pulses_since_transition = 0
+
+    def _end_run(self, stamp: int) -> None:
+        if self._filtered(stamp) is not None:
+            self._run_number, self._run_start_ns = 0, None
+            return
+        self._current.properties["run_end"] = stamp
+        self._current.run_number = self._current.run_number or self._run_number
+        self._seal(Transition.END_RUN)
+        self._run_number, self._run_start_ns = 0, None
+        self._range = self._geometry_range() or self._range
+        self._current = self._new_segment()
+        self._paused = False
+
+    def _geometry(self, frame: Frame) -> None:
+        payload = frame.payload
+        digest = hashlib.sha1(payload, usedforsecurity=False).digest()
+        if digest == self._geometry_hash:
+            return
+        xml = decode.decode_geometry(payload)
+        try:
+            ids = detector_ids(xml)
+        except GeometryError as err:
+            raise PacketError("geometry is not an instrument definition", str(err)) from None
+        if ids.valid_range() is None:
+            raise PacketError("geometry without detector ids")
+        self._geometry_hash = digest
+        self.geometry = ids
+        if self._range is None:
+            self._range = ids.valid_range()
+            for segment in (*self._sealed, self._current):
+                segment.id_range = segment.id_range or self._range
+
+    def _geometry_range(self) -> tuple[int, int] | None:
+        return self.geometry.valid_range() if self.geometry is not None else None
+
+    def _beamline_info(self, frame: Frame) -> None:
+        self.instrument = decode.decode_beamline_info(frame.payload).long_name
+
+    def _run_info_packet(self, frame: Frame) -> None:
+        self._run_info = decode.decode_run_info(frame.payload)
+
+    def _device(self, frame: Frame) -> None:
+        device = decode.decode_device_descriptor(frame.payload)
+        if device.invalid:
+            self.counters["skipped process variable without name or id"] += device.invalid
+        self._devices[device.device_id] = {
+            pv_id: Variable(pv.name, pv.pv_type.strip().lower(), pv.units) for pv_id, pv in device.variables.items()
+        }
+        for pv in device.variables.values():
+            if pv.units:
+                self._units[pv.name] = pv.units
+
+    def _variable(self, frame: Frame) -> None:
+        value = decode.decode_variable_value(frame.header, frame.payload)
+        variable = self._devices.get(value.device_id, {}).get(value.variable_id)
+        if variable is None:
+            raise PacketError("variable without descriptor", f"device {value.device_id} pv {value.variable_id}")
+        typed = _typed(variable.pv_type, value.value)
+        if typed is None:
+            raise PacketError("variable value of the wrong type", f"{variable.name}: {type(value.value).__name__}")
+        self._log(variable.name, frame.header.unix_ns, typed)
+
+    def _annotation(self, frame: Frame) -> None:
+        note = decode.decode_annotation(frame.payload)
+        stamp = frame.header.unix_ns
+        if note.kind == AnnotationType.PAUSE:
+            self._paused = True
+            self._log("pause", stamp, 1)
+        elif note.kind == AnnotationType.RESUME:
+            self._paused = False
+            self._log("pause", stamp, 0)
+        elif note.kind == AnnotationType.SCAN_START:
+            self._scan_index = note.scan_index
+            self._log("scan_index", stamp, note.scan_index)
+        elif note.kind == AnnotationType.SCAN_STOP:
+            self._scan_index = 0
+            self._log("scan_index", stamp, 0)
+
+    def _log(self, name: str, stamp: int, value: LogValue) -> None:
+        """Record a log value; a repeat of the latest (same time and value, as in every chunk file's prologue)
+        is ignored."""
+        last = self._last_log.get(name)
+        if last is not None and last[0] == stamp and _same(last[1], value):
+            return
+        self._last_log[name] = (stamp, value)
+        self._current.logs.setdefault(name, []).append((stamp, value))
+        self._current.nbytes += _LOG_ENTRY_BYTES + (value.nbytes if isinstance(value, np.ndarray) else 0)
+
+    def logs_for(self, segment: Segment) -> dict[str, list[tuple[int, LogValue]]]:
+        """Every log known, for a chunk: the value in force when the segment began plus the segment's new
+        values, sorted by time, without repeats."""
+        result = {}
+        for name in sorted(set(segment.initial_logs) | set(segment.logs)):
+            entries = sorted(
+                ([segment.initial_logs[name]] if name in segment.initial_logs else []) + segment.logs.get(name, []),
+                key=lambda entry: entry[0],
+            )
+            deduped = [entries[0]]
+            for entry in entries[1:]:
+                if not (entry[0] == deduped[-1][0] and _same(entry[1], deduped[-1][1])):
+                    deduped.append(entry)
+            result[name] = deduped
+        return result
+
+    def units(self, name: str) -> str:
+        """``pv_units`` of a log ("" if none)."""
+        return self._units.get(name, "")
+
+    def properties_for(self, segment: Segment) -> dict[str, str | int]:
+        """Run properties of a segment with Mantid's log names (times as Unix ns)."""
+        properties: dict[str, str | int] = {}
+        info = self._run_info
+        if segment.run_number and info is not None and info.run_number in (None, segment.run_number):
+            properties["experiment_identifier"] = info.proposal_id
+            properties["run_title"] = info.run_title
+        if segment.run_start_ns is not None:
+            properties["run_start"] = segment.run_start_ns
+        properties.update(segment.properties)
+        return properties
+
+
+def _typed(pv_type: str, value: LogValue) -> LogValue | None:
+    """A VAR_VALUE in the type its DEVICE_DESC declares [device.xsd; Mantid]; None if it cannot be.
+
+    ``double`` -> float (integers converted); ``string`` -> str; integer types (``integer``, ``unsigned``,
+    ``boolean``, ``enum_NN``; ``signed integer`` reads the u32 as two's complement) -> int; arrays stay arrays
+    of their own type; any other declared type: the packet's own type.
+    """
+    if isinstance(value, np.ndarray):
+        return value
+    if pv_type in {"double", "float"}:
+        return float(value) if isinstance(value, int | float) else None
+    if pv_type == "string":
+        return value if isinstance(value, str) else None
+    if any(word in pv_type for word in _INTEGER_TYPES):
+        if not isinstance(value, int):
+            return None
+        return value - (1 << 32) if pv_type.startswith("signed") and value >= 1 << 31 else value
+    return value
+
+
+def _same(a: LogValue, b: LogValue) -> bool:
+    if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
+        return isinstance(a, np.ndarray) and isinstance(b, np.ndarray) and np.array_equal(a, b)
+    return type(a) is type(b) and a == b
+
+
+def _unix_ns(when: datetime) -> int:
+    aware = when if when.tzinfo else when.replace(tzinfo=UTC)
+    return int(aware.timestamp()) * NS_PER_S + aware.microsecond * 1000
