@@ -549,9 +549,12 @@ class Session:
         self.no_pause_data = flags == ClientFlags.NO_PAUSE_DATA
         now = self.timeline.now_ns()
         k, pulse, fresh = self.timeline.plan(start, now, self.options.eof_every)
+        current = self.timeline.at(self.timeline.current(now))
+        position = int(np.searchsorted(current.run.pulse_ns, now - current.shift_ns, "right")) if current else 0
         self.server.say(
-            f"client {self.peer}: hello {'v0' if flags is None else f'v1 flags {flags}'} start {start}: "
-            f"run index {k}, pulse {pulse}{' (from NEW_RUN)' if fresh else ''}"
+            f"client {self.peer}: hello {'v0' if flags is None else f'v1 flags {flags}'} start {start} at pulse "
+            f"{position} of run index {self.timeline.current(now)}: serving run index {k} from pulse {pulse}"
+            f"{' (from NEW_RUN)' if fresh else ''}"
         )
         placed = self.timeline.at(k)
         self.prologue(placed if placed and (not fresh or now > placed.start_ns) else None, now)

@@ -131,12 +131,14 @@ class SNSLiveEventDataListener(Listener):
         """Open the TCP connection to the SMS.
 
         Raises:
-            SourceError: the connection cannot be made within 10 s (the message names the address).
+            SourceError: (recoverable) the connection cannot be made within 10 s; the message names the address.
         """
         try:
             self._sock = socket.create_connection((self._host, self._port), timeout=CONNECT_TIMEOUT_S)
         except OSError as err:
-            raise SourceError(f"cannot connect to the SMS at {self.address}: {err.strerror or err}") from None
+            raise SourceError(
+                f"cannot connect to the SMS at {self.address}: {err.strerror or err}", recoverable=True
+            ) from None
         self._phase = "connected"
         _log.info("Connected to the SMS at %s", self.address)
 
@@ -144,7 +146,7 @@ class SNSLiveEventDataListener(Listener):
         """Send the hello from ``position`` and start reading; wait for the GEOMETRY (the pixel range).
 
         Raises:
-            SourceError: no GEOMETRY with detector ids within 10 s.
+            SourceError: (recoverable) no GEOMETRY with detector ids within 10 s.
         """
         self._client = ClientState(position, keep_paused_events=self.keep_paused_events)
         self._stop.clear()
@@ -160,7 +162,8 @@ class SNSLiveEventDataListener(Listener):
             self.disconnect()
             raise SourceError(
                 f"no GEOMETRY with detector ids from the SMS at {self.address} within {self.startup_timeout_s:g} s "
-                f"({state})"
+                f"({state})",
+                recoverable=True,
             )
         self._range = id_range
         _log.info(
