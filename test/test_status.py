@@ -265,7 +265,9 @@ def test_default_status_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
     assert st.default_status_file() == tmp_path / "run" / "status.json"
     (tmp_path / "run").rmdir()
     monkeypatch.delenv("XDG_RUNTIME_DIR")
-    assert st.default_status_file() == Path("livereduce.status.json")
+    monkeypatch.setattr(st.tempfile, "gettempdir", lambda: str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    assert st.default_status_file() == tmp_path / f"livereduce-{os.geteuid()}" / "status.json"  # not cwd-relative
 
 
 def test_find_status_file_prefers_an_existing_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -273,12 +275,18 @@ def test_find_status_file_prefers_an_existing_file(tmp_path: Path, monkeypatch: 
     run.mkdir()
     monkeypatch.setattr(st, "DEFAULT_STATUS_FILE", run / "status.json")
     monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
-    monkeypatch.chdir(tmp_path)
     assert st.find_status_file() == run / "status.json"  # nothing exists: the writer's default
-    Path("livereduce.status.json").write_text("{}")
-    assert st.find_status_file() == Path("livereduce.status.json")
+    (tmp_path / "livereduce").mkdir()
+    (tmp_path / "livereduce" / "status.json").write_text("{}")
+    assert st.find_status_file() == tmp_path / "livereduce" / "status.json"
     (run / "status.json").write_text("{}")
     assert st.find_status_file() == run / "status.json"
+
+
+def test_the_per_user_directory_is_private(tmp_path: Path) -> None:
+    path = tmp_path / "livereduce-0" / "status.json"
+    st.StatusFile(path).write({"pid": 1})
+    assert (path.parent.stat().st_mode & 0o777) == 0o700
 
 
 # --- summary / health / format_status -----------------------------------------------------------------------------
@@ -362,10 +370,23 @@ def test_dead_pid_is_unhealthy(dead_pid: int) -> None:
     healthy, reason = st.health(make_status(pid=dead_pid), now=NOW)
     assert not healthy
     assert f"process {dead_pid} is not running" in reason
-    healthy, reason = st.health(make_status(pid=dead_pid, state="stopped"), now=NOW)
+    stopped = make_status(pid=dead_pid, state="stopped", exit={"code": 0, "reason": "SIGTERM", "time": NOW - 60})
+    healthy, reason = st.health(stopped, now=NOW)
     assert not healthy
-    assert reason == f"the daemon has stopped (process {dead_pid} has exited)"
+    assert reason == "the daemon stopped with exit 0 (SIGTERM) 60 s ago"
+    assert st.status_code(stopped, now=NOW) == st.STATUS_NOT_RUNNING
+    failed = make_status(pid=dead_pid, state="stopped", exit={"code": 3, "reason": "'x.nxs' cannot be read"})
+    assert st.status_code(failed, now=NOW) == st.STATUS_DEAD
+    assert st.status_code(make_status(pid=dead_pid), now=NOW) == st.STATUS_DEAD
     assert not st.health(make_status(pid=None), now=NOW)[0]
+
+
+def test_a_reused_pid_is_not_the_daemon() -> None:
+    created = st.process_created()
+    assert st.health(make_status(pid_created=created), now=NOW)[0]
+    healthy, reason = st.health(make_status(pid_created=created - 100), now=NOW)
+    assert not healthy
+    assert "is not running" in reason
 
 
 def test_stalled_cycle_is_unhealthy() -> None:
@@ -408,7 +429,9 @@ def test_waiting_for_scripts_is_unhealthy() -> None:
     assert not healthy
     assert reason == "the daemon is waiting for its processing scripts: no data is being reduced"
     assert st.health(make_status(state="stopping"), now=NOW) == (False, "the daemon is stopping")
-    assert st.health(make_status(state="failed", engine_last_error="x"), now=NOW) == (False, "the daemon failed: x")
+    backing_off = make_status(state="backing off", engine_last_error="x")
+    assert st.health(backing_off, now=NOW) == (False, "live data failed and is restarted after a delay: x")
+    assert st.status_code(backing_off, now=NOW) == st.STATUS_UNHEALTHY
     assert st.health(make_status(state="odd"), now=NOW) == (False, "the daemon is in state 'odd'")
 
 
@@ -428,7 +451,8 @@ def test_format_status() -> None:
     assert values["post_proc script"] == "none"
     assert values["engine"] == "scipp (running)"
     assert values["run"] == "47210"
-    assert values["events"] == "4500000 (accumulated 1200000)"
+    assert values["events"] == "4500000 received"
+    assert values["accumulation"] == "1200000 events"
     assert values["last cycle"] == "3.0 s ago, took 1.2 s"
     assert values["restarts"] == "scripts 1, memory 0, failures 0, signals 0"
     assert values["memory"] == "RSS 812 MB of limit 4096 MB"
@@ -441,7 +465,9 @@ def test_format_status_unhealthy_and_sparse(dead_pid: int) -> None:
     assert "UNHEALTHY: the daemon is waiting for its processing scripts" in text.splitlines()[0]
     assert "last error" in text
     sparse = st.format_status({"pid": dead_pid, "state": "stopped"}, now=NOW)
-    assert sparse.splitlines()[0].endswith(f"UNHEALTHY: the daemon has stopped (process {dead_pid} has exited)")
+    assert sparse.splitlines()[0].endswith(
+        f"UNHEALTHY: process {dead_pid} is not running: it died without updating the status (updated never)"
+    )
     assert "engine" in sparse
 
 

@@ -118,7 +118,7 @@ def test_new_post_proc_is_picked_up_and_deleting_scripts_never_crashes(running):
     )
     assert process.process.poll() is None
     waiting = run_cli("--status", str(process.config_path), cwd=process.workdir)
-    assert waiting.returncode == 1
+    assert waiting.returncode == 150  # running but unhealthy
     assert "waiting for scripts" in waiting.stdout
     proc.write_text(marker_script("v5"))
     process.wait_for_log(lambda log: "v5" in ran(process.workdir))

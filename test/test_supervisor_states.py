@@ -332,3 +332,16 @@ def test_the_status_keeps_the_totals_and_the_exit_after_the_engine_stopped(setup
     assert status["engine"]["run_number"] == 7
     assert status["exit"]["code"] == 0
     assert status["exit"]["reason"] == "SIGTERM"
+
+
+def test_a_restart_that_cannot_heal_exits_with_its_code(setup):
+    supervisor, _, plan, *_ = setup
+    started(supervisor)
+    plan.append({"fail_start": SourceError("'x.nxs': no such file")})
+    assert exit_code(supervisor, SignalReceived(signal.SIGHUP)) == 3
+    assert supervisor.state is State.STOPPED
+    plan.append({"fail_start": SourceError("connection refused", recoverable=True)})  # positive control
+    supervisor.state = State.RUNNING
+    supervisor.engine = None
+    supervisor.handle(SignalReceived(signal.SIGHUP))
+    assert supervisor.state is State.BACKING_OFF

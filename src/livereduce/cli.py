@@ -97,8 +97,8 @@ def _run_daemon(config_argument: str | None, events: EventQueue) -> int:
     _log.info("logging started by user '%s'", logs.user_name())
     _log.info("using python interpreter %s", sys.executable)
     _log.info("log file %s", log_path)
-    _log_config(loaded)
     engine_name = select_engine(loaded.config)
+    _log_config(loaded, engine_name)
     _, scripts = _engine_and_scripts(loaded, engine_name)
     settings = effective(loaded, engine_name)
     _log.info("Configuration options: %s", json.dumps(settings, sort_keys=True, indent=2))
@@ -128,63 +128,100 @@ def _start_file_logging(log_file: str | None) -> str:
         raise ConfigError(f"cannot open log file '{log_file}' (key 'log_file'): {err.strerror}") from None
 
 
-def _log_config(loaded: LoadedConfig) -> None:
+def config_warnings(loaded: LoadedConfig) -> list[str]:
+    """What is odd but not wrong about the configuration (logged by the daemon, printed by ``--check``)."""
+    warnings = [f"Ignoring obsolete key '{key}' ({OBSOLETE_KEYS[key]})" for key in loaded.obsolete_keys]
+    info = loaded.config.instrument_info()
+    if not info.facility:
+        warnings.append(
+            f"Instrument '{info.name}' is not in the built-in instrument table: its name is used as its short name"
+        )
+    return warnings
+
+
+def _log_config(loaded: LoadedConfig, engine_name: str) -> None:
     if loaded.path is None:
         _config_log.info("Using default configuration")
     else:
         _config_log.info("Loading configuration from '%s'", loaded.path)
-    for key in loaded.obsolete_keys:
-        _config_log.warning("Ignoring obsolete key '%s' (%s)", key, OBSOLETE_KEYS[key])
     _config_log.info("Finished parsing configuration")
-    _config_log.info("PIXI_ENV = %s", loaded.config.env_name)
+    if engine_name == "mantid":  # the environment matters only where Mantid comes from it
+        _config_log.info("PIXI_ENV = %s", loaded.config.env_name)
     if loaded.config.instrument is None:
         _config_log.info("Using default instrument")
+    for warning in config_warnings(loaded):
+        _config_log.warning("%s", warning)
     info = loaded.config.instrument_info()
-    if not info.facility:
-        _config_log.warning(
-            "Instrument '%s' is not in the built-in instrument table: its name is used as its short name", info.name
-        )
     _config_log.info(
         'self.instrument="%s" (short name %s, facility %s)', info.name, info.short_name, info.facility or "unknown"
     )
 
 
 def _show_status(config_argument: str | None) -> int:
-    """``--status``: print the status file the configuration names; 0 healthy, 1 unhealthy or unreadable."""
+    """``--status``: print the status file the configuration names; LSB status codes (see ``status.STATUS_*``):
+    0 running and healthy, 1 dead with a status file left, 3 not running, 4 unknown, 150 running but unhealthy."""
     try:
         configured = load_config(config_argument).config.status_file
-        path = Path(configured).absolute() if configured else status.find_status_file()
+    except LiveReduceError as err:
+        print(f"livereduce: {err}", file=sys.stderr)
+        return status.STATUS_UNKNOWN
+    path = Path(configured).absolute() if configured else status.find_status_file()
+    if not path.exists():
+        print(f"not running: no status file '{path}'")
+        return status.STATUS_NOT_RUNNING
+    try:
         current = status.read_status(path)
     except LiveReduceError as err:
         print(f"livereduce: {err}", file=sys.stderr)
-        return err.exit_code
+        return status.STATUS_UNKNOWN
     print(status.format_status(current))
-    healthy, _ = status.health(current)
-    return EXIT_OK if healthy else EXIT_INTERNAL
+    return status.status_code(current)
 
 
 def _inspect(args: argparse.Namespace) -> int:
-    """``--check`` / ``--print-config``: messages on stdout/stderr, no log file, nothing started."""
+    """``--check`` / ``--print-config``: messages on stdout/stderr, no log file, nothing started.
+
+    ``--check`` reports every problem the daemon would report at start, each on one line (errors on stderr,
+    warnings on stdout), and exits with the code of the first error.
+    """
     try:
         loaded = load_config(args.config)
         engine_name = select_engine(loaded.config)
         settings = effective(loaded, engine_name)
-        if args.print_config:
-            print(json.dumps(settings, sort_keys=True, indent=2))
-            return EXIT_OK
-        problem = logs.log_file_problem(loaded.config.log_file)
-        if problem is not None:
-            raise ConfigError(f"cannot open log file '{loaded.config.log_file or logs.default_log_file()}': {problem}")
-        _, scripts = _engine_and_scripts(loaded, engine_name)
     except LiveReduceError as err:
         print(f"livereduce: {err}", file=sys.stderr)
         return err.exit_code
+    if args.print_config:
+        print(json.dumps(settings, sort_keys=True, indent=2))
+        return EXIT_OK
+    config = loaded.config
+    problems: list[LiveReduceError] = []
+    log_problem = logs.log_file_problem(config.log_file)
+    if log_problem is not None:
+        problems.append(
+            ConfigError(f"cannot open log file '{config.log_file or logs.default_log_file()}': {log_problem}")
+        )
+    try:
+        create_engine(engine_name, config)
+    except LiveReduceError as err:
+        problems.append(err)
+    scripts = None
+    try:
+        scripts = load_scripts(
+            config.resolved_script_dir(), config.instrument_info().short_name, config.strict_permissions
+        )
+    except LiveReduceError as err:
+        problems.append(err)
+    for warning in config_warnings(loaded):
+        print(f"warning: {warning}")
+    for problem in problems:
+        print(f"livereduce: {problem}", file=sys.stderr)
+    if problems:
+        return problems[0].exit_code
     source = str(loaded.path) if loaded.path else "defaults"
     print(f"configuration {source}: OK (instrument {settings['instrument']}, engine {engine_name})")
     for script in scripts:
         print(f"{script.property_name} {script.path}: OK")
-    for key in loaded.obsolete_keys:
-        print(f"warning: obsolete key '{key}' is ignored ({OBSOLETE_KEYS[key]})")
     return EXIT_OK
 
 

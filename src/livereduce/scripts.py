@@ -161,17 +161,20 @@ def load_scripts(script_dir: Path, short_name: str, strict: bool = True) -> Proc
         strict: refuse scripts, or a ``script_dir``, that any user can write (``strict_permissions``).
 
     Raises:
-        NoScripts: neither script exists (upstream's message).
+        NoScripts: ``script_dir`` is not a directory, or neither script exists (upstream's message).
         ScriptError: a script is empty, does not compile, is not a regular file, or is refused for its
             permissions.
     """
+    paths = script_paths(script_dir, short_name)
+    upstream = f"Must provide at least one of '{paths['proc']}' and/or '{paths['post_proc']}'"
+    if not script_dir.is_dir():
+        raise NoScripts(f"{upstream}: script_dir '{script_dir}' does not exist or is not a directory")
     problem = permission_problem(script_dir, directory=True) if strict else None
     if problem is not None:
         raise ScriptError(f'script_dir refused: {problem} (or set "strict_permissions": false)')
-    paths = script_paths(script_dir, short_name)
     found = {role: load_script(role, path, strict) for role, path in paths.items() if os.path.lexists(path)}
     if not found:
-        raise NoScripts(f"Must provide at least one of '{paths['proc']}' and/or '{paths['post_proc']}'")
+        raise NoScripts(upstream)
     return ProcessingScripts(found.get("proc"), found.get("post_proc"))
 
 

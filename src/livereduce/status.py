@@ -11,16 +11,24 @@ Neither the notifier nor the status file ever raises: a problem is one WARNING o
 
 The status dictionary (times are seconds since the Unix epoch, sizes bytes)::
 
-    {"pid": int, "version": str, "state": "starting" | "running" | "reloading" | "waiting for scripts" |
-     "stopping" | "stopped" | "failed",
+    {"pid": int, "pid_created": float (the process's creation time, to tell a reused pid), "version": str,
+     "state": "starting" | "running" | "reloading" | "backing off" |
+     "waiting for scripts" | "stopping" | "stopped" | "stop timed out",
      "updated": float, "started": float, "update_every": float,
      "config": {"path": str | None, "sha256": str},
      "scripts": {"proc": {"path": str, "sha256": str} | None, "post_proc": {...} | None},
-     "engine": {"name": str, "state": str, "source": str, "run_number": int, "chunks": int, "events": int,
-                "accumulated_events": int, "last_cycle_end": float | None, "last_cycle_duration": float | None,
-                "last_error": str, "last_error_time": float | None, "errors": int},
-     "restarts": {"scripts": int, "memory": int, "failures": int, "signals": int},
-     "rss_bytes": int, "memory_limit_bytes": int | None}
+     "engine": {"name": str, "state": str, "source": str, "source_healthy": bool, "source_counters": {str: int},
+                "run_number": int, "chunks": int, "events": int, "accumulated_events": int, "accumulation": str,
+                "dropped_events": {reason: int}, "last_cycle_end": float | None,
+                "last_cycle_duration": float | None, "last_error": str, "last_error_time": float | None,
+                "errors": int},
+     "restarts": {"scripts": int, "memory": int, "failures": int, "signals": int, "watcher": int},
+     "rss_bytes": int, "memory_limit_bytes": int | None, "log_records_lost": int,
+     "metrics_url": str (when the metrics endpoint runs),
+     "exit": {"code": int, "reason": str, "time": float} (once the daemon has decided to exit)}
+
+The engine's counts (chunks, events, errors, dropped events) are totals since the daemon started, over every
+engine restart.
 
 Every reader here tolerates missing keys and ``None`` values (a status written early, or by another version).
 """
@@ -37,6 +45,7 @@ import time
 from datetime import datetime
 from pathlib import Path
 
+import psutil
 import sdnotify
 
 from livereduce.errors import LiveReduceError
@@ -202,7 +211,7 @@ class StatusFile:
         text = json.dumps(status, indent=2, sort_keys=True, default=str) + "\n"
         temp: str | None = None
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
             fd, temp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
             with os.fdopen(fd, "w", encoding="utf-8") as stream:
                 os.fchmod(stream.fileno(), 0o644)
@@ -232,23 +241,28 @@ class StatusFile:
             _log.warning(message, self.path, err.strerror or err)
 
 
-def default_status_file() -> Path:
-    """Where the daemon writes its status.
+def _user_runtime_dir() -> Path:
+    """A per-user directory that does not depend on the working directory: ``$XDG_RUNTIME_DIR/livereduce`` if
+    that variable names a directory, else ``/tmp/livereduce-<uid>``."""
+    xdg = os.environ.get("XDG_RUNTIME_DIR")
+    if xdg and Path(xdg).is_dir():
+        return Path(xdg) / "livereduce"
+    return Path(tempfile.gettempdir()) / f"livereduce-{os.geteuid()}"
 
+
+def default_status_file() -> Path:
+    """Where the daemon writes its status (the same wherever it was started from).
+
+    ``$LIVEREDUCE_STATUS_FILE`` if set (the template unit ``livereduce@.service`` sets one per instance), else
     ``/run/livereduce/status.json`` if ``/run/livereduce`` is a writable directory (systemd
-    ``RuntimeDirectory=livereduce``), else ``$XDG_RUNTIME_DIR/livereduce/status.json`` if that variable names a
-    directory, else ``./livereduce.status.json``. ``$LIVEREDUCE_STATUS_FILE`` overrides all of these (the template
-    unit ``livereduce@.service`` sets one per instance).
+    ``RuntimeDirectory=livereduce``), else ``status.json`` in :func:`_user_runtime_dir`.
     """
     if os.environ.get("LIVEREDUCE_STATUS_FILE"):
         return Path(os.environ["LIVEREDUCE_STATUS_FILE"])
     run_dir = DEFAULT_STATUS_FILE.parent
     if run_dir.is_dir() and os.access(run_dir, os.W_OK | os.X_OK):
         return DEFAULT_STATUS_FILE
-    xdg = os.environ.get("XDG_RUNTIME_DIR")
-    if xdg and Path(xdg).is_dir():
-        return Path(xdg) / "livereduce" / "status.json"
-    return Path("livereduce.status.json")
+    return _user_runtime_dir() / "status.json"
 
 
 def find_status_file() -> Path:
@@ -259,12 +273,7 @@ def find_status_file() -> Path:
     """
     if os.environ.get("LIVEREDUCE_STATUS_FILE"):
         return Path(os.environ["LIVEREDUCE_STATUS_FILE"])
-    candidates = [DEFAULT_STATUS_FILE]
-    xdg = os.environ.get("XDG_RUNTIME_DIR")
-    if xdg:
-        candidates.append(Path(xdg) / "livereduce" / "status.json")
-    candidates.append(Path("livereduce.status.json"))
-    for path in candidates:
+    for path in (DEFAULT_STATUS_FILE, _user_runtime_dir() / "status.json"):
         if path.is_file():
             return path
     return default_status_file()
@@ -377,23 +386,65 @@ def summary(status: dict[str, object], now: float | None = None) -> str:
     return f"{state}: {', '.join(parts)}" if parts else state
 
 
-def _pid_alive(pid: int) -> bool:
-    """Whether a process with this pid exists (``os.kill(pid, 0)``; one of another user counts)."""
+def process_created(pid: int | None = None) -> float | None:
+    """When the process (default: this one) was created, Unix seconds (psutil), or None if unknown."""
+    try:
+        return psutil.Process(pid).create_time()
+    except psutil.Error:
+        return None
+
+
+def _pid_alive(pid: int, created: float | None = None) -> bool:
+    """Whether the daemon's process still exists: a process with this pid (``os.kill(pid, 0)``; one of another
+    user counts) and, when the status recorded it (``pid_created``), the same creation time (else the pid was
+    reused by another process)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True
+        pass
+    if created is not None:
+        now_created = process_created(pid)
+        return now_created is None or abs(now_created - created) < 0.05
     return True
 
 
 _STATE_REASONS = {
     "waiting for scripts": "the daemon is waiting for its processing scripts: no data is being reduced",
+    "backing off": "live data failed and is restarted after a delay",
     "stopping": "the daemon is stopping",
     "stopped": "the daemon has stopped",
-    "failed": "the daemon failed",
+    "stop timed out": "live data did not stop within stop_timeout_sec",
 }
+
+STATUS_RUNNING = 0
+"""``--status``: the daemon runs and is healthy (LSB ``status``: program is running)."""
+STATUS_DEAD = 1
+"""``--status``: the daemon's process is gone without a clean stop, its status file left (LSB: program is dead
+and a pid file exists)."""
+STATUS_NOT_RUNNING = 3
+"""``--status``: not running: it stopped cleanly (exit 0), or there is no status file (LSB: not running)."""
+STATUS_UNKNOWN = 4
+"""``--status``: the status file cannot be read (LSB: status unknown)."""
+STATUS_UNHEALTHY = 150
+"""``--status``: the daemon runs but is unhealthy (stalled, failing, waiting); LSB leaves 150-199 to
+applications."""
+
+
+def status_code(status: dict[str, object], now: float | None = None) -> int:
+    """The LSB-style exit code of ``livereduce --status`` for this status (see the ``STATUS_*`` constants)."""
+    healthy, _ = health(status, now)
+    if healthy:
+        return STATUS_RUNNING
+    pid = status.get("pid")
+    if isinstance(pid, int) and not isinstance(pid, bool) and pid > 0:
+        if _pid_alive(pid, _number(status.get("pid_created"))):
+            return STATUS_UNHEALTHY
+    exit_record = _section(status, "exit")
+    if exit_record and _int(exit_record.get("code")) == 0 and "code" in exit_record:
+        return STATUS_NOT_RUNNING
+    return STATUS_DEAD
 
 
 def health(status: dict[str, object], now: float | None = None) -> tuple[bool, str]:
@@ -401,11 +452,12 @@ def health(status: dict[str, object], now: float | None = None) -> tuple[bool, s
 
     Unhealthy, checked in this order, when:
 
-    1. its process (``pid``) is not alive (``os.kill(pid, 0)``);
+    1. its process (``pid``) is not alive (``os.kill(pid, 0)``, and not a newer process with a reused pid);
     2. ``state`` is not one of ``running``, ``starting``, ``reloading``;
     3. the engine's state is ``failed``;
     4. while ``running``: the last completed cycle (``engine.last_cycle_end``, or the daemon's start ``started``
-       when no cycle completed yet) is older than :func:`stall_limit` seconds (stalled);
+       when no cycle completed yet) is older than :func:`stall_limit` seconds (stalled), unless the engine is
+       ``idle`` (its source has ended);
     5. the engine's ``last_error`` is newer than its last completed cycle.
 
     ``now``: the reference time for ages (default: the current time).
@@ -417,21 +469,24 @@ def health(status: dict[str, object], now: float | None = None) -> tuple[bool, s
     pid = status.get("pid")
     if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:
         return False, "the status has no valid pid"
-    if not _pid_alive(pid):
-        if state in ("stopped", "failed"):
-            return False, f"{_STATE_REASONS[state]} (process {pid} has exited)"
+    if not _pid_alive(pid, _number(status.get("pid_created"))):
+        exit_record = _section(status, "exit")
+        if exit_record:
+            why = _text(exit_record.get("reason")) or "no reason recorded"
+            code, when = _int(exit_record.get("code")), _ago(_number(exit_record.get("time")), now)
+            return False, f"the daemon stopped with exit {code} ({why}) {when}"
         updated = _ago(_number(status.get("updated")), now)
         return False, f"process {pid} is not running: it died without updating the status (updated {updated})"
     if state not in HEALTHY_STATES:
         reason = _STATE_REASONS.get(state, f"the daemon is in state '{state}'")
-        if state == "failed" and last_error:
+        if state in ("backing off", "stop timed out") and last_error:
             reason += f": {last_error}"
         return False, reason
     engine_state = _text(engine.get("state"))
     if engine_state == "failed":
         return False, f"the engine failed: {last_error}" if last_error else "the engine failed"
     last_cycle = _last_cycle(status)
-    if state == "running":
+    if state == "running" and engine_state != "idle":
         reference = last_cycle if last_cycle is not None else _number(status.get("started"))
         limit = stall_limit(status)
         if reference is not None and now - reference > limit:
@@ -444,6 +499,8 @@ def health(status: dict[str, object], now: float | None = None) -> tuple[bool, s
         return True, "the daemon is starting"
     if state == "reloading":
         return True, "the daemon is reloading"
+    if engine_state == "idle":
+        return True, "running, idle: the data source has ended"
     if last_cycle is None:
         return True, "running, waiting for the first cycle"
     return True, f"running, last cycle {_ago(last_cycle, now)}"
@@ -464,6 +521,24 @@ def _file(entry: object) -> str:
     return f"{path} (sha256 {sha[:12]})" if sha else path
 
 
+def _events(engine: dict[str, object]) -> str:
+    """``"4500000 received"`` plus the events dropped at the source, by reason."""
+    text = f"{_int(engine.get('events'))} received"
+    dropped = engine.get("dropped_events")
+    if isinstance(dropped, dict) and dropped:
+        parts = ", ".join(f"{_int(count)} {reason}" for reason, count in dropped.items())
+        text += f"; {sum(_int(count) for count in dropped.values())} dropped ({parts})"
+    return text
+
+
+def _accumulation(engine: dict[str, object]) -> str:
+    """What the accumulation holds: ``"1200000 events"`` or its shape (histograms)."""
+    events = _int(engine.get("accumulated_events"))
+    if events:
+        return f"{events} events"
+    return _text(engine.get("accumulation")) or "none yet"
+
+
 def format_status(status: dict[str, object], now: float | None = None) -> str:
     """Multi-line text for ``livereduce --status``: aligned ``key: value`` lines, the health verdict first.
 
@@ -478,6 +553,13 @@ def format_status(status: dict[str, object], now: float | None = None) -> str:
     rows: list[tuple[str, str]] = [
         ("health", f"{'OK' if healthy else 'UNHEALTHY'}: {reason}"),
         ("state", _text(status.get("state")) or "unknown"),
+    ]
+    exit_record = _section(status, "exit")
+    if exit_record:
+        why = _text(exit_record.get("reason")) or "no reason recorded"
+        when = _local_time(_number(exit_record.get("time")), now)
+        rows.append(("stopped", f"exit {_int(exit_record.get('code'))} ({why}) at {when}"))
+    rows += [
         ("pid", str(status.get("pid", "unknown"))),
         ("version", _text(status.get("version")) or "unknown"),
         ("started", _local_time(_number(status.get("started")), now)),
@@ -495,7 +577,8 @@ def format_status(status: dict[str, object], now: float | None = None) -> str:
             ("source", _text(engine.get("source")) or "unknown"),
             ("run", str(_int(engine.get("run_number")) or "none")),
             ("chunks", str(_int(engine.get("chunks")))),
-            ("events", f"{_int(engine.get('events'))} (accumulated {_int(engine.get('accumulated_events'))})"),
+            ("events", _events(engine)),
+            ("accumulation", _accumulation(engine)),
         ]
         last = _last_cycle(status)
         duration = _number(engine.get("last_cycle_duration"))
@@ -503,10 +586,10 @@ def format_status(status: dict[str, object], now: float | None = None) -> str:
         if last is not None and duration is not None:
             cycle += f", took {_seconds(duration)}"
         rows.append(("last cycle", cycle))
-        rows.append(("errors", str(_int(engine.get("errors")))))
+        rows.append(("errors", f"{_int(engine.get('errors'))} failed cycles"))
         last_error = " ".join(_text(engine.get("last_error")).splitlines())
         if last_error:
-            rows.append(("last error", f"{last_error} ({_ago(_number(engine.get('last_error_time')), now)})"))
+            rows.append(("last error", f"{last_error} ({_local_time(_number(engine.get('last_error_time')), now)})"))
     else:
         rows.append(("engine", "none"))
     if restarts:

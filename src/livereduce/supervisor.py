@@ -34,6 +34,7 @@ import sys
 import threading
 import traceback
 from collections.abc import Callable
+from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
 
@@ -42,7 +43,15 @@ import psutil
 from livereduce import __version__, logs
 from livereduce.clock import Clock, SystemClock
 from livereduce.config import LoadedConfig
-from livereduce.engines.base import Engine, EngineFailed, EngineFinished, EngineState, Health
+from livereduce.engines.base import (
+    CycleCompleted,
+    Engine,
+    EngineEvent,
+    EngineFailed,
+    EngineFinished,
+    EngineState,
+    Health,
+)
 from livereduce.errors import (
     EXIT_INTERNAL,
     EXIT_MEMORY,
@@ -54,8 +63,9 @@ from livereduce.errors import (
 )
 from livereduce.events import EventQueue, SignalReceived, record_signals, restore_signals
 from livereduce.memory import MemoryExceeded, MemoryMonitor, memory_limit
+from livereduce.metrics import Metrics
 from livereduce.scripts import NoScripts, ProcessingScripts, load_scripts, script_paths
-from livereduce.status import Notifier, StatusFile, default_status_file, summary
+from livereduce.status import Notifier, StatusFile, default_status_file, process_created, summary
 from livereduce.watch import FilesChanged, FileWatcher, content_hash
 
 _log = logging.getLogger("livereduce")
@@ -117,7 +127,7 @@ class FromEngine:
 
     __slots__ = ("event", "generation")
 
-    def __init__(self, generation: int, event: EngineFinished | EngineFailed) -> None:
+    def __init__(self, generation: int, event: EngineEvent) -> None:
         self.generation = generation
         self.event = event
 
@@ -175,6 +185,7 @@ class Supervisor:
         self.engine_name = ""  # of the last engine started
         self.state = State.STARTING
         self.started = self.clock.time()
+        self._created = process_created()
         self.engine_started = 0.0
         self.restarts = {"scripts": 0, "memory": 0, "failures": 0, "signals": 0, "watcher": 0}
         self._failures_in_a_row = 0
@@ -186,6 +197,8 @@ class Supervisor:
         self._last_health: Health | None = None  # the last engine's final health, shown while none runs
         self._generation = 0  # counts engine starts
         self.exit: tuple[int, str] | None = None  # (exit code, reason) once decided
+        self.last_status: dict[str, object] = {}  # as last published (read by the metrics endpoint's thread)
+        self.metrics = Metrics(lambda: self.last_status, info.name) if config.metrics_port is not None else None
 
     # --- the loop -------------------------------------------------------------------------------------------
     def run(self) -> int:
@@ -199,6 +212,8 @@ class Supervisor:
         try:
             while (early := self.events.get(timeout=0)) is not None:  # what arrived while starting up
                 self._handle(early)
+            if self.metrics is not None:
+                self.metrics.serve(self.loaded.config.metrics_address, self.loaded.config.metrics_port)
             self.watcher.start()
             self.memory.start()
             self._start_first()
@@ -208,6 +223,8 @@ class Supervisor:
         finally:
             self.watcher.stop()
             self.memory.stop()
+            if self.metrics is not None:
+                self.metrics.close()
             restore_signals()
 
     def _loop(self) -> int:
@@ -226,7 +243,12 @@ class Supervisor:
     def _finish(self, done: _Exit) -> int:
         self.exit = (done.code, done.reason)
         status = self._publish()
-        _log.info("livereduce stopped: exit %d (%s); %s", done.code, done.reason, summary(status))
+        engine = status["engine"]
+        last_error = ""
+        if engine["last_error"]:
+            when = datetime.fromtimestamp(engine["last_error_time"] or self.clock.time()).strftime("%H:%M:%S")
+            last_error = f"; last error at {when}: {engine['last_error']}"
+        _log.info("livereduce stopped: exit %d (%s); %s%s", done.code, done.reason, summary(status), last_error)
         return done.code
 
     # --- states ---------------------------------------------------------------------------------------------
@@ -253,6 +275,10 @@ class Supervisor:
         elif isinstance(event, MemoryExceeded):
             self._on_memory(event)
         elif isinstance(event, FromEngine) and event.generation == self._generation and self.engine is not None:
+            if isinstance(event.event, CycleCompleted):
+                if self.metrics is not None:
+                    self.metrics.cycle(event.event)
+                return
             if isinstance(event.event, EngineFinished):
                 _log.info("Live data finished: %s", event.event.reason)
                 self._stop_and_exit(EXIT_OK, event.event.reason)
@@ -430,6 +456,10 @@ class Supervisor:
         try:
             self._start_engine()
         except LiveReduceError as err:
+            if not err.recoverable:  # e.g. the replayed file is gone: it will not come back by waiting
+                _log.error("Live data could not start: %s", err)
+                self._last_error = (str(err), self.clock.time())
+                self._stop_and_exit(err.exit_code, str(err))
             self._start_failed(err)
             return
         self._enter(State.RUNNING)
@@ -532,6 +562,7 @@ class Supervisor:
         """Write the status file; returns the status."""
         status = self.status()
         self.status_file.write(status)
+        self.last_status = status
         return status
 
     def status(self) -> dict[str, object]:
@@ -569,6 +600,7 @@ class Supervisor:
             scripts[script.role] = {"path": str(script.path), "sha256": script.sha256}
         status: dict[str, object] = {
             "pid": os.getpid(),
+            "pid_created": self._created,
             "version": __version__,
             "state": self.state.value,
             "updated": self.clock.time(),
@@ -582,6 +614,8 @@ class Supervisor:
             "memory_limit_bytes": self.memory.limit,
             "log_records_lost": logs.lost_records(),
         }
+        if self.metrics is not None and self.metrics.url is not None:
+            status["metrics_url"] = self.metrics.url
         if self.exit is not None:
             status["exit"] = {"code": self.exit[0], "reason": self.exit[1], "time": self.clock.time()}
         return status

@@ -83,7 +83,20 @@ class EngineFailed:
     recoverable: bool = True
 
 
-EngineEvent = EngineFinished | EngineFailed
+@dataclass(frozen=True)
+class CycleCompleted:
+    """One cycle ended (for the metrics).
+
+    Attributes:
+        duration: seconds the cycle took, or None when the engine cannot measure it (mantid).
+        failed: the step that failed (``proc``, ``post_proc``, ``accumulate``), or None.
+    """
+
+    duration: float | None = None
+    failed: str | None = None
+
+
+EngineEvent = EngineFinished | EngineFailed | CycleCompleted
 Notify = Callable[[EngineEvent], None]
 
 

@@ -45,7 +45,7 @@ from typing import Any
 import psutil
 
 from livereduce.config import Config
-from livereduce.engines.base import EngineFailed, EngineFinished, EngineState, Health, Notify
+from livereduce.engines.base import CycleCompleted, EngineFailed, EngineFinished, EngineState, Health, Notify
 from livereduce.errors import ConfigError, EngineError, SourceError
 from livereduce.logs import FILE_FORMAT, SNS_LOG_FILE
 from livereduce.scripts import ProcessingScripts, Role, ScriptFailed
@@ -160,6 +160,7 @@ class MantidEngine:
         self._lock = threading.Lock()
         self._messages = _MantidMessages(self._chunk_started)
         self._last_chunk: int | None = None
+        self._notify: Notify | None = None
 
     # --- Engine interface -------------------------------------------------------------------------------------
     def start(self, scripts: ProcessingScripts, notify: Notify) -> None:
@@ -170,6 +171,7 @@ class MantidEngine:
             ScriptFailed: a processing script failed in the first chunk (names the script and its line).
             SourceError: StartLiveData failed otherwise (e.g. the listener cannot connect).
         """
+        self._notify = notify
         self._log_to_python("information")
         mantid_log = logging.getLogger("Mantid")
         mantid_log.addHandler(self._messages)
@@ -360,6 +362,8 @@ class MantidEngine:
             self._last_chunk = number
             self._health.chunks = number + 1
             self._health.last_cycle_end = time.time()
+        if self._notify is not None and number > 0:
+            self._notify(CycleCompleted())  # Mantid does not say how long the cycle took
 
 
 class _MantidMessages(logging.Handler):

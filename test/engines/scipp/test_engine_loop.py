@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 
 from livereduce.config import Config
-from livereduce.engines.base import EngineFailed, EngineFinished, EngineState
+from livereduce.engines.base import CycleCompleted, EngineFailed, EngineFinished, EngineState
 from livereduce.engines.scipp.chunk import RunMetadata, make_chunk
 from livereduce.engines.scipp.engine import ScippEngine
 from livereduce.engines.scipp.listeners.base import Extracted, Listener, RunStatus
 from livereduce.errors import SourceError
-from livereduce.scripts import ProcessingScripts
+from livereduce.scripts import ProcessingScripts, load_script
 
 
 class FakeClock:
@@ -95,7 +95,9 @@ def run_loop(steps: list, caplog, *, cycle_seconds: float = 0.0, recoverable: bo
     engine.start(ProcessingScripts(None, None), events.append)
     engine._thread.join(10)
     assert not engine._thread.is_alive()
-    return engine, listener, events, clock
+    cycles = [event for event in events if isinstance(event, CycleCompleted)]
+    assert len(cycles) == len(listener.extracts) - isinstance(events[-1:] and events[-1], EngineFailed)
+    return engine, listener, [event for event in events if not isinstance(event, CycleCompleted)], clock
 
 
 RUNNING = (RunStatus.Running, [1, 2], {}, False)
@@ -155,3 +157,17 @@ def test_a_source_error_ends_the_engine_recoverable_as_the_listener_says(caplog,
     assert isinstance(events[0], EngineFailed)
     assert events[0].recoverable is recoverable
     assert engine.health().state is EngineState.FAILED
+
+
+def test_each_cycle_reports_its_duration_and_the_step_that_failed(tmp_path, caplog):
+    caplog.set_level(logging.INFO)
+    proc = tmp_path / "proc.py"
+    proc.write_text("if input.sizes['event_time_zero'] == 1:\n    raise ValueError('one pulse')\n")
+    clock = FakeClock()
+    listener = Scripted([RUNNING, (RunStatus.Running, [5], {}, False), RUNNING], clock, cycle_seconds=2)
+    engine = ScippEngine(Config(update_every=10), listener=listener, clock=clock)
+    listener.stop_after_steps = engine._stop
+    events: list = []
+    engine.start(ProcessingScripts(load_script("proc", proc), None), events.append)
+    engine._thread.join(10)
+    assert [(e.duration, e.failed) for e in events] == [(2, None), (2, "proc"), (2, None), (2, None)]

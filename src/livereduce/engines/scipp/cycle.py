@@ -55,6 +55,7 @@ class CycleResult:
         ended: the source will deliver nothing more.
         finished: set when the engine must end (``run_transition`` Stop at a run transition): the reason.
         error: the error that ended the cycle early, or None.
+        failed: the step that failed: ``proc``, ``accumulate`` (histogramming or accumulating) or ``post_proc``.
     """
 
     status: RunStatus
@@ -68,6 +69,7 @@ class CycleResult:
     ended: bool = False
     finished: str | None = None
     error: ScriptError | AccumulationError | None = None
+    failed: str | None = None
 
 
 class LiveDataLoader:
@@ -100,21 +102,22 @@ class LiveDataLoader:
         chunk = extracted.chunk
         self._replace_next |= extracted.data_reset
         error: ScriptError | AccumulationError | None = None
+        failed: str | None = None
         accumulated = False
         try:
+            failed = "proc"
             processed = self._process(chunk)
+            failed = "accumulate"
             if not self.preserve_events:
                 processed = histogram_events(processed, self.listener.event_id_range())
             accumulation = self.accumulator.accumulate(processed, metadata_of(chunk), self._replace_next)
-        except (ScriptError, AccumulationError) as err:
-            error = err
-        else:
             accumulated = True
             self._replace_next = False
-            try:
-                self.workspaces[OUTPUT_WORKSPACE] = self._post_process(accumulation)
-            except ScriptError as err:
-                error = err
+            failed = "post_proc"
+            self.workspaces[OUTPUT_WORKSPACE] = self._post_process(accumulation)
+            failed = None
+        except (ScriptError, AccumulationError) as err:
+            error = err
         finished = self._transition(extracted.status, extracted.run_number)
         return CycleResult(
             status=extracted.status,
@@ -128,6 +131,7 @@ class LiveDataLoader:
             ended=extracted.ended,
             finished=finished,
             error=error,
+            failed=failed,
         )
 
     def _transition(self, status: RunStatus, run: int) -> str | None:

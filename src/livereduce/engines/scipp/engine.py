@@ -24,7 +24,7 @@ import psutil
 
 from livereduce.clock import Clock, SystemClock
 from livereduce.config import Config
-from livereduce.engines.base import EngineFailed, EngineFinished, EngineState, Health, Notify
+from livereduce.engines.base import CycleCompleted, EngineFailed, EngineFinished, EngineState, Health, Notify
 from livereduce.engines.scipp.cycle import CycleResult, LiveDataLoader
 from livereduce.engines.scipp.listeners import create_listener
 from livereduce.engines.scipp.listeners.base import Listener
@@ -129,7 +129,9 @@ class ScippEngine:
             if number is not None:
                 _log.info("Loading live data chunk %d at %s", number, datetime.now().strftime("%H:%M:%S"))
             result = self._loader.run()
-            self._record(number, result, clock.monotonic() - started)
+            duration = clock.monotonic() - started
+            self._record(number, result, duration)
+            notify(CycleCompleted(duration, result.failed))
             if result.finished is not None:
                 self._set(state=EngineState.FINISHED)
                 notify(EngineFinished(result.finished))

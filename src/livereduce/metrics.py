@@ -1,0 +1,198 @@
+"""Prometheus metrics of the daemon (``metrics_port``; off by default), for the facility's monitoring.
+
+Served over HTTP by ``prometheus-client`` (``/metrics``, text exposition format) on ``metrics_address``
+(default 127.0.0.1) and ``metrics_port`` (0: a free port, logged and shown in the status as ``metrics_url``).
+
+Most metrics are read at scrape time from the status the supervisor last published (once a second and at every
+change of state, see :mod:`livereduce.status`), so the scrape never touches the engine. Two are observed per
+cycle, because a once-a-second status cannot see every cycle: the cycle-duration histogram and the script errors.
+
+| metric | type | labels | meaning |
+|---|---|---|---|
+| ``livereduce_info`` | info | version, engine, instrument | constant 1 |
+| ``livereduce_state`` | state set | state | the supervisor's state (``running``, ``backing off``, ...) |
+| ``livereduce_engine_state`` | state set | state | the engine's (``running``, ``idle``, ``failed``, ...) |
+| ``livereduce_chunks_total`` | counter | | cycles completed since the daemon started |
+| ``livereduce_events_received_total`` | counter | | events the source delivered (after dropping) |
+| ``livereduce_events_accumulated`` | gauge | | events in the accumulation (0 for histograms) |
+| ``livereduce_events_dropped_total`` | counter | reason | events dropped at the source |
+| ``livereduce_cycle_errors_total`` | counter | | cycles that ended with an error |
+| ``livereduce_script_errors_total`` | counter | script | failed cycles by step: proc, post_proc, accumulate |
+| ``livereduce_cycle_duration_seconds`` | histogram | | duration of each cycle (scipp engine) |
+| ``livereduce_engine_restarts_total`` | counter | reason | scripts, memory, failures, signals, watcher |
+| ``livereduce_rss_bytes`` | gauge | | resident memory with children |
+| ``livereduce_memory_limit_bytes`` | gauge | | the memory limit (absent without one) |
+| ``livereduce_last_cycle_end_timestamp_seconds`` | gauge | | Unix time of the last completed cycle |
+| ``livereduce_last_cycle_age_seconds`` | gauge | | seconds since then (absent before the first) |
+| ``livereduce_update_every_seconds`` | gauge | | the configured ``update_every`` |
+| ``livereduce_run_number`` | gauge | | run of the last chunk (0: none) |
+| ``livereduce_source_healthy`` | gauge | | 1 while the source delivers as it should |
+| ``livereduce_source_count_total`` | counter | counter | the source's own counters (bytes, packets, ...) |
+| ``livereduce_log_records_lost_total`` | counter | | log records a failing handler could not write |
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily, StateSetMetricFamily
+from prometheus_client.registry import Collector
+
+from livereduce.engines.base import CycleCompleted
+
+_log = logging.getLogger("livereduce")
+
+CYCLE_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
+"""Upper bounds (seconds) of the cycle-duration histogram's buckets."""
+STEPS = ("proc", "post_proc", "accumulate")
+SUPERVISOR_STATES = (
+    "starting",
+    "running",
+    "reloading",
+    "backing off",
+    "waiting for scripts",
+    "stopping",
+    "stopped",
+    "stop timed out",
+)
+ENGINE_STATES = ("starting", "running", "idle", "finished", "failed", "stopped")
+
+
+class Metrics:
+    """The daemon's metrics and their HTTP endpoint.
+
+    Args:
+        status: returns the status the supervisor last published (a dict as in :mod:`livereduce.status`).
+        instrument: the instrument's name (a label of ``livereduce_info``).
+    """
+
+    def __init__(self, status: Callable[[], dict[str, Any]], instrument: str) -> None:
+        self.registry = CollectorRegistry()
+        self._cycle_seconds = Histogram(
+            "livereduce_cycle_duration_seconds",
+            "Duration of each cycle (extract, proc, accumulate, post_proc)",
+            buckets=CYCLE_BUCKETS,
+            registry=self.registry,
+        )
+        self._script_errors = Counter(
+            "livereduce_script_errors",
+            "Cycles that failed, by the step that failed",
+            ["script"],
+            registry=self.registry,
+        )
+        for step in STEPS:
+            self._script_errors.labels(step)
+        self.registry.register(_StatusCollector(status, instrument))
+        self._server: Any = None
+        self.url: str | None = None
+
+    def cycle(self, done: CycleCompleted) -> None:
+        """Record one completed cycle."""
+        if done.duration is not None:
+            self._cycle_seconds.observe(done.duration)
+        if done.failed is not None:
+            self._script_errors.labels(done.failed).inc()
+
+    def serve(self, address: str, port: int) -> str | None:
+        """Start the HTTP endpoint in a thread; returns its URL, or None (logged) if it cannot listen."""
+        try:
+            self._server, _ = start_http_server(port, addr=address, registry=self.registry)
+        except OSError as err:
+            _log.error(
+                "Prometheus metrics cannot listen on %s:%d (keys metrics_address, metrics_port): %s; the daemon "
+                "runs without them",
+                address,
+                port,
+                err.strerror or err,
+            )
+            return None
+        host, bound = self._server.server_address[:2]
+        self.url = f"http://{host if ':' not in host else f'[{host}]'}:{bound}/metrics"
+        _log.info("Prometheus metrics on %s", self.url)
+        return self.url
+
+    def close(self) -> None:
+        """Stop the endpoint (if it runs)."""
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+
+class _StatusCollector(Collector):
+    """Metrics made from the last published status at each scrape."""
+
+    def __init__(self, status: Callable[[], dict[str, Any]], instrument: str) -> None:
+        self._status = status
+        self._instrument = instrument
+
+    def collect(self) -> Iterator[Any]:
+        status = self._status() or {}
+        engine = status.get("engine") or {}
+        info = InfoMetricFamily("livereduce", "The daemon")
+        info.add_metric(
+            [],
+            {
+                "version": str(status.get("version", "")),
+                "engine": engine.get("name", ""),
+                "instrument": self._instrument,
+            },
+        )
+        yield info
+        yield _states("livereduce_state", "The supervisor's state", SUPERVISOR_STATES, status.get("state"))
+        yield _states("livereduce_engine_state", "The engine's state", ENGINE_STATES, engine.get("state"))
+        yield _counter("livereduce_chunks", "Cycles completed since the daemon started", engine.get("chunks"))
+        yield _counter("livereduce_events_received", "Events the source delivered", engine.get("events"))
+        yield _gauge("livereduce_events_accumulated", "Events in the accumulation", engine.get("accumulated_events"))
+        yield _labelled("livereduce_events_dropped", "Events dropped at the source", "reason", engine, "dropped_events")
+        yield _counter("livereduce_cycle_errors", "Cycles that ended with an error", engine.get("errors"))
+        yield _labelled("livereduce_engine_restarts", "Engine restarts by reason", "reason", status, "restarts")
+        yield _gauge("livereduce_rss_bytes", "Resident memory of the daemon and its children", status.get("rss_bytes"))
+        if status.get("memory_limit_bytes") is not None:
+            yield _gauge("livereduce_memory_limit_bytes", "The memory limit", status.get("memory_limit_bytes"))
+        last = engine.get("last_cycle_end")
+        if last is not None:
+            yield _gauge("livereduce_last_cycle_end_timestamp_seconds", "Unix time of the last completed cycle", last)
+            yield _gauge(
+                "livereduce_last_cycle_age_seconds", "Seconds since the last completed cycle", time.time() - last
+            )
+        yield _gauge("livereduce_update_every_seconds", "The configured update_every", status.get("update_every"))
+        yield _gauge("livereduce_run_number", "Run of the last chunk (0: none)", engine.get("run_number"))
+        yield _gauge(
+            "livereduce_source_healthy", "1 while the source delivers", int(engine.get("source_healthy", True))
+        )
+        yield _labelled("livereduce_source_count", "The source's own counters", "counter", engine, "source_counters")
+        yield _counter(
+            "livereduce_log_records_lost", "Log records that could not be written", status.get("log_records_lost")
+        )
+
+
+def _number(value: object) -> float:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else 0.0
+
+
+def _counter(name: str, documentation: str, value: object) -> CounterMetricFamily:
+    return CounterMetricFamily(name, documentation, value=_number(value))
+
+
+def _gauge(name: str, documentation: str, value: object) -> GaugeMetricFamily:
+    return GaugeMetricFamily(name, documentation, value=_number(value))
+
+
+def _labelled(name: str, documentation: str, label: str, section: dict[str, Any], key: str) -> CounterMetricFamily:
+    family = CounterMetricFamily(name, documentation, labels=[label])
+    values = section.get(key) or {}
+    for value_label, value in values.items():
+        family.add_metric([str(value_label)], _number(value))
+    return family
+
+
+def _states(name: str, documentation: str, states: tuple[str, ...], current: object) -> StateSetMetricFamily:
+    known = dict.fromkeys(states, False)
+    if isinstance(current, str):
+        known[current] = True
+    return StateSetMetricFamily(name, documentation, value=known)
