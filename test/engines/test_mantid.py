@@ -313,7 +313,6 @@ def test_first_chunk_script_error_names_script_and_line(mantid_daemon):
     process.finish()
 
 
-@pytest.mark.xfail(reason="needs supervisor back-off on ScriptError at start", strict=False)
 def test_first_chunk_script_error_is_retried_with_back_off(mantid_daemon):
     process = mantid_daemon({"instrument": "ISIS_Event", "update_every": 0.2}, {"proc": BROKEN_SECOND_LINE})
     process.wait_for_log(lambda log: "Restarting live data in 1 s (failure 1 in a row)" in log)
