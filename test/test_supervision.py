@@ -67,6 +67,9 @@ def test_identical_resave_restarts_nothing(running):
     log = wait_for_more_chunks(process)
     assert RESTART not in log
     assert "changed - restarting" not in log
+    proc.write_text(marker_script("v2"))  # positive control: a real change is seen and restarts
+    process.wait_for_log(lambda log: "v2" in ran(process.workdir))
+    assert process.log().count(RESTART) == 1
 
 
 def test_rename_into_place_is_seen(running):

@@ -345,3 +345,15 @@ def test_a_restart_that_cannot_heal_exits_with_its_code(setup):
     supervisor.engine = None
     supervisor.handle(SignalReceived(signal.SIGHUP))
     assert supervisor.state is State.BACKING_OFF
+
+
+def test_the_whole_loop_and_late_events_after_it_ended(setup):
+    """run() from start to exit; events posted afterwards (a thread that outlived a stop timeout) are harmless."""
+    supervisor, engines, *_ = setup
+    supervisor.events.put(SignalReceived(signal.SIGHUP))  # before the start: loads the scripts, no extra engine
+    supervisor.events.put(SignalReceived(signal.SIGTERM))
+    assert supervisor.run() == 0
+    assert engines == []  # the SIGTERM came before the start: nothing was started
+    for _ in range(10_000):
+        supervisor.events.put(FromEngine(1, EngineFailed(RuntimeError("late"), recoverable=True)))
+    assert supervisor.state is State.STOPPED

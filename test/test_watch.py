@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import queue
 from pathlib import Path
 
@@ -38,6 +39,8 @@ def test_identical_content_is_no_change(watched):
     path.write_text("a = 1\n")
     with pytest.raises(queue.Empty):
         received.get(timeout=1.5)
+    path.write_text("a = 3\n")  # positive control: the watcher is alive and sees a real change
+    assert received.get(timeout=10).paths == {path}
 
 
 def test_delete_and_rename_into_place(watched):
@@ -70,3 +73,28 @@ def test_reading_a_script_is_no_event(watched):
         path.read_text()
     with pytest.raises(queue.Empty):
         received.get(timeout=1.5)
+    path.write_text("a = 4\n")  # positive control: the watcher is alive and sees a real change
+    assert received.get(timeout=10).paths == {path}
+
+
+def test_a_fifo_in_place_of_a_watched_file_never_blocks_the_watcher(watched):
+    path, received, watcher = watched
+    path.unlink()
+    os.mkfifo(path)
+    assert received.get(timeout=10).paths == {path}  # seen as a change (its content is not readable)
+    path.unlink()
+    path.write_text("a = 5\n")
+    assert received.get(timeout=10).paths == {path}  # still watching
+    assert watcher.problem() is None
+
+
+def test_a_dead_watcher_reports_a_problem(tmp_path, monkeypatch):
+    watcher = FileWatcher([tmp_path / "x.py"], lambda _: None, poll_interval=0.1)
+    assert watcher.problem() is None  # not started: nothing to report
+    monkeypatch.setattr(watcher, "_watch", lambda: 1 / 0)
+    watcher.start()
+    watcher._thread.join(10)
+    try:
+        assert watcher.problem() == "thread ended"
+    finally:
+        watcher.stop()
