@@ -17,7 +17,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import ENTRY_POINT, poll_until, run_cli
-from test_errors import base, write
+from test_errors import base, replay_in_six_chunks, write
 
 FAKE = {"listener": "FakeEventDataListener", "event_rate": 600, "update_every": 0.1}
 
@@ -82,15 +82,7 @@ def test_status_of_a_running_but_unhealthy_daemon_is_150(daemon, tmp_path):
 
 def test_every_failed_cycle_is_counted_in_the_status_and_the_final_line(daemon, tmp_path, sans2d):
     """Before: every chunk failed in proc, yet --status said 'errors: 0'."""
-    config = {
-        "listener": "FileEventDataListener",
-        "filename": str(sans2d),
-        "replay_speed": 0,
-        "replay_chunk_pulses": 50,
-        "update_every": 0.01,
-        "run_transition": "Stop",
-    }
-    run = daemon(config, {"proc": "raise ValueError('bad calibration')\n"}).finish()
+    run = daemon(replay_in_six_chunks(sans2d), {"proc": "raise ValueError('bad calibration')\n"}).finish()
     assert run.returncode == 0
     stopped = status_of(tmp_path, str(run.workdir / "livereduce.conf"))
     shown = rows(stopped.stdout)
