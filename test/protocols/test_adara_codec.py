@@ -274,6 +274,7 @@ def test_run_info_round_trip_and_namespaces():
         (struct.pack("<I", 100) + b"<runinfo/>\0\0", "run info XML length beyond the payload"),
         (struct.pack("<I", 8) + b"<runinfo", "not well-formed XML"),
         (b"", "payload shorter than its fields"),
+        (struct.pack("<I", 48) + b'<?xml version="1.0" encoding="utf-0"?><runinfo/>', "not well-formed XML"),
     ],
 )
 def test_run_info_errors(payload, reason):
@@ -403,7 +404,16 @@ def test_valid_range_is_non_negative_and_within_32_bits(xml, expected):
     assert detector_ids(xml).valid_range() == expected
 
 
-@pytest.mark.parametrize("xml", ["<instrument", "<notinstrument/>", "", "<instrument>&undefined;</instrument>"])
+@pytest.mark.parametrize(
+    "xml",
+    [
+        "<instrument",
+        "<notinstrument/>",
+        "",
+        "<instrument>&undefined;</instrument>",
+        b'<?xml version="1.0" encoding="upf-8"?><instrument/>',  # found by bench/fuzz_adara.py (a bit flip)
+    ],
+)
 def test_bad_geometry(xml):
     with pytest.raises(GeometryError):
         detector_ids(xml)

@@ -219,7 +219,7 @@ def _text(payload: Buffer, offset: int, length: int, what: str) -> bytes:
 def _xml(data: bytes, what: str) -> ET.Element:
     try:
         return ET.fromstring(data)  # noqa: S314 - expat: no external entities, bounded by the packet cap
-    except ET.ParseError as err:
+    except (ET.ParseError, LookupError, ValueError) as err:  # LookupError: unknown declared encoding
         raise PacketError(f"{what} is not well-formed XML", str(err)) from None
 
 

@@ -65,7 +65,7 @@ def detector_ids(xml: str | bytes) -> DetectorIds:
     """
     try:
         root = ET.fromstring(xml)  # noqa: S314 - expat: no external entities; bounded by the packet cap
-    except ET.ParseError as err:
+    except (ET.ParseError, LookupError, ValueError) as err:  # LookupError: unknown declared encoding
         raise GeometryError(f"instrument definition is not well-formed XML: {err}") from None
     if local_name(root) != "instrument":
         raise GeometryError(f"instrument definition has root <{local_name(root)}>, expected <instrument>")

@@ -27,6 +27,7 @@ import socket
 import threading
 import time
 from collections import Counter
+from dataclasses import dataclass
 
 import numpy as np
 import scipp as sc
@@ -182,25 +183,14 @@ class SNSLiveEventDataListener(Listener):
             raise SourceError("SNSLiveEventDataListener: extract() before start()")
         with self._changed:
             segment = client.take()
-            logs = client.logs_for(segment)
-            units = {name: client.units(name) for name in logs}
-            properties = client.properties_for(segment)
-            instrument = client.instrument
+            metadata = SegmentMetadata.of(client, segment)
             self._changed.notify_all()
         self._range = segment.id_range or self._range
-        chunk, invalid = self._chunk(segment, logs, units, properties, instrument)
-        dropped = Counter(segment.dropped)
-        dropped.update(invalid)
+        result, invalid = extracted(segment, metadata, self._range)
         if invalid:
             with self._lock:
-                self._counters["events_dropped"] += sum(invalid.values())
-        if segment.transition is Transition.END_RUN:
-            status = RunStatus.EndRun
-        elif segment.transition is Transition.BEGIN_RUN:
-            status = RunStatus.BeginRun
-        else:
-            status = RunStatus.Running if segment.run_number else RunStatus.NoRun
-        return Extracted(chunk, status, data_reset=segment.data_reset, dropped=dict(dropped))
+                self._counters["events_dropped"] += invalid
+        return result
 
     def event_id_range(self) -> tuple[int, int]:
         """The GEOMETRY's detector ids (first, last), as in force for the last chunk extracted; a new geometry
@@ -381,59 +371,86 @@ class SNSLiveEventDataListener(Listener):
         with self._lock:
             self._counters[name] += 1
 
-    # --- building the chunk -----------------------------------------------------------------------------------
-    def _chunk(
-        self,
-        segment: Segment,
-        logs: dict[str, list[tuple[int, LogValue]]],
-        units: dict[str, str],
-        properties: dict[str, str | int],
-        instrument: str,
-    ) -> tuple[sc.DataArray, dict[str, int]]:
-        """The segment as a chunk, and the events dropped for pixel ids outside the range, by reason."""
-        n = segment.event_count
-        id_range = segment.id_range or self._range
-        event_id = sc.empty(sizes={EVENT_DIM: n}, dtype="int32", unit=None)
-        tof = sc.empty(sizes={EVENT_DIM: n}, dtype="float32", unit="us")
-        pixel, _ = event_arrays(segment.events, segment.offsets, out=tof.values)
-        np.copyto(event_id.values, pixel, casting="unsafe")
-        counts = np.frombuffer(segment.pulse_events, np.int64) if segment.pulses else np.zeros(0, np.int64)
-        index = np.cumsum(counts) - counts
-        invalid: dict[str, int] = {}
-        ids = event_id.values
-        if n and (int(ids.min()) < id_range[0] or int(ids.max()) > id_range[1]):
-            event_id, tof, index, invalid = valid_events(pixel, tof.values, index, id_range)
-        del pixel
-        segment.events = bytearray()
-        metadata = RunMetadata(
-            run_number=segment.run_number,
-            start_time=np.datetime64(segment.run_start_ns, "ns") if segment.run_start_ns is not None else None,
-            instrument_name=instrument,
-            logs={name: _log_array(entries, units.get(name, "")) for name, entries in logs.items()},
-            properties={
-                name: np.datetime64(value, "ns") if name in ("run_start", "run_end") else value
-                for name, value in properties.items()
-            },
-            monitors={
-                f"monitor{monitor}": _monitor_events(parts) for monitor, parts in sorted(segment.monitors.items())
-            },
-        )
-        pulses = segment.pulses
-        chunk = make_chunk(
-            event_id,
-            tof,
-            np.frombuffer(segment.pulse_ns, np.int64).astype("datetime64[ns]")
-            if pulses
-            else np.empty(0, "datetime64[ns]"),
-            index,
-            metadata=metadata,
-            proton_charge=np.frombuffer(segment.charge_pc, np.float64).copy() if pulses else np.empty(0),
-            pulse_coords={
-                "pulse_flags": _pulse_values(segment.flags),
-                "veto_flags": _pulse_values(segment.veto),
-            },
-        )
-        return chunk, invalid
+
+@dataclass(frozen=True)
+class SegmentMetadata:
+    """What a segment's chunk needs from the client state (read under the listener's lock): every log with its
+    values for the segment, the logs' units, the run properties and the instrument name."""
+
+    logs: dict[str, list[tuple[int, LogValue]]]
+    units: dict[str, str]
+    properties: dict[str, str | int]
+    instrument: str
+
+    @classmethod
+    def of(cls, client: ClientState, segment: Segment) -> SegmentMetadata:
+        logs = client.logs_for(segment)
+        return cls(logs, {name: client.units(name) for name in logs}, client.properties_for(segment), client.instrument)
+
+
+def extracted(segment: Segment, metadata: SegmentMetadata, id_range: tuple[int, int]) -> tuple[Extracted, int]:
+    """A segment as the engine receives it, and the number of its events dropped for pixel ids outside
+    ``segment.id_range`` (else ``id_range``).
+
+    The chunk: ``event_id`` int32, ``event_time_offset`` float32 µs (``(tof + offset) / 10``), events binned by
+    pulse (``event_time_zero`` datetime64 ns UTC), ``proton_charge`` float64 pC, ``pulse_flags`` and
+    ``veto_flags`` int64 per pulse; run metadata (``run_start``/``run_end`` datetime64 ns), time-series logs,
+    monitors ``monitor<N>``. The status: EndRun/BeginRun for a sealed segment, else Running (in a run) or NoRun.
+    """
+    chunk, invalid = _chunk(segment, metadata, segment.id_range or id_range)
+    dropped = Counter(segment.dropped)
+    dropped.update(invalid)
+    if segment.transition is Transition.END_RUN:
+        status = RunStatus.EndRun
+    elif segment.transition is Transition.BEGIN_RUN:
+        status = RunStatus.BeginRun
+    else:
+        status = RunStatus.Running if segment.run_number else RunStatus.NoRun
+    return Extracted(chunk, status, data_reset=segment.data_reset, dropped=dict(dropped)), sum(invalid.values())
+
+
+def _chunk(
+    segment: Segment, metadata: SegmentMetadata, id_range: tuple[int, int]
+) -> tuple[sc.DataArray, dict[str, int]]:
+    """The segment as a chunk, and the events dropped for pixel ids outside ``id_range``, by reason."""
+    n = segment.event_count
+    event_id = sc.empty(sizes={EVENT_DIM: n}, dtype="int32", unit=None)
+    tof = sc.empty(sizes={EVENT_DIM: n}, dtype="float32", unit="us")
+    pixel, _ = event_arrays(segment.events, segment.offsets, out=tof.values)
+    np.copyto(event_id.values, pixel, casting="unsafe")
+    counts = np.frombuffer(segment.pulse_events, np.int64) if segment.pulses else np.zeros(0, np.int64)
+    index = np.cumsum(counts) - counts
+    invalid: dict[str, int] = {}
+    ids = event_id.values
+    if n and (int(ids.min()) < id_range[0] or int(ids.max()) > id_range[1]):
+        event_id, tof, index, invalid = valid_events(pixel, tof.values, index, id_range)
+    del pixel
+    segment.events = bytearray()
+    run_metadata = RunMetadata(
+        run_number=segment.run_number,
+        start_time=np.datetime64(segment.run_start_ns, "ns") if segment.run_start_ns is not None else None,
+        instrument_name=metadata.instrument,
+        logs={name: _log_array(entries, metadata.units.get(name, "")) for name, entries in metadata.logs.items()},
+        properties={
+            name: np.datetime64(value, "ns") if name in ("run_start", "run_end") else value
+            for name, value in metadata.properties.items()
+        },
+        monitors={f"monitor{monitor}": _monitor_events(parts) for monitor, parts in sorted(segment.monitors.items())},
+    )
+    pulses = segment.pulses
+    times = (
+        np.frombuffer(segment.pulse_ns, np.int64).astype("datetime64[ns]") if pulses else np.empty(0, "datetime64[ns]")
+    )
+    chunk = make_chunk(
+        event_id,
+        tof,
+        times,
+        index,
+        metadata=run_metadata,
+        proton_charge=np.frombuffer(segment.charge_pc, np.float64).copy() if pulses else np.empty(0),
+        pulse_coords={"pulse_flags": _pulse_values(segment.flags), "veto_flags": _pulse_values(segment.veto)},
+    )
+    return chunk, invalid
 
 
 def _pulse_values(values: object) -> sc.Variable:
