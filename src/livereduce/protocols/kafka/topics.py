@@ -63,6 +63,7 @@ def consumer_settings(address: str, site: Mapping[str, str | int | float | bool]
         "auto.offset.reset": "earliest",
         "fetch.wait.max.ms": 100,
         "fetch.message.max.bytes": MAX_MESSAGE_BYTES,
+        "fetch.max.bytes": 2 * MAX_MESSAGE_BYTES,
         "receive.message.max.bytes": 2 * MAX_MESSAGE_BYTES + 1_000_000,
         "queued.max.messages.kbytes": max(1024, queue_kib),
         "statistics.interval.ms": 1000,

@@ -1,0 +1,420 @@
+"""KafkaEventListener in process against the real broker: start positions, runs, logs, monitors, bounds, faults."""
+
+from __future__ import annotations
+
+import threading
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import pytest
+from confluent_kafka import Consumer, TopicPartition
+from streaming_data_types import serialise_f144
+
+from conftest import SANS2D_EVENTS, Sans2dReference
+from livereduce.engines.scipp.chunk import PULSE_DIM
+from livereduce.engines.scipp.listeners import kafka as kafka_module
+from livereduce.engines.scipp.listeners.base import RunStatus
+from livereduce.errors import SourceError
+from livereduce.protocols.kafka.f142 import serialise_f142
+from livereduce.protocols.kafka.times import datetime_to_ns, iso
+
+from .conftest import Broker, free_port
+from .helpers import (
+    SECOND,
+    drain,
+    events_total,
+    flat,
+    listener,
+    pulse_times,
+    pulses,
+    replay,
+    run_start,
+    run_stop,
+    send,
+    statuses,
+    until_events,
+)
+
+TOF_EDGES = np.linspace(0.0, 100_000.0, 1001)
+
+
+def file_offsets(reference: Sans2dReference) -> np.ndarray:
+    """Pulse times of the file relative to its first pulse (ns)."""
+    times = reference.pulse_times.astype(np.int64)
+    return times - times[0]
+
+
+# --- a whole run ------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("schema", ["ev44", "ev42"])
+def test_whole_run_equals_the_file(kafka_broker: Broker, kafka_topics, sans2d: Path, sans2d_reference, schema: str):
+    topics = kafka_topics()
+    start = datetime(2026, 5, 4, 3, 2, 1, 123000, tzinfo=UTC)
+    replay(kafka_broker, topics, "--speed=0", f"--schema={schema}", "--run-number=4711",
+           f"--start-time={start.isoformat()}", file=str(sans2d))  # fmt: skip
+    source = listener(kafka_broker, topics)
+    source.start("from_start_of_run")
+    try:
+        got = drain(source)
+    finally:
+        source.disconnect()
+
+    ids, tof, times = flat(got)
+    assert ids.size == SANS2D_EVENTS
+    np.testing.assert_array_equal(ids, sans2d_reference.event_id)
+    np.testing.assert_allclose(tof, sans2d_reference.event_time_offset, atol=1e-3, rtol=1e-6)  # ns resolution
+    expected_tof = np.histogram(sans2d_reference.event_time_offset, TOF_EDGES)[0]
+    np.testing.assert_array_equal(np.histogram(tof, TOF_EDGES)[0], expected_tof)
+    np.testing.assert_array_equal(times - times[0], file_offsets(sans2d_reference))
+    assert times[0] == datetime_to_ns(start)
+    assert {e.run_number for e in got if e.chunk.sizes[PULSE_DIM]} == {4711}
+    assert got[-1].status is RunStatus.EndRun
+    before_the_run = [e.status for e in got[:-1] if not e.run_number]
+    in_the_run = [e.status for e in got[:-1] if e.run_number]
+    assert set(before_the_run) <= {RunStatus.NoRun}
+    assert set(in_the_run) == {RunStatus.Running}
+    assert [e.status for e in got[:-1]] == before_the_run + in_the_run
+    assert not any(e.data_reset for e in got)  # the first run seen is no transition
+    assert source.event_id_range() == (int(sans2d_reference.event_id.min()), int(sans2d_reference.event_id.max()))
+    counters = source.health().counters
+    assert counters["events"] == SANS2D_EVENTS
+    assert counters["run_starts"] == 1
+    assert counters["run_stops"] == 1
+    assert not [key for key in counters if key.startswith("skipped")]
+    chunk = next(e.chunk for e in got if e.chunk.sizes[PULSE_DIM])
+    assert chunk.coords["run_start"].value == np.datetime64(start.replace(tzinfo=None), "ns")
+    assert chunk.coords["instrument_name"].value == "SANS2D"
+
+
+def test_from_start_of_run_started_mid_run_gets_the_whole_run(kafka_broker: Broker, kafka_topics, sans2d: Path):
+    topics = kafka_topics()
+    producer = threading.Thread(target=replay, args=(kafka_broker, topics, "--speed=10"), kwargs={"file": str(sans2d)})
+    producer.start()
+    try:
+        consumer = Consumer({"bootstrap.servers": kafka_broker.address, "group.id": "probe"})
+        deadline = time.monotonic() + 30
+        while consumer.get_watermark_offsets(TopicPartition(topics["events"], 0), timeout=10)[1] < 50:
+            assert time.monotonic() < deadline, "the replay did not start"
+            time.sleep(0.05)
+        consumer.close()
+        source = listener(kafka_broker, topics)
+        source.start("from_start_of_run")
+        try:
+            got = drain(source)
+        finally:
+            source.disconnect()
+    finally:
+        producer.join()
+
+    assert events_total(got) == SANS2D_EVENTS
+    assert got[-1].status is RunStatus.EndRun
+
+
+def test_a_start_time_delivers_exactly_the_pulses_from_it(
+    kafka_broker: Broker, kafka_topics, sans2d: Path, sans2d_reference: Sans2dReference
+):
+    topics = kafka_topics()
+    start = datetime(2026, 5, 4, 3, 2, 1, tzinfo=UTC)
+    replay(kafka_broker, topics, "--speed=0", f"--start-time={start.isoformat()}", file=str(sans2d))
+    first = 123
+    pulse_ns = datetime_to_ns(start) + int(file_offsets(sans2d_reference)[first])
+    when = datetime.fromtimestamp(pulse_ns // 10**9, UTC).replace(microsecond=(pulse_ns % 10**9) // 1000)
+    assert pulse_ns - 1000 < datetime_to_ns(when) <= pulse_ns  # a datetime has µs: just not after the pulse
+    source = listener(kafka_broker, topics)
+    source.start(when)
+    try:
+        got = drain(source)
+    finally:
+        source.disconnect()
+
+    ids, _, times = flat(got)
+    expected = sans2d_reference.pulses(first, 300)
+    np.testing.assert_array_equal(ids, sans2d_reference.event_id[expected])
+    assert times.size == 300 - first
+    assert source.health().counters["pulses_before_start"] == first
+
+
+def test_now_delivers_only_what_follows(kafka_broker: Broker, kafka_topics, sans2d: Path):
+    topics = kafka_topics()
+    replay(kafka_broker, topics, "--speed=0", "--run-number=1", file=str(sans2d))  # ended before the start
+    source = listener(kafka_broker, topics)
+    source.start("now")
+    try:
+        started = time.time_ns()
+        drain(source, until=lambda got: source.health().state.startswith("waiting for a run start"))
+        later = datetime.fromtimestamp((started + SECOND) / 1e9, UTC).isoformat()
+        replay(kafka_broker, topics, "--speed=0", "--run-number=2", f"--start-time={later}", file=str(sans2d))
+        got = drain(source, until=until_events(SANS2D_EVENTS))
+    finally:
+        source.disconnect()
+
+    assert events_total(got) == SANS2D_EVENTS  # run 2 complete: it would have seen run 1's the same way
+    assert {e.run_number for e in got if e.chunk.sizes[PULSE_DIM]} == {2}
+    # run 1 ended before the start: no transition
+    assert not [e for e in got if e.status in (RunStatus.EndRun, RunStatus.BeginRun)]
+    assert not any(e.data_reset for e in got)
+
+
+# --- runs -------------------------------------------------------------------------------------------------------
+def test_two_runs_back_to_back(kafka_broker: Broker, kafka_topics, sans2d: Path):
+    topics = kafka_topics()
+    source = listener(kafka_broker, topics)
+    source.start("from_start_of_run")
+    try:
+        drain(source, until=lambda got: source.health().state.startswith("waiting for a run start"))
+        replay(kafka_broker, topics, "--speed=0", "--loops=2", "--run-number=7", file=str(sans2d))
+        got = drain(source, until=lambda got: [e.status for e in got].count(RunStatus.EndRun) == 2)
+    finally:
+        source.disconnect()
+
+    seen = statuses(got)
+    ends = [i for i, (status, *_) in enumerate(seen) if status == "EndRun"]
+    assert [seen[i][1] for i in ends] == [7, 8]
+    first_of_run_8 = next(s for s in seen[ends[0] + 1 :] if s[3])
+    assert first_of_run_8[1:3] == (8, True)  # data reset with the new run's first chunk
+    assert sum(1 for s in seen if s[2]) == 1
+    per_run = {run: sum(e.chunk.bins.size().sum().value for e in got if e.run_number == run) for run in (7, 8)}
+    assert per_run == {7: SANS2D_EVENTS, 8: SANS2D_EVENTS}
+
+
+def test_a_run_start_while_a_run_is_open_is_begin_run(kafka_broker: Broker, kafka_topics):
+    topics = kafka_topics()
+    t0 = (time.time_ns() // SECOND - 60) * SECOND
+    send(kafka_broker, topics["runInfo"], [run_start(t0, run="1", job="a")])
+    source = listener(kafka_broker, topics)
+    source.start("from_start_of_run")
+    try:
+        send(kafka_broker, topics["events"], [pulses([t0 + i * 10**8 for i in range(10)])])  # run 1: 0.0 .. 0.9 s
+        first = drain(source, until=until_events(30))
+        send(kafka_broker, topics["runInfo"], [run_start(t0 + 2 * SECOND, run="2", job="b")])
+        send(kafka_broker, topics["events"], [pulses([t0 + SECOND + i * 10**8 for i in range(20)], message_id=1)])
+        got = first + drain(source, until=lambda got: events_total(got) >= 60)
+    finally:
+        source.disconnect()
+
+    seen = statuses(got)
+    begin = [i for i, s in enumerate(seen) if s[0] == "BeginRun"]
+    assert len(begin) == 1
+    assert seen[begin[0]][1] == 1
+    run_1 = np.concatenate([pulse_times([e]) for e in got if e.run_number == 1])
+    run_2 = np.concatenate([pulse_times([e]) for e in got if e.run_number == 2])
+    assert run_1.size == 20  # 1.0 .. 1.9 s belong to run 1 as well
+    assert run_1.max() < t0 + 2 * SECOND
+    assert run_2.size == 10
+    assert run_2.min() >= t0 + 2 * SECOND
+    assert next(s for s in seen[begin[0] + 1 :] if s[3])[1:3] == (2, True)
+    assert not any(e.data_reset for e in got if e.run_number == 1)
+
+
+def test_run_stop_waits_for_every_partition(kafka_broker: Broker, kafka_topics):
+    """Two event partitions: the run ends once both have passed the stop time (one by data, one at its end)."""
+    topics = kafka_topics(partitions=2)
+    t0 = (time.time_ns() // SECOND - 60) * SECOND
+    send(kafka_broker, topics["runInfo"], [run_start(t0)])
+    source = listener(kafka_broker, topics)
+    source.start("from_start_of_run")
+    try:
+        send(kafka_broker, topics["events"], [pulses([t0 + i * 10**8 for i in range(5)])], partition=0)
+        send(kafka_broker, topics["events"], [pulses([t0 + 10**7 + i * 10**8 for i in range(5)])], partition=1)
+        send(kafka_broker, topics["runInfo"], [run_stop(t0 + SECOND)])
+        send(kafka_broker, topics["events"], [pulses([t0 + 2 * SECOND], message_id=1)], partition=0)  # passes the stop
+        got = drain(source)
+    finally:
+        source.disconnect()
+
+    assert events_total(got) == 30
+    assert got[-1].status is RunStatus.EndRun
+    assert pulse_times(got).max() < t0 + SECOND
+    assert source.health().counters.get("events_outside_run", 0) == 0  # the pulse after the stop is held for a next run
+
+
+def test_a_stop_that_matches_no_run_is_ignored_and_counted(kafka_broker: Broker, kafka_topics):
+    topics = kafka_topics()
+    t0 = (time.time_ns() // SECOND - 60) * SECOND
+    send(kafka_broker, topics["runInfo"], [run_start(t0, job="mine")])
+    source = listener(kafka_broker, topics)
+    source.start("from_start_of_run")
+    try:
+        send(kafka_broker, topics["runInfo"], [run_stop(t0 + SECOND, job="other")])
+        send(kafka_broker, topics["events"], [pulses([t0 + 2 * SECOND])])
+        got = drain(source, until=until_events(3))
+    finally:
+        source.disconnect()
+
+    assert source.health().counters["skipped_unmatched_stop"] == 1
+    assert all(e.status is not RunStatus.EndRun for e in got)
+
+
+# --- logs, monitors, pixel range -------------------------------------------------------------------------------------
+def test_f144_and_f142_logs_become_time_series_per_source(kafka_broker: Broker, kafka_topics):
+    topics = kafka_topics()
+    t0 = (time.time_ns() // SECOND - 60) * SECOND
+    send(kafka_broker, topics["sampleEnv"], [serialise_f144("temperature", 280.0, t0 - 5 * SECOND)])  # in force
+    send(kafka_broker, topics["runInfo"], [run_start(t0)])
+    source = listener(kafka_broker, topics)
+    source.start("from_start_of_run")
+    try:
+        send(kafka_broker, topics["sampleEnv"], [
+            serialise_f144("temperature", 290.5, t0 + SECOND),
+            serialise_f144("temperature", 300.0, t0 + 2 * SECOND),
+            serialise_f144("motor", np.array([1.0, 2.0, 3.0]), t0 + SECOND),
+            serialise_f142(7, "counter", t0 + SECOND),
+            serialise_f142("open", "shutter", t0 + SECOND),
+        ])  # fmt: skip
+        send(kafka_broker, topics["events"], [pulses([t0 + 3 * SECOND])])
+        got = drain(source, until=lambda got: source.health().counters.get("logs", 0) >= 5 and events_total(got) >= 3)
+        got += [source.extract()]
+    finally:
+        source.disconnect()
+
+    logs: dict[str, list] = {}
+    for e in got:
+        for name in ("temperature", "motor", "counter", "shutter"):
+            if name in e.chunk.coords:
+                logs.setdefault(name, []).append(e.chunk.coords[name].value)
+    temperature = logs["temperature"][0]
+    assert temperature.dims == ("time",)
+    np.testing.assert_array_equal(temperature.values, [280.0, 290.5, 300.0])
+    assert temperature.coords["time"].values[0] == np.datetime64(t0 - 5 * SECOND, "ns")
+    assert logs["motor"][0].values.tolist() == [[1.0, 2.0, 3.0]]
+    assert logs["counter"][0].values.tolist() == [7]
+    assert list(logs["shutter"][0].values) == ["open"]
+
+
+def test_monitor_events_in_the_metadata(kafka_broker: Broker, kafka_topics):
+    from streaming_data_types import serialise_ev44
+
+    topics = kafka_topics(("events", "runInfo", "monitors"))
+    t0 = (time.time_ns() // SECOND - 60) * SECOND
+    send(kafka_broker, topics["runInfo"], [run_start(t0)])
+    send(kafka_broker, topics["monitors"], [serialise_ev44("monitor_1", 0, [t0 + 10], [0], [5000, 6000], [])])
+    send(kafka_broker, topics["events"], [pulses([t0 + 10])])
+    source = listener(kafka_broker, topics)
+    source.start("from_start_of_run")
+    try:
+        got = drain(source, until=lambda got: any("monitors" in e.chunk.coords for e in got))
+    finally:
+        source.disconnect()
+
+    monitor = next(e.chunk.coords["monitors"].value for e in got if "monitors" in e.chunk.coords)["monitor_1"]
+    np.testing.assert_array_equal(monitor.coords["event_time_offset"].values, [5.0, 6.0])
+    assert str(monitor.coords["event_time_offset"].unit) == "µs"
+
+
+def test_event_ids_outside_the_run_are_dropped_and_counted(kafka_broker: Broker, kafka_topics):
+    from streaming_data_types import serialise_ev44
+
+    topics = kafka_topics()
+    t0 = (time.time_ns() // SECOND - 60) * SECOND
+    send(kafka_broker, topics["runInfo"], [run_start(t0, ids=(10, 19))])
+    send(kafka_broker, topics["events"], [serialise_ev44("bank", 0, [t0 + 1], [0], [1, 2, 3, 4], [10, 25, -3, 19])])
+    source = listener(kafka_broker, topics)
+    source.start("from_start_of_run")
+    try:
+        got = drain(source, until=until_events(2))
+    finally:
+        source.disconnect()
+
+    ids, _, _ = flat(got)
+    np.testing.assert_array_equal(ids, [10, 19])
+    dropped = {key: value for e in got for key, value in e.dropped.items()}
+    assert dropped == {"event_id negative": 1, "event_id outside 10..19": 1}
+    assert source.event_id_range() == (10, 19)
+
+
+# --- bounds and faults ----------------------------------------------------------------------------------------------
+def test_a_full_buffer_pauses_reading_and_loses_nothing(kafka_broker: Broker, kafka_topics, sans2d: Path):
+    topics = kafka_topics()
+    replay(kafka_broker, topics, "--speed=0", file=str(sans2d))  # 2.9 MB of messages
+    source = listener(kafka_broker, topics, source_buffer_mb=1)
+    source.start("from_start_of_run")
+    try:
+        got = drain(source, until=lambda got: source.health().counters.get("reading_paused", 0) > 0, timeout=30)
+        got += drain(source)
+    finally:
+        source.disconnect()
+
+    assert events_total(got) == SANS2D_EVENTS
+    assert source.health().counters["reading_paused"] >= 1
+
+
+def test_unreachable_broker_and_missing_topics_are_source_errors(
+    kafka_broker: Broker, kafka_topics, monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.setattr(kafka_module, "CONNECT_TIMEOUT_S", 1.0)
+    nowhere = Broker(kafka_broker.binary, free_port(), kafka_broker.log_path)
+    with pytest.raises(SourceError, match=f"Kafka broker {nowhere.address} unreachable"):
+        listener(nowhere, {"events": "x", "runInfo": "y"})
+    with pytest.raises(SourceError, match=r"Kafka topic 'nosuch_runInfo' \(runInfo\) does not exist"):
+        listener(kafka_broker, {"events": kafka_topics(("events",))["events"], "runInfo": "nosuch_runInfo"})
+
+
+def test_a_failed_consumer_thread_is_reported_by_extract(
+    kafka_broker: Broker, kafka_topics, monkeypatch: pytest.MonkeyPatch
+):
+    topics = kafka_topics()
+    source = listener(kafka_broker, topics)
+    calls = []
+
+    def broken_step() -> None:
+        calls.append(1)
+        raise RuntimeError("bug in the consumer")
+
+    monkeypatch.setattr(source, "_step", broken_step)
+    source.start("now")
+    try:
+        deadline = time.monotonic() + 30
+        while not calls:
+            assert time.monotonic() < deadline
+            source.extract()  # fine until the thread has failed
+            time.sleep(0.02)
+        deadline = time.monotonic() + 10
+        while source.health().healthy:
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        with pytest.raises(SourceError, match="Kafka consumer failed: RuntimeError: bug in the consumer"):
+            source.extract()
+    finally:
+        source.disconnect()
+    assert source.health().state == "consumer failed: RuntimeError: bug in the consumer"
+
+
+def test_broker_restart_is_reported_and_survived(private_broker: Broker, kafka_topics, sans2d: Path):
+    topics = kafka_topics(broker=private_broker)
+    replay(private_broker, topics, "--speed=0", "--run-number=1", file=str(sans2d))
+    source = listener(private_broker, topics)
+    source.start("from_start_of_run")
+    try:
+        got = drain(source)
+        private_broker.stop()
+        drain(source, until=lambda _: source.health().state.startswith("broker unreachable since"), timeout=60)
+        assert not source.health().healthy
+        private_broker.start()  # memory storage: the restarted broker has no topics and no data
+        private_broker.create_topics(topics.values())
+        replay(private_broker, topics, "--speed=0", "--run-number=2", file=str(sans2d))
+        got += drain(source, timeout=90)  # to run 2's EndRun
+    finally:
+        source.disconnect()
+
+    assert source.health().healthy
+    per_run = {run: sum(e.chunk.bins.size().sum().value for e in got if e.run_number == run) for run in (1, 2)}
+    assert per_run == {1: SANS2D_EVENTS, 2: SANS2D_EVENTS}
+    assert next(e for e in got if e.run_number == 2 and e.chunk.sizes[PULSE_DIM]).data_reset
+    assert source.health().counters["partition_resets"] >= 2  # events and runInfo were read again from offset 0
+
+
+def test_health_names_the_state(kafka_broker: Broker, kafka_topics):
+    topics = kafka_topics()
+    t0 = (time.time_ns() // SECOND - 60) * SECOND
+    send(kafka_broker, topics["runInfo"], [run_start(t0, run="12")])
+    source = listener(kafka_broker, topics)
+    source.start("from_start_of_run")
+    try:
+        drain(source, until=lambda _: source.health().state == f"run 12 from {kafka_broker.address}")
+        send(kafka_broker, topics["runInfo"], [run_stop(t0 + SECOND, run="12")])
+        drain(source, until=lambda got: got[-1].status is RunStatus.EndRun)
+        assert source.health().state == f"waiting for a run start on {topics['runInfo']} ({kafka_broker.address})"
+    finally:
+        source.disconnect()
+    assert iso(t0).endswith("Z")
