@@ -254,6 +254,7 @@ class Harness:
         client = self.client
         segment = client.take()
         result, _ = extracted(segment, SegmentMetadata.of(client, segment), client.id_range or (0, 0))
+        client.release(segment)
         self.chunks += 1
         self.events += int(result.chunk.bins.size().sum().value) if result.chunk.sizes["event_time_zero"] else 0
 

@@ -8,7 +8,14 @@ import numpy as np
 import pytest
 
 from livereduce.protocols.adara import decode, encode
-from livereduce.protocols.adara.client import PAUSED, SPECIAL_BANK_REASONS, ClientState, Transition
+from livereduce.protocols.adara.client import (
+    BLOCK_BYTES,
+    PAUSED,
+    SPECIAL_BANK_REASONS,
+    ClientState,
+    EventStore,
+    Transition,
+)
 from livereduce.protocols.adara.geometry import minimal_idf
 from livereduce.protocols.adara.packets import (
     EPICS_EPOCH_OFFSET_S,
@@ -63,7 +70,8 @@ def prologue(at: int = T0 - S, first: int = 0, last: int = 99, run: int = 0) -> 
 
 
 def events_of(segment) -> tuple[list[int], list[float]]:
-    pixel, tof = decode.event_arrays(segment.events, segment.offsets)
+    parts = segment.events.parts()
+    pixel, tof = decode.event_arrays(np.concatenate(parts) if parts else b"", segment.offsets)
     return pixel.tolist(), tof.tolist()
 
 
@@ -316,3 +324,20 @@ def test_pending_bytes_count_what_is_held():
     assert client.pending_bytes >= empty + 50 * 8
     client.take()
     assert client.pending_bytes == 0
+
+
+def test_event_store_spans_blocks_and_reuses_them():
+    pool: list[np.ndarray] = []
+    store = EventStore(pool)
+    data = np.arange((BLOCK_BYTES + 3 * 8) // 4, dtype="<u4").tobytes()  # one block and three events
+    store.append(memoryview(data[:40]))
+    store.append(memoryview(data[40:]))
+    assert (store.count, len(store.blocks)) == (len(data) // 8, 2)
+    assert np.concatenate(store.parts()).tobytes() == data
+    blocks = [id(block) for block in store.blocks]
+    store.release(keep=1)
+    assert (store.count, store.parts(), [id(block) for block in pool]) == (0, [], blocks[:1])
+    again = EventStore(pool)
+    again.append(memoryview(data[:8]))
+    assert id(again.blocks[0]) == blocks[0]
+    assert not pool

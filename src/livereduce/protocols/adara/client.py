@@ -62,9 +62,58 @@ SPECIAL_BANK_REASONS = {
 }
 """Reasons under which events of the special banks are dropped (Mantid skips them) [NP 5.1]."""
 PAUSED = "paused"
+BLOCK_BYTES = 4 << 20
+"""Size of the blocks banked events are stored in (a multiple of the 8-byte event, so none straddles two)."""
 _PULSE_BYTES = 40  # bookkeeping per pulse in a segment: time, charge, flags, veto, event count
 _LOG_ENTRY_BYTES = 64
 _INTEGER_TYPES = ("integer", "unsigned", "boolean", "enum")
+
+
+class EventStore:
+    """Banked events, 8 bytes each (u32 TOF in 100 ns, u32 pixel id) [NP 5.1], in blocks of
+    :data:`BLOCK_BYTES`.
+
+    Events are copied in with numpy, which releases the GIL for the copy (so the engine's cycle runs while the
+    reader thread copies), into blocks taken from ``pool`` (blocks of chunks already built, whose memory is
+    already mapped) or newly allocated.
+    """
+
+    def __init__(self, pool: list[np.ndarray] | None = None) -> None:
+        self._pool = pool if pool is not None else []
+        self.blocks: list[np.ndarray] = []
+        self._used = BLOCK_BYTES
+        self.nbytes = 0
+
+    def append(self, data: memoryview) -> None:
+        """Copy ``data`` (whole events) in."""
+        source = np.frombuffer(data, np.uint8)
+        at = 0
+        while at < source.size:
+            if self._used == BLOCK_BYTES:
+                self.blocks.append(self._pool.pop() if self._pool else np.empty(BLOCK_BYTES, np.uint8))
+                self._used = 0
+            n = min(source.size - at, BLOCK_BYTES - self._used)
+            np.copyto(self.blocks[-1][self._used : self._used + n], source[at : at + n])
+            self._used += n
+            at += n
+        self.nbytes += source.size
+
+    @property
+    def count(self) -> int:
+        """Events stored."""
+        return self.nbytes // 8
+
+    def parts(self) -> list[np.ndarray]:
+        """The filled part of each block, in order (uint8 views)."""
+        return [*self.blocks[:-1], self.blocks[-1][: self._used]] if self.blocks else []
+
+    def release(self, keep: int) -> None:
+        """Empty the store; its blocks go back to the pool while it holds fewer than ``keep``."""
+        room = max(0, keep - len(self._pool))
+        self._pool.extend(self.blocks[:room])
+        self.blocks = []
+        self._used = BLOCK_BYTES
+        self.nbytes = 0
 
 
 class Transition(Enum):
@@ -101,7 +150,7 @@ class Segment:
     run_number: int = 0
     run_start_ns: int | None = None
     id_range: tuple[int, int] | None = None
-    events: bytearray = field(default_factory=bytearray)
+    events: EventStore = field(default_factory=EventStore)
     offsets: list[tuple[int, int, int]] = field(default_factory=list)
     pulse_ns: array = field(default_factory=lambda: array("q"))
     charge_pc: array = field(default_factory=lambda: array("d"))
@@ -123,7 +172,7 @@ class Segment:
 
     @property
     def event_count(self) -> int:
-        return len(self.events) // 8
+        return self.events.count
 
 
 @dataclass(frozen=True)
@@ -142,6 +191,7 @@ class ClientState:
         start: ``"from_start_of_run"``, ``"now"`` or a time (timezone-aware or UTC).
         keep_paused_events: keep banked events between pause and resume annotations (Mantid's
             ``keeppausedevents``); the hello then asks the SMS for paused data (v1, SEND_PAUSE_DATA).
+        pool_bytes: memory of released event blocks kept for reuse (see :class:`EventStore`).
 
     Attributes:
         counters: cumulative counts: ``packets``, ``pulses``, ``events`` (kept), ``events_filtered``
@@ -151,9 +201,11 @@ class ClientState:
         instrument: the BEAMLINE_INFO long name ("" before one arrived).
     """
 
-    def __init__(self, start: Start, *, keep_paused_events: bool = False) -> None:
+    def __init__(self, start: Start, *, keep_paused_events: bool = False, pool_bytes: int = 64 * BLOCK_BYTES) -> None:
         self.start = start
         self.keep_paused_events = keep_paused_events
+        self._pool: list[np.ndarray] = []
+        self._pool_blocks = max(1, pool_bytes // BLOCK_BYTES)
         self.counters: Counter[str] = Counter()
         self.geometry: DetectorIds | None = None
         self.instrument = ""
@@ -176,7 +228,7 @@ class ClientState:
         self._reset_pending = False
         self._interrupted_run = 0
         self._sealed: deque[Segment] = deque()
-        self._current = Segment()
+        self._current = Segment(events=EventStore(self._pool))
         self._handlers = {
             PacketType.BANKED_EVENT: self._banked_event,
             PacketType.BEAM_MONITOR_EVENT: self._beam_monitor,
@@ -222,6 +274,7 @@ class ClientState:
             if self._run_number and (self._pulses_since_transition or current.pulses):
                 self._interrupted_run = self._run_number
             self.counters["events_discarded_for_replay"] += current.event_count
+            self.release(current)
             self._current = self._new_segment()
             self._current.initial_logs = current.initial_logs
             self._current.logs = current.logs
@@ -255,8 +308,18 @@ class ClientState:
         self._current = self._new_segment()
         return taken
 
+    def release(self, segment: Segment) -> None:
+        """The segment's events are no longer needed (its chunk is built): reuse their memory."""
+        segment.events.release(self._pool_blocks)
+
     def _new_segment(self) -> Segment:
-        return Segment(self._run_number, self._run_start_ns, self._range, initial_logs=dict(self._last_log))
+        return Segment(
+            self._run_number,
+            self._run_start_ns,
+            self._range,
+            EventStore(self._pool),
+            initial_logs=dict(self._last_log),
+        )
 
     def _seal(self, transition: Transition) -> None:
         self._current.transition = transition
@@ -320,7 +383,7 @@ class ClientState:
         for at, count, offset, _ in walked.sections:
             if offset:
                 segment.offsets.append((segment.event_count, count, offset))
-            segment.events += payload[at : at + 8 * count]
+            segment.events.append(payload[at : at + 8 * count])
         kept = segment.event_count - first
         for bank, count in walked.special.items():
             segment.dropped[SPECIAL_BANK_REASONS[bank]] += count

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -125,6 +125,8 @@ class Framer:
             kept = self._end - self._start
             self._buffer[:kept] = self._buffer[self._start : self._end]
             self._start, self._end = 0, kept
+        if len(self._buffer) - self._end < minimum:
+            self._grow(self._end + minimum)
         return self._view[self._end :]
 
     def wrote(self, n: int) -> None:
@@ -617,7 +619,9 @@ def decode_client_hello(header: Header, payload: Buffer) -> tuple[int, int | Non
 
 
 def event_arrays(
-    pairs: Buffer, offsets: list[tuple[int, int, int]] | None = None, out: np.ndarray | None = None
+    pairs: Buffer | np.ndarray,
+    offsets: Sequence[tuple[int, int, int]] | np.ndarray | None = None,
+    out: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Decode contiguous banked events, vectorised: (pixel id, TOF).
 
@@ -625,7 +629,8 @@ def event_arrays(
         pairs: ``n`` events of 8 bytes each (u32 TOF in 100 ns, u32 pixel id) [NP 5.1], as gathered from the
             regular bank sections of BANKED_EVENT packets.
         offsets: ``(first event, event count, TOF offset in 100 ns)`` for the runs of events whose source
-            section has COR clear and a non-zero offset [NP 5.1]; None or empty when there are none.
+            section has COR clear and a non-zero offset [NP 5.1], as tuples or an int array of shape (runs, 3);
+            None or empty when there are none.
         out: float32 array of shape (n,) to write the TOFs into (e.g. a scipp variable's values), or None.
 
     Returns:
@@ -644,9 +649,9 @@ def event_arrays(
     if out is not None and (out.shape != (n,) or out.dtype != np.float32):
         raise ValueError(f"out must be float32 of shape ({n},), got {out.dtype} {out.shape}")
     tof = np.empty(n, np.float32) if out is None else out
-    if offsets:
-        runs = np.asarray(offsets, dtype=np.int64).reshape(-1, 3)
-        if runs.size and (runs[:, 0].min() < 0 or (runs[:, 0] + runs[:, 1]).max() > n):
+    runs = np.asarray(offsets if offsets is not None else [], dtype=np.int64).reshape(-1, 3)
+    if runs.size:
+        if runs[:, 0].min() < 0 or (runs[:, 0] + runs[:, 1]).max() > n:
             raise ValueError(f"TOF offset runs reach beyond the {n} events")
         steps = np.zeros(n + 1, np.float64)
         np.add.at(steps, runs[:, 0], runs[:, 2])

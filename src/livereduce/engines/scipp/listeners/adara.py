@@ -149,7 +149,9 @@ class SNSLiveEventDataListener(Listener):
         Raises:
             SourceError: (recoverable) no GEOMETRY with detector ids within 10 s.
         """
-        self._client = ClientState(position, keep_paused_events=self.keep_paused_events)
+        self._client = ClientState(
+            position, keep_paused_events=self.keep_paused_events, pool_bytes=min(self.buffer_bytes, 256 << 20)
+        )
         self._stop.clear()
         self._thread = threading.Thread(target=self._read_forever, name=self.name, daemon=True)
         self._thread.start()
@@ -187,6 +189,8 @@ class SNSLiveEventDataListener(Listener):
             self._changed.notify_all()
         self._range = segment.id_range or self._range
         result, invalid = extracted(segment, metadata, self._range)
+        with self._lock:
+            client.release(segment)
         if invalid:
             with self._lock:
                 self._counters["events_dropped"] += invalid
@@ -416,16 +420,21 @@ def _chunk(
     n = segment.event_count
     event_id = sc.empty(sizes={EVENT_DIM: n}, dtype="int32", unit=None)
     tof = sc.empty(sizes={EVENT_DIM: n}, dtype="float32", unit="us")
-    pixel, _ = event_arrays(segment.events, segment.offsets, out=tof.values)
-    np.copyto(event_id.values, pixel, casting="unsafe")
+    ids, tofs = event_id.values, tof.values
+    runs = np.asarray(segment.offsets, np.int64).reshape(-1, 3)
+    parts = segment.events.parts()
+    first = 0
+    for part in parts:
+        count = part.size // 8
+        pixel, _ = event_arrays(part, _runs_within(runs, first, count), out=tofs[first : first + count])
+        np.copyto(ids[first : first + count], pixel, casting="unsafe")
+        first += count
     counts = np.frombuffer(segment.pulse_events, np.int64) if segment.pulses else np.zeros(0, np.int64)
     index = np.cumsum(counts) - counts
     invalid: dict[str, int] = {}
-    ids = event_id.values
     if n and (int(ids.min()) < id_range[0] or int(ids.max()) > id_range[1]):
-        event_id, tof, index, invalid = valid_events(pixel, tof.values, index, id_range)
-    del pixel
-    segment.events = bytearray()
+        pixels = np.concatenate([np.frombuffer(part, "<u4")[1::2] for part in parts])  # uint32: the true ids
+        event_id, tof, index, invalid = valid_events(pixels, tofs, index, id_range)
     run_metadata = RunMetadata(
         run_number=segment.run_number,
         start_time=np.datetime64(segment.run_start_ns, "ns") if segment.run_start_ns is not None else None,
@@ -451,6 +460,15 @@ def _chunk(
         pulse_coords={"pulse_flags": _pulse_values(segment.flags), "veto_flags": _pulse_values(segment.veto)},
     )
     return chunk, invalid
+
+
+def _runs_within(runs: np.ndarray, begin: int, count: int) -> np.ndarray:
+    """The TOF-offset runs (first event, count, offset) that fall in events ``[begin, begin + count)``, relative
+    to ``begin``."""
+    start = np.maximum(runs[:, 0], begin)
+    stop = np.minimum(runs[:, 0] + runs[:, 1], begin + count)
+    inside = stop > start
+    return np.stack([start[inside] - begin, stop[inside] - start[inside], runs[inside, 2]], axis=1)
 
 
 def _pulse_values(values: object) -> sc.Variable:
