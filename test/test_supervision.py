@@ -211,6 +211,7 @@ def test_sd_notify_messages_arrive_in_order(daemon, tmp_path):
             messages.append(sink.recv(4096).decode())
     finally:
         sink.close()
+    assert messages[0] == f"MAINPID={process.process.pid}"  # the daemon, not a wrapper, is the main process
     assert messages.index("READY=1") < len(messages) - 1
     statuses = [m for m in messages if m.startswith("STATUS=")]
     assert statuses

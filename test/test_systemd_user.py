@@ -87,8 +87,9 @@ def manager(tmp_path: Path) -> Iterator[UserManager]:
         shutil.rmtree("/run/systemd/system", ignore_errors=True)
 
 
-def user_unit(tmp_path: Path) -> str:
-    """systemd/livereduce.service as a user unit running this checkout on the demo source."""
+def user_unit(tmp_path: Path, shell_wrapper: bool = False) -> str:
+    """systemd/livereduce.service as a user unit running this checkout on the demo source; ``shell_wrapper``: run
+    it from a bash that stays the parent (as nsd-app-wrap.sh's pixi_launch does), instead of directly."""
     config = tmp_path / "livereduce.conf"
     config.write_text(
         json.dumps(
@@ -117,7 +118,8 @@ def user_unit(tmp_path: Path) -> str:
         if sandboxing or key in ("User", "WorkingDirectory", *OVERRIDES):
             continue
         if key == "ExecStart":
-            kept.append(f"ExecStart={sys.executable} {ENTRY_POINT} {config}")
+            command = f"{sys.executable} {ENTRY_POINT} {config}"
+            kept.append(f"ExecStart=/bin/bash -c '{command}; exit $?'" if shell_wrapper else f"ExecStart={command}")
         else:
             kept.append(line)
     return "\n".join(kept) + "\n"
@@ -130,7 +132,7 @@ def test_notify_restart_watchdog_and_stop(manager: UserManager, tmp_path: Path) 
 
     manager.systemctl("start", unit)  # Type=notify: returns once READY=1 arrived (after the first chunk)
     assert manager.show(unit, "ActiveState") == "active"
-    assert "Chunk 1:" in (tmp_path / "livereduce.log").read_text()
+    assert "Initial chunk:" in (tmp_path / "livereduce.log").read_text()
     assert manager.show(unit, "StatusText").startswith("running")
 
     first = int(manager.show(unit, "MainPID"))
@@ -154,3 +156,22 @@ def test_notify_restart_watchdog_and_stop(manager: UserManager, tmp_path: Path) 
     assert time.monotonic() - started < 10
     assert manager.show(unit, "ActiveState") == "inactive"
     assert "received SIGTERM(15)" in (tmp_path / "livereduce.log").read_text()
+
+
+def test_reload_reaches_the_daemon_under_a_wrapper_that_does_not_exec(manager: UserManager, tmp_path: Path) -> None:
+    """The daemon names itself the main process (MAINPID=), so ExecReload's SIGHUP reaches Python, not the shell."""
+    unit = "livereduce.service"
+    (tmp_path / "home" / ".config" / "systemd" / "user" / unit).write_text(user_unit(tmp_path, shell_wrapper=True))
+    manager.systemctl("daemon-reload")
+    manager.systemctl("start", unit)
+    main = int(manager.show(unit, "MainPID"))
+    assert Path(f"/proc/{main}/cmdline").read_bytes().split(b"\0")[1].endswith(b"livereduce.py")  # Python, not bash
+    manager.systemctl("reload", unit)
+    manager.wait_until(lambda: "received SIGHUP(1)" in (tmp_path / "livereduce.log").read_text())
+    manager.wait_until(
+        lambda: "Restarting Live Data and clearing workspaces" in (tmp_path / "livereduce.log").read_text()
+    )
+    assert manager.show(unit, "ActiveState") == "active"
+    assert int(manager.show(unit, "MainPID")) == main
+    assert int(manager.show(unit, "NRestarts")) == 0
+    manager.systemctl("stop", unit)

@@ -21,6 +21,7 @@ from livereduce.engines import create_engine, select_engine
 from livereduce.engines.base import Engine
 from livereduce.errors import EXIT_INTERNAL, EXIT_OK, ConfigError, LiveReduceError
 from livereduce.events import EventQueue, SignalReceived, restore_signals
+from livereduce.protocols.kafka.topics import without_secrets
 from livereduce.scripts import ProcessingScripts, load_scripts, refuse_process_exit
 from livereduce.supervisor import Supervisor, terminate_children
 
@@ -32,8 +33,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="livereduce",
         description="Live data reduction daemon. Configuration: CONFIG, else /etc/livereduce.conf, else defaults.",
-        epilog="Exit codes: 0 clean stop, 1 internal error (--status: unhealthy), 2 configuration/script error, "
-        "3 data source error, 4 engine unavailable, 5 memory limit, 6 stop timeout, 7 SIGQUIT.",
+        epilog="Exit codes: 0 clean stop, 1 internal error, 2 configuration/script error, 3 data source error, "
+        "4 engine unavailable, 5 memory limit, 6 stop timeout, 7 SIGQUIT. --status: 0 running and healthy, "
+        "1 dead (status file left), 3 not running, 4 unknown, 150 running but unhealthy.",
     )
     parser.add_argument("config", nargs="?", help="configuration file (JSON)")
     mode = parser.add_mutually_exclusive_group()
@@ -101,7 +103,7 @@ def _run_daemon(config_argument: str | None, events: EventQueue) -> int:
     _log_config(loaded, engine_name)
     _, scripts = _engine_and_scripts(loaded, engine_name)
     settings = effective(loaded, engine_name)
-    _log.info("Configuration options: %s", json.dumps(settings, sort_keys=True, indent=2))
+    _log.info("Configuration options: %s", json.dumps(without_secrets(settings), sort_keys=True, indent=2))
     return Supervisor(loaded, lambda: create_engine(engine_name, loaded.config), scripts, events).run()
 
 
@@ -147,10 +149,12 @@ def _log_config(loaded: LoadedConfig, engine_name: str) -> None:
     _config_log.info("Finished parsing configuration")
     if engine_name == "mantid":  # the environment matters only where Mantid comes from it
         _config_log.info("PIXI_ENV = %s", loaded.config.env_name)
-    if loaded.config.instrument is None:
-        _config_log.info("Using default instrument")
     for warning in config_warnings(loaded):
         _config_log.warning("%s", warning)
+    if engine_name == "mantid":
+        return  # the mantid engine resolves and logs the instrument through Mantid's ConfigService, as upstream
+    if loaded.config.instrument is None:
+        _config_log.info("Using default instrument")
     info = loaded.config.instrument_info()
     _config_log.info(
         'self.instrument="%s" (short name %s, facility %s)', info.name, info.short_name, info.facility or "unknown"
@@ -166,11 +170,14 @@ def _show_status(config_argument: str | None) -> int:
         print(f"livereduce: {err}", file=sys.stderr)
         return status.STATUS_UNKNOWN
     path = Path(configured).absolute() if configured else status.find_status_file()
-    if not path.exists():
-        print(f"not running: no status file '{path}'")
-        return status.STATUS_NOT_RUNNING
     try:
+        if not path.exists():
+            print(f"not running: no status file '{path}'")
+            return status.STATUS_NOT_RUNNING
         current = status.read_status(path)
+    except OSError as err:
+        print(f"livereduce: cannot read status file '{path}': {err.strerror or err}", file=sys.stderr)
+        return status.STATUS_UNKNOWN
     except LiveReduceError as err:
         print(f"livereduce: {err}", file=sys.stderr)
         return status.STATUS_UNKNOWN

@@ -190,7 +190,7 @@ class Config(BaseModel):
             )
         return value
 
-    @field_validator("log_file", "status_file", "filename", "script_dir", "address")
+    @field_validator("log_file", "status_file", "filename", "script_dir", "address", "metrics_address")
     @classmethod
     def _not_empty(cls, value: str | None) -> str | None:
         if value is not None and not value.strip():

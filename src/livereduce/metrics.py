@@ -3,6 +3,9 @@
 Served over HTTP by ``prometheus-client`` (``/metrics``, text exposition format) on ``metrics_address``
 (default 127.0.0.1) and ``metrics_port`` (0: a free port, logged and shown in the status as ``metrics_url``).
 
+A state set's label is named after the metric, as prometheus-client writes it:
+``livereduce_engine_state{livereduce_engine_state="idle"} 1``.
+
 Most metrics are read at scrape time from the status the supervisor last published (once a second and at every
 change of state, see :mod:`livereduce.status`), so the scrape never touches the engine. Two are observed per
 cycle, because a once-a-second status cannot see every cycle: the cycle-duration histogram and the script errors.
@@ -10,8 +13,8 @@ cycle, because a once-a-second status cannot see every cycle: the cycle-duration
 | metric | type | labels | meaning |
 |---|---|---|---|
 | ``livereduce_info`` | info | version, engine, instrument | constant 1 |
-| ``livereduce_state`` | state set | state | the supervisor's state (``running``, ``backing off``, ...) |
-| ``livereduce_engine_state`` | state set | state | the engine's (``running``, ``idle``, ``failed``, ...) |
+| ``livereduce_state`` | state set | livereduce_state | the supervisor's state (``running``, ``backing off``, ...) |
+| ``livereduce_engine_state`` | state set | livereduce_engine_state | the engine's (``running``, ``idle``, ...) |
 | ``livereduce_chunks_total`` | counter | | cycles completed since the daemon started |
 | ``livereduce_events_received_total`` | counter | | events the source delivered (after dropping) |
 | ``livereduce_events_accumulated`` | gauge | | events in the accumulation (0 for histograms) |

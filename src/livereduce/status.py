@@ -119,6 +119,15 @@ class Notifier:
         """Start-up (or a reload) is complete: ``READY=1``."""
         self._send("READY=1")
 
+    def main_pid(self, pid: int) -> None:
+        """The daemon's process is the service's main process: ``MAINPID=<pid>``.
+
+        Under a wrapper that does not exec (``nsd-app-wrap.sh``'s ``pixi_launch`` is a shell function), systemd's
+        ``$MAINPID`` would otherwise be the wrapper's shell, and ``ExecReload=/bin/kill -HUP $MAINPID`` would kill
+        the shell instead of reloading the daemon (needs ``NotifyAccess=all``, as the units set).
+        """
+        self._send(f"MAINPID={pid}")
+
     def status(self, text: str) -> None:
         """A one-line status for ``systemctl status``: ``STATUS=<text>`` (line breaks become spaces)."""
         self._send("STATUS=" + " ".join(text.splitlines()))

@@ -209,6 +209,7 @@ class Supervisor:
                 configuration the engine refuses, exit 2; a file source that cannot be opened, exit 3).
         """
         record_signals(self.events)
+        self.notifier.main_pid(os.getpid())
         try:
             while (early := self.events.get(timeout=0)) is not None:  # what arrived while starting up
                 self._handle(early)
@@ -586,8 +587,8 @@ class Supervisor:
             "run_number": shown.run_number if shown else 0,
             "chunks": done.chunks + running.chunks,
             "events": done.events + running.events,
-            "accumulated_events": running.accumulated_events,
-            "accumulation": running.accumulation,
+            "accumulated_events": shown.accumulated_events if shown else 0,
+            "accumulation": shown.accumulation if shown else "",
             "dropped_events": dropped,
             "last_cycle_end": shown.last_cycle_end if shown else None,
             "last_cycle_duration": shown.last_cycle_duration if shown else None,

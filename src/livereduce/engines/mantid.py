@@ -207,8 +207,8 @@ class MantidEngine:
         text = str(err).strip()
         role = self._messages.failed_step
         lines = [int(number) for number in _WRAPPED_LINE.findall(text)]
-        if role is None and not lines:
-            return SourceError(f"StartLiveData failed: {' '.join(text.split())}")
+        if role is None and not lines:  # e.g. the DAS does not answer (yet): retried with back-off, as upstream did
+            return SourceError(f"StartLiveData failed: {' '.join(text.split())}", recoverable=True)
         present = list(scripts)
         script = getattr(scripts, role) if role is not None else None
         if script is None and len(present) == 1:
