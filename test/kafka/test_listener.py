@@ -75,7 +75,8 @@ def test_whole_run_equals_the_file(kafka_broker: Broker, kafka_topics, sans2d: P
     assert set(before_the_run) <= {RunStatus.NoRun}
     assert set(in_the_run) == {RunStatus.Running}
     assert [e.status for e in got[:-1]] == before_the_run + in_the_run
-    assert not any(e.data_reset for e in got)  # the first run seen is no transition
+    first = next(i for i, e in enumerate(got) if e.run_number)
+    assert [e.data_reset for e in got] == [i == first and first > 0 for i in range(len(got))]  # replaces NoRun chunks
     assert source.event_id_range() == (int(sans2d_reference.event_id.min()), int(sans2d_reference.event_id.max()))
     counters = source.health().counters
     assert counters["events"] == SANS2D_EVENTS
@@ -153,7 +154,6 @@ def test_now_delivers_only_what_follows(kafka_broker: Broker, kafka_topics, sans
     assert {e.run_number for e in got if e.chunk.sizes[PULSE_DIM]} == {2}
     # run 1 ended before the start: no transition
     assert not [e for e in got if e.status in (RunStatus.EndRun, RunStatus.BeginRun)]
-    assert not any(e.data_reset for e in got)
 
 
 # --- runs -------------------------------------------------------------------------------------------------------
@@ -171,9 +171,9 @@ def test_two_runs_back_to_back(kafka_broker: Broker, kafka_topics, sans2d: Path)
     seen = statuses(got)
     ends = [i for i, (status, *_) in enumerate(seen) if status == "EndRun"]
     assert [seen[i][1] for i in ends] == [7, 8]
-    first_of_run_8 = next(s for s in seen[ends[0] + 1 :] if s[3])
+    first_of_run_8 = next(s for s in seen[ends[0] + 1 :] if s[1] == 8)
     assert first_of_run_8[1:3] == (8, True)  # data reset with the new run's first chunk
-    assert sum(1 for s in seen if s[2]) == 1
+    assert [s[1] for s in seen if s[2]] == [7, 8]  # and with no other
     per_run = {run: sum(e.chunk.bins.size().sum().value for e in got if e.run_number == run) for run in (7, 8)}
     assert per_run == {7: SANS2D_EVENTS, 8: SANS2D_EVENTS}
 
@@ -203,8 +203,8 @@ def test_a_run_start_while_a_run_is_open_is_begin_run(kafka_broker: Broker, kafk
     assert run_1.max() < t0 + 2 * SECOND
     assert run_2.size == 10
     assert run_2.min() >= t0 + 2 * SECOND
-    assert next(s for s in seen[begin[0] + 1 :] if s[3])[1:3] == (2, True)
-    assert not any(e.data_reset for e in got if e.run_number == 1)
+    assert next(s for s in seen[begin[0] + 1 :] if s[1] == 2)[1:3] == (2, True)
+    assert [s[1] for s in seen if s[2]] == [1, 2]  # the first chunk of each run
 
 
 def test_run_stop_waits_for_every_partition(kafka_broker: Broker, kafka_topics):

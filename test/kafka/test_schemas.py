@@ -32,7 +32,7 @@ from livereduce.protocols.kafka.schemas import (
     decode,
     schema_of,
 )
-from livereduce.protocols.kafka.topics import consumer_settings, redacted, topic_names
+from livereduce.protocols.kafka.topics import consumer_settings, redacted, topic_names, without_secrets
 
 START = datetime(2026, 3, 1, 12, 0, 0, 250_000, tzinfo=UTC)
 START_NS = 1_772_366_400_250_000_000
@@ -270,3 +270,12 @@ def test_secrets_are_redacted() -> None:
     assert "security.protocol=SASL_SSL" in text
     assert "sasl.password=***" in text
     assert settings["sasl.password"] == "hunter2"  # the client still gets it
+
+
+def test_the_logged_configuration_holds_no_secrets() -> None:
+    configuration = {"address": "b:9092", "kafka": {"sasl.password": "hunter2", "security.protocol": "SASL_SSL"}}
+    shown = without_secrets(configuration)
+
+    assert shown["kafka"] == {"sasl.password": "***", "security.protocol": "SASL_SSL"}
+    assert configuration["kafka"]["sasl.password"] == "hunter2"  # the configuration itself is unchanged
+    assert without_secrets({"kafka": None}) == {"kafka": None}

@@ -91,10 +91,21 @@ def redacted(settings: Mapping[str, object]) -> str:
 
     Callables (callbacks) and the logger object are left out.
     """
-    shown = []
-    for key in sorted(settings):
-        value = settings[key]
-        if callable(value) or key == "logger":
-            continue
-        shown.append(f"{key}={'***' if _SECRET.search(key) else value}")
-    return ", ".join(shown)
+    shown = _masked(settings)
+    return ", ".join(f"{key}={shown[key]}" for key in sorted(shown))
+
+
+def without_secrets(configuration: Mapping[str, object]) -> dict[str, object]:
+    """A configuration (as ``--print-config`` shows it) whose ``kafka`` settings hold no secret values."""
+    shown = dict(configuration)
+    if isinstance(shown.get("kafka"), Mapping):
+        shown["kafka"] = _masked(shown["kafka"])
+    return shown
+
+
+def _masked(settings: Mapping[str, object]) -> dict[str, object]:
+    return {
+        key: "***" if _SECRET.search(key) else value
+        for key, value in settings.items()
+        if not callable(value) and key != "logger"
+    }

@@ -29,7 +29,8 @@ name, and the pixel range (:meth:`event_id_range`). Pulses at or after its start
 is not a transition (``NoRun`` -> ``Running``). A 6s4t gives the run's stop time; every data partition is then
 read until its data passes the stop time (or it has been at its end for ``STOP_LATENCY_S`` with the wall clock past
 the stop time): the last chunk of the run has ``EndRun``. A pl72 while a run is still open ends that run just
-before the new start: its last chunk has ``BeginRun``. The first chunk of every later run has ``data_reset``.
+before the new start: its last chunk has ``BeginRun``. The first chunk of a run has ``data_reset`` (unless it is the
+very first chunk handed out), so that it never adds to chunks of another run or of no run.
 Pulses outside every known run are held (bounded, ``LIMBO_FRACTION`` of the buffer) until a run start claims them
 (a pl72 can arrive after the first data of its run: the topics are read in parallel); pulses no run claims are
 dropped and counted (``outside a run``). A run that ended before T is skipped without a transition.
@@ -178,7 +179,7 @@ class _Segment:
     """What the buffer holds for one run until ``extract()`` takes it."""
 
     run: _Run
-    reset: bool
+    reset: bool = True  # its first chunk starts a new accumulation (unless it is the first chunk handed out)
     events: list[_Block] = field(default_factory=list)
     monitors: list[_Block] = field(default_factory=list)
     logs: dict[str, list[tuple[int, np.ndarray | str]]] = field(default_factory=dict)
@@ -255,15 +256,16 @@ class KafkaEventListener(Listener):
         self._limbo: list[tuple[_Block, bool]] = []  # (block, monitor) not claimed by any known run
         self._limbo_bytes = 0
         self._last_run: _Run | None = None
-        self._runs_delivered = 0
+        self._handed_out = False  # extract() was called before
         self._latest_logs: dict[str, tuple[int, np.ndarray | str]] = {}
+        self._over: RunStart | None = None  # the run current at the start position, found already stopped
         self._pending_dropped: Counter[str] = Counter()
         self._counters: Counter[str] = Counter()
         self._located = False
         self._failure = ""
         self._unreachable_since: float | None = None
         self._paused = False
-        self._id_range = (0, MAX_PIXELS - 1)
+        self._id_range = (0, 0)
         # --- consumer thread only -------------------------------------------------------------------------------
         self._message_ids: dict[tuple[str, int, str], int] = {}
         self._verify = False  # the broker was unreachable: check that every partition still holds what we read
@@ -340,7 +342,8 @@ class KafkaEventListener(Listener):
     def event_id_range(self) -> tuple[int, int]:
         """The pixel range of the run of the last chunk: the detector ids of its run start (pl72
         ``detector_spectrum_map``, else ``detector_number`` in ``nexus_structure``); without them
-        ``0..MAX_PIXELS - 1`` (the widest range livereduce histograms)."""
+        ``0..MAX_PIXELS - 1`` (the widest range livereduce histograms). ``(0, 0)`` for a chunk of no run (it has
+        no events)."""
         return self._id_range
 
     def disconnect(self) -> None:
@@ -390,6 +393,7 @@ class KafkaEventListener(Listener):
     def _take(self) -> _Taken:
         """Detach the head segment's data (lock held)."""
         dropped, self._pending_dropped = self._pending_dropped, Counter()
+        handed_out, self._handed_out = self._handed_out, True
         if not self._segments:
             return _Taken(None, RunStatus.NoRun, False, [], [], {}, dropped)
         segment = self._segments[0]
@@ -401,7 +405,8 @@ class KafkaEventListener(Listener):
         for name in [name for name in segment.seed if pulses or name in logs]:  # the value in force at the start
             logs.setdefault(name, []).insert(0, segment.seed.pop(name))
             segment.seeded.add(name)
-        taken = _Taken(segment.run, status, segment.reset, segment.events, segment.monitors, logs, dropped)
+        reset = segment.reset and handed_out
+        taken = _Taken(segment.run, status, reset, segment.events, segment.monitors, logs, dropped)
         segment.delivered = segment.delivered or pulses
         segment.events, segment.monitors, segment.logs = [], [], {}
         segment.reset, segment.nbytes = False, 0
@@ -410,8 +415,7 @@ class KafkaEventListener(Listener):
     def _chunk(self, taken: _Taken) -> tuple[sc.DataArray, Counter[str]]:
         """Build the chunk from detached blocks (no lock: the consumer thread goes on meanwhile)."""
         run, dropped = taken.run, taken.dropped
-        if run is not None:
-            self._id_range = run.id_range
+        self._id_range = run.id_range if run is not None else (0, 0)  # no run, no events: no pixels
         metadata = self._metadata(run, taken.logs, taken.monitors)
         blocks = taken.events
         n_events = sum(block.n_events for block in blocks)
@@ -485,16 +489,23 @@ class KafkaEventListener(Listener):
         bound = None if self._position == "from_start_of_run" else self._lower
         found: tuple[int, int, RunStart] | None = None
         ends: dict[tuple[str, int], int] = {}
+        stops: list[RunStop] = []
         for (topic, partition), state in self._partitions.items():
             if state.role == "runInfo":
-                candidate, ends[topic, partition] = self._last_run_start(topic, partition, bound)
+                candidate, ends[topic, partition], later = self._last_run_start(topic, partition, bound)
+                stops += later
                 if candidate is not None and (found is None or candidate[2].start_ns >= found[2].start_ns):
                     found = candidate
         if self._position == "from_start_of_run":
             self._lower = found[2].start_ns if found is not None else None
         if found is not None:
+            ended = [stop for stop in stops if _stops(stop, found[2]) and stop.stop_ns <= (self._lower or _NEVER)]
             with self._lock:
-                self._on_run_start(found[2])
+                if ended:  # it stopped before the start position: not a run of this listener (Mantid: FromNow)
+                    self._over = found[2]
+                    _log.info("Kafka: run %s ended before the start position", found[2].run_name)
+                else:
+                    self._on_run_start(found[2])
         elif self._position == "from_start_of_run":
             _log.info("Kafka: no run start on %s yet; waiting for one", self.topics["runInfo"])
         if self._lower is not None:
@@ -550,9 +561,10 @@ class KafkaEventListener(Listener):
 
     def _last_run_start(
         self, topic: str, partition: int, bound: int | None
-    ) -> tuple[tuple[int, int, RunStart] | None, int]:
+    ) -> tuple[tuple[int, int, RunStart] | None, int, list[RunStop]]:
         """The last pl72 of a runInfo partition that starts at or before ``bound`` (any if None), read backwards
-        in growing windows from the end: ((partition, offset, run start) or None, the partition's end offset).
+        in growing windows from the end: ((partition, offset, run start) or None, the partition's end offset, the
+        run stops after it).
 
         Raises:
             KafkaException: the broker cannot answer.
@@ -560,6 +572,7 @@ class KafkaEventListener(Listener):
         low, high = self._consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=CONNECT_TIMEOUT_S)
         stop, window, first = None, FIRST_SCAN, high
         end = max(high, 0)
+        stops: list[tuple[int, RunStop]] = []
         while True:
             first = max(low, first - window)
             messages, reached = self._read_partition(topic, partition, first, stop)
@@ -570,10 +583,13 @@ class KafkaEventListener(Listener):
                     decoded = decode(value, RUN_SCHEMAS)
                 except Skipped:
                     continue
-                if isinstance(decoded, RunStart) and (bound is None or decoded.start_ns <= bound):
+                if isinstance(decoded, RunStop):
+                    stops.append((offset, decoded))
+                elif bound is None or decoded.start_ns <= bound:
                     best = (partition, offset, decoded)
             if best is not None or first <= low:
-                return best, end
+                later = [run_stop for offset, run_stop in stops if best is not None and offset > best[1]]
+                return best, end, later
             stop, window = first, window * 4
 
     def _read_partition(
@@ -829,7 +845,9 @@ class KafkaEventListener(Listener):
     def _on_run_start(self, start: RunStart) -> None:
         """A pl72: open a run, ending the open one (BeginRun), and claim held pulses (lock held)."""
         previous = self._last_run
-        if previous is not None and _same_run(previous.start, start):
+        if (previous is not None and _same_run(previous.start, start)) or (
+            self._over is not None and _same_run(self._over, start)
+        ):
             return
         if previous is not None and start.start_ns <= previous.start.start_ns:
             self._counters["skipped_stale_run_start"] += 1
@@ -841,7 +859,7 @@ class KafkaEventListener(Listener):
             _log.info("Kafka: run %s ended before the start position: skipped", start.run_name)
             return
         run = _Run(start, _id_range(start), stop_ns=start.stop_ns, stop_known_at=time.monotonic())
-        segment = _Segment(run, reset=self._runs_delivered > 0)
+        segment = _Segment(run)
         segment.seed = {name: entry for name, entry in self._latest_logs.items() if entry[0] < start.start_ns}
         if previous is not None and not previous.closed:
             self._close(previous, RunStatus.EndRun if previous.stop_ns is not None else RunStatus.BeginRun)
@@ -850,7 +868,6 @@ class KafkaEventListener(Listener):
             self._move_beyond_stop(previous, segment)
         self._segments.append(segment)
         self._last_run = run
-        self._runs_delivered += 1
         held, self._limbo, self._limbo_bytes = self._limbo, [], 0
         for block, monitor in held:
             self._route(block, monitor)
@@ -867,6 +884,8 @@ class KafkaEventListener(Listener):
     def _on_run_stop(self, stop: RunStop) -> None:
         """A 6s4t: the open run stops at ``stop_ns`` once every data partition has passed it (lock held)."""
         run = self._last_run
+        if run is None and self._over is not None and _stops(stop, self._over):
+            return
         if run is None or run.closed or not _stops(stop, run.start):
             self._counters["skipped_unmatched_stop"] += 1
             self._warn("stop", f"Kafka: run stop '{stop.run_name}' matches no open run: ignored")
@@ -877,7 +896,7 @@ class KafkaEventListener(Listener):
             segment = self._segments[-1]
             if segment.run is run and not segment.delivered and not segment.events and not segment.monitors:
                 self._segments.pop()
-                self._last_run, self._runs_delivered = None, self._runs_delivered - 1
+                self._last_run = None
                 _log.info("Kafka: run %d ended before the start position: skipped", run.number)
                 return
         run.stop_ns, run.stop_known_at = stop.stop_ns, time.monotonic()
