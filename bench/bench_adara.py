@@ -41,7 +41,7 @@ import psutil
 
 import bench_replay
 import make_events
-from livereduce.engines.scipp.listeners.adara import SegmentMetadata, extracted
+from livereduce.engines.scipp.listeners.adara import SegmentMetadata, extracted, scipp_event_arrays
 from livereduce.protocols.adara import decode, encode
 from livereduce.protocols.adara.client import ClientState
 from livereduce.protocols.adara.geometry import minimal_idf
@@ -111,7 +111,7 @@ def decode_alone(stream: bytes, pixels: int) -> tuple[float, float, int]:
     )
     view = memoryview(prologue + stream)
     for _ in range(3):
-        client = ClientState("from_start_of_run")
+        client = ClientState("from_start_of_run", allocate=scipp_event_arrays, segment_events=1 << 25)
         client.connected()
         framer = decode.Framer()
         began = time.perf_counter()
@@ -127,7 +127,6 @@ def decode_alone(stream: bytes, pixels: int) -> tuple[float, float, int]:
         while True:
             segment = client.take()
             result, _ = extracted(segment, SegmentMetadata.of(client, segment), client.id_range or (0, 0))
-            client.release(segment)
             events += int(result.chunk.bins.size().sum().value) if result.chunk.sizes["event_time_zero"] else 0
             if segment.transition is None:
                 break

@@ -39,7 +39,7 @@ from datetime import UTC, datetime
 import numpy as np
 import psutil
 
-from livereduce.engines.scipp.listeners.adara import SegmentMetadata, extracted
+from livereduce.engines.scipp.listeners.adara import SegmentMetadata, extracted, scipp_event_arrays
 from livereduce.protocols.adara import decode, encode
 from livereduce.protocols.adara.client import ClientState
 from livereduce.protocols.adara.packets import (
@@ -228,7 +228,7 @@ class Harness:
     """The listener's reading path without a socket: framer -> client state -> chunks."""
 
     def __init__(self, start: object = "from_start_of_run", keep_paused_events: bool = False) -> None:
-        self.client = ClientState(start, keep_paused_events=keep_paused_events)
+        self.client = ClientState(start, keep_paused_events=keep_paused_events, allocate=scipp_event_arrays)
         self.client.connected()
         self.framer = decode.Framer(max_payload=1 << 20)
         self.resyncs = 0
@@ -254,7 +254,6 @@ class Harness:
         client = self.client
         segment = client.take()
         result, _ = extracted(segment, SegmentMetadata.of(client, segment), client.id_range or (0, 0))
-        client.release(segment)
         self.chunks += 1
         self.events += int(result.chunk.bins.size().sum().value) if result.chunk.sizes["event_time_zero"] else 0
 

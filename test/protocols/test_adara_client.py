@@ -9,11 +9,10 @@ import pytest
 
 from livereduce.protocols.adara import decode, encode
 from livereduce.protocols.adara.client import (
-    BLOCK_BYTES,
     PAUSED,
     SPECIAL_BANK_REASONS,
     ClientState,
-    EventStore,
+    EventArrays,
     Transition,
 )
 from livereduce.protocols.adara.geometry import minimal_idf
@@ -70,9 +69,8 @@ def prologue(at: int = T0 - S, first: int = 0, last: int = 99, run: int = 0) -> 
 
 
 def events_of(segment) -> tuple[list[int], list[float]]:
-    parts = segment.events.parts()
-    pixel, tof = decode.event_arrays(np.concatenate(parts) if parts else b"", segment.offsets)
-    return pixel.tolist(), tof.tolist()
+    events = segment.events
+    return events.pixel_ids().tolist(), events.tof[: events.count].tolist()
 
 
 def test_hello_per_start_and_pause_setting():
@@ -326,18 +324,20 @@ def test_pending_bytes_count_what_is_held():
     assert client.pending_bytes == 0
 
 
-def test_event_store_spans_blocks_and_reuses_them():
-    pool: list[np.ndarray] = []
-    store = EventStore(pool)
-    data = np.arange((BLOCK_BYTES + 3 * 8) // 4, dtype="<u4").tobytes()  # one block and three events
-    store.append(memoryview(data[:40]))
-    store.append(memoryview(data[40:]))
-    assert (store.count, len(store.blocks)) == (len(data) // 8, 2)
-    assert np.concatenate(store.parts()).tobytes() == data
-    blocks = [id(block) for block in store.blocks]
-    store.release(keep=1)
-    assert (store.count, store.parts(), [id(block) for block in pool]) == (0, [], blocks[:1])
-    again = EventStore(pool)
-    again.append(memoryview(data[:8]))
-    assert id(again.blocks[0]) == blocks[0]
-    assert not pool
+def test_event_arrays_grow_and_keep_ids_of_32_bits():
+    made = []
+
+    def allocate(n: int):
+        made.append(n)
+        return np.empty(n, np.int32), np.empty(n, np.float32), n
+
+    events = EventArrays(allocate, capacity=2)
+    pairs = np.array([[10, 1], [20, 0xFFFFFFFF], [30, 3]], "<u4").tobytes()
+    events.append(memoryview(pairs), [(0, 2, 0, 1)])
+    events.append(memoryview(pairs), [(16, 1, 5, 2)])  # grows, keeps the first two
+    assert (made, events.count, events.owner) == ([2, 4], 3, 4)
+    assert events.pixel_ids().tolist() == [1, 0xFFFFFFFF, 3]
+    assert events.tof[:3].tolist() == np.float32([1.0, 2.0, 3.5]).tolist()
+    events.append(memoryview(pairs), [(0, 1, 0, 1), (16, 1, 10, 2), (8, 1, 0, 3)])  # sections of one packet
+    assert events.pixel_ids().tolist() == [1, 0xFFFFFFFF, 3, 1, 3, 0xFFFFFFFF]
+    assert events.tof[3:6].tolist() == np.float32([1.0, 4.0, 2.0]).tolist()

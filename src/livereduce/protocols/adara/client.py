@@ -27,6 +27,7 @@ from __future__ import annotations
 import hashlib
 from array import array
 from collections import Counter, deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import Enum
@@ -62,58 +63,74 @@ SPECIAL_BANK_REASONS = {
 }
 """Reasons under which events of the special banks are dropped (Mantid skips them) [NP 5.1]."""
 PAUSED = "paused"
-BLOCK_BYTES = 4 << 20
-"""Size of the blocks banked events are stored in (a multiple of the 8-byte event, so none straddles two)."""
 _PULSE_BYTES = 40  # bookkeeping per pulse in a segment: time, charge, flags, veto, event count
 _LOG_ENTRY_BYTES = 64
 _INTEGER_TYPES = ("integer", "unsigned", "boolean", "enum")
+DEFAULT_SEGMENT_EVENTS = 1 << 20
+"""Events a segment's arrays are allocated for at first (they grow when needed)."""
+
+Allocate = Callable[[int], tuple[np.ndarray, np.ndarray, object]]
+"""``allocate(n)`` -> (pixel ids int32 (n,), TOFs float32 (n,), their owner): writable arrays for n events, e.g.
+the memory of scipp variables (the owner) that a chunk can use without a copy."""
 
 
-class EventStore:
-    """Banked events, 8 bytes each (u32 TOF in 100 ns, u32 pixel id) [NP 5.1], in blocks of
-    :data:`BLOCK_BYTES`.
+def numpy_arrays(n: int) -> tuple[np.ndarray, np.ndarray, object]:
+    """The default :data:`Allocate`: plain numpy arrays, no owner."""
+    return np.empty(n, np.int32), np.empty(n, np.float32), None
 
-    Events are copied in with numpy, which releases the GIL for the copy (so the engine's cycle runs while the
-    reader thread copies), into blocks taken from ``pool`` (blocks of chunks already built, whose memory is
-    already mapped) or newly allocated.
+
+class EventArrays:
+    """A segment's events, decoded as they arrive: pixel id (int32; ids of 2**31 and more read as negative, see
+    :meth:`pixel_ids`) and TOF in µs (float32, ``(tof + offset) / 10``) [NP 5.1].
+
+    The arrays are allocated once for ``capacity`` events (untouched memory costs nothing until written) and
+    grow (doubling, with a copy) only if a segment holds more. Decoding here, in the reader thread, with numpy
+    (which releases the GIL) leaves the engine's cycle only the chunk to build.
     """
 
-    def __init__(self, pool: list[np.ndarray] | None = None) -> None:
-        self._pool = pool if pool is not None else []
-        self.blocks: list[np.ndarray] = []
-        self._used = BLOCK_BYTES
-        self.nbytes = 0
+    def __init__(self, allocate: Allocate = numpy_arrays, capacity: int = DEFAULT_SEGMENT_EVENTS) -> None:
+        self._allocate = allocate
+        self.capacity = capacity
+        self.count = 0
+        self.pixel: np.ndarray | None = None
+        self.tof: np.ndarray | None = None
+        self.owner: object = None
 
-    def append(self, data: memoryview) -> None:
-        """Copy ``data`` (whole events) in."""
-        source = np.frombuffer(data, np.uint8)
-        at = 0
-        while at < source.size:
-            if self._used == BLOCK_BYTES:
-                self.blocks.append(self._pool.pop() if self._pool else np.empty(BLOCK_BYTES, np.uint8))
-                self._used = 0
-            n = min(source.size - at, BLOCK_BYTES - self._used)
-            np.copyto(self.blocks[-1][self._used : self._used + n], source[at : at + n])
-            self._used += n
-            at += n
-        self.nbytes += source.size
+    def append(self, payload: memoryview, sections: list[tuple[int, int, int, int]]) -> None:
+        """Decode the events of a BANKED_EVENT payload's regular bank sections, ``(byte offset, event count, TOF
+        offset in 100 ns (0 with COR set), bank id)`` as :func:`~livereduce.protocols.adara.decode.walk_banked_events`
+        gives them, vectorised over the packet."""
+        n = sum(section[1] for section in sections)
+        if not n:
+            return
+        if self.pixel is None or self.count + n > self.pixel.size:
+            self._grow(self.count + n)
+        words = np.frombuffer(payload, "<u4")
+        if len(sections) == 1:
+            at, count, _, _ = sections[0]
+            pairs = words[at // 4 : at // 4 + 2 * count]
+        else:
+            pairs = np.concatenate([words[at // 4 : at // 4 + 2 * count] for at, count, _, _ in sections])
+        runs, first = [], 0
+        for _, count, offset, _ in sections:
+            if offset:
+                runs.append((first, count, offset))
+            first += count
+        end = self.count + n
+        pixel, _ = decode.event_arrays(pairs, runs or None, out=self.tof[self.count : end])
+        np.copyto(self.pixel[self.count : end], pixel, casting="unsafe")
+        self.count = end
 
-    @property
-    def count(self) -> int:
-        """Events stored."""
-        return self.nbytes // 8
+    def _grow(self, needed: int) -> None:
+        size = max(needed, self.capacity if self.pixel is None else 2 * self.pixel.size)
+        pixel, tof, owner = self._allocate(size)
+        if self.pixel is not None:
+            pixel[: self.count], tof[: self.count] = self.pixel[: self.count], self.tof[: self.count]
+        self.pixel, self.tof, self.owner = pixel, tof, owner
 
-    def parts(self) -> list[np.ndarray]:
-        """The filled part of each block, in order (uint8 views)."""
-        return [*self.blocks[:-1], self.blocks[-1][: self._used]] if self.blocks else []
-
-    def release(self, keep: int) -> None:
-        """Empty the store; its blocks go back to the pool while it holds fewer than ``keep``."""
-        room = max(0, keep - len(self._pool))
-        self._pool.extend(self.blocks[:room])
-        self.blocks = []
-        self._used = BLOCK_BYTES
-        self.nbytes = 0
+    def pixel_ids(self) -> np.ndarray:
+        """The pixel ids as the protocol's u32 (a view): ids of 2**31 and more are not negative here."""
+        return self.pixel[: self.count].view(np.uint32) if self.pixel is not None else np.zeros(0, np.uint32)
 
 
 class Transition(Enum):
@@ -131,8 +148,7 @@ class Segment:
         run_number: run of the data (0: between runs).
         run_start_ns: start of the run, Unix ns, or None.
         id_range: pixel range in force (first, last), or None before any GEOMETRY.
-        events: the regular banks' events, 8 bytes each (u32 TOF in 100 ns, u32 pixel id) [NP 5.1].
-        offsets: (first event, count, TOF offset in 100 ns) for events whose source section has COR clear.
+        events: the regular banks' events, decoded.
         pulse_ns: pulse times (Unix ns), one per BANKED_EVENT packet.
         charge_pc: pulse charge in pC (the packet's 10 pC units x 10) [NP 5.1].
         flags: pulse flags; veto: veto flags (v1) [NP 5.2].
@@ -150,8 +166,7 @@ class Segment:
     run_number: int = 0
     run_start_ns: int | None = None
     id_range: tuple[int, int] | None = None
-    events: EventStore = field(default_factory=EventStore)
-    offsets: list[tuple[int, int, int]] = field(default_factory=list)
+    events: EventArrays = field(default_factory=EventArrays)
     pulse_ns: array = field(default_factory=lambda: array("q"))
     charge_pc: array = field(default_factory=lambda: array("d"))
     flags: array = field(default_factory=lambda: array("q"))
@@ -191,7 +206,9 @@ class ClientState:
         start: ``"from_start_of_run"``, ``"now"`` or a time (timezone-aware or UTC).
         keep_paused_events: keep banked events between pause and resume annotations (Mantid's
             ``keeppausedevents``); the hello then asks the SMS for paused data (v1, SEND_PAUSE_DATA).
-        pool_bytes: memory of released event blocks kept for reuse (see :class:`EventStore`).
+        allocate: how event arrays are allocated (see :data:`Allocate`).
+        segment_events: events a segment's arrays are first allocated for (the most a segment holds before the
+            reader is told to wait, e.g.).
 
     Attributes:
         counters: cumulative counts: ``packets``, ``pulses``, ``events`` (kept), ``events_filtered``
@@ -201,11 +218,18 @@ class ClientState:
         instrument: the BEAMLINE_INFO long name ("" before one arrived).
     """
 
-    def __init__(self, start: Start, *, keep_paused_events: bool = False, pool_bytes: int = 64 * BLOCK_BYTES) -> None:
+    def __init__(
+        self,
+        start: Start,
+        *,
+        keep_paused_events: bool = False,
+        allocate: Allocate = numpy_arrays,
+        segment_events: int = DEFAULT_SEGMENT_EVENTS,
+    ) -> None:
         self.start = start
         self.keep_paused_events = keep_paused_events
-        self._pool: list[np.ndarray] = []
-        self._pool_blocks = max(1, pool_bytes // BLOCK_BYTES)
+        self._allocate = allocate
+        self._segment_events = segment_events
         self.counters: Counter[str] = Counter()
         self.geometry: DetectorIds | None = None
         self.instrument = ""
@@ -228,7 +252,7 @@ class ClientState:
         self._reset_pending = False
         self._interrupted_run = 0
         self._sealed: deque[Segment] = deque()
-        self._current = Segment(events=EventStore(self._pool))
+        self._current = Segment(events=self._event_arrays())
         self._handlers = {
             PacketType.BANKED_EVENT: self._banked_event,
             PacketType.BEAM_MONITOR_EVENT: self._beam_monitor,
@@ -274,7 +298,6 @@ class ClientState:
             if self._run_number and (self._pulses_since_transition or current.pulses):
                 self._interrupted_run = self._run_number
             self.counters["events_discarded_for_replay"] += current.event_count
-            self.release(current)
             self._current = self._new_segment()
             self._current.initial_logs = current.initial_logs
             self._current.logs = current.logs
@@ -308,16 +331,15 @@ class ClientState:
         self._current = self._new_segment()
         return taken
 
-    def release(self, segment: Segment) -> None:
-        """The segment's events are no longer needed (its chunk is built): reuse their memory."""
-        segment.events.release(self._pool_blocks)
+    def _event_arrays(self) -> EventArrays:
+        return EventArrays(self._allocate, self._segment_events)
 
     def _new_segment(self) -> Segment:
         return Segment(
             self._run_number,
             self._run_start_ns,
             self._range,
-            EventStore(self._pool),
+            self._event_arrays(),
             initial_logs=dict(self._last_log),
         )
 
@@ -378,13 +400,8 @@ class ClientState:
             segment.dropped[PAUSED] += total
             self.counters["events_dropped"] += total
             return
-        first = segment.event_count
-        payload = frame.payload
-        for at, count, offset, _ in walked.sections:
-            if offset:
-                segment.offsets.append((segment.event_count, count, offset))
-            segment.events.append(payload[at : at + 8 * count])
-        kept = segment.event_count - first
+        segment.events.append(frame.payload, walked.sections)
+        kept = walked.event_count
         for bank, count in walked.special.items():
             segment.dropped[SPECIAL_BANK_REASONS[bank]] += count
             self.counters["events_dropped"] += count

@@ -36,8 +36,8 @@ from livereduce.config import Config
 from livereduce.engines.scipp.chunk import EVENT_DIM, PULSE_DIM, RunMetadata, make_chunk, valid_events
 from livereduce.engines.scipp.listeners.base import Extracted, Listener, RunStatus, SourceHealth, StartPosition
 from livereduce.errors import ConfigError, SourceError
-from livereduce.protocols.adara.client import ClientState, LogValue, Segment, Transition
-from livereduce.protocols.adara.decode import Framer, FramingError, event_arrays
+from livereduce.protocols.adara.client import ClientState, EventArrays, LogValue, Segment, Transition
+from livereduce.protocols.adara.decode import Framer, FramingError
 
 _log = logging.getLogger("livereduce.SNSLiveEventDataListener")
 
@@ -150,7 +150,10 @@ class SNSLiveEventDataListener(Listener):
             SourceError: (recoverable) no GEOMETRY with detector ids within 10 s.
         """
         self._client = ClientState(
-            position, keep_paused_events=self.keep_paused_events, pool_bytes=min(self.buffer_bytes, 256 << 20)
+            position,
+            keep_paused_events=self.keep_paused_events,
+            allocate=scipp_event_arrays,
+            segment_events=max(1, self.buffer_bytes // 8),
         )
         self._stop.clear()
         self._thread = threading.Thread(target=self._read_forever, name=self.name, daemon=True)
@@ -189,8 +192,6 @@ class SNSLiveEventDataListener(Listener):
             self._changed.notify_all()
         self._range = segment.id_range or self._range
         result, invalid = extracted(segment, metadata, self._range)
-        with self._lock:
-            client.release(segment)
         if invalid:
             with self._lock:
                 self._counters["events_dropped"] += invalid
@@ -417,24 +418,15 @@ def _chunk(
     segment: Segment, metadata: SegmentMetadata, id_range: tuple[int, int]
 ) -> tuple[sc.DataArray, dict[str, int]]:
     """The segment as a chunk, and the events dropped for pixel ids outside ``id_range``, by reason."""
-    n = segment.event_count
-    event_id = sc.empty(sizes={EVENT_DIM: n}, dtype="int32", unit=None)
-    tof = sc.empty(sizes={EVENT_DIM: n}, dtype="float32", unit="us")
-    ids, tofs = event_id.values, tof.values
-    runs = np.asarray(segment.offsets, np.int64).reshape(-1, 3)
-    parts = segment.events.parts()
-    first = 0
-    for part in parts:
-        count = part.size // 8
-        pixel, _ = event_arrays(part, _runs_within(runs, first, count), out=tofs[first : first + count])
-        np.copyto(ids[first : first + count], pixel, casting="unsafe")
-        first += count
+    events = segment.events
+    n = events.count
+    event_id, tof = _event_variables(events)
     counts = np.frombuffer(segment.pulse_events, np.int64) if segment.pulses else np.zeros(0, np.int64)
     index = np.cumsum(counts) - counts
     invalid: dict[str, int] = {}
+    ids = event_id.values
     if n and (int(ids.min()) < id_range[0] or int(ids.max()) > id_range[1]):
-        pixels = np.concatenate([np.frombuffer(part, "<u4")[1::2] for part in parts])  # uint32: the true ids
-        event_id, tof, index, invalid = valid_events(pixels, tofs, index, id_range)
+        event_id, tof, index, invalid = valid_events(events.pixel_ids(), tof.values, index, id_range)
     run_metadata = RunMetadata(
         run_number=segment.run_number,
         start_time=np.datetime64(segment.run_start_ns, "ns") if segment.run_start_ns is not None else None,
@@ -462,13 +454,27 @@ def _chunk(
     return chunk, invalid
 
 
-def _runs_within(runs: np.ndarray, begin: int, count: int) -> np.ndarray:
-    """The TOF-offset runs (first event, count, offset) that fall in events ``[begin, begin + count)``, relative
-    to ``begin``."""
-    start = np.maximum(runs[:, 0], begin)
-    stop = np.minimum(runs[:, 0] + runs[:, 1], begin + count)
-    inside = stop > start
-    return np.stack([start[inside] - begin, stop[inside] - start[inside], runs[inside, 2]], axis=1)
+def scipp_event_arrays(n: int) -> tuple[np.ndarray, np.ndarray, object]:
+    """:data:`~livereduce.protocols.adara.client.Allocate` for chunks without a copy: the reader thread decodes
+    into the memory of scipp variables (``event_id`` int32, ``event_time_offset`` float32 µs), which the chunk
+    then uses as they are."""
+    event_id = sc.empty(sizes={EVENT_DIM: n}, dtype="int32", unit=None)
+    tof = sc.empty(sizes={EVENT_DIM: n}, dtype="float32", unit="us")
+    return event_id.values, tof.values, (event_id, tof)
+
+
+def _event_variables(events: EventArrays) -> tuple[sc.Variable, sc.Variable]:
+    """The decoded events as variables: views of the variables they were decoded into, else copies."""
+    n = events.count
+    if isinstance(events.owner, tuple):
+        event_id, tof = events.owner
+        return event_id[EVENT_DIM, 0:n], tof[EVENT_DIM, 0:n]
+    if events.pixel is None:
+        return scipp_event_arrays(0)[2]
+    return (
+        sc.array(dims=[EVENT_DIM], values=events.pixel[:n], unit=None),
+        sc.array(dims=[EVENT_DIM], values=events.tof[:n], unit="us"),
+    )
 
 
 def _pulse_values(values: object) -> sc.Variable:
