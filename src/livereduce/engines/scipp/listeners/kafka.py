@@ -148,7 +148,9 @@ class _Run:
 @dataclass
 class _Block:
     """Pulses of one message (or a selection of them): times ns (int64, n_pulses), first-event index (int64,
-    n_pulses), pixel ids (n_events; empty for monitors), time of flight µs (float32, n_events)."""
+    n_pulses), pixel ids (n_events; empty for monitors), time of flight in ns as the message has it (int32 or
+    uint32, n_events; converted to µs when the chunk is built, in the same pass that copies it into the chunk).
+    The arrays of a whole message are views of the message's bytes, which ``nbytes`` counts."""
 
     source: str
     times: np.ndarray
@@ -426,7 +428,10 @@ class KafkaEventListener(Listener):
             _concatenate([block.ids for block in blocks], ids.values)
         else:
             ids = np.concatenate([block.ids for block in blocks]) if blocks else np.empty(0, np.int32)
-        _concatenate([block.tof for block in blocks], tof.values)
+        position = 0
+        for block in blocks:  # ns -> µs while copying into the chunk
+            tof_ns_to_us(block.tof, out=tof.values[position : position + block.n_events])
+            position += block.n_events
         times = np.concatenate([block.times for block in blocks]) if blocks else np.empty(0, np.int64)
         index = np.empty(0, np.int64)
         if blocks:
@@ -678,8 +683,8 @@ class KafkaEventListener(Listener):
                 record.reference_time,
                 record.reference_time_index,
                 record.pixel_id,
-                tof_ns_to_us(record.time_of_flight),
-                len(value) + 4 * record.n_events + 16 * record.reference_time.size,
+                record.time_of_flight,
+                len(value) + 16 * record.reference_time.size,
                 record.message_id,
             )
         return record
@@ -1097,7 +1102,7 @@ def _monitor_events(blocks: list[_Block]) -> dict[str, sc.DataArray]:
         by_source.setdefault(block.source, []).append(block)
     monitors = {}
     for source, parts in by_source.items():
-        tof = np.concatenate([block.tof for block in parts])
+        tof = tof_ns_to_us(np.concatenate([block.tof for block in parts]))
         zero = np.concatenate(
             [np.repeat(block.times, np.diff(np.append(block.index, block.n_events))) for block in parts]
         )
