@@ -1,9 +1,10 @@
 """livereduce.outputs: NeXus files and figures for processing scripts, written atomically (issue 8, §5).
 
-In-process tests of the layout (read back with h5py, scippnexus and nexusformat, NeXpy's library) and of the
-failure paths, a reader process that holds the HDF5 lock, and the end-to-end test: the real daemon running the
-demo scripts, killed with SIGKILL at random moments of its post_proc writes 30 times while a reader polls the
-outputs.
+In-process tests of the layout (read back with h5py, scippnexus and nexusformat, NeXpy's library), of the
+Mantid entries (read back with h5py and checked against what Mantid's LoadNexusProcessed reads, citing its
+source; no Mantid here to load them), of the failure paths, a reader process that holds the HDF5 lock, and the
+end-to-end test: the real daemon running the demo scripts, killed with SIGKILL at random moments of its post_proc
+writes 30 times while a reader polls the outputs.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import sys
 import textwrap
 import threading
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -94,7 +96,7 @@ def test_1d_histogram_with_errors_as_nxdata(tmp_path: Path) -> None:
             assert isinstance(group[field].attrs["units"], str)  # a string, not bytes or an array
             assert group[field].attrs["units"] == unit
 
-    loaded = snx.load(path)["entry"]["data"]
+    loaded = snx.load(path, root="entry")["data"]
     assert sc.identical(loaded.data, tof_spectrum().data)
     assert sc.identical(loaded.coords["event_time_offset"], tof_spectrum().coords["event_time_offset"])
 
@@ -120,7 +122,7 @@ def test_2d_with_point_coordinates_datetimes_and_metadata(tmp_path: Path) -> Non
         assert log.attrs["NX_class"] == "NXlog"
         assert log["value"].attrs["units"] == "K"
 
-    entry = snx.load(path)["entry"]
+    entry = snx.load(path, root="entry")
     loaded = entry["data"]
     assert sc.identical(loaded.data, image.data)
     assert sc.identical(loaded.coords["time"], times)
@@ -144,7 +146,7 @@ def test_dimension_without_coordinate_is_a_dot_axis(tmp_path: Path) -> None:
         assert list(group.attrs["axes"]) == [".", "."]
         assert list(group.attrs["event_id_indices"]) == [0, 1]
         assert group["event_id"].shape == (2, 4)
-    loaded = snx.load(path)["entry"]["data"]  # scippnexus names a dimension without a scale dim_<index>
+    loaded = snx.load(path, root="entry")["data"]  # scippnexus names a dimension without a scale dim_<index>
     assert loaded.dims == ("dim_0", "dim_1")
     assert loaded.values.tolist() == pixels.values.tolist()
     assert loaded.coords["event_id"].values.tolist() == pixels.coords["event_id"].values.tolist()
@@ -180,6 +182,347 @@ def test_file_mode_follows_the_umask(tmp_path: Path) -> None:
     finally:
         os.umask(previous)
     assert path.stat().st_mode & 0o777 == 0o640  # 0o666 less the umask, as for a new file; not mkstemp's 0o600
+
+
+# --- save_nexus: Mantid's processed layout ----------------------------------------------------------------------
+# What Mantid's LoadNexusProcessed reads, from its source (github.com/mantidproject/mantid): LoadNexusProcessed.cpp,
+# NexusClasses.h, WorkspaceHistory.cpp, NexusHDF5Descriptor.cpp, written as NexusFileIO.cpp does. No Mantid here.
+
+
+def text(value: object) -> str:
+    """A fixed-length string attribute or (1,) field as Mantid's NeXus API writes NX_CHAR; fails on anything else."""
+    raw = value[0] if isinstance(value, np.ndarray) and value.shape == (1,) else value
+    assert isinstance(raw, bytes), f"{value!r} is not a fixed-length byte string"
+    return raw.decode()
+
+
+def fixed_length_strings(group: h5py.Group) -> list[str]:
+    """Every string attribute and field under ``group`` that is not a fixed-length byte string (should be none)."""
+    found: list[str] = []
+
+    def visit(name: str, obj: h5py.Group | h5py.Dataset) -> None:
+        for key in obj.attrs:
+            info = h5py.check_string_dtype(obj.attrs.get_id(key).dtype)
+            if info is not None and info.length is None:
+                found.append(f"{name}@{key}")
+        if isinstance(obj, h5py.Dataset) and (info := h5py.check_string_dtype(obj.dtype)) and info.length is None:
+            found.append(name)
+
+    visit(group.name, group)
+    group.visititems(visit)
+    return found
+
+
+def demo_members() -> sc.DataGroup:
+    """As the demo writes: a TOF histogram (µs bin edges, variances) and a pixel image without coordinates."""
+    image = sc.DataArray(sc.array(dims=["y", "x"], values=np.arange(6, dtype="int64").reshape(2, 3), unit="counts"))
+    return sc.DataGroup({"tof": with_run_metadata(tof_spectrum()), "pixels": image})
+
+
+def root_entries(f: h5py.File) -> list[str]:
+    return sorted(name for name, group in f.items() if group.attrs.get("NX_class") in (b"NXentry", "NXentry"))
+
+
+def test_mantid_entry_of_a_1d_histogram_has_exactly_the_processed_layout(tmp_path: Path) -> None:
+    path = save_nexus(tof_spectrum(), tmp_path / "tof.nxs")
+
+    with h5py.File(path, "r") as f:
+        assert sorted(f) == ["entry", "mantid_workspace_1"]
+        entry = f["mantid_workspace_1"]
+        assert text(entry.attrs["NX_class"]) == "NXentry"
+        assert sorted(entry) == ["definition", "definition_local", "process", "title", "workspace"]
+        assert text(entry["title"][()]) == "data"  # the DataArray's name ("data" when it has none)
+        assert entry["title"].shape == (1,)
+        for field, url in (
+            ("definition", "http://www.nexusformat.org/instruments/xml/NXprocessed.xml"),
+            ("definition_local", "http://www.isis.rl.ac.uk/xml/IXmantid.xml"),
+        ):
+            assert text(entry[field][()]) == "Mantid Processed Workspace"
+            assert {key: text(value) for key, value in entry[field].attrs.items()} == {"URL": url, "Version": "1.0"}
+        assert text(entry["process"].attrs["NX_class"]) == "NXprocess"
+        assert len(entry["process"]) == 0
+
+        workspace = entry["workspace"]
+        assert text(workspace.attrs["NX_class"]) == "NXdata"
+        assert sorted(workspace) == ["axis1", "axis2", "errors", "values"]
+        values, errors, axis1, axis2 = (workspace[name] for name in ("values", "errors", "axis1", "axis2"))
+        assert (values.dtype, values.shape, values[()].tolist()) == (np.float64, (1, 3), [[1.0, 4.0, 9.0]])
+        assert (errors.dtype, errors.shape, errors[()].tolist()) == (np.float64, (1, 3), [[1.0, 2.0, 3.0]])
+        assert (axis1.dtype, axis1[()].tolist()) == (np.float64, [0.0, 10.0, 20.0, 30.0])  # µs, bin edges
+        assert (axis2.dtype, axis2[()].tolist()) == (np.float64, [1.0])  # one spectrum, number 1
+        assert values.attrs["signal"] == 1
+        assert values.attrs["signal"].dtype == np.int32
+        assert {key: text(value) for key, value in values.attrs.items() if key != "signal"} == {
+            "axes": "axis2,axis1",
+            "units": "Counts",
+            "unit_label": "Counts",
+        }
+        assert dict(errors.attrs) == {}
+        assert {key: text(value) for key, value in axis1.attrs.items()} == {"distribution": "0", "units": "TOF"}
+        assert {key: text(value) for key, value in axis2.attrs.items()} == {"units": "spectraNumber"}
+        assert fixed_length_strings(entry) == []
+        # The standard entry is unchanged: its strings are scippnexus's (variable-length), the control for the
+        # check above.
+        assert fixed_length_strings(f["entry"]) != []
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the standard entry alone loads without a warning
+        assert sc.identical(snx.load(path, root="entry")["data"].data, tof_spectrum().data)
+
+
+def test_mantid_axes_units_spectrum_axes_and_dtypes(tmp_path: Path) -> None:
+    def counts(dims: tuple[str, str], **coords: sc.Variable) -> sc.DataArray:
+        data = sc.array(dims=list(dims), values=[[1, 2, 3], [4, 5, 6]], unit="counts", dtype="int32")
+        return sc.DataArray(data, coords=coords)
+
+    members = sc.DataGroup(
+        {
+            # x: ms converted to µs; spectrum axis: bin edges in 1/Å on a dimension named Q; int32 data: float64
+            "tof_ms": counts(
+                ("Q", "tof"),
+                tof=sc.array(dims=["tof"], values=[0.0, 1.0, 2.0, 3.0], unit="ms"),
+                Q=sc.array(dims=["Q"], values=[0.5, 1.0, 1.5], unit="1/angstrom"),
+            ),
+            # x: one row per spectrum (a 2-D coordinate, given transposed); spectrum axis: labels
+            "per_spectrum": counts(
+                ("spectrum", "tof"),
+                tof=sc.array(dims=["tof", "spectrum"], values=[[0, 10], [1, 11], [2, 12]], unit="us"),
+                spectrum=sc.array(dims=["spectrum"], values=["bank1", "bank2"]),
+            ),
+            # x: a dimension Mantid has no unit for; spectrum axis: integers without a unit
+            "other": counts(
+                ("spectrum", "x"),
+                x=sc.array(dims=["x"], values=[0.5, 1.5, 2.5], unit="mm"),
+                spectrum=sc.array(dims=["spectrum"], values=[7, 9], unit=None),
+            ),
+            # wavelength in nm: converted to Å; float32 data with variances: float64 values and errors
+            "wavelength": sc.DataArray(
+                sc.array(
+                    dims=["wavelength"], values=[4.0, 9.0], variances=[4.0, 9.0], unit="counts/s", dtype="float32"
+                ),
+                coords={"wavelength": sc.array(dims=["wavelength"], values=[0.1, 0.2], unit="nm")},
+            ),
+        }
+    )
+    path = save_nexus(members, tmp_path / "axes.nxs")
+
+    with h5py.File(path, "r") as f:
+        ws = {name: f[f"mantid_workspace_{k}/workspace"] for k, name in enumerate(members, start=1)}
+        assert [text(f[f"mantid_workspace_{k}/title"][()]) for k in range(1, 5)] == list(members)
+        for workspace in ws.values():
+            assert all(workspace[name].dtype == np.float64 for name in ("values", "errors", "axis1"))
+
+        tof_ms = ws["tof_ms"]
+        assert tof_ms["values"][()].tolist() == [[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]]
+        assert tof_ms["errors"][()].tolist() == [[0.0] * 3] * 2  # no variances: 0
+        assert text(tof_ms["axis1"].attrs["units"]) == "TOF"
+        assert tof_ms["axis1"][()].tolist() == [0.0, 1000.0, 2000.0, 3000.0]
+        assert text(tof_ms["axis2"].attrs["units"]) == "MomentumTransfer"
+        assert tof_ms["axis2"][()].tolist() == [0.5, 1.0, 1.5]  # m + 1 values: a bin-edge axis in Mantid
+
+        per_spectrum = ws["per_spectrum"]
+        assert per_spectrum["axis1"].shape == (2, 3)  # (spectra, x): one row per spectrum
+        assert per_spectrum["axis1"][()].tolist() == [[0.0, 1.0, 2.0], [10.0, 11.0, 12.0]]
+        assert text(per_spectrum["axis2"].attrs["units"]) == "TextAxis"
+        assert per_spectrum["axis2"].shape == (1,)
+        assert text(per_spectrum["axis2"][()]) == "bank1\nbank2\n"
+
+        other = ws["other"]
+        assert {key: text(value) for key, value in other["axis1"].attrs.items()} == {
+            "distribution": "0",
+            "units": "Label",
+            "caption": "x",
+            "label": "mm",
+        }
+        assert {key: text(value) for key, value in other["axis2"].attrs.items()} == {
+            "units": "Label",
+            "caption": "spectrum",
+            "label": "",
+        }
+        assert other["axis2"][()].tolist() == [7.0, 9.0]
+
+        wavelength = ws["wavelength"]
+        assert text(wavelength["axis1"].attrs["units"]) == "Wavelength"
+        assert wavelength["axis1"][()] == pytest.approx([1.0, 2.0])  # nm to Å
+        assert wavelength["values"][()].tolist() == [[4.0, 9.0]]
+        assert wavelength["errors"][()].tolist() == [[2.0, 3.0]]
+        assert text(wavelength["values"].attrs["units"]) == "counts/s"  # only counts becomes Counts
+        assert all(fixed_length_strings(f[f"mantid_workspace_{k}"]) == [] for k in range(1, 5))
+
+
+SKIPPED_BY_MANTID = {
+    "3-D": sc.DataArray(sc.ones(dims=["a", "b", "c"], shape=[2, 2, 2])),
+    "empty": sc.DataArray(sc.ones(dims=["spectrum", "x"], shape=[0, 3])),
+    "datetime x": sc.DataArray(
+        sc.ones(dims=["time"], shape=[2]),
+        coords={"time": sc.datetimes(dims=["time"], values=["2026-01-01", "2026-01-02"], unit="s")},
+    ),
+    "bool x": sc.DataArray(sc.ones(dims=["x"], shape=[2]), coords={"x": sc.array(dims=["x"], values=[True, False])}),
+    "string x": sc.DataArray(sc.ones(dims=["x"], shape=[2]), coords={"x": sc.array(dims=["x"], values=["a", "b"])}),
+    "empty label": sc.DataArray(
+        sc.ones(dims=["bank", "x"], shape=[2, 1]), coords={"bank": sc.array(dims=["bank"], values=["a", ""])}
+    ),
+    "label with newline": sc.DataArray(
+        sc.ones(dims=["bank", "x"], shape=[2, 1]), coords={"bank": sc.array(dims=["bank"], values=["a", "b\nc"])}
+    ),
+    "2-D spectrum coordinate": sc.DataArray(
+        sc.ones(dims=["s", "x"], shape=[2, 3]), coords={"s": sc.ones(dims=["s", "x"], shape=[2, 3])}
+    ),
+}
+
+
+def test_members_mantid_cannot_hold_get_no_entry_and_the_numbering_skips_them(tmp_path: Path) -> None:
+    members = sc.DataGroup({**SKIPPED_BY_MANTID, "tof": tof_spectrum(), "pixels": demo_members()["pixels"]})
+    path = save_nexus(members, tmp_path / "many.nxs")
+
+    with h5py.File(path, "r") as f:
+        assert sorted(f["entry"]) == sorted(members)  # the standard entry holds every member
+        assert root_entries(f) == ["entry", "mantid_workspace_1", "mantid_workspace_2"]
+        assert text(f["mantid_workspace_1/title"][()]) == "tof"
+        assert text(f["mantid_workspace_2/title"][()]) == "pixels"
+    # Control: each of them alone is written whole to the standard entry, and without a Mantid entry.
+    for name, array in SKIPPED_BY_MANTID.items():
+        with h5py.File(save_nexus(array, tmp_path / "one.nxs"), "r") as f:
+            assert root_entries(f) == ["entry"], name
+
+
+def test_mantid_entries_can_be_left_out_and_their_names_are_reserved(tmp_path: Path) -> None:
+    with h5py.File(save_nexus(demo_members(), tmp_path / "no_mantid.nxs", mantid=False), "r") as f:
+        assert sorted(f) == ["entry"]
+    with h5py.File(save_nexus(demo_members(), tmp_path / "mantid.nxs"), "r") as f:  # control
+        assert sorted(f) == ["entry", "mantid_workspace_1", "mantid_workspace_2"]
+    with pytest.raises(ValueError, match="'mantid_workspace_1' is reserved"):
+        save_nexus(tof_spectrum(), tmp_path / "clash.nxs", entry="mantid_workspace_1")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mantid.nxs", "no_mantid.nxs"]
+
+
+OTHER_WORKSPACE_TYPES = {
+    "table_workspace",
+    "peaks_workspace",
+    "event_workspace",
+    "offsets_workspace",
+    "mask_workspace",
+    "grouping_workspace",
+}
+
+
+def nxentry(f: h5py.File, k: int) -> h5py.Group:
+    return f[f"mantid_workspace_{k}"]
+
+
+def workspace(f: h5py.File, k: int) -> h5py.Group:
+    return f[f"mantid_workspace_{k}/workspace"]
+
+
+# Each row: where Mantid reads it (file, function: what the code does), and the check of the file written from
+# demo_members() (mantid_workspace_1 = "tof", the 1-D µs histogram; mantid_workspace_2 = "pixels", 2 x 3 counts).
+MANTID_READER: list[tuple[str, Callable[[h5py.File], bool]]] = [
+    (
+        "LoadNexusProcessed.cpp confidence: descriptor.isEntry('/mantid_workspace_1') gives 80 (LoadNexusProcessed2"
+        " 81, above LoadTOFRawNexus's 80 for /entry with NXdata)",
+        lambda f: text(nxentry(f, 1).attrs["NX_class"]) == "NXentry",
+    ),
+    (
+        "LoadNexusProcessed.cpp execLoader: counts the root groups with nxclass == 'NXentry'; with the default"
+        " EntryNumber and a count > 1 it loads mantid_workspace_1..count, so this file needs EntryNumber=1 or 2",
+        lambda f: root_entries(f) == ["entry", "mantid_workspace_1", "mantid_workspace_2"],
+    ),
+    (
+        "LoadNexusProcessed.cpp loadEntry: no table_workspace, peaks_workspace, event_workspace, offsets_workspace,"
+        " mask_workspace or grouping_workspace group, so a Workspace2D from openNXData('workspace')",
+        lambda f: all(
+            not set(nxentry(f, k)) & OTHER_WORKSPACE_TYPES and text(workspace(f, k).attrs["NX_class"]) == "NXdata"
+            for k in (1, 2)
+        ),
+    ),
+    (
+        "NexusClasses.h NXData::openData: the signal is the field whose attribute signal reads '1'"
+        " (NexusClasses.cpp getAttributes: NX_INT32 printed with %i)",
+        lambda f: (
+            [name for name, field in workspace(f, 1).items() if "signal" in field.attrs] == ["values"]
+            and workspace(f, 1)["values"].attrs["signal"] == 1
+            and workspace(f, 1)["values"].attrs["signal"].dtype == np.int32
+        ),
+    ),
+    (
+        "LoadNexusProcessed.cpp loadNonEventEntry: nspectra = values.dim0(), nchannels = values.dim1()",
+        lambda f: workspace(f, 1)["values"].shape == (1, 3) and workspace(f, 2)["values"].shape == (2, 3),
+    ),
+    (
+        "NexusClasses.h NXDataSetTyped<double>::load: the raw data is read into a double buffer, no conversion,"
+        " so values, errors, axis1, axis2 are float64 (as NexusFileIO.cpp writeNexusProcessedData2D: NX_FLOAT64)",
+        lambda f: all(
+            workspace(f, k)[name].dtype == np.float64 for k in (1, 2) for name in ("values", "errors", "axis1", "axis2")
+        ),
+    ),
+    (
+        "LoadNexusProcessed.cpp loadNonEventEntry: WorkspaceFactory create(type, nspectra, xlength, nchannels):"
+        " axis1 of nchannels + 1 values is a histogram, of nchannels values point data",
+        lambda f: workspace(f, 1)["axis1"].shape == (4,) and workspace(f, 2)["axis1"].shape == (3,),
+    ),
+    (
+        "LoadNexusProcessed.cpp loadEntry: axis1 of rank 1 is shared by all spectra (m_shared_bins); units through"
+        " UnitFactory create (Unit.cpp DECLARE_UNIT(TOF): microseconds)",
+        lambda f: workspace(f, 1)["axis1"].ndim == 1 and text(workspace(f, 1)["axis1"].attrs["units"]) == "TOF",
+    ),
+    (
+        "LoadNexusProcessed.cpp loadEntry: unit1 == 'Label' sets the label from axis1@caption and axis1@label",
+        lambda f: (
+            [text(workspace(f, 2)["axis1"].attrs[key]) for key in ("units", "caption", "label")] == ["Label", "x", ""]
+        ),
+    ),
+    (
+        "LoadNexusProcessed.cpp loadEntry: axis1@distribution == '1' makes a distribution; '0' does not",
+        lambda f: text(workspace(f, 1)["axis1"].attrs["distribution"]) == "0",
+    ),
+    (
+        "LoadNexusProcessed.cpp loadEntry: axis2@units 'spectraNumber' keeps the spectra axis (numbers 1..m)",
+        lambda f: (
+            text(workspace(f, 2)["axis2"].attrs["units"]) == "spectraNumber"
+            and workspace(f, 2)["axis2"][()].tolist() == [1.0, 2.0]
+        ),
+    ),
+    (
+        "LoadNexusProcessed.cpp loadNonEventEntry: setYUnit(values@units), setYUnitLabel(values@unit_label)",
+        lambda f: [text(workspace(f, 1)["values"].attrs[key]) for key in ("units", "unit_label")] == ["Counts"] * 2,
+    ),
+    (
+        "LoadNexusProcessed.cpp loadNonEventEntry: openNXDouble('errors') (required); loadBlock: E = errors",
+        lambda f: (
+            workspace(f, 1)["errors"][()].tolist() == [[1.0, 2.0, 3.0]]
+            and workspace(f, 2)["errors"][()].tolist() == [[0.0] * 3] * 2
+        ),
+    ),
+    (
+        "LoadNexusProcessed.cpp loadNonEventEntry: setTitle(mtd_entry.getString('title'))",
+        lambda f: [text(nxentry(f, k)["title"][()]) for k in (1, 2)] == ["tof", "pixels"],
+    ),
+    (
+        "WorkspaceHistory.cpp loadNexus: opens the group 'process' (NXprocess), warns without it; an empty one has"
+        " no MantidAlgorithm_N entries (findHistoryEntries)",
+        lambda f: (
+            all(text(nxentry(f, k)["process"].attrs["NX_class"]) == "NXprocess" for k in (1, 2))
+            and all(len(nxentry(f, k)["process"]) == 0 for k in (1, 2))
+        ),
+    ),
+    (
+        "NexusFileIO.cpp (napi NXputattr/NXmakedata with NX_CHAR) writes fixed-length strings, which napi5"
+        " NX5getinfo and NexusHDF5Descriptor.cpp readStringAttribute read",
+        lambda f: all(fixed_length_strings(nxentry(f, k)) == [] for k in (1, 2)),
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("source", "check"),
+    MANTID_READER,
+    ids=[f"{index:02d} {row[0].split(':')[0]}" for index, row in enumerate(MANTID_READER, start=1)],
+)
+def test_each_mantid_entry_item_is_what_the_cited_mantid_reader_line_needs(
+    tmp_path: Path, source: str, check: Callable[[h5py.File], bool]
+) -> None:
+    with h5py.File(save_nexus(demo_members(), tmp_path / "demo.nxs"), "r") as f:
+        assert check(f), source
 
 
 # --- save_nexus: refusals leave nothing behind ---------------------------------------------------------------

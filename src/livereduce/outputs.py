@@ -11,8 +11,10 @@ On any error the temporary file is removed and the target is left as it was.
 
 * :func:`save_nexus`: a scipp ``DataArray``, ``Dataset`` or ``DataGroup`` as a NeXus file (``NXentry`` with one
   ``NXdata`` per array), read by h5py, scippnexus and NeXpy (nexusformat); h5web finds the default plot through
-  the same attributes. Mantid's ``LoadNexusProcessed`` does not read it: it takes only files with a
-  ``/mantid_workspace_1`` entry (Mantid's own layout).
+  the same attributes. Beside it, each array that a Mantid ``Workspace2D`` can hold (1-D or 2-D) is written again
+  as ``/mantid_workspace_<k>`` in Mantid's processed layout, for ``LoadNexusProcessed(Filename=..., EntryNumber=k)``
+  (see :func:`save_nexus` for why ``EntryNumber`` is needed; derived from Mantid's source, not tested against a
+  Mantid installation).
 * :func:`save_figure`: a matplotlib ``Figure``, in the format named by the path's suffix.
 * :func:`atomic_path`: the same guarantee for any writer that takes a path.
 
@@ -26,12 +28,20 @@ Source of the layout: the NeXus ``NXdata`` base class (NeXus definitions, base_c
 group attributes ``signal``, ``axes`` with ``"."`` for a dimension without a scale, ``AXISNAME_indices``;
 a dimension scale has length n or n + 1 (bin edges); the ``errors`` field holds the standard deviations of
 the signal) and the NIAC2014 "How to find default data" convention (``default`` attributes on the root and
-on ``NXentry``).
+on ``NXentry``). The Mantid entries follow what Mantid's reader needs, read from its source
+(github.com/mantidproject/mantid, main of 2024-2025): Framework/DataHandling/src/LoadNexusProcessed.cpp
+(``confidence``, ``execLoader``, ``loadEntry``, ``loadNonEventEntry``, ``loadNonSpectraAxis``), the writer it
+mirrors, Framework/Nexus/src/NexusFileIO.cpp (``writeNexusProcessedHeader``, ``writeNexusProcessedData2D``),
+Framework/Nexus/inc/MantidNexus/NexusClasses.h (``NXData::openData``: the signal is the field with
+``signal == 1``; ``NXDataSetTyped::load`` reads the raw bytes, so every number Mantid reads is float64) and
+Framework/Kernel/src/Unit.cpp (the unit ids). The functions writing them cite the line of the reader that each
+group, field and attribute is for.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime
 import os
 import re
@@ -56,12 +66,36 @@ ERRORS = "errors"
 LOGS = "DASlogs"
 """``NXcollection`` in the ``NXentry`` holding time-series logs as ``NXlog`` (the group name of SNS files)."""
 
+MANTID_ENTRY = "mantid_workspace_{}"
+"""Name of the ``NXentry`` of the k-th array in Mantid's processed layout, k = 1, 2, ... (LoadNexusProcessed.cpp,
+``execLoader``: it loads ``"mantid_workspace_" + EntryNumber``; ``confidence``: a file is Mantid's when
+``/mantid_workspace_1`` exists)."""
+
 STALE_AFTER_SEC = 3600.0
 """Age (s, by modification time) after which a temporary file of a killed writer is removed by the next write."""
 _TOKEN_BYTES = 6
 
 _NUMERIC = (sc.DType.float64, sc.DType.float32, sc.DType.int64, sc.DType.int32, sc.DType.bool)
 _FIELD_DTYPES = (*_NUMERIC, sc.DType.datetime64, sc.DType.string)
+_MANTID_RESERVED = re.compile(MANTID_ENTRY.format(r"[0-9]+"))
+_AXIS_DTYPES = (sc.DType.float64, sc.DType.float32, sc.DType.int64, sc.DType.int32)
+_MANTID_UNITS: tuple[tuple[frozenset[str], sc.Unit, str], ...] = (
+    (frozenset({"tof", "time_of_flight", "event_time_offset"}), sc.Unit("us"), "TOF"),
+    (frozenset({"wavelength"}), sc.Unit("angstrom"), "Wavelength"),
+    (frozenset({"dspacing", "d_spacing"}), sc.Unit("angstrom"), "dSpacing"),
+    (frozenset({"Q", "q"}), sc.Unit("1/angstrom"), "MomentumTransfer"),
+    (frozenset({"energy_transfer"}), sc.Unit("meV"), "DeltaE"),
+    (frozenset({"energy"}), sc.Unit("meV"), "Energy"),
+)
+"""Dimension names, unit and the Mantid unit id of the axes Mantid converts (Framework/Kernel/src/Unit.cpp:
+``DECLARE_UNIT(TOF)`` in microseconds, ``Wavelength`` and ``dSpacing`` in Angstrom, ``MomentumTransfer`` in
+inverse Angstrom, ``DeltaE`` and ``Energy`` in meV). A coordinate in another unit of the same dimension is
+converted (e.g. ms to µs); any other axis gets Mantid's ``Label`` unit (caption = dimension, label = unit)."""
+_NXPROCESSED_DEFINITION = (
+    "Mantid Processed Workspace",
+    "http://www.nexusformat.org/instruments/xml/NXprocessed.xml",
+    "http://www.isis.rl.ac.uk/xml/IXmantid.xml",
+)
 
 
 @contextlib.contextmanager
@@ -160,7 +194,11 @@ def save_figure(figure: Figure, path: str | os.PathLike[str], **savefig: object)
 
 
 def save_nexus(
-    data: sc.DataArray | sc.Dataset | sc.DataGroup, path: str | os.PathLike[str], *, entry: str = "entry"
+    data: sc.DataArray | sc.Dataset | sc.DataGroup,
+    path: str | os.PathLike[str],
+    *,
+    entry: str = "entry",
+    mantid: bool = True,
 ) -> Path:
     """Save dense scipp data as a NeXus file, atomically (see :func:`atomic_path`): never a torn file at ``path``.
 
@@ -180,10 +218,35 @@ def save_nexus(
                              a scale (the name NeXus readers give it)
           DASlogs NXcollection   0-D coordinates that hold a time-series DataArray (the scipp engine's
             LOG  NXlog             sample-environment logs): ``time`` (datetime64 as above) and ``value``
+        /mantid_workspace_K NXentry  the K-th member that a Mantid Workspace2D can hold, again (below)
 
     ``NAME`` is the ``DataArray``'s name (``"data"`` when it has none), each item's name for a ``Dataset``, each
     member's key for a ``DataGroup`` (one ``NXdata`` per member, in order; the first is the default plot).
-    ``scippnexus.load(path)["entry"]["NAME"]`` gives the DataArray back with its coordinates and variances.
+    ``scippnexus.load(path, root=ENTRY)["NAME"]`` gives the DataArray back with its coordinates and variances
+    (``scippnexus.load(path)`` of the whole file also reads the Mantid entries, with warnings about their units).
+
+    Mantid: with ``mantid`` (the default), each member of 1 or 2 dimensions with no empty dimension is also
+    written in the layout of Mantid's SaveNexusProcessed, as ``mantid_workspace_1``, ``_2``, ... in member order
+    (members that Mantid cannot hold are skipped and the numbering continues with the next one):
+
+    * the last dimension is the x axis (``axis1``): its coordinate (n points or n + 1 bin edges, numeric, 1-D, or
+      2-D over both dimensions for per-spectrum x) as float64 with a Mantid unit id (``TOF`` for ``tof``,
+      ``time_of_flight``, ``event_time_offset``; ``Wavelength``, ``dSpacing``, ``MomentumTransfer`` (``Q``),
+      ``DeltaE`` (``energy_transfer``), ``Energy``; converted to Mantid's unit, e.g. ms to µs), else Mantid's
+      ``Label`` unit with caption = dimension and label = unit; without a coordinate the bin indices 0..n-1;
+    * the first dimension of a 2-D array is the spectrum axis (``axis2``): without a coordinate spectrum numbers
+      1..m (``spectraNumber``); a numeric coordinate (m or m + 1 values) as a numeric axis with a unit as above;
+      strings as a ``TextAxis``; a 1-D array is one spectrum;
+    * ``values`` and ``errors`` (the standard deviations; 0 without variances) as float64 of shape
+      (spectra, n), the unit as Mantid's Y unit (``counts`` as ``Counts``), not a distribution;
+    * the title is ``NAME``; no instrument, sample or logs (Mantid logs that it could not load the instrument).
+
+    A member is skipped (no Mantid entry) when it has 0 or more than 2 dimensions, an empty dimension, or an axis
+    coordinate Mantid cannot hold (datetime64, bool, a coordinate of other dimensions, strings with an empty
+    label or a newline). Mantid reads entry K with ``LoadNexusProcessed(Filename=path, EntryNumber=K)``; without
+    ``EntryNumber`` it fails: it counts every root ``NXentry`` (``ENTRY`` too) as a workspace and opens
+    ``mantid_workspace_<count>``, which does not exist (LoadNexusProcessed.cpp ``execLoader``). Not verified
+    against a Mantid installation: the layout is derived from Mantid's source (see the module docstring).
 
     Binned (event) data is refused rather than histogrammed: only the script knows the bin edges that make
     sense, and ``hist()`` of a whole accumulation in every cycle can be costly. Histogram first, e.g.
@@ -196,6 +259,8 @@ def save_nexus(
             string, or 0-D holding a time-series ``DataArray`` (dimension ``time``).
         path: target file (``.nxs``, ``.h5``, ...); its directory must exist.
         entry: name of the ``NXentry`` group.
+        mantid: also write the members in Mantid's processed layout (``mantid_workspace_K``; see above). The
+            values are then stored twice; pass False for large arrays that Mantid need not read.
 
     Returns:
         ``path`` as a ``Path``.
@@ -205,11 +270,14 @@ def save_nexus(
             nested DataGroups such as ``monitors``: drop it with ``data.drop_coords(name)``), masks (NXdata has
             none: apply them and ``data.drop_masks(list(data.masks))``), or a member that is not a DataArray.
         ValueError: a 0-D array, an empty Dataset/DataGroup, a name that is not a valid HDF5 name or that
-            clashes (``data``, ``errors``, ``DASlogs``), or two members with different logs of the same name.
+            clashes (``data``, ``errors``, ``DASlogs``; an ``entry`` named ``mantid_workspace_<digits>``), or two
+            members with different logs of the same name.
         OSError: the file cannot be written (the target is left as it was).
     """
     arrays = _members(data)
     _check_name(entry, "entry")
+    if _MANTID_RESERVED.fullmatch(entry):
+        raise ValueError(f"save_nexus: the entry name {entry!r} is reserved for Mantid's entries; choose another")
     with atomic_path(path) as temporary, h5py.File(temporary, "w") as nexus:
         nexus.attrs["default"] = entry
         nexus.attrs["creator"] = "livereduce.outputs.save_nexus"
@@ -224,6 +292,12 @@ def save_nexus(
             collection = snx.create_class(group, LOGS, "NXcollection")
             for name, log in logs.items():
                 _write_nxlog(collection, name, log)
+        if mantid:
+            number = 0
+            for name, array in arrays.items():
+                if (axes := _mantid_axes(array)) is not None:  # else a member Mantid cannot hold: skipped
+                    number += 1
+                    _write_mantid_workspace(nexus, MANTID_ENTRY.format(number), name, array, axes)
     return Path(path)
 
 
@@ -337,3 +411,167 @@ def _write_nxlog(parent: h5py.Group, name: str, log: sc.DataArray) -> None:
     group = snx.create_class(parent, name, "NXlog")
     snx.create_field(group, "value", log.data)
     snx.create_field(group, "time", log.coords[log.dim])
+
+
+# --- Mantid's processed layout (what LoadNexusProcessed reads) ---------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class _MantidAxis:
+    """One axis of a Mantid workspace as written to ``axis1`` (x) or ``axis2`` (spectra).
+
+    ``values``: float64 (1-D; or 2-D (spectra, x) for per-spectrum x), or for a ``TextAxis`` one fixed-length
+    byte string holding the labels, each followed by a newline. ``unit``: a Mantid unit id (UnitFactory),
+    ``spectraNumber`` or ``TextAxis``. ``caption`` and ``label``: for the ``Label`` unit only.
+    """
+
+    values: np.ndarray
+    unit: str
+    caption: str = ""
+    label: str = ""
+
+
+def _mantid_axes(array: sc.DataArray) -> tuple[_MantidAxis, _MantidAxis] | None:
+    """The x and spectrum axes of ``array`` as a Mantid Workspace2D, or None if Mantid cannot hold it.
+
+    Workspace2D is (spectra, channels): LoadNexusProcessed.cpp ``loadNonEventEntry`` reads ``values`` as
+    ``nspectra = dim0``, ``nchannels = dim1``, so 1 or 2 dimensions; NexusClasses.h ``NXDataSetTyped::alloc``
+    refuses an empty dataset ("Attempt to load from an empty dataset").
+    """
+    if array.ndim not in (1, 2) or 0 in array.shape:
+        return None
+    x_axis = _mantid_x_axis(array)
+    spectrum_axis = _mantid_spectrum_axis(array)
+    return None if x_axis is None or spectrum_axis is None else (x_axis, spectrum_axis)
+
+
+def _mantid_x_axis(array: sc.DataArray) -> _MantidAxis | None:
+    """``axis1``: the coordinate of the last dimension (points or bin edges), or the bin indices without one.
+
+    LoadNexusProcessed.cpp ``loadEntry``: ``axis1`` of rank 1 is shared by all spectra, of rank 2 it is one row
+    per spectrum; ``loadNonEventEntry`` makes a histogram when it has one value more than ``values`` has columns.
+    """
+    dim, size = array.dims[-1], array.shape[-1]
+    coord = array.coords.get(dim)
+    if coord is None:
+        return _MantidAxis(np.arange(size, dtype=np.float64), "Label", caption=dim)
+    if coord.dtype not in _AXIS_DTYPES or coord.sizes.get(dim) not in (size, size + 1):
+        return None
+    if coord.dims != (dim,):
+        spectra = array.dims[0]
+        if array.ndim != 2 or set(coord.dims) != set(array.dims) or coord.sizes[spectra] != array.shape[0]:
+            return None
+        coord = coord.transpose([spectra, dim])
+    return _mantid_numeric_axis(dim, coord)
+
+
+def _mantid_spectrum_axis(array: sc.DataArray) -> _MantidAxis | None:
+    """``axis2``: spectrum numbers, or the coordinate of the first dimension of a 2-D array.
+
+    LoadNexusProcessed.cpp ``loadEntry``: ``units`` ``spectraNumber`` keeps the spectra axis (spectrum numbers
+    1..m: without an ``instrument`` group nothing renumbers them), ``TextAxis`` makes a text axis, any other unit
+    a numeric axis, a bin-edge axis when ``axis2`` has one value more than there are spectra;
+    ``loadNonSpectraAxis`` reads the values, for a text axis the labels split at newlines, empty ones dropped
+    (which would shift the labels that follow, so those are not written).
+    """
+    if array.ndim == 1:
+        return _MantidAxis(np.ones(1), "spectraNumber")
+    dim, size = array.dims[0], array.shape[0]
+    coord = array.coords.get(dim)
+    if coord is None:
+        return _MantidAxis(np.arange(1, size + 1, dtype=np.float64), "spectraNumber")
+    if coord.dims != (dim,):
+        return None
+    if coord.dtype == sc.DType.string:
+        labels = [str(label) for label in coord.values]
+        if len(labels) != size or any(not label or "\n" in label for label in labels):
+            return None
+        return _MantidAxis(np.array(["".join(f"{label}\n" for label in labels).encode()]), "TextAxis")
+    if coord.dtype not in _AXIS_DTYPES or len(coord) not in (size, size + 1):
+        return None
+    return _mantid_numeric_axis(dim, coord)
+
+
+def _mantid_numeric_axis(dim: str, coord: sc.Variable) -> _MantidAxis:
+    """A numeric axis in float64 with the Mantid unit of :data:`_MANTID_UNITS`, else Mantid's ``Label`` unit."""
+    known = next(((unit, unit_id) for dims, unit, unit_id in _MANTID_UNITS if dim in dims), None)
+    if known is not None and coord.unit is not None:
+        with contextlib.suppress(sc.UnitError):  # a unit of another dimension: written as a Label below
+            return _MantidAxis(coord.to(unit=known[0], dtype="float64", copy=False).values, known[1])
+    return _MantidAxis(coord.to(dtype="float64", copy=False).values, "Label", caption=dim, label=_unit_text(coord))
+
+
+def _unit_text(variable: sc.Variable) -> str:
+    """The unit as text, empty for no unit or dimensionless."""
+    return "" if variable.unit in (None, sc.units.dimensionless) else str(variable.unit)
+
+
+def _write_mantid_workspace(
+    parent: h5py.Group, name: str, title: str, array: sc.DataArray, axes: tuple[_MantidAxis, _MantidAxis]
+) -> None:
+    """Write ``array`` as ``/NAME`` in the layout of Mantid's SaveNexusProcessed for a Workspace2D.
+
+    Strings are fixed-length byte strings, as Mantid's NeXus API (napi) writes ``NX_CHAR``. Each item, with the
+    line of Mantid that reads it:
+
+    * ``NAME`` ``NXentry``: LoadNexusProcessed.cpp ``execLoader`` (``mantid_workspace_<EntryNumber>``),
+      ``confidence`` (``/mantid_workspace_1`` exists);
+    * ``title``: ``loadNonEventEntry`` ``setTitle(mtd_entry.getString("title"))`` (optional there);
+      ``definition``, ``definition_local`` with ``URL``, ``Version``: not read, written as
+      NexusFileIO.cpp ``writeNexusProcessedHeader`` does;
+    * ``workspace`` ``NXdata``: ``loadEntry`` opens the group ``workspace`` for a Workspace2D (the other names,
+      ``event_workspace``, ``offsets_workspace``, ..., select other workspace types);
+    * ``values`` (float64, @signal = 1 int32, @units, @unit_label, @axes): ``NXData::openData`` (the field with
+      ``signal == 1``), ``loadNonEventEntry`` (``setYUnit(units)``, ``setYUnitLabel(unit_label)``);
+    * ``errors`` (float64): ``loadNonEventEntry`` ``openNXDouble("errors")`` (required);
+    * ``axis1`` (float64, @units, @distribution, @caption and @label for ``Label``), ``axis2`` (@units):
+      ``loadEntry`` (units through ``UnitFactory``, ``distribution == "1"`` makes a distribution);
+    * ``process`` ``NXprocess``, empty: WorkspaceHistory.cpp ``loadNexus`` (without it Mantid warns "Error
+      opening the algorithm history field 'process'").
+    """
+    entry = _mantid_group(parent, name, "NXentry")
+    _mantid_text_field(entry, "title", title)
+    definition, nxprocessed_url, ixmantid_url = _NXPROCESSED_DEFINITION
+    for field, url in (("definition", nxprocessed_url), ("definition_local", ixmantid_url)):
+        _mantid_text_attrs(_mantid_text_field(entry, field, definition), URL=url, Version="1.0")
+    workspace = _mantid_group(entry, "workspace", "NXdata")
+    shape = (1, *array.shape) if array.ndim == 1 else array.shape  # (spectra, channels)
+    values = workspace.create_dataset("values", data=np.asarray(array.values, dtype=np.float64).reshape(shape))
+    values.attrs.create("signal", 1, dtype=np.int32)
+    y_unit = "Counts" if array.unit == sc.units.counts else _unit_text(array.data)
+    _mantid_text_attrs(values, axes="axis2,axis1", units=y_unit, unit_label=y_unit)
+    if array.variances is None:  # HDF5 returns the fill value for the never-written data: no array of zeros
+        workspace.create_dataset("errors", shape=shape, dtype=np.float64, fillvalue=0.0)
+    else:
+        workspace.create_dataset("errors", data=sc.stddevs(array.data).values.astype(np.float64).reshape(shape))
+    x_axis, spectrum_axis = axes
+    axis1 = workspace.create_dataset("axis1", data=x_axis.values)
+    _mantid_text_attrs(axis1, distribution="0", **_mantid_unit_attrs(x_axis))
+    axis2 = workspace.create_dataset("axis2", data=spectrum_axis.values)
+    _mantid_text_attrs(axis2, **_mantid_unit_attrs(spectrum_axis))
+    _mantid_group(entry, "process", "NXprocess")
+
+
+def _mantid_unit_attrs(axis: _MantidAxis) -> dict[str, str]:
+    """``units``, and for Mantid's ``Label`` unit ``caption`` and ``label`` (LoadNexusProcessed.cpp ``loadEntry``:
+    ``label->setLabel(ax.attributes("caption"), ax.attributes("label"))``)."""
+    if axis.unit == "Label":
+        return {"units": axis.unit, "caption": axis.caption, "label": axis.label}
+    return {"units": axis.unit}
+
+
+def _mantid_group(parent: h5py.Group, name: str, nx_class: str) -> h5py.Group:
+    group = parent.create_group(name)
+    _mantid_text_attrs(group, NX_class=nx_class)
+    return group
+
+
+def _mantid_text_field(parent: h5py.Group, name: str, text: str) -> h5py.Dataset:
+    """A string field as napi writes ``NX_CHAR``: shape (1,), fixed length (NexusClasses.cpp ``getString``)."""
+    return parent.create_dataset(name, data=np.array([text.encode()]))
+
+
+def _mantid_text_attrs(target: h5py.Group | h5py.Dataset, **attributes: str) -> None:
+    """String attributes as napi writes ``NX_CHAR`` ones: scalar, fixed length (at least 1 byte: "" is a NUL)."""
+    for name, text in attributes.items():
+        target.attrs[name] = np.bytes_(text.encode())
