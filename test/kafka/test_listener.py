@@ -16,7 +16,7 @@ from conftest import SANS2D_EVENTS, Sans2dReference
 from livereduce.engines.scipp.chunk import PULSE_DIM
 from livereduce.engines.scipp.listeners import kafka as kafka_module
 from livereduce.engines.scipp.listeners.base import RunStatus
-from livereduce.errors import SourceError
+from livereduce.errors import ConfigError, SourceError
 from livereduce.protocols.kafka.f142 import serialise_f142
 from livereduce.protocols.kafka.times import datetime_to_ns, iso
 
@@ -344,10 +344,14 @@ def test_unreachable_broker_and_missing_topics_are_source_errors(
 ):
     monkeypatch.setattr(kafka_module, "CONNECT_TIMEOUT_S", 1.0)
     nowhere = Broker(kafka_broker.binary, free_port(), kafka_broker.log_path)
-    with pytest.raises(SourceError, match=f"Kafka broker {nowhere.address} unreachable"):
+    with pytest.raises(SourceError, match=f"Kafka broker {nowhere.address} unreachable") as unreachable:
         listener(nowhere, {"events": "x", "runInfo": "y"})
-    with pytest.raises(SourceError, match=r"Kafka topic 'nosuch_runInfo' \(runInfo\) does not exist"):
+    with pytest.raises(SourceError, match=r"Kafka topic 'nosuch_runInfo' \(runInfo\) does not exist") as missing:
         listener(kafka_broker, {"events": kafka_topics(("events",))["events"], "runInfo": "nosuch_runInfo"})
+    assert unreachable.value.recoverable  # the daemon retries with back-off: the broker or the topic may come
+    assert missing.value.recoverable
+    with pytest.raises(ConfigError, match="key 'kafka': librdkafka rejects the consumer settings"):
+        listener(kafka_broker, {"events": "x", "runInfo": "y"}, kafka={"no.such.setting": 1})
 
 
 def test_a_failed_consumer_thread_is_reported_by_extract(

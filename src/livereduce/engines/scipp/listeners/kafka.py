@@ -280,27 +280,30 @@ class KafkaEventListener(Listener):
         """Create the consumer and read the broker's metadata: the topics and their partitions.
 
         Raises:
-            SourceError: the broker cannot be reached within ``CONNECT_TIMEOUT_S``, the settings are invalid, or
-                the ``events`` or ``runInfo`` topic does not exist.
+            ConfigError: librdkafka rejects the settings (the ``kafka`` key).
+            SourceError: (recoverable: the daemon retries with back-off) the broker cannot be reached within
+                ``CONNECT_TIMEOUT_S``, or the ``events`` or ``runInfo`` topic does not exist.
         """
         self.disconnect()
         _log.info("Connecting to Kafka at %s: %s", self.address, redacted(self._settings))
         try:
             consumer = Consumer({**self._settings, "error_cb": self._on_error, "stats_cb": self._on_stats})
         except (KafkaException, ValueError, TypeError) as err:
-            raise SourceError(f"Kafka consumer settings rejected: {err}") from None
+            raise ConfigError(f"key 'kafka': librdkafka rejects the consumer settings: {err}") from None
         try:
             metadata = consumer.list_topics(timeout=CONNECT_TIMEOUT_S)
         except KafkaException as err:
             consumer.close()
-            raise SourceError(f"Kafka broker {self.address} unreachable: {err.args[0]}") from None
+            raise SourceError(f"Kafka broker {self.address} unreachable: {err.args[0]}", recoverable=True) from None
         partitions: dict[tuple[str, int], _Partition] = {}
         for role, topic in self.topics.items():
             found = metadata.topics.get(topic)
             if found is None or found.error is not None or not found.partitions:
                 if role in REQUIRED_ROLES:
                     consumer.close()
-                    raise SourceError(f"Kafka topic '{topic}' ({role}) does not exist on {self.address}")
+                    raise SourceError(
+                        f"Kafka topic '{topic}' ({role}) does not exist on {self.address}", recoverable=True
+                    )
                 _log.info("Kafka topic '%s' (%s) does not exist: not read", topic, role)
                 continue
             partitions.update({(topic, p): _Partition(role) for p in sorted(found.partitions)})
@@ -333,7 +336,7 @@ class KafkaEventListener(Listener):
         """
         with self._lock:
             if self._failure:
-                raise SourceError(f"Kafka consumer failed: {self._failure}")
+                raise SourceError(f"Kafka consumer failed: {self._failure}", recoverable=True)
             taken = self._take()
             self._space.notify_all()
         chunk, dropped = self._chunk(taken)
