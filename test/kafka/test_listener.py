@@ -422,3 +422,24 @@ def test_health_names_the_state(kafka_broker: Broker, kafka_topics):
     finally:
         source.disconnect()
     assert iso(t0).endswith("Z")
+
+
+def test_a_message_too_large_and_a_message_id_gap_are_counted_not_fatal(kafka_broker: Broker, kafka_topics):
+    topics = kafka_topics()
+    t0 = (time.time_ns() // SECOND - 60) * SECOND
+    send(kafka_broker, topics["runInfo"], [run_start(t0)])
+    huge = pulses([t0 + 1], per_pulse=300_000)  # 3.6 MB: above the 1 MiB limit of source_buffer_mb 1
+    send(kafka_broker, topics["events"], [huge, pulses([t0 + 2], message_id=1), pulses([t0 + 3], message_id=5)])
+    source = listener(kafka_broker, topics, source_buffer_mb=1)
+    source.start("from_start_of_run")
+    try:
+        got = drain(source, until=until_events(6))  # the messages after it still arrive
+    finally:
+        source.disconnect()
+
+    assert len(huge) > 2**20
+    assert events_total(got) == 6
+    counters = source.health().counters
+    assert counters["skipped_too_large"] == 1
+    assert counters["message_id_gaps"] == 1  # 1 -> 5: messages of that source were lost upstream
+    assert source.health().healthy
