@@ -928,10 +928,11 @@ class KafkaEventListener(Listener):
                     into.add(moved, monitor)
                 else:
                     self._hold(moved, monitor)
+                segment.nbytes -= block.nbytes
                 if not beyond.all():
                     kept.append(block.take(~beyond))
+                    segment.nbytes += kept[-1].nbytes
             kind[:] = kept
-        segment.nbytes = sum(block.nbytes for block in segment.events + segment.monitors)
 
     def _check_stop(self) -> None:
         """End the stopping run once every data partition has passed its stop time (lock held)."""
