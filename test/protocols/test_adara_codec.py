@@ -417,3 +417,14 @@ def test_valid_range_is_non_negative_and_within_32_bits(xml, expected):
 def test_bad_geometry(xml):
     with pytest.raises(GeometryError):
         detector_ids(xml)
+
+
+def test_writable_gives_at_least_the_space_asked_for_with_a_packet_pending():
+    framer = decode.Framer(capacity=64)
+    packet = encode.geometry(minimal_idf("X", 0, 3), T0)
+    assert not list(framer.feed(packet[:40]))  # an incomplete packet stays in the buffer
+    view = framer.writable(1000)
+    assert len(view) >= 1000
+    view[: len(packet) - 40] = packet[40:]
+    framer.wrote(len(packet) - 40)
+    assert [f.header.packet_type for f in framer.frames()] == [PacketType.GEOMETRY]
