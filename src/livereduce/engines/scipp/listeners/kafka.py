@@ -103,7 +103,8 @@ LIMBO_FRACTION: Final = 0.25
 MAX_SOURCES: Final = 10_000
 """Most log sources and event sources tracked (a hostile stream could name millions)."""
 BATCH: Final = 1000
-"""Messages taken from the consumer at once."""
+"""Most messages taken from the consumer at once; fewer when the buffer's free space holds fewer (of the mean
+size seen so far), so that the buffer overshoots ``source_buffer_mb`` by at most about one message."""
 POLL_S: Final = 0.1
 CHECK_EVERY_S: Final = 0.5
 """Seconds between the checks of partition offsets against the broker's high watermarks."""
@@ -253,6 +254,7 @@ class KafkaEventListener(Listener):
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._space = threading.Condition(self._lock)
+        self._mean_message = 65536.0  # bytes: a running mean of the messages consumed (consumer thread only)
         # --- guarded by _lock -----------------------------------------------------------------------------------
         self._segments: deque[_Segment] = deque()
         self._limbo: list[tuple[_Block, bool]] = []  # (block, monitor) not claimed by any known run
@@ -642,9 +644,13 @@ class KafkaEventListener(Listener):
             if full:
                 self._space.wait(POLL_S)
                 return
+            room = self.buffer_limit - self._buffered_bytes()
         if self._verify:
             self._seek_to_marks()
-        messages = self._consumer.consume(BATCH, POLL_S)
+        messages = self._consumer.consume(max(1, min(BATCH, int(room / self._mean_message))), POLL_S)
+        if messages:
+            size = sum(len(message.value() or b"") for message in messages) / len(messages)
+            self._mean_message = max(64.0, 0.8 * self._mean_message + 0.2 * size)
         decoded = [self._decode(message) for message in messages]
         last = {(m.topic(), m.partition()): m for m in messages if m.error() is None}
         with self._lock:
