@@ -31,6 +31,7 @@ import scipp as sc
 import scippnexus as snx
 from PIL import Image  # Pillow comes with matplotlib
 
+from conftest import Daemon, poll_until
 from livereduce import outputs
 from livereduce.outputs import atomic_path, save_figure, save_nexus
 
@@ -749,15 +750,8 @@ class OutputReader(threading.Thread):
                         self.torn.append(f"{path.name}: {problem}")
 
 
-def poll_until(condition: Callable[[], bool], timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.002)
-
-
 def test_sigkill_during_post_proc_writes_never_leaves_a_torn_file(
-    tmp_path: Path, daemon: Callable[..., object]
+    tmp_path: Path, daemon: Callable[..., Daemon]
 ) -> None:
     """The issue's test: 30 kills at random moments of the demo's writes, a reader polling all the while.
 
@@ -784,7 +778,10 @@ def test_sigkill_during_post_proc_writes_never_leaves_a_torn_file(
             def save_begun(suffix: str = suffix, before: set[str] = before) -> bool:
                 return any(name.startswith(f".{OUTPUT_STEM}{suffix}.") for name in set(leftovers(out)) - before)
 
-            poll_until(save_begun)
+            def waited_for(suffix: str = suffix, kill: int = kill, process: Daemon = process) -> str:
+                return f"the temporary file of a {suffix} save (kill {kill}); the log: {process.log()}"
+
+            poll_until(save_begun, waited_for, timeout=30, interval=0.002)  # the NeXus temporary file lives 10-20 ms
             time.sleep(rng.uniform(0.0, window))  # the random moment of the kill
             process.kill()  # SIGKILL
             for path in reader.paths:

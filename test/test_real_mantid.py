@@ -10,13 +10,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import tomllib
 from pathlib import Path
 
 import pytest
 
-from conftest import ENTRY_POINT, ROOT
+from conftest import ENTRY_POINT, ROOT, poll_until
 
 HAVE_MANTID = importlib.util.find_spec("mantid") is not None
 needs_mantid = pytest.mark.skipif(
@@ -61,11 +60,12 @@ def test_daemon_reduces_live_data_from_a_fake_dae(server: str, config: str, tmp_
     )
     try:
         log = tmp_path / "livereduce.log"
-        deadline = time.monotonic() + 120
-        while daemon.poll() is None and time.monotonic() < deadline:
-            if log.exists() and "Loading live data chunk 3" in log.read_text():
-                break
-            time.sleep(0.5)
+        poll_until(
+            lambda: daemon.poll() is not None or (log.exists() and "Loading live data chunk 3" in log.read_text()),
+            lambda: f"'Loading live data chunk 3' in {log}: {log.read_text() if log.exists() else '(no log yet)'}",
+            timeout=120,
+            interval=0.5,
+        )
         assert daemon.poll() is None, daemon.communicate()[0]
         output = stop(daemon)
         assert daemon.returncode == 0, output

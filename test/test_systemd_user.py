@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ENTRY_POINT, ROOT
+from conftest import ENTRY_POINT, ROOT, poll_until
 
 SYSTEMD_BINARY = Path("/lib/systemd/systemd")
 OVERRIDES = {"RestartSec": "1", "WatchdogSec": "3", "TimeoutStopSec": "5", "TimeoutStartSec": "60"}
@@ -46,13 +46,11 @@ class UserManager:
     def show(self, unit: str, prop: str) -> str:
         return self.systemctl("show", "-p", prop, "--value", unit)
 
-    def wait_until(self, predicate, timeout: float = 60) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if predicate():
-                return
-            time.sleep(0.1)
-        raise AssertionError("timed out")
+    def state(self, unit: str) -> str:
+        """MainPID, ActiveState, SubState and NRestarts of ``unit``, for a failure message."""
+        return ", ".join(
+            f"{prop}={self.show(unit, prop)}" for prop in ("MainPID", "ActiveState", "SubState", "NRestarts")
+        )
 
     def close(self) -> None:
         self.systemctl("exit", check=False)
@@ -75,10 +73,13 @@ def manager(tmp_path: Path) -> Iterator[UserManager]:
             pytest.skip(f"cannot create /run/systemd/system for a user manager: {err}")
     manager = UserManager(tmp_path)
     try:
-        manager.wait_until(
-            lambda: manager.systemctl("is-system-running", check=False) in ("running", "degraded"), timeout=15
+        poll_until(
+            lambda: manager.systemctl("is-system-running", check=False) in ("running", "degraded"),
+            "the user manager to run",
+            timeout=15,
+            interval=0.1,
         )
-    except AssertionError:
+    except pytest.fail.Exception:
         manager.close()
         pytest.skip("a systemd user manager could not start here")
     yield manager
@@ -137,17 +138,23 @@ def test_notify_restart_watchdog_and_stop(manager: UserManager, tmp_path: Path) 
 
     first = int(manager.show(unit, "MainPID"))
     os.kill(first, signal.SIGKILL)
-    manager.wait_until(
-        lambda: manager.show(unit, "MainPID") not in ("0", str(first)) and manager.show(unit, "ActiveState") == "active"
+    poll_until(
+        lambda: (
+            manager.show(unit, "MainPID") not in ("0", str(first)) and manager.show(unit, "ActiveState") == "active"
+        ),
+        lambda: f"a restart after SIGKILL of {first}: {manager.state(unit)}",
+        interval=0.1,
     )
     assert int(manager.show(unit, "NRestarts")) == 1
 
     second = int(manager.show(unit, "MainPID"))
     os.kill(second, signal.SIGSTOP)  # a hung daemon: no WATCHDOG=1 any more
-    manager.wait_until(
+    poll_until(
         lambda: (
             manager.show(unit, "MainPID") not in ("0", str(second)) and manager.show(unit, "ActiveState") == "active"
-        )
+        ),
+        lambda: f"a restart by the watchdog after SIGSTOP of {second}: {manager.state(unit)}",
+        interval=0.1,
     )
     assert int(manager.show(unit, "NRestarts")) == 2
 
@@ -167,9 +174,11 @@ def test_reload_reaches_the_daemon_under_a_wrapper_that_does_not_exec(manager: U
     main = int(manager.show(unit, "MainPID"))
     assert Path(f"/proc/{main}/cmdline").read_bytes().split(b"\0")[1].endswith(b"livereduce.py")  # Python, not bash
     manager.systemctl("reload", unit)
-    manager.wait_until(lambda: "received SIGHUP(1)" in (tmp_path / "livereduce.log").read_text())
-    manager.wait_until(
-        lambda: "Restarting Live Data and clearing workspaces" in (tmp_path / "livereduce.log").read_text()
+    log = tmp_path / "livereduce.log"
+    poll_until(lambda: "received SIGHUP(1)" in log.read_text(), lambda: f"SIGHUP in the log: {log.read_text()}")
+    poll_until(
+        lambda: "Restarting Live Data and clearing workspaces" in log.read_text(),
+        lambda: f"the restart in the log: {log.read_text()}",
     )
     assert manager.show(unit, "ActiveState") == "active"
     assert int(manager.show(unit, "MainPID")) == main

@@ -16,13 +16,14 @@ import os
 import signal
 import socket
 import subprocess
-import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from conftest import poll_until
 
 STOP_TIMEOUT_S = 15.0
 START_TIMEOUT_S = 15.0
@@ -58,7 +59,7 @@ class Broker:
         return f"127.0.0.1:{self.port}"
 
     def start(self) -> None:
-        """Start the broker and wait until it accepts connections."""
+        """Start the broker and wait until it accepts connections (at most START_TIMEOUT_S, then stop it and fail)."""
         url = f"tcp://{self.address}"
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
@@ -68,17 +69,28 @@ class Broker:
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
             )  # fmt: skip
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"tansu exited with {self.process.returncode}: {self.log_path.read_text()}")
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
-                return
-            except OSError:
-                time.sleep(0.05)
-        self.stop()
-        raise RuntimeError(f"tansu did not accept connections on {self.address} within {START_TIMEOUT_S} s")
+        try:
+            poll_until(
+                self._accepting,
+                lambda: (
+                    f"tansu to accept connections on {self.address}; the end of its log: "
+                    f"{self.log_path.read_text(errors='replace')[-2000:]}"
+                ),
+                START_TIMEOUT_S,
+            )
+        except pytest.fail.Exception:
+            self.stop()
+            raise
+
+    def _accepting(self) -> bool:
+        """Whether the broker accepts a connection; RuntimeError with its log if it has exited."""
+        if self.process.poll() is not None:
+            raise RuntimeError(f"tansu exited with {self.process.returncode}: {self.log_path.read_text()}")
+        try:
+            socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+        except OSError:
+            return False
+        return True
 
     def stop(self) -> None:
         """SIGTERM by PID, SIGKILL if it has not exited within the timeout."""

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
 import scipp as sc
-from confluent_kafka import Producer
+from confluent_kafka import Consumer, Message, Producer, TopicPartition
 from streaming_data_types import serialise_6s4t, serialise_ev44, serialise_pl72
 from streaming_data_types.run_start_pl72 import DetectorSpectrumMap
 
+from conftest import poll_until
 from livereduce.config import Config
 from livereduce.engines.scipp.chunk import PULSE_DIM
 from livereduce.engines.scipp.listeners.base import Extracted, RunStatus
@@ -56,16 +56,17 @@ def drain(
 ) -> list[Extracted]:
     """Extract every 20 ms until ``until(extracted so far)`` holds; fails after ``timeout`` seconds."""
     got: list[Extracted] = []
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+
+    def done() -> bool:
         got.append(source.extract())
-        if until(got):
-            return got
-        time.sleep(0.02)
-    raise AssertionError(
-        f"timed out: {[(e.status.name, e.chunk.sizes[PULSE_DIM]) for e in got if e.chunk.sizes[PULSE_DIM]]}, "
-        f"health {source.health()}"
-    )
+        return until(got)
+
+    def so_far() -> str:
+        chunks = [(e.status.name, e.chunk.sizes[PULSE_DIM]) for e in got if e.chunk.sizes[PULSE_DIM]]
+        return f"until() of drain to hold; (status, pulses) so far: {chunks}, health {source.health()}"
+
+    poll_until(done, so_far, timeout, interval=0.02)
+    return got
 
 
 def events_total(got: Sequence[Extracted]) -> int:
@@ -187,24 +188,31 @@ def sns_file(path: Path, pulses: int = 20, seed: int = 7) -> dict[str, object]:
     }
 
 
-def read_topic(broker: Broker, topic: str, timeout: float = 30.0) -> list[bytes]:
-    """Every message of a topic's partition 0, from the beginning to its end."""
-    from confluent_kafka import Consumer, TopicPartition
-
+def read_messages(broker: Broker, topic: str, timeout: float = 30.0) -> list[Message]:
+    """Every message of a topic's partition 0, from the beginning to its end (partition EOF); fails after
+    ``timeout`` seconds."""
     consumer = Consumer(
         {"bootstrap.servers": broker.address, "group.id": "read", "enable.partition.eof": True, "fetch.wait.max.ms": 50}
     )
     try:
         consumer.assign([TopicPartition(topic, 0, 0)])
-        values: list[bytes] = []
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            message = consumer.poll(0.1)
+        messages: list[Message] = []
+
+        def at_end() -> bool:
+            message = consumer.poll(0.1)  # waits up to 100 ms itself
             if message is None:
-                continue
+                return False
             if message.error():
-                return values
-            values.append(message.value())
-        raise AssertionError(f"{topic}: no end of partition within {timeout} s")
+                return True
+            messages.append(message)
+            return False
+
+        poll_until(at_end, lambda: f"the end of partition 0 of {topic} ({len(messages)} messages read)", timeout, 0)
+        return messages
     finally:
         consumer.close()
+
+
+def read_topic(broker: Broker, topic: str, timeout: float = 30.0) -> list[bytes]:
+    """The values of :func:`read_messages`."""
+    return [message.value() for message in read_messages(broker, topic, timeout)]

@@ -7,27 +7,7 @@ import time
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 from .conftest import Broker
-
-
-def consume_all(address: str, topic: str, start: int = 0, timeout: float = 10.0) -> list:
-    """Every message of partition 0 from ``start`` to the end (partition EOF)."""
-    consumer = Consumer(
-        {"bootstrap.servers": address, "group.id": "test", "enable.partition.eof": True, "fetch.wait.max.ms": 50}
-    )
-    try:
-        consumer.assign([TopicPartition(topic, 0, start)])
-        messages = []
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            message = consumer.poll(0.2)
-            if message is None:
-                continue
-            if message.error():
-                return messages
-            messages.append(message)
-        raise AssertionError(f"no end of partition within {timeout} s")
-    finally:
-        consumer.close()
+from .helpers import read_messages
 
 
 def test_messages_round_trip_with_their_timestamps(kafka_broker: Broker, kafka_topics) -> None:
@@ -38,7 +18,7 @@ def test_messages_round_trip_with_their_timestamps(kafka_broker: Broker, kafka_t
     assert producer.flush(10) == 0
     del producer
 
-    messages = consume_all(kafka_broker.address, topic)
+    messages = read_messages(kafka_broker, topic, timeout=10)
 
     assert [m.value() for m in messages] == [b"m0", b"m1", b"m2", b"m3", b"m4"]
     assert [m.timestamp()[1] for m in messages] == [1_000, 1_001, 1_002, 1_003, 1_004]
@@ -50,7 +30,7 @@ def test_timestamp_lookup_answers_by_write_time_not_record_time(kafka_broker: Br
     producer = Producer({"bootstrap.servers": kafka_broker.address, "linger.ms": 0})
     producer.produce(topic, value=b"old", timestamp=1_000)  # record time 1970
     producer.flush(10)
-    time.sleep(0.1)
+    time.sleep(0.1)  # a gap in the write times is what is tested: nothing to poll for
     between = int(time.time() * 1000)  # after the first write, before the second (tansu's clock is ours)
     time.sleep(0.1)
     producer.produce(topic, value=b"new", timestamp=1_001)

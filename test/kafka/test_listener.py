@@ -12,7 +12,7 @@ import pytest
 from confluent_kafka import Consumer, TopicPartition
 from streaming_data_types import serialise_f144
 
-from conftest import SANS2D_EVENTS, Sans2dReference
+from conftest import SANS2D_EVENTS, Sans2dReference, poll_until
 from livereduce.engines.scipp.chunk import PULSE_DIM
 from livereduce.engines.scipp.listeners import kafka as kafka_module
 from livereduce.engines.scipp.listeners.base import RunStatus
@@ -94,10 +94,12 @@ def test_from_start_of_run_started_mid_run_gets_the_whole_run(kafka_broker: Brok
     producer.start()
     try:
         consumer = Consumer({"bootstrap.servers": kafka_broker.address, "group.id": "probe"})
-        deadline = time.monotonic() + 30
-        while consumer.get_watermark_offsets(TopicPartition(topics["events"], 0), timeout=10)[1] < 50:
-            assert time.monotonic() < deadline, "the replay did not start"
-            time.sleep(0.05)
+        events = TopicPartition(topics["events"], 0)
+
+        def written() -> int:
+            return consumer.get_watermark_offsets(events, timeout=10)[1]
+
+        poll_until(lambda: written() >= 50, lambda: f"the replay to start: {written()} of 50 messages", timeout=30)
         consumer.close()
         source = listener(kafka_broker, topics)
         source.start("from_start_of_run")
@@ -366,17 +368,17 @@ def test_a_failed_consumer_thread_is_reported_by_extract(
         raise RuntimeError("bug in the consumer")
 
     monkeypatch.setattr(source, "_step", broken_step)
+
+    def stepped() -> bool:
+        if calls:
+            return True
+        source.extract()  # fine until the thread has failed
+        return False
+
     source.start("now")
     try:
-        deadline = time.monotonic() + 30
-        while not calls:
-            assert time.monotonic() < deadline
-            source.extract()  # fine until the thread has failed
-            time.sleep(0.02)
-        deadline = time.monotonic() + 10
-        while source.health().healthy:
-            assert time.monotonic() < deadline
-            time.sleep(0.02)
+        poll_until(stepped, lambda: f"the consumer thread's first step; health {source.health()}", 30, 0.02)
+        poll_until(lambda: not source.health().healthy, lambda: f"an unhealthy source: {source.health()}", 10, 0.02)
         with pytest.raises(SourceError, match="Kafka consumer failed: RuntimeError: bug in the consumer"):
             source.extract()
     finally:

@@ -20,6 +20,8 @@ from typing import Any
 
 import pytest
 
+from conftest import poll_until
+
 DOUBLE_ROOT = Path(__file__).resolve().parent
 ENV_VARS = (
     "MANTID_DOUBLE_DEFAULT_FACILITY",
@@ -34,13 +36,11 @@ ENV_VARS = (
 DEADLINE = 10.0
 
 
-def wait_until(predicate: Callable[[], bool], what: str, timeout: float = DEADLINE) -> float:
-    """Poll ``predicate`` until true; the seconds it took. Fails the test after ``timeout``."""
+def wait_until(predicate: Callable[[], object], what: str, timeout: float = DEADLINE) -> float:
+    """Poll ``predicate`` every 10 ms with :func:`conftest.poll_until`, failing the test after ``timeout`` seconds;
+    returns the seconds it took (the tests of the double's timing use it)."""
     start = time.monotonic()
-    while not predicate():
-        if time.monotonic() - start > timeout:
-            pytest.fail(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.01)
+    poll_until(predicate, what, timeout, interval=0.01)
     return time.monotonic() - start
 
 

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import scipp as sc
 
+from conftest import poll_until
 from livereduce.config import Config
 from livereduce.engines.scipp.chunk import PULSE_DIM
 from livereduce.engines.scipp.listeners.base import Extracted, RunStatus
@@ -45,17 +46,16 @@ def _drain(listener: FileEventDataListener, limit: int = 10_000) -> list[Extract
     raise AssertionError(f"no EndRun after {limit} extractions")
 
 
-def _poll(listener: FileEventDataListener, deadline_s: float) -> list[Extracted]:
-    """Extract until the source has ended or until the deadline (replay_speed > 0)."""
+def _poll(listener: FileEventDataListener, timeout: float) -> list[Extracted]:
+    """Extract until the source has ended (replay_speed > 0); fails after ``timeout`` seconds."""
     out = []
-    deadline = time.monotonic() + deadline_s
-    while time.monotonic() < deadline:
+
+    def ended() -> bool:
         out.append(listener.extract())
-        if out[-1].ended:
-            return out
-    raise AssertionError(
-        f"no EndRun within {deadline_s} s; pulses so far: {sum(x.chunk.sizes[PULSE_DIM] for x in out)}"
-    )
+        return out[-1].ended
+
+    poll_until(ended, lambda: f"EndRun; pulses so far: {sum(x.chunk.sizes[PULSE_DIM] for x in out)}", timeout)
+    return out
 
 
 def _events(chunk: sc.DataArray) -> tuple[np.ndarray, np.ndarray]:
@@ -371,7 +371,7 @@ def test_replay_speed_delivers_every_pulse_once_in_order(tmp_path: Path) -> None
     listener = _listener(path, replay_speed=100, replay_chunk_pulses=None)
     listener.connect()
     listener.start("from_start_of_run")
-    replay = _poll(listener, deadline_s=30)
+    replay = _poll(listener, timeout=30)
     statuses = [x.status for x in replay]
     assert statuses[-1] == RunStatus.EndRun
     assert set(statuses[:-1]) <= {RunStatus.Running}
@@ -387,7 +387,7 @@ def test_replay_from_start_time_does_not_wait_for_skipped_pulses(tmp_path: Path)
     listener = _listener(path, replay_speed=1, replay_chunk_pulses=None)
     listener.connect()
     listener.start(datetime(2026, 1, 1, 5, 16, 40, tzinfo=UTC))  # 1000 s after the first pulse
-    replay = _poll(listener, deadline_s=5)
+    replay = _poll(listener, timeout=5)
     ids = np.concatenate([_events(x.chunk)[0] for x in replay])
     np.testing.assert_array_equal(ids, [3, 4])
 
