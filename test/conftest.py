@@ -201,3 +201,22 @@ def run_cli(*args: str, cwd: Path, timeout: float = 60) -> subprocess.CompletedP
         timeout=timeout,
         check=False,
     )
+
+
+@pytest.fixture
+def sms() -> Iterator[Callable[..., object]]:
+    """Start fake SMS servers in threads on 127.0.0.1 (a free port each): ``sms(runs, **options)`` with the
+    ``livereduce.tools.fake_sms.Options`` keys (``speed`` 0 unless given); every server is stopped afterwards."""
+    from livereduce.tools.fake_sms import FakeSms, Options, Stream
+
+    servers: list[FakeSms] = []
+
+    def start(runs: list, **options: object) -> FakeSms:
+        server = FakeSms(Stream.of(runs), Options(**{"speed": 0, **options}), port=0)
+        server.start()
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.stop()

@@ -6,7 +6,7 @@ from __future__ import annotations
 import socket
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +15,7 @@ import pytest
 from conftest import SANS2D_EVENTS, poll_until
 from livereduce.protocols.adara import decode, encode
 from livereduce.protocols.adara.packets import EPICS_EPOCH_OFFSET_S, ClientFlags, PacketType, RunStatusCode
-from livereduce.tools.fake_sms import FakeSms, Options, Stream, make_run
+from livereduce.tools.fake_sms import make_run
 
 S = 1_000_000_000
 T0 = 1_700_000_000 * S
@@ -31,21 +31,6 @@ def small_run(pulses: int = 30, logs: list | None = None) -> object:
         charge_pc=np.full(pulses, 100.0),
         logs=logs or [],
     )
-
-
-@pytest.fixture
-def sms() -> Iterator[Callable[..., FakeSms]]:
-    servers: list[FakeSms] = []
-
-    def start(runs: list, **options: object) -> FakeSms:
-        server = FakeSms(Stream.of(runs), Options(**{"speed": 0, **options}), port=0)
-        server.start()
-        servers.append(server)
-        return server
-
-    yield start
-    for server in servers:
-        server.stop()
 
 
 def conversation(port: int, hello: bytes, *, until: Callable[[decode.Frame], bool] | None = None) -> list[tuple]:

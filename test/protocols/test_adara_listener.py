@@ -22,7 +22,7 @@ from livereduce.errors import ConfigError, SourceError
 from livereduce.protocols.adara import encode
 from livereduce.protocols.adara.geometry import minimal_idf
 from livereduce.protocols.adara.packets import EPICS_EPOCH_OFFSET_S, RunStatusCode
-from livereduce.tools.fake_sms import FakeSms, Options, Run, Stream, load_run, make_run
+from livereduce.tools.fake_sms import Run, load_run, make_run
 
 S = 1_000_000_000
 T0 = 1_700_000_000 * S
@@ -39,21 +39,6 @@ def synthetic(pulses: int = 600, per_pulse: int = 100, pixels: int = 1000, seed:
         charge_pc=np.full(pulses, 5e6),
         pixels=(0, pixels - 1),
     )
-
-
-@pytest.fixture
-def sms() -> Iterator[Callable[..., FakeSms]]:
-    servers: list[FakeSms] = []
-
-    def start(runs: list[Run], **options: object) -> FakeSms:
-        server = FakeSms(Stream.of(runs), Options(**{"speed": 0, **options}), port=0)
-        server.start()
-        servers.append(server)
-        return server
-
-    yield start
-    for server in servers:
-        server.stop()
 
 
 @pytest.fixture
