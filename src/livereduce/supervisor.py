@@ -222,11 +222,15 @@ class Supervisor:
         except _Exit as done:
             return self._finish(done)
         finally:
-            self.watcher.stop()
-            self.memory.stop()
-            if self.metrics is not None:
-                self.metrics.close()
+            self._stop_helpers()
             restore_signals()
+
+    def _stop_helpers(self) -> None:
+        """Stop the watcher, the memory monitor and the metrics endpoint (idempotent)."""
+        self.watcher.stop()
+        self.memory.stop()
+        if self.metrics is not None:
+            self.metrics.close()
 
     def _loop(self) -> int:
         next_tick = self.clock.monotonic()
@@ -242,6 +246,7 @@ class Supervisor:
                 return self._finish(done)
 
     def _finish(self, done: _Exit) -> int:
+        self._stop_helpers()  # before the final line, so that nothing they log comes after it
         self.exit = (done.code, done.reason)
         status = self._publish()
         engine = status["engine"]

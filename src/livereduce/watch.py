@@ -50,6 +50,16 @@ STALL_SECONDS = 60.0
 """A watcher whose loop has not come round for ``poll_interval + STALL_SECONDS`` is stalled (see ``problem``)."""
 
 
+def _not_the_stop_race(record: logging.LogRecord) -> bool:
+    """False for watchdog's "queue_events() called when the thread is inactive" (watchdog 7.x,
+    ``observers/inotify.py``): logged at ERROR when a file-system event arrives while the observer is being
+    stopped, i.e. only during a normal stop. It says nothing about change detection and must not end the log."""
+    return "called when the thread is inactive" not in record.getMessage()
+
+
+logging.getLogger("watchdog.observers.inotify").addFilter(_not_the_stop_race)
+
+
 def content_hash(path: Path) -> str:
     """Hex SHA-256 of the file's bytes; "" if it does not exist; ``"!<reason>"`` if it exists but is not a
     readable regular file (a FIFO put in its place is never opened for a blocking read)."""
