@@ -40,6 +40,43 @@ def poll_until(
         time.sleep(interval)
 
 
+class FakeClock:
+    """The one test clock (:class:`livereduce.clock.Clock`): time moves only when a test moves it (``now``, or
+    :meth:`advance`) or when something waits on it, so schedules, back-off and timeouts run without sleeping.
+
+    Args:
+        now: the monotonic time to start from, seconds.
+        wall_origin: the wall-clock time (Unix seconds) when ``now`` is 0.
+
+    Attributes:
+        waits: every timeout passed to :meth:`wait`, in order (None for an unbounded wait).
+    """
+
+    def __init__(self, now: float = 0.0, wall_origin: float = 1_800_000_000.0) -> None:
+        self.now = now
+        self.wall_origin = wall_origin
+        self.waits: list[float | None] = []
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def time(self) -> float:
+        return self.wall_origin + self.now
+
+    def wait(self, event: threading.Event, timeout: float | None) -> bool:
+        """Advance by ``timeout`` instead of sleeping; an unbounded wait (a wait for a stop) sets ``event``, as the
+        stop that would end it, so that a test never hangs."""
+        self.waits.append(timeout)
+        if timeout is None:
+            event.set()
+        else:
+            self.now += timeout
+        return event.is_set()
+
+
 @pytest.fixture(scope="session")
 def sans2d() -> Path:
     """Path of the real SANS2D event file (read-only, never copied into the repository)."""

@@ -18,7 +18,8 @@ import pytest
 
 from conftest import SANS2D
 from livereduce.config import Config
-from livereduce.engines.scipp.listeners.file import MAX_PIXELS, FileEventDataListener
+from livereduce.engines.scipp.chunk import MAX_PIXELS
+from livereduce.engines.scipp.listeners.file import FileEventDataListener
 from livereduce.errors import SourceError
 
 PASS = "output = input\n"
@@ -401,7 +402,7 @@ def test_out_of_range_event_ids_are_dropped_and_logged_per_chunk(tmp_path: Path,
     assert run.returncode == 0, run.stdout
     assert "Traceback" not in run.log
     assert "pixels 1..5 (from the event data: no NXdetector detector_number)" in run.log
-    assert "Chunk 0: 1 events dropped at the source: 1 event_id beyond 32 bits" in run.log
+    assert "Chunk 0: 1 events dropped at the source: 1 event_id above 2147483647" in run.log
     assert "Chunk 1: 1 events dropped at the source: 1 event_id beyond 32 bits" in run.log
     assert "Initial chunk: 2 events in 1 pulses" in run.log  # a chunk without invalid ids logs no drop
     assert "Initial chunk: " + "1 events dropped" not in run.log

@@ -28,9 +28,9 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from livereduce.config import Config
-from livereduce.engines.scipp.chunk import MAX_EVENT_ID, PULSE_DIM
+from livereduce.engines.scipp.chunk import MAX_EVENT_ID, MAX_PIXELS, PULSE_DIM
 from livereduce.engines.scipp.listeners.base import RunStatus
-from livereduce.engines.scipp.listeners.file import MAX_PIXELS, FileEventDataListener
+from livereduce.engines.scipp.listeners.file import FileEventDataListener
 from livereduce.errors import SourceError
 
 FIELDS = ("event_id", "event_time_offset", "event_time_zero", "event_index")
@@ -235,7 +235,7 @@ class Outcome:
 def _expected(path: Path, listener: FileEventDataListener) -> tuple[list[np.ndarray], int]:
     """From the file read independently with h5py: each bank's events that must be delivered (ids, in order, from
     its first pulse's first event), and the number of events of its pulses (delivered or dropped)."""
-    first, last = listener.event_id_range()
+    first, last = listener.pixel_range
     delivered, total = [], 0
     with h5py.File(path, "r") as f:
         for name in sorted(f["entry"], key=lambda key: int(key[4:-7]) if key.endswith("_events") else 0):
@@ -280,7 +280,7 @@ def replay_in_process(path: Path, chunk_pulses: int | None) -> Outcome:
 
 def _check_replay(path: Path, listener: FileEventDataListener, replay: list) -> Outcome:
     """A clean replay delivers exactly the valid stored events and counts the others."""
-    first, last = listener.event_id_range()
+    first, last = listener.pixel_range
     if not (0 <= first <= last <= MAX_EVENT_ID and last - first < MAX_PIXELS):
         return Outcome("other", f"event_id_range {first}..{last}")
     if replay[-1].status != RunStatus.EndRun or any(x.ended or x.status != RunStatus.Running for x in replay[:-1]):

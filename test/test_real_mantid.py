@@ -106,7 +106,7 @@ def _conda_name(package: str) -> str:
 
 
 def test_pixi_mantid_environment_has_exactly_what_the_daemon_needs() -> None:
-    from livereduce.launch import REQUIRED
+    from livereduce.packages import REQUIRED
 
     needed = {_conda_name(package) for package in REQUIRED.values()}
     pixi = tomllib.loads((ROOT / "pixi.toml").read_text())

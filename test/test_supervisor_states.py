@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import FakeClock
 from livereduce import supervisor as sv
 from livereduce.config import Config, LoadedConfig
 from livereduce.engines.base import EngineFailed, EngineFinished, EngineState, Health
@@ -19,23 +20,6 @@ from livereduce.events import EventQueue, SignalReceived
 from livereduce.scripts import load_scripts
 from livereduce.supervisor import FromEngine, IllegalTransition, State, Supervisor, _Exit
 from livereduce.watch import FilesChanged
-
-
-class FakeClock:
-    """Time that advances only when told (or when something waits)."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def monotonic(self) -> float:
-        return self.now
-
-    def time(self) -> float:
-        return 1_800_000_000.0 + self.now
-
-    def wait(self, event, timeout) -> bool:
-        self.now += timeout or 0
-        return event.is_set()
 
 
 class FakeEngine:
@@ -108,7 +92,7 @@ def setup(tmp_path, monkeypatch):
         engines.append(engine)
         return engine
 
-    clock = FakeClock()
+    clock = FakeClock(now=1000.0)
     watcher = FakeWatcher()
     monkeypatch.setattr(sv, "MemoryMonitor", _NoMemory)
     scripts = load_scripts(tmp_path, "SANS2D")

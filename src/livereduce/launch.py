@@ -11,36 +11,12 @@ everything else.
 
 from __future__ import annotations
 
-import importlib.util
 import sys
 from collections.abc import Sequence
 
+from livereduce.errors import EXIT_ENGINE
 from livereduce.events import EventQueue, record_signals
-
-REQUIRED = {
-    "numpy": "numpy",
-    "pydantic": "pydantic",
-    "psutil": "psutil",
-    "watchdog": "watchdog",
-    "sdnotify": "sdnotify",
-    "prometheus_client": "prometheus-client",
-}
-"""Modules the daemon imports whatever the engine -> the package that provides each (pip/conda name)."""
-
-EXIT_ENGINE = 4  # livereduce.errors.EXIT_ENGINE, not imported here (this module imports nothing heavy)
-
-
-def missing_packages(modules: dict[str, str] = REQUIRED) -> list[str]:
-    """The packages of ``modules`` whose module cannot be found in this interpreter (nothing is imported)."""
-    missing = []
-    for module, package in modules.items():
-        try:
-            found = importlib.util.find_spec(module) is not None
-        except (ImportError, ValueError):
-            found = False
-        if not found:
-            missing.append(package)
-    return missing
+from livereduce.packages import missing_packages
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -49,6 +49,7 @@ from livereduce.engines.base import (
     EngineEvent,
     EngineFailed,
     EngineFinished,
+    EngineStarted,
     EngineState,
     Health,
 )
@@ -196,6 +197,7 @@ class Supervisor:
         self._finished = Health()  # the counts of the engines that ended (status shows totals since the start)
         self._last_health: Health | None = None  # the last engine's final health, shown while none runs
         self._generation = 0  # counts engine starts
+        self._first_start = True  # until the first engine has opened its source
         self.exit: tuple[int, str] | None = None  # (exit code, reason) once decided
         self.last_status: dict[str, object] = {}  # as last published (read by the metrics endpoint's thread)
         self.metrics = Metrics(lambda: self.last_status, info.name) if config.metrics_port is not None else None
@@ -284,6 +286,9 @@ class Supervisor:
             if isinstance(event.event, CycleCompleted):
                 if self.metrics is not None:
                     self.metrics.cycle(event.event)
+                return
+            if isinstance(event.event, EngineStarted):
+                self._first_start = False
                 return
             if isinstance(event.event, EngineFinished):
                 _log.info("Live data finished: %s", event.event.reason)
@@ -396,8 +401,13 @@ class Supervisor:
 
     def _on_engine_failed(self, failed: EngineFailed) -> None:
         error = failed.error
+        if failed.at_start and self._first_start and isinstance(error, LiveReduceError) and not error.recoverable:
+            self._enter(State.STOPPING)  # as if the first start had raised it: one line and its exit code
+            self._stop_engine()
+            self._enter(State.STOPPED)
+            raise error
         if isinstance(error, LiveReduceError):
-            _log.error("Live data failed: %s", error)
+            _log.error("Live data %s: %s", "could not start" if failed.at_start else "failed", error)
         else:
             _log.error("Live data failed with an internal error", exc_info=error)
         self._last_error = (str(error), self.clock.time())

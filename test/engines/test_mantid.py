@@ -17,7 +17,7 @@ import pytest
 
 from conftest import ROOT
 from livereduce.config import Config
-from livereduce.engines.base import CycleCompleted, EngineEvent, EngineFailed, EngineFinished
+from livereduce.engines.base import CycleCompleted, EngineEvent, EngineFailed, EngineFinished, EngineStarted
 from livereduce.errors import ScriptError, SourceError
 from livereduce.scripts import ScriptFailed, load_scripts
 from mantid_double.harness import DoubleLoader, kept_main
@@ -360,7 +360,8 @@ def engine(monkeypatch: pytest.MonkeyPatch, main_module: ModuleType, tmp_path: P
 
 
 def last_event(events: queue.Queue) -> EngineEvent:
-    """The event that ended the engine; the cycles it reported before are checked to be CycleCompleted."""
+    """The event that ended the engine; the events before are checked: EngineStarted, then CycleCompleted."""
+    assert events.get(timeout=30) == EngineStarted()
     while isinstance(event := events.get(timeout=30), CycleCompleted):
         assert event.duration is None  # Mantid does not say how long a cycle took
     return event

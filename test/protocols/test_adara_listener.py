@@ -95,8 +95,8 @@ def test_whole_sans2d_run_from_start_with_corrupt_packets(
     run = load_run(sans2d, pulse_charge_pc=12340)
     server = sms([run], eof_every=50, corrupt=10)
     listener = listeners(server.port)
-    assert listener.event_id_range() == (57, 122888)
     extracted = drain(listener)
+    assert {x.event_id_range for x in extracted} == {(57, 122888)}
     ids, tofs, times, charges = accumulate(extracted)
     assert ids.size == SANS2D_EVENTS
     np.testing.assert_array_equal(ids, sans2d_reference.event_id)
@@ -280,9 +280,9 @@ def test_connection_refused_is_a_source_error_naming_the_address():
     port = probe.getsockname()[1]
     probe.close()
     listener = SNSLiveEventDataListener(Config.model_validate({"address": f"127.0.0.1:{port}"}))
-    with pytest.raises(SourceError, match=f"cannot connect to the SMS at 127.0.0.1:{port}"):
+    with pytest.raises(SourceError, match=f"cannot connect to the SMS at 127.0.0.1:{port}") as caught:
         listener.connect()
-    assert SNSLiveEventDataListener.recoverable
+    assert caught.value.recoverable
 
 
 def test_address_from_the_instrument_and_checked():

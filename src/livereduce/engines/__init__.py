@@ -9,7 +9,7 @@ import sys
 from livereduce.config import Config
 from livereduce.engines.base import Engine
 from livereduce.errors import EngineError
-from livereduce.launch import missing_packages
+from livereduce.packages import missing_packages
 
 
 def select_engine(config: Config) -> str:

@@ -14,6 +14,8 @@ class EngineState(StrEnum):
     """Lifecycle of one engine start."""
 
     STARTING = "starting"
+    CONNECTING = "connecting"
+    """Opening the source (a network source may take seconds, or retry); no cycle has run yet."""
     RUNNING = "running"
     IDLE = "idle"
     """Running with nothing to do: the source has ended (a replayed file was read to its end)."""
@@ -62,6 +64,11 @@ class Health:
 
 
 @dataclass(frozen=True)
+class EngineStarted:
+    """The engine's source is open and cycling has begun (the scipp engine connects in its own thread)."""
+
+
+@dataclass(frozen=True)
 class EngineFinished:
     """The engine ended by itself without error (``run_transition`` Stop at the end of a run)."""
 
@@ -77,10 +84,12 @@ class EngineFailed:
         recoverable: whether a restart may help (a network source that can heal); False for an error that
             would happen again at the same place (a file that is corrupt there): the daemon then exits with
             the error's exit code.
+        at_start: it failed before :class:`EngineStarted` (the source could not be opened or started).
     """
 
     error: BaseException
     recoverable: bool = True
+    at_start: bool = False
 
 
 @dataclass(frozen=True)
@@ -96,20 +105,22 @@ class CycleCompleted:
     failed: str | None = None
 
 
-EngineEvent = EngineFinished | EngineFailed | CycleCompleted
+EngineEvent = EngineStarted | EngineFinished | EngineFailed | CycleCompleted
 Notify = Callable[[EngineEvent], None]
 
 
 class Engine(Protocol):
-    """What the supervisor drives. ``start`` returns once the engine runs in its own thread(s)."""
+    """What the supervisor drives. ``start`` returns once the engine runs in its own thread(s); it never waits
+    for a network, so the supervisor can act on a signal at any moment."""
 
     name: str
 
     def start(self, scripts: ProcessingScripts, notify: Notify) -> None:
-        """Connect to the source and start cycling with these scripts.
+        """Start with these scripts: open the source and cycle. Posts :class:`EngineStarted` once the source is
+        open, or :class:`EngineFailed` (``at_start``) if it cannot be.
 
         Raises:
-            SourceError: the source cannot be opened or connected.
+            LiveReduceError: what an engine that opens its source in ``start`` itself (mantid) finds wrong.
         """
 
     def stop(self, timeout: float) -> bool:

@@ -45,7 +45,15 @@ from typing import Any
 import psutil
 
 from livereduce.config import Config
-from livereduce.engines.base import CycleCompleted, EngineFailed, EngineFinished, EngineState, Health, Notify
+from livereduce.engines.base import (
+    CycleCompleted,
+    EngineFailed,
+    EngineFinished,
+    EngineStarted,
+    EngineState,
+    Health,
+    Notify,
+)
 from livereduce.errors import ConfigError, EngineError, SourceError
 from livereduce.logs import FILE_FORMAT, SNS_LOG_FILE
 from livereduce.scripts import ProcessingScripts, Role, ScriptFailed
@@ -197,6 +205,7 @@ class MantidEngine:
             self._health.chunks = max(self._health.chunks, 1)
             self._health.last_cycle_end = time.time()
             self._health.source = f"Mantid StartLiveData, instrument {instrument}"
+        notify(EngineStarted())
         if self._monitor is not None:
             self._thread = threading.Thread(target=self._watch, args=(notify,), name="MantidWatch", daemon=True)
             self._thread.start()

@@ -260,7 +260,7 @@ def load_run(path: Path, *, pulse_charge_pc: float = 0.0, monitor_events: int = 
                 logs.update(_log_entries(name, log))
             if extracted.ended:
                 break
-        pixels = listener.event_id_range()
+        pixels = listener.pixel_range
     finally:
         listener.disconnect()
     times, ids, tofs, sizes, charges = (np.concatenate(parts) for parts in zip(*pieces, strict=True))

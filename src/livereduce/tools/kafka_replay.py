@@ -259,9 +259,7 @@ class Replay:
         listener = _open(self.args.file)
         if origin is None and self.args.speed > 0:
             origin = time.time_ns()
-        run = _Run(
-            topics, instrument, run_number, uuid.uuid4().hex, listener.event_id_range(), time.monotonic(), origin
-        )
+        run = _Run(topics, instrument, run_number, uuid.uuid4().hex, listener.pixel_range, time.monotonic(), origin)
         started = False
         for chunk in _chunks(listener):
             times = chunk.coords["event_time_zero"].values.astype(np.int64)

@@ -39,10 +39,7 @@ class ScriptedListener(Listener):
         ids = np.full(4, self.extracted, np.int32)
         chunk = make_chunk(ids, np.ones(4, np.float32), times, np.array([0, 2]), metadata=RunMetadata(run_number=7))
         status = self.statuses.get(self.extracted, RunStatus.Running)
-        return Extracted(chunk, status, data_reset=self.extracted in self.resets)
-
-    def event_id_range(self) -> tuple[int, int]:
-        return 0, 9
+        return Extracted(chunk, status, (0, 9), data_reset=self.extracted in self.resets)
 
 
 def loader(

@@ -9,8 +9,9 @@ import threading
 import numpy as np
 import pytest
 
+from conftest import FakeClock
 from livereduce.config import Config
-from livereduce.engines.base import CycleCompleted, EngineFailed, EngineFinished, EngineState
+from livereduce.engines.base import CycleCompleted, EngineFailed, EngineFinished, EngineStarted, EngineState
 from livereduce.engines.scipp.chunk import RunMetadata, make_chunk
 from livereduce.engines.scipp.engine import ScippEngine
 from livereduce.engines.scipp.listeners.base import Extracted, Listener, RunStatus
@@ -18,36 +19,15 @@ from livereduce.errors import SourceError
 from livereduce.scripts import ProcessingScripts, load_script
 
 
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 0.0
-        self.waits: list[float | None] = []
-
-    def monotonic(self) -> float:
-        return self.now
-
-    def time(self) -> float:
-        return 1_800_000_000.0 + self.now
-
-    def wait(self, event: threading.Event, timeout: float | None) -> bool:
-        self.waits.append(timeout)
-        if timeout is None:  # waiting for a stop: the test ends it here
-            event.set()
-        else:
-            self.now += timeout
-        return event.is_set()
-
-
 class Scripted(Listener):
     """Plays a list of steps: each an Extracted-like tuple (status, ids, dropped, ended) or an exception."""
 
     name = "Scripted"
 
-    def __init__(self, steps: list, clock: FakeClock, cycle_seconds: float = 0.0, recoverable: bool = False) -> None:
+    def __init__(self, steps: list, clock: FakeClock, cycle_seconds: float = 0.0) -> None:
         self.steps = list(steps)
         self.clock = clock
         self.cycle_seconds = cycle_seconds
-        self.recoverable = recoverable
         self.extracts: list[float] = []
         self.stop_after_steps: threading.Event | None = None
 
@@ -62,15 +42,12 @@ class Scripted(Listener):
         self.clock.now += self.cycle_seconds
         if not self.steps:
             self.stop_after_steps.set()
-            return Extracted(_chunk([]), RunStatus.Running)
+            return Extracted(_chunk([]), RunStatus.Running, (0, 9))
         step = self.steps.pop(0)
         if isinstance(step, Exception):
             raise step
         status, ids, dropped, ended = step
-        return Extracted(_chunk(ids), status, dropped=dropped, ended=ended)
-
-    def event_id_range(self) -> tuple[int, int]:
-        return 0, 9
+        return Extracted(_chunk(ids), status, (0, 9), dropped=dropped, ended=ended)
 
 
 def _chunk(ids: list[int]):
@@ -84,11 +61,11 @@ def _chunk(ids: list[int]):
     )
 
 
-def run_loop(steps: list, caplog, *, cycle_seconds: float = 0.0, recoverable: bool = False, **config):
+def run_loop(steps: list, caplog, *, cycle_seconds: float = 0.0, **config):
     """Run the engine's loop in this thread until the steps are used up; returns (engine, listener, events)."""
     caplog.set_level(logging.INFO)
     clock = FakeClock()
-    listener = Scripted(steps, clock, cycle_seconds, recoverable)
+    listener = Scripted(steps, clock, cycle_seconds)
     engine = ScippEngine(Config(update_every=10, **config), listener=listener, clock=clock)
     listener.stop_after_steps = engine._stop
     events: list = []
@@ -97,7 +74,8 @@ def run_loop(steps: list, caplog, *, cycle_seconds: float = 0.0, recoverable: bo
     assert not engine._thread.is_alive()
     cycles = [event for event in events if isinstance(event, CycleCompleted)]
     assert len(cycles) == len(listener.extracts) - isinstance(events[-1:] and events[-1], EngineFailed)
-    return engine, listener, [event for event in events if not isinstance(event, CycleCompleted)], clock
+    assert events[0] == EngineStarted()
+    return engine, listener, [event for event in events[1:] if not isinstance(event, CycleCompleted)], clock
 
 
 RUNNING = (RunStatus.Running, [1, 2], {}, False)
@@ -150,9 +128,16 @@ def test_dropped_events_are_logged_per_chunk_and_summed_in_health(caplog):
     assert engine.health().dropped_events == {"event_id outside 0..9": 8}
 
 
-@pytest.mark.parametrize("recoverable", [False, True])
-def test_a_source_error_ends_the_engine_recoverable_as_the_listener_says(caplog, recoverable):
-    engine, _, events, _ = run_loop([RUNNING, SourceError("'x.nxs' cannot be read")], caplog, recoverable=recoverable)
+@pytest.mark.parametrize(
+    ("error", "recoverable"),
+    [
+        (SourceError("'x.nxs' cannot be read"), False),
+        (SourceError("connection lost", recoverable=True), True),
+        (RuntimeError("a bug"), True),
+    ],
+)
+def test_a_source_error_ends_the_engine_recoverable_as_the_error_says(caplog, error, recoverable):
+    engine, _, events, _ = run_loop([RUNNING, error], caplog)
     assert len(events) == 1
     assert isinstance(events[0], EngineFailed)
     assert events[0].recoverable is recoverable
@@ -170,4 +155,5 @@ def test_each_cycle_reports_its_duration_and_the_step_that_failed(tmp_path, capl
     events: list = []
     engine.start(ProcessingScripts(load_script("proc", proc), None), events.append)
     engine._thread.join(10)
-    assert [(e.duration, e.failed) for e in events] == [(2, None), (2, "proc"), (2, None), (2, None)]
+    assert events[0] == EngineStarted()
+    assert [(e.duration, e.failed) for e in events[1:]] == [(2, None), (2, "proc"), (2, None), (2, None)]

@@ -6,10 +6,9 @@ import numpy as np
 import pytest
 import scipp as sc
 
-from conftest import poll_until
+from conftest import FakeClock, poll_until
 from livereduce.config import Config
 from livereduce.engines.scipp.chunk import PULSE_DIM
-from livereduce.engines.scipp.listeners import fake
 from livereduce.engines.scipp.listeners.base import RunStatus
 from livereduce.engines.scipp.listeners.fake import FakeEventDataListener
 
@@ -17,43 +16,24 @@ PULSE_NS = 1e9 / 60
 WALL_ORIGIN = 1_767_225_600.0  # 2026-01-01T00:00:00Z
 
 
-class _Clock:
-    """Stands in for the ``time`` module inside the fake listener: a clock the test advances."""
-
-    def __init__(self) -> None:
-        self.elapsed = 0.0
-
-    def monotonic(self) -> float:
-        return 500.0 + self.elapsed
-
-    def time(self) -> float:
-        return WALL_ORIGIN + self.elapsed
-
-    def time_ns(self) -> int:
-        return round(self.time() * 1e9)
-
-
 @pytest.fixture
-def clock(monkeypatch: pytest.MonkeyPatch) -> _Clock:
-    fake_clock = _Clock()
-    monkeypatch.setattr(fake, "time", fake_clock)
-    return fake_clock
+def clock() -> FakeClock:
+    return FakeClock(now=500.0, wall_origin=WALL_ORIGIN - 500.0)
 
 
-def _listener(**keys: object) -> FakeEventDataListener:
-    listener = FakeEventDataListener(Config(listener="FakeEventDataListener", **keys))
+def _listener(clock: FakeClock | None = None, **keys: object) -> FakeEventDataListener:
+    listener = FakeEventDataListener(Config(listener="FakeEventDataListener", **keys), clock)
     listener.connect()
     listener.start("now")
     return listener
 
 
-def _check_chunk(chunk: sc.DataArray, listener: FakeEventDataListener) -> None:
+def _check_chunk(chunk: sc.DataArray) -> None:
     """Properties every non-empty chunk of the fake source has."""
     assert chunk.dims == (PULSE_DIM,)
     n = chunk.sizes[PULSE_DIM]
     events = chunk.bins.concat().value
-    low, high = listener.event_id_range()
-    assert (low, high) == (0, 4095)
+    low, high = 0, 4095
     ids = events.coords["event_id"].values
     assert ids.dtype == np.int32
     assert ids.size > 0
@@ -86,16 +66,17 @@ def _check_chunk(chunk: sc.DataArray, listener: FakeEventDataListener) -> None:
 
 
 # --- deterministic clock -------------------------------------------------------------------------------------------
-def test_runs_end_every_n_pulses_and_chunks_never_span_runs(clock: _Clock) -> None:
-    listener = _listener(end_run_every=0.1)  # 6 pulses per run
+def test_runs_end_every_n_pulses_and_chunks_never_span_runs(clock: FakeClock) -> None:
+    listener = _listener(clock, end_run_every=0.1)  # 6 pulses per run
     assert listener.run_number() == 1
-    clock.elapsed = 0.35  # pulses 0..21 available
+    clock.now = 500.0 + 0.35  # pulses 0..21 available
     got = []
     for _ in range(4):
         extracted = listener.extract()
         chunk = extracted.chunk
+        assert extracted.event_id_range == (0, 4095)
         got.append((chunk.sizes[PULSE_DIM], extracted.status, int(chunk.coords["run_number"].value)))
-        _check_chunk(chunk, listener)
+        _check_chunk(chunk)
     assert got == [
         (6, RunStatus.EndRun, 1),
         (6, RunStatus.EndRun, 2),
@@ -105,11 +86,11 @@ def test_runs_end_every_n_pulses_and_chunks_never_span_runs(clock: _Clock) -> No
     assert listener.run_number() == 4
 
 
-def test_pulse_times_and_run_start_times(clock: _Clock) -> None:
-    listener = _listener(end_run_every=0.1)
+def test_pulse_times_and_run_start_times(clock: FakeClock) -> None:
+    listener = _listener(clock, end_run_every=0.1)
     chunks = []
     for step in range(1, 15):
-        clock.elapsed = step * 0.05  # 3 new pulses per step
+        clock.now = 500.0 + step * 0.05  # 3 new pulses per step
         chunks.append(listener.extract().chunk)
     times = np.concatenate([chunk.coords[PULSE_DIM].values for chunk in chunks])
     assert times.size >= 36
@@ -125,10 +106,10 @@ def test_pulse_times_and_run_start_times(clock: _Clock) -> None:
         assert abs(int((start - expected[(run - 1) * 6]).astype(np.int64))) <= 1000
 
 
-def test_without_end_run_every_the_run_never_ends(clock: _Clock) -> None:
-    listener = _listener()
+def test_without_end_run_every_the_run_never_ends(clock: FakeClock) -> None:
+    listener = _listener(clock)
     for step in range(1, 6):
-        clock.elapsed = step * 10.0
+        clock.now = 500.0 + step * 10.0
         extracted = listener.extract()
         chunk = extracted.chunk
         assert extracted.status == RunStatus.Running
@@ -137,18 +118,18 @@ def test_without_end_run_every_the_run_never_ends(clock: _Clock) -> None:
     assert listener.run_number() == 1
 
 
-def test_event_rate(clock: _Clock) -> None:
-    listener = _listener(event_rate=6000)
-    clock.elapsed = 10.0
+def test_event_rate(clock: FakeClock) -> None:
+    listener = _listener(clock, event_rate=6000)
+    clock.now = 500.0 + 10.0
     chunk = listener.extract().chunk
-    _check_chunk(chunk, listener)
+    _check_chunk(chunk)
     # 601 pulses x Poisson(100): mean 60,100, sigma ~245
     assert abs(int(chunk.bins.size().sum().value) - 60_100) < 2_000
 
 
-def test_extract_without_new_pulses_gives_an_empty_chunk(clock: _Clock) -> None:
-    listener = _listener(end_run_every=0.1)
-    clock.elapsed = 0.01
+def test_extract_without_new_pulses_gives_an_empty_chunk(clock: FakeClock) -> None:
+    listener = _listener(clock, end_run_every=0.1)
+    clock.now = 500.0 + 0.01
     first = listener.extract().chunk
     assert first.sizes[PULSE_DIM] == 1
     extracted = listener.extract()  # same instant: nothing new
@@ -159,12 +140,12 @@ def test_extract_without_new_pulses_gives_an_empty_chunk(clock: _Clock) -> None:
     assert empty.coords["run_number"].value == 1
 
 
-def test_very_short_end_run_every_still_ends_runs(clock: _Clock) -> None:
+def test_very_short_end_run_every_still_ends_runs(clock: FakeClock) -> None:
     """end_run_every > 0 but below one pulse (1/60 s): every pulse is a run rather than runs never ending."""
-    listener = _listener(end_run_every=0.005)
+    listener = _listener(clock, end_run_every=0.005)
     statuses = []
     for step in range(1, 6):
-        clock.elapsed = step * 0.1
+        clock.now = 500.0 + step * 0.1
         statuses.append(listener.extract().status)
     assert RunStatus.EndRun in statuses
     assert listener.run_number() > 1
@@ -181,7 +162,7 @@ def test_real_time_runs_with_end_of_run() -> None:
         chunk, status = extracted.chunk, extracted.status
         seen.append((chunk, status))
         if chunk.sizes[PULSE_DIM]:
-            _check_chunk(chunk, listener)
+            _check_chunk(chunk)
             assert chunk.coords["run_number"].value == run_before
         if status == RunStatus.EndRun:
             assert listener.run_number() == run_before + 1

@@ -158,7 +158,7 @@ def test_sans2d_replay_in_chunks_of_50_pulses() -> None:
         assert events.coords["event_id"].unit is None
         assert chunk.coords["instrument_name"].value == "SANS2D"
         assert not chunk.coords["instrument_name"].aligned
-    assert listener.event_id_range() == (int(ids.min()), int(ids.max()))
+    assert listener.pixel_range == (int(ids.min()), int(ids.max()))
     health = listener.health()
     assert health.state == f"'{SANS2D}': pulse 300 of 300, ended"
     assert health.healthy
@@ -264,7 +264,7 @@ def test_sns_banks_are_merged_pulse_by_pulse(tmp_path: Path) -> None:
         assert events.coords["event_id"].dtype == sc.DType.int32
     assert pulse == 11
     all_ids = np.concatenate([rows[:, 0] for rows in reference.values()])
-    assert listener.event_id_range() == (int(all_ids.min()), int(all_ids.max()))
+    assert listener.pixel_range == (int(all_ids.min()), int(all_ids.max()))
 
 
 def test_nanosecond_event_time_offset_converted_to_microseconds(tmp_path: Path) -> None:
@@ -591,19 +591,31 @@ def _ids_file(path: Path, ids: np.ndarray, *, detector_number: np.ndarray | None
 @pytest.mark.parametrize(
     ("ids", "dropped"),
     [
-        (np.array([5, 3_000_000_000, 7, 6], np.uint32), {"event_id beyond 32 bits": 1}),
+        (np.array([5, 3_000_000_000, 7, 6], np.uint32), {"event_id above 2147483647": 1}),
         (np.array([5, 2**40, 7, -3, 6], np.int64), {"event_id beyond 32 bits": 1, "event_id negative": 1}),
         (np.array([5, 2**40, 7, 2**63 + 5, 6], np.uint64), {"event_id beyond 32 bits": 2}),
         (np.array([5, -1, 7, -128, 6], np.int8), {"event_id negative": 2}),
-        (np.array([5, 2**31, 7, 6], ">u4"), {"event_id beyond 32 bits": 1}),
+        (np.array([5, 2**31, 7, 6], ">u4"), {"event_id above 2147483647": 1}),
+        (
+            np.array([5, 2**32 - 1, 7, 2**32, 6], np.int64),
+            {"event_id above 2147483647": 1, "event_id beyond 32 bits": 1},
+        ),
         (np.array([5, 7, 6], ">i8"), {}),
     ],
-    ids=["uint32 3e9", "int64 2**40 and negative", "uint64", "int8 negative", "big-endian uint32", "big-endian int64"],
+    ids=[
+        "uint32 3e9",
+        "int64 2**40 and negative",
+        "uint64",
+        "int8 negative",
+        "big-endian uint32",
+        "2**32-1 and 2**32",
+        "big-endian int64",
+    ],
 )
 def test_invalid_event_ids_are_dropped_and_counted_not_wrapped(tmp_path: Path, ids: np.ndarray, dropped: dict) -> None:
     listener = _listener(_ids_file(tmp_path / "ids.nxs", ids), replay_chunk_pulses=2)
     listener.connect()
-    assert listener.event_id_range() == (5, 7)  # from the valid ids: no NXdetector in the file
+    assert listener.pixel_range == (5, 7)  # from the valid ids: no NXdetector in the file
     listener.start("from_start_of_run")
     replay = _drain(listener)
     got = np.concatenate([_events(x.chunk)[0] for x in replay])
@@ -644,7 +656,7 @@ def test_pixel_range_from_nxdetector_detector_number(tmp_path: Path) -> None:
     ids = np.array([100, 150, 199, 200, 99, 3], np.uint32)
     listener = _listener(_ids_file(tmp_path / "det.nxs", ids, detector_number=numbers), replay_chunk_pulses=None)
     listener.connect()
-    assert listener.event_id_range() == (100, 199)
+    assert listener.pixel_range == (100, 199)
     listener.start("from_start_of_run")
     (extracted,) = _drain(listener)
     np.testing.assert_array_equal(_events(extracted.chunk)[0], [100, 150, 199])
@@ -655,7 +667,7 @@ def test_detector_numbers_outside_32_bits_are_ignored(tmp_path: Path) -> None:
     numbers = np.array([-1, -2, 10, 20, 2**40], np.int64)  # e.g. monitors with negative ids
     listener = _listener(_ids_file(tmp_path / "det.nxs", np.array([10, 15], np.int32), detector_number=numbers))
     listener.connect()
-    assert listener.event_id_range() == (10, 20)
+    assert listener.pixel_range == (10, 20)
 
 
 def test_sns_banks_merged_with_ids_dropped_in_each_bank(tmp_path: Path) -> None:
@@ -671,7 +683,7 @@ def test_sns_banks_merged_with_ids_dropped_in_each_bank(tmp_path: Path) -> None:
     listener.connect()
     listener.start("from_start_of_run")
     (extracted,) = _drain(listener)
-    assert extracted.dropped == {"event_id beyond 32 bits": 1}
+    assert extracted.dropped == {"event_id above 2147483647": 1}
     assert _pulse_events(extracted.chunk, 0).tolist() == [[1, 1.0], [2, 2.0]]
     assert _pulse_events(extracted.chunk, 1).tolist() == [[3, 3.0], [4, 4.0]]
 
@@ -699,7 +711,6 @@ def test_health_reports_the_position(tmp_path: Path) -> None:
     listener.extract()
     assert listener.health().state == f"'{tmp_path / 'pos.nxs'}': pulse 2 of 3"
     assert listener.health().counters == {"pulses": 2, "events": 2, "events_dropped": 0}
-    assert not FileEventDataListener.recoverable
 
 
 def test_integer_nanosecond_pulse_times_are_exact(tmp_path: Path) -> None:
@@ -744,7 +755,7 @@ def test_sns_error_and_unmapped_banks_are_skipped_as_mantid_does(
     caplog.set_level(logging.INFO, logger="livereduce.FileEventDataListener")
     listener = _listener(path)
     listener.connect()
-    assert listener.event_id_range() == (1, 2)
+    assert listener.pixel_range == (1, 2)
     listener.start("from_start_of_run")
     (extracted,) = _drain(listener)
     np.testing.assert_array_equal(_events(extracted.chunk)[0], [1, 2])

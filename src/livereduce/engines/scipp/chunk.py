@@ -27,6 +27,10 @@ EVENT_DIM = "event"
 RUN_METADATA = ("run_number", "start_time", "instrument_name", "monitors")
 MAX_EVENT_ID = 2**31 - 1
 """Largest valid ``event_id``: Mantid's ``detid_t`` is a signed 32-bit integer."""
+MAX_PIXELS = 1 << 24
+"""Widest pixel range of a source (last - first + 1, 16,777,216 pixels): histograms made when ``preserve_events``
+is false span the range, so it must stay allocatable (64 MiB of float32 counts). Every listener caps its range to
+it (a file with a wider one is refused; a network source's range is clipped)."""
 
 
 @dataclass
@@ -109,8 +113,10 @@ def valid_events(
 ) -> tuple[np.ndarray | sc.Variable, np.ndarray | sc.Variable, np.ndarray, dict[str, int]]:
     """Drop the events whose ``event_id`` is not a valid pixel of the source, and count them.
 
-    Mantid discards events of unknown pixels the same way. An id is invalid when it is negative, beyond 32 bits
-    (above :data:`MAX_EVENT_ID`), or outside ``event_id_range`` (first, last; inclusive). Ids are never wrapped.
+    Mantid discards events of unknown pixels the same way. An id is invalid when it is negative (reason
+    ``event_id negative``), above :data:`MAX_EVENT_ID` but within 32 bits (``event_id above 2147483647``: Mantid's
+    detector ids are signed 32-bit), at least 2**32 (``event_id beyond 32 bits``), or outside ``event_id_range``
+    (first, last; inclusive: ``event_id outside FIRST..LAST``). Ids are never wrapped.
 
     Args:
         event_id: pixel of each event, shape (n_events,), any integer dtype.
@@ -131,16 +137,19 @@ def valid_events(
     if wide.dtype.kind == "u":  # uint64: nothing negative; compare without converting (no wrap)
         negative = np.zeros(ids.size, bool)
         too_big = wide > np.uint64(MAX_EVENT_ID)
+        beyond_32_bits = wide > np.uint64(2**32 - 1)
     else:
         negative = wide < 0
         too_big = wide > MAX_EVENT_ID
+        beyond_32_bits = wide > 2**32 - 1
     outside = ~(negative | too_big) & ((wide < first) | (wide > last))
     keep = ~(negative | too_big | outside)
     dropped = {
         reason: int(count)
         for reason, count in (
             ("event_id negative", negative.sum()),
-            ("event_id beyond 32 bits", too_big.sum()),
+            (f"event_id above {MAX_EVENT_ID}", (too_big & ~beyond_32_bits).sum()),
+            ("event_id beyond 32 bits", beyond_32_bits.sum()),
             (f"event_id outside {first}..{last}", outside.sum()),
         )
         if count

@@ -109,7 +109,7 @@ class LiveDataLoader:
             processed = self._process(chunk)
             failed = "accumulate"
             if not self.preserve_events:
-                processed = histogram_events(processed, self.listener.event_id_range())
+                processed = histogram_events(processed, extracted.event_id_range)
             accumulation = self.accumulator.accumulate(processed, metadata_of(chunk), self._replace_next)
             accumulated = True
             self._replace_next = False

@@ -1,5 +1,9 @@
 """The scipp engine's schedule: Mantid's StartLiveData + MonitorLiveData.
 
+* ``start()`` returns at once: the cycle thread opens the source (``connect``, ``start``; a network source may take
+  seconds, and :meth:`ScippEngine.stop` interrupts it), posts :class:`~livereduce.engines.base.EngineStarted`, and
+  cycles. A source that cannot be opened ends the engine with :class:`~livereduce.engines.base.EngineFailed`
+  (``at_start``), recoverable as the :class:`~livereduce.errors.LiveReduceError` says.
 * The first chunk is loaded at start (StartLiveData's chunk); then a cycle starts every ``update_every`` seconds
   measured from the start of the previous one (after the first: from its end, as MonitorLiveData does), each
   announced as Mantid does: ``Loading live data chunk N at HH:MM:SS`` with N from 0. Cycles never overlap; a slow
@@ -8,7 +12,8 @@
   (:class:`~livereduce.engines.scipp.cycle.LiveDataLoader`); the engine only schedules, stops and reports. At
   ``run_transition`` Stop the engine ends (:class:`~livereduce.engines.base.EngineFinished`, the daemon exits 0).
 * An error in a cycle (script, accumulation) is logged and the engine goes on with the next chunk; an error of the
-  source ends the engine with :class:`~livereduce.engines.base.EngineFailed`.
+  source ends the engine with :class:`~livereduce.engines.base.EngineFailed`, recoverable when the
+  :class:`~livereduce.errors.SourceError` says so (a network source), and always for a bug.
 * When the source has ended (a replayed file was read to its end), the engine stops cycling and waits to be
   stopped: idle costs nothing.
 """
@@ -24,7 +29,15 @@ import psutil
 
 from livereduce.clock import Clock, SystemClock
 from livereduce.config import Config
-from livereduce.engines.base import CycleCompleted, EngineFailed, EngineFinished, EngineState, Health, Notify
+from livereduce.engines.base import (
+    CycleCompleted,
+    EngineFailed,
+    EngineFinished,
+    EngineStarted,
+    EngineState,
+    Health,
+    Notify,
+)
 from livereduce.engines.scipp.cycle import CycleResult, LiveDataLoader
 from livereduce.engines.scipp.listeners import create_listener
 from livereduce.engines.scipp.listeners.base import Listener
@@ -51,8 +64,8 @@ class ScippEngine:
 
     def __init__(self, config: Config, listener: Listener | None = None, clock: Clock | None = None) -> None:
         self.config = config
-        self.listener = listener if listener is not None else create_listener(config)
         self.clock = clock or SystemClock()
+        self.listener = listener if listener is not None else create_listener(config, self.clock)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
@@ -61,36 +74,18 @@ class ScippEngine:
         self._loader: LiveDataLoader | None = None
 
     def start(self, scripts: ProcessingScripts, notify: Notify) -> None:
-        """Connect the listener and start cycling in the background.
-
-        Raises:
-            SourceError: the listener cannot connect.
-        """
-        config = self.config
-        self.listener.connect()
-        try:
-            self.listener.start(config.start)
-            self._loader = LiveDataLoader(self.listener, scripts, config, _reserve_bytes(config))
-        except BaseException:
-            self.listener.disconnect()
-            raise
-        _log.info(
-            "Starting live data: engine scipp, listener %s, UpdateEvery %g s, AccumulationMethod %s, "
-            "PreserveEvents %s, RunTransitionBehavior %s, start %s",
-            self.listener.name,
-            config.update_every,
-            config.accum_method,
-            config.preserve_events,
-            config.run_transition,
-            config.start,
+        """Start the cycle thread, which opens the source and then cycles; returns at once (see the module)."""
+        self._set(state=EngineState.CONNECTING, source=self.listener.health().state)
+        self._thread = threading.Thread(
+            target=self._monitor, args=(scripts, notify), name="MonitorLiveData", daemon=True
         )
-        self._set(state=EngineState.RUNNING, source=self.listener.health().state)
-        self._thread = threading.Thread(target=self._monitor, args=(notify,), name="MonitorLiveData", daemon=True)
         self._thread.start()
 
     def stop(self, timeout: float) -> bool:
-        """Ask the cycle thread to stop after the current cycle; True if it ended within ``timeout`` seconds."""
+        """Ask the cycle thread to stop after the current cycle (interrupting a source that is being opened);
+        True if it ended within ``timeout`` seconds."""
         self._stop.set()
+        self.listener.interrupt()
         if self._thread is not None:
             self._thread.join(timeout)
             if self._thread.is_alive():
@@ -98,7 +93,7 @@ class ScippEngine:
         else:
             self.listener.disconnect()
         with self._lock:
-            if self._health.state in (EngineState.RUNNING, EngineState.IDLE):
+            if self._health.state in (EngineState.CONNECTING, EngineState.RUNNING, EngineState.IDLE):
                 self._health.state = EngineState.STOPPED
         return True
 
@@ -111,15 +106,45 @@ class ScippEngine:
         return copy
 
     # --- the MonitorLiveData loop -----------------------------------------------------------------------------
-    def _monitor(self, notify: Notify) -> None:
+    def _monitor(self, scripts: ProcessingScripts, notify: Notify) -> None:
+        started = False
         try:
+            self._open(scripts)
+            if self._stop.is_set():
+                return
+            started = True
+            self._set(state=EngineState.RUNNING)
+            notify(EngineStarted())
             self._loop(notify)
         except BaseException as err:  # noqa: BLE001 - whatever ends the loop is reported to the supervisor
+            if self._stop.is_set() and not started:
+                return  # interrupted while opening the source: a stop, not a failure
             self._set(state=EngineState.FAILED, last_error=str(err), last_error_time=self.clock.time())
-            recoverable = self.listener.recoverable or not isinstance(err, LiveReduceError)
-            notify(EngineFailed(err, recoverable=recoverable))
+            recoverable = err.recoverable if isinstance(err, LiveReduceError) else True
+            notify(EngineFailed(err, recoverable=recoverable, at_start=not started))
         finally:
             self.listener.disconnect()
+
+    def _open(self, scripts: ProcessingScripts) -> None:
+        """Connect and start the listener (interruptible by :meth:`stop`); build the cycle.
+
+        Raises:
+            LiveReduceError: the source cannot be opened (``SourceError``) or the configuration does not suit it.
+        """
+        config = self.config
+        self.listener.connect()
+        self.listener.start(config.start)
+        self._loader = LiveDataLoader(self.listener, scripts, config, _reserve_bytes(config))
+        _log.info(
+            "Starting live data: engine scipp, listener %s, UpdateEvery %g s, AccumulationMethod %s, "
+            "PreserveEvents %s, RunTransitionBehavior %s, start %s",
+            self.listener.name,
+            config.update_every,
+            config.accum_method,
+            config.preserve_events,
+            config.run_transition,
+            config.start,
+        )
 
     def _loop(self, notify: Notify) -> None:
         interval, clock = self.config.update_every, self.clock

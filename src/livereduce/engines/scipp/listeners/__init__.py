@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 
+from livereduce.clock import Clock
 from livereduce.config import Config
 from livereduce.engines.scipp.listeners.base import Listener
 from livereduce.errors import ConfigError, EngineError
@@ -45,8 +46,9 @@ def listener_class(name: str) -> type[Listener]:
     return getattr(module, name)
 
 
-def create_listener(config: Config) -> Listener:
-    """The listener the configuration asks for: ``listener``, else the instrument's live-data listener.
+def create_listener(config: Config, clock: Clock | None = None) -> Listener:
+    """The listener the configuration asks for: ``listener``, else the instrument's live-data listener, with the
+    engine's clock (None: the system clock).
 
     Raises:
         ConfigError: no listener is configured or known for the instrument, the scipp engine does not have
@@ -58,4 +60,4 @@ def create_listener(config: Config) -> Listener:
         raise ConfigError(
             f"no listener: set 'listener' (instrument '{config.instrument_info().name}' has no live-data listener)"
         )
-    return listener_class(name)(config)
+    return listener_class(name)(config, clock)

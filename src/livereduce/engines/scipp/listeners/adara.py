@@ -32,6 +32,7 @@ from dataclasses import dataclass
 import numpy as np
 import scipp as sc
 
+from livereduce.clock import Clock, SystemClock
 from livereduce.config import Config
 from livereduce.engines.scipp.chunk import EVENT_DIM, PULSE_DIM, RunMetadata, make_chunk, valid_events
 from livereduce.engines.scipp.listeners.base import Extracted, Listener, RunStatus, SourceHealth, StartPosition
@@ -97,9 +98,9 @@ class SNSLiveEventDataListener(Listener):
     """
 
     name = "SNSLiveEventDataListener"
-    recoverable = True
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, clock: Clock | None = None) -> None:
+        self.clock = clock or SystemClock()
         address = config.address or (config.instrument_info().address if config.instrument else None)
         if not address:
             raise ConfigError(
@@ -196,11 +197,6 @@ class SNSLiveEventDataListener(Listener):
             with self._lock:
                 self._counters["events_dropped"] += invalid
         return result
-
-    def event_id_range(self) -> tuple[int, int]:
-        """The GEOMETRY's detector ids (first, last), as in force for the last chunk extracted; a new geometry
-        takes effect at the next run boundary."""
-        return self._range
 
     def disconnect(self) -> None:
         """Stop the reader thread and close the connection (safe to call more than once)."""
@@ -411,7 +407,8 @@ def extracted(segment: Segment, metadata: SegmentMetadata, id_range: tuple[int, 
         status = RunStatus.BeginRun
     else:
         status = RunStatus.Running if segment.run_number else RunStatus.NoRun
-    return Extracted(chunk, status, data_reset=segment.data_reset, dropped=dict(dropped)), sum(invalid.values())
+    pixels = segment.id_range or id_range
+    return Extracted(chunk, status, pixels, data_reset=segment.data_reset, dropped=dict(dropped)), sum(invalid.values())
 
 
 def _chunk(

@@ -2,15 +2,19 @@
 
 The engine drives a listener from its cycle thread: ``connect()``, ``start(position)``, then one ``extract()``
 per cycle, ``disconnect()`` at the end. ``extract()`` hands over everything that arrived since the previous
-call *together with* the run status and the data-reset flag that belong to it (:class:`Extracted`): one call,
-so a status can never be paired with the wrong chunk.
+call *together with* the run status, the data-reset flag and the pixel range that belong to it
+(:class:`Extracted`): one call, so a status or a range can never be paired with the wrong chunk.
+
+``connect()`` and ``start()`` may wait for a network; :meth:`Listener.interrupt`, called from another thread (the
+supervisor stopping the engine), makes them give up promptly (within a fraction of a second) with a
+:class:`~livereduce.errors.SourceError`.
 
 A listener may produce data on demand inside ``extract()`` (file replay, demo source) or fill a bounded buffer
 from a background thread of its own (network sources: ADARA, Kafka). Such a thread never lets an exception
 escape: it turns every fault into a counted event or a state change visible through :meth:`Listener.health`.
 
-Events the source delivers but that cannot be used (an ``event_id`` outside :meth:`Listener.event_id_range`,
-negative or beyond 32 bits, events of special banks, events discarded while paused) are dropped at this boundary
+Events the source delivers but that cannot be used (an ``event_id`` outside :attr:`Extracted.event_id_range`,
+negative or above 2147483647, events of special banks, events discarded while paused) are dropped at this boundary
 and reported per chunk in :attr:`Extracted.dropped` by reason; they never reach a script or size an allocation
 (see :func:`livereduce.engines.scipp.chunk.valid_events`).
 """
@@ -51,6 +55,9 @@ class Extracted:
         chunk: the events since the previous call, as an NXevent_data chunk (see ``chunk.py``); may hold no
             pulses.
         status: the run status that goes with this chunk (BeginRun/EndRun are reported once).
+        event_id_range: first and last valid ``event_id`` (pixel id) of the chunk's run, inclusive,
+            ``0 <= first <= last < 2**31`` and at most ``chunk.MAX_PIXELS`` wide. Histograms made when
+            ``preserve_events`` is false span this range, so that chunks add up; ``(0, 0)`` for a chunk of no run.
         data_reset: the source discarded its history before this chunk (e.g. a reconnect that replays the run):
             the accumulation must start afresh with it.
         dropped: events the source delivered for this chunk but dropped at the boundary, by reason (e.g.
@@ -60,6 +67,7 @@ class Extracted:
 
     chunk: sc.DataArray
     status: RunStatus
+    event_id_range: tuple[int, int]
     data_reset: bool = False
     dropped: Mapping[str, int] = field(default_factory=dict)
     ended: bool = False
@@ -92,20 +100,21 @@ class Listener(ABC):
 
     Class attributes:
         name: the Mantid listener class name (the ``listener`` configuration value).
-        recoverable: whether a :class:`~livereduce.errors.SourceError` from this source may heal, so that the
-            daemon restarts it with back-off (network sources). A source that is not recoverable (a file) fails
-            the same way at the same position again: the daemon exits 3 instead.
+
+    A :class:`~livereduce.errors.SourceError` says itself whether it may heal (``recoverable``: a network source,
+    which the daemon restarts with back-off) or not (a file, which fails the same way at the same position again:
+    the daemon exits 3).
     """
 
     name: ClassVar[str] = ""
-    recoverable: ClassVar[bool] = False
 
     @abstractmethod
     def connect(self) -> None:
         """Open the source (a file, a socket, a consumer).
 
         Raises:
-            SourceError: the source cannot be opened; the message names the file or address.
+            SourceError: the source cannot be opened, or :meth:`interrupt` was called; the message names the file
+                or address.
         """
 
     @abstractmethod
@@ -121,13 +130,10 @@ class Listener(ABC):
                 when it gives up).
         """
 
-    @abstractmethod
-    def event_id_range(self) -> tuple[int, int]:
-        """First and last valid ``event_id`` (pixel id), inclusive; ``0 <= first <= last < 2**31``.
-
-        Histograms made when ``preserve_events`` is false span this range, so chunks add up. Events outside it
-        are dropped by the listener and counted in :attr:`Extracted.dropped`.
-        """
+    def interrupt(self) -> None:
+        """Make a ``connect()`` or ``start()`` in progress on another thread give up promptly (default: nothing
+        to interrupt). Thread-safe; the listener is then only fit for :meth:`disconnect`."""
+        return
 
     def disconnect(self) -> None:
         """Close the source and stop its threads (default: nothing to close). Safe to call more than once."""

@@ -18,11 +18,11 @@ each other without a gap; a chunk never spans two runs (``EndRun`` ends the one 
 from __future__ import annotations
 
 import math
-import time
 
 import numpy as np
 import scipp as sc
 
+from livereduce.clock import Clock, SystemClock
 from livereduce.config import Config
 from livereduce.engines.scipp.chunk import RunMetadata, make_chunk
 from livereduce.engines.scipp.listeners.base import Extracted, Listener, RunStatus, SourceHealth, StartPosition
@@ -42,7 +42,8 @@ class FakeEventDataListener(Listener):
 
     name = "FakeEventDataListener"
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, clock: Clock | None = None) -> None:
+        self.clock = clock or SystemClock()
         self.rate = config.event_rate
         self.pulses_per_run = max(1, round(config.end_run_every * PULSE_RATE)) if config.end_run_every else 0
         self.instrument = config.instrument_info().name if config.instrument else "ADARA_FakeEvent"
@@ -56,13 +57,13 @@ class FakeEventDataListener(Listener):
 
     def start(self, position: StartPosition) -> None:  # noqa: ARG002 - the fake run starts now whatever is asked
         """Run 1 begins now (a fake source has no history)."""
-        self._origin_ns = time.time_ns()
-        self._origin_clock = time.monotonic()
+        self._origin_ns = round(self.clock.time() * 1e9)
+        self._origin_clock = self.clock.monotonic()
         self._next = 0
 
     def extract(self) -> Extracted:
         """The pulses since the previous call (generated now); EndRun with the chunk that ends a run."""
-        now = int((time.monotonic() - self._origin_clock) * PULSE_RATE) + 1
+        now = int((self.clock.monotonic() - self._origin_clock) * PULSE_RATE) + 1
         first, run = self._next, self.run_number()
         last = now
         status = RunStatus.Running
@@ -72,14 +73,11 @@ class FakeEventDataListener(Listener):
             if last == run_end:
                 status = RunStatus.EndRun
         self._next = max(last, first)
-        return Extracted(self._generate(first, self._next, run), status)
+        return Extracted(self._generate(first, self._next, run), status, (0, SIDE * SIDE - 1))
 
     def run_number(self) -> int:
         """Run of the next pulse to be extracted (runs count from 1)."""
         return self._next // self.pulses_per_run + 1 if self.pulses_per_run else 1
-
-    def event_id_range(self) -> tuple[int, int]:
-        return 0, SIDE * SIDE - 1
 
     def health(self) -> SourceHealth:
         return SourceHealth(

@@ -18,13 +18,14 @@ datasets (not groups, scalars or 2-D), of integer (``event_id``, ``event_index``
 ``event_index`` is non-decreasing within ``0..len(event_id)``; ``event_time_zero`` is finite, in a time unit,
 strictly increasing and within the years datetime64[ns] can hold. Any violation is a one-line
 :class:`~livereduce.errors.SourceError` naming the file, the dataset and the problem. While the replay reads, each
-block's ``event_id`` values are checked: ids that are negative, beyond 32 bits or outside
-:meth:`FileEventDataListener.event_id_range` are dropped and counted (:attr:`Extracted.dropped`), never wrapped;
+block's ``event_id`` values are checked: ids that are negative, above 2147483647 or outside
+the file's pixel range are dropped and counted (:attr:`Extracted.dropped`), never wrapped;
 a block HDF5 cannot read is a ``SourceError`` naming the pulses.
 
-The pixel range (:meth:`FileEventDataListener.event_id_range`) is that of the ``detector_number`` datasets of the
+The pixel range (:attr:`Extracted.event_id_range`) is that of the ``detector_number`` datasets of the
 entry's ``NXdetector`` groups (the NeXus way to name an instrument's pixels) when there are any, else that of the
-valid ids in the event data; its span is at most :data:`MAX_PIXELS`.
+valid ids in the event data; its span is at most :data:`~livereduce.engines.scipp.chunk.MAX_PIXELS` (a wider
+range is a :class:`~livereduce.errors.SourceError`).
 
 Bulk event data is read with h5py straight into scipp's memory; run metadata and sample-environment logs
 (``NXlog`` groups, e.g. SNS ``entry/DASlogs``) are read with scippnexus. Malformed metadata or logs are skipped
@@ -38,7 +39,6 @@ import logging
 import os
 import re
 import stat
-import time
 from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC
@@ -49,8 +49,17 @@ import numpy as np
 import scipp as sc
 import scippnexus as snx
 
+from livereduce.clock import Clock, SystemClock
 from livereduce.config import Config
-from livereduce.engines.scipp.chunk import EVENT_DIM, MAX_EVENT_ID, RunMetadata, event_count, make_chunk, valid_events
+from livereduce.engines.scipp.chunk import (
+    EVENT_DIM,
+    MAX_EVENT_ID,
+    MAX_PIXELS,
+    RunMetadata,
+    event_count,
+    make_chunk,
+    valid_events,
+)
 from livereduce.engines.scipp.listeners.base import Extracted, Listener, RunStatus, SourceHealth, StartPosition
 from livereduce.errors import ConfigError, SourceError
 
@@ -62,11 +71,6 @@ _SCAN_EVENTS = 1 << 24
 _ZONE = re.compile(r"(Z|[+-]\d\d:?\d\d)$")
 _NS_MIN, _NS_MAX = -(2**63) + 1, 2**63 - 1  # datetime64[ns] range (-2**63 is NaT)
 _CHUNK_BYTES_PER_EVENT = 12  # event_id int32 + event_time_offset float32 + weight float32
-
-MAX_PIXELS = 1 << 24
-"""Largest span of :meth:`FileEventDataListener.event_id_range` (last - first + 1, 16,777,216 pixels): histograms
-made when ``preserve_events`` is false span the range, so it must stay allocatable. A wider range is a
-:class:`~livereduce.errors.SourceError`."""
 
 MAX_PULSES = 1 << 26
 """Most pulses one ``NXevent_data`` group may hold (67,108,864: 12 days at 60 Hz); its pulse index is read into
@@ -94,12 +98,12 @@ class FileEventDataListener(Listener):
     """
 
     name = "FileEventDataListener"
-    recoverable = False
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, clock: Clock | None = None) -> None:
         if not config.filename:
             raise ConfigError("listener FileEventDataListener needs the key 'filename' (the NeXus file to replay)")
         self.path = Path(config.filename)
+        self.clock = clock or SystemClock()
         self.speed = config.replay_speed
         self.max_pulses = config.replay_chunk_pulses
         self.max_events = max(1, int(config.source_buffer_mb * 2**20) // _CHUNK_BYTES_PER_EVENT)
@@ -170,7 +174,7 @@ class FileEventDataListener(Listener):
             self._next = int(np.searchsorted(self._pulse_times, when))
         if self._next < self._pulse_times.size:
             self._origin = self._pulse_times[self._next]
-        self._started_at = time.monotonic()
+        self._started_at = self.clock.monotonic()
 
     def extract(self) -> Extracted:
         """The pulses that became available since the last call, with the events dropped by reason.
@@ -193,16 +197,19 @@ class FileEventDataListener(Listener):
         self._counters.update(
             {"pulses": last - first, "events": event_count(chunk), "events_dropped": sum(dropped.values())}
         )
+        pixels = self._event_ids
         if self._ended:
-            return Extracted(chunk, RunStatus.NoRun, dropped=dropped, ended=True)
+            return Extracted(chunk, RunStatus.NoRun, pixels, dropped=dropped, ended=True)
         if last == self._pulse_times.size:
             self._ended = True
-            return Extracted(chunk, RunStatus.EndRun, dropped=dropped, ended=True)
-        return Extracted(chunk, RunStatus.Running, dropped=dropped)
+            return Extracted(chunk, RunStatus.EndRun, pixels, dropped=dropped, ended=True)
+        return Extracted(chunk, RunStatus.Running, pixels, dropped=dropped)
 
-    def event_id_range(self) -> tuple[int, int]:
-        """The file's pixel range: its ``NXdetector`` ``detector_number`` values if it has any, else its valid
-        event ids; span at most :data:`MAX_PIXELS` (``(0, 0)`` for a file without any valid id)."""
+    @property
+    def pixel_range(self) -> tuple[int, int]:
+        """The file's pixel range (first, last; inclusive), known once connected: its ``NXdetector``
+        ``detector_number`` values if it has any, else its valid event ids; ``(0, 0)`` for a file without any
+        valid id. Every chunk carries it as :attr:`Extracted.event_id_range`."""
         return self._event_ids
 
     def disconnect(self) -> None:
@@ -220,7 +227,7 @@ class FileEventDataListener(Listener):
     def _available(self) -> int:
         if self.speed == 0:
             return self._pulse_times.size
-        elapsed_ns = int((time.monotonic() - self._started_at) * self.speed * 1e9)
+        elapsed_ns = int((self.clock.monotonic() - self._started_at) * self.speed * 1e9)
         limit = np.int64(min(int(self._origin.astype(np.int64)) + elapsed_ns, _NS_MAX)).view("datetime64[ns]")
         return max(self._next, int(np.searchsorted(self._pulse_times, limit, side="right")))
 

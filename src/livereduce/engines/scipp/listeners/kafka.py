@@ -63,10 +63,10 @@ import numpy as np
 import scipp as sc
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
+from livereduce.clock import Clock, SystemClock
 from livereduce.config import Config
-from livereduce.engines.scipp.chunk import EVENT_DIM, MAX_EVENT_ID, RunMetadata, make_chunk, valid_events
+from livereduce.engines.scipp.chunk import EVENT_DIM, MAX_EVENT_ID, MAX_PIXELS, RunMetadata, make_chunk, valid_events
 from livereduce.engines.scipp.listeners.base import Extracted, Listener, RunStatus, SourceHealth, StartPosition
-from livereduce.engines.scipp.listeners.file import MAX_PIXELS
 from livereduce.errors import ConfigError, SourceError
 from livereduce.protocols.kafka.schemas import (
     EVENT_SCHEMAS,
@@ -232,9 +232,9 @@ class KafkaEventListener(Listener):
     """
 
     name = "KafkaEventListener"
-    recoverable = True
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, clock: Clock | None = None) -> None:
+        self.clock = clock or SystemClock()
         info = config.instrument_info()
         address = config.address or info.address
         if not address:
@@ -344,14 +344,7 @@ class KafkaEventListener(Listener):
         chunk, dropped = self._chunk(taken)
         with self._lock:
             self._counters["events_dropped"] += sum(dropped.values())
-        return Extracted(chunk, taken.status, data_reset=taken.reset, dropped=dict(dropped))
-
-    def event_id_range(self) -> tuple[int, int]:
-        """The pixel range of the run of the last chunk: the detector ids of its run start (pl72
-        ``detector_spectrum_map``, else ``detector_number`` in ``nexus_structure``); without them
-        ``0..MAX_PIXELS - 1`` (the widest range livereduce histograms). ``(0, 0)`` for a chunk of no run (it has
-        no events)."""
-        return self._id_range
+        return Extracted(chunk, taken.status, self._id_range, data_reset=taken.reset, dropped=dict(dropped))
 
     def disconnect(self) -> None:
         """Stop the consumer thread and close the consumer (safe to call more than once)."""
