@@ -1,4 +1,5 @@
-"""Tests of FileEventDataListener: replaying the NXevent_data of a NeXus file (ISIS and SNS layouts)."""
+"""Tests of FileEventDataListener: replaying the NXevent_data of a NeXus file (ISIS and SNS layouts); and of the
+reader it replays with, ``EventFile``, on its own (as the tools use it, without a daemon configuration)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from livereduce.config import Config
 from livereduce.engines.scipp.chunk import PULSE_DIM
 from livereduce.engines.scipp.listeners.base import Extracted, RunStatus
 from livereduce.engines.scipp.listeners.file import FileEventDataListener
+from livereduce.engines.scipp.nexus_events import EventFile
 from livereduce.errors import ConfigError, SourceError
 
 SANS2D = Path("/work/shared/data/SANS2D_minimal.nxs")
@@ -752,7 +754,7 @@ def test_sns_error_and_unmapped_banks_are_skipped_as_mantid_does(
         _write_bank(entry, "bank1_events", [(0.0, np.array([1, 2]), np.array([1.0, 2.0]))])
         _write_bank(entry, "bank_error_events", [(0.0, np.array([2**31 + 7]), np.array([3.0]))])
         _write_bank(entry, "bank_unmapped_events", [(0.0, np.array([4_000_000_000, 9]), np.array([4.0, 5.0]))])
-    caplog.set_level(logging.INFO, logger="livereduce.FileEventDataListener")
+    caplog.set_level(logging.INFO, logger="livereduce.LoadEventNexus")
     listener = _listener(path)
     listener.connect()
     assert listener.pixel_range == (1, 2)
@@ -772,3 +774,60 @@ def test_only_junk_banks_is_a_source_error(tmp_path: Path) -> None:
         _write_bank(_sns_entry(f), "bank_error_events", [(0.0, np.array([1]), np.array([3.0]))])
     with pytest.raises(SourceError, match="no NXevent_data group found except entry/bank_error_events"):
         _listener(path).connect()
+
+
+# --- the reader on its own -----------------------------------------------------------------------------------------
+@needs_sans2d
+def test_event_file_reads_sans2d_in_chunks_without_a_config() -> None:
+    with h5py.File(SANS2D, "r") as f:
+        ids = f["raw_data_1/detector_1_events/event_id"][()]
+        tof = f["raw_data_1/detector_1_events/event_time_offset"][()]
+    with EventFile(SANS2D) as file:
+        assert file.n_pulses == 300
+        assert file.banks == ("/raw_data_1/detector_1_events",)
+        assert file.pixel_range == (int(ids.min()), int(ids.max()))
+        assert file.pixel_source == "from the event data: no NXdetector detector_number"
+        assert int(file.events_before[-1]) == ids.size
+        assert (file.metadata.run_number, file.metadata.instrument_name) == (0, "SANS2D")
+        assert file.proton_charge is None
+        pieces = list(file.chunks(128))
+    assert [chunk.sizes[PULSE_DIM] for chunk, _ in pieces] == [128, 128, 44]
+    assert all(dropped == {} for _, dropped in pieces)
+    got = [_events(chunk) for chunk, _ in pieces]
+    np.testing.assert_array_equal(np.concatenate([g[0] for g in got]), ids)
+    np.testing.assert_array_equal(np.concatenate([g[1] for g in got]), tof)
+    file.close()  # closed by the with block already: safe again
+
+
+def test_event_file_reads_any_range_and_refuses_a_range_outside_the_file(tmp_path: Path) -> None:
+    path = _simple_file(tmp_path / "range.nxs", [0.0, 1.0, 2.0, 3.0])
+    with EventFile(path) as file:
+        chunk, dropped = file.read(1, 3)
+        np.testing.assert_array_equal(_events(chunk)[0], [1, 2])
+        assert dropped == {}
+        assert file.read(4, 4)[0].sizes[PULSE_DIM] == 0
+        for first, last in ((-1, 2), (3, 2), (0, 5)):
+            with pytest.raises(ValueError, match=f"pulses {first}..{last} are not a range of 0..4"):
+                file.read(first, last)
+
+
+def test_event_file_title_and_experiment_identifier(tmp_path: Path) -> None:
+    path = _metadata_file(tmp_path / "meta.nxs")
+    with h5py.File(path, "r+") as f:
+        f["entry/title"] = b"vanadium, 300 K"
+        f["entry/experiment_identifier"] = b"IPTS-1234"
+    with EventFile(path) as file:
+        assert (file.title, file.experiment_identifier) == ("vanadium, 300 K", "IPTS-1234")
+        assert file.metadata.run_number == 12345
+        assert list(file.logs) == ["SampleTemp"]
+    with EventFile(_simple_file(tmp_path / "bare.nxs", [0.0])) as file:
+        assert (file.title, file.experiment_identifier, file.logs) == ("", "", {})
+
+
+def test_event_file_errors_are_the_listeners_one_line_source_errors(tmp_path: Path) -> None:
+    with pytest.raises(SourceError, match=r"^'.*absent\.nxs': no such file$"):
+        EventFile(tmp_path / "absent.nxs")
+    path = tmp_path / "notes.txt"
+    path.write_text("this is not a NeXus file\n")
+    with pytest.raises(SourceError, match=r"^'.*notes\.txt': not an HDF5/NeXus file$"):
+        EventFile(path)
