@@ -301,7 +301,7 @@ def run_case(streams: list[list[bytes]], rng: np.random.Generator, report: Repor
         report.failures.append(f"case {report.cases}: {type(err).__name__}: {err}")
     report.slowest_s = max(report.slowest_s, time.perf_counter() - began)
     report.resyncs += harness.resyncs
-    report.skipped.update({k: v for k, v in harness.client.counters.items() if k.startswith("skipped ")})
+    report.skipped.update({k: v for k, v in harness.client.counters.items() if k.startswith("skipped_")})
     report.chunks += harness.chunks
     report.cases += 1
 
@@ -347,7 +347,8 @@ def main(argv: list[str] | None = None) -> int:
         f"{report.rss_growth_mb:.0f} MiB"
     )
     print("  mutations: " + ", ".join(f"{name} {count:,}" for name, count in sorted(report.by_mutation.items())))
-    print("  skipped by the reader: " + ", ".join(f"{name[8:]} {n:,}" for name, n in report.skipped.most_common()))
+    skipped = ", ".join(f"{name.removeprefix('skipped_')} {n:,}" for name, n in report.skipped.most_common())
+    print(f"  skipped by the reader: {skipped}")
     for failure in report.failures[:20]:
         print(f"  FAILED {failure}")
     ok = not report.failures and report.slowest_s <= args.case_limit and report.rss_growth_mb <= args.rss_limit_mb

@@ -107,7 +107,7 @@ def test_whole_sans2d_run_from_start_with_corrupt_packets(
     assert (last.run_number, last.dropped, last.data_reset) == (1, {}, False)
     assert last.chunk.coords["instrument_name"].value == "SANS2D"
     counters = listener.health().counters
-    assert counters["packets_skipped"] == 10  # each malformed packet dropped whole, the stream kept in step
+    assert counters["messages_skipped"] == 10  # each malformed packet dropped whole, the stream kept in step
     assert counters["events"] == SANS2D_EVENTS
     assert counters["reconnects"] == 0
 
@@ -119,14 +119,14 @@ def test_time_start_gets_exactly_the_pulses_from_it(sms, listeners):
     listener = listeners(server.port, start)
     times = accumulate(drain(listener))[2]
     np.testing.assert_array_equal(times.astype(np.int64), run.pulse_ns[150:])
-    assert listener.health().counters["skipped before start"] == 50  # the SMS rounded back to pulse 100
+    assert listener.health().counters["skipped_before_start"] == 50  # the SMS rounded back to pulse 100
 
 
 def test_back_pressure_stops_reading_and_loses_nothing(sms, listeners):
     run = synthetic(pulses=600, per_pulse=1000)  # 4.8 MB of events
     server = sms([run])
     listener = listeners(server.port, source_buffer_mb=1)
-    poll_until(lambda: "paused by back-pressure" in listener.health().state, "back-pressure", timeout=30)
+    poll_until(lambda: "reading paused: buffer full" in listener.health().state, "back-pressure", timeout=30)
     buffered = listener.health().counters["buffered_bytes"]
     assert 2**20 <= buffered <= 2 * 2**20 + 100_000  # the limit plus at most one read
     ids = accumulate(drain(listener))[0]
@@ -261,7 +261,7 @@ def test_stream_out_of_step_reconnects(scripted, listeners):
     listener = listeners(server.port, "now")
     poll_until(lambda: server.connections >= 2, "a reconnect", timeout=20)
     counters = listener.health().counters
-    assert counters["skipped length not a multiple of 4"] == 1
+    assert counters["skipped_length_not_a_multiple_of_4"] == 1
     assert counters["reconnects"] >= 1
 
 

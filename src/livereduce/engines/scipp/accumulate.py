@@ -27,6 +27,7 @@ from livereduce.engines.scipp.chunk import (
     event_count,
     flat_events,
     is_event_chunk,
+    merged_metadata,
 )
 from livereduce.errors import AccumulationError
 
@@ -71,6 +72,7 @@ class Accumulator:
         self.method = method
         self._reserve_bytes = reserve_bytes
         self._events: EventAccumulator | None = None
+        self._metadata = RunMetadata()
         self.accumulation: Data | None = None
 
     @property
@@ -83,7 +85,9 @@ class Accumulator:
 
         Args:
             processed: the processed (and, unless PreserveEvents, histogrammed) chunk.
-            metadata: the chunk's run metadata; the accumulation carries the latest.
+            metadata: the chunk's run metadata. The accumulation carries the latest run number, start, instrument,
+                properties and monitors, and every log seen since it was replaced, each as the latest chunk that
+                had it holds it (a chunk holds only the logs that changed during it, see ``chunk.RunMetadata``).
             replace: force Replace (first chunk, data reset, after a run transition).
 
         Raises:
@@ -98,7 +102,8 @@ class Accumulator:
         else:
             result = processed if method == "Replace" else _combine(self.accumulation, processed, method)
             self._events = None
-        _attach_everywhere(result, metadata)
+        self._metadata = metadata if method == "Replace" else merged_metadata(self._metadata, metadata)
+        _attach_everywhere(result, self._metadata)
         self.accumulation = result
         return result
 

@@ -41,8 +41,10 @@ class RunMetadata:
         run_number: run number, 0 if unknown.
         start_time: start of the run (UTC), or None.
         instrument_name: instrument name as the source reports it ("" if unknown).
-        logs: sample-environment logs for the chunk's time span, name -> DataArray over dimension ``time``
-            (coordinate ``time``, datetime64 [ns]).
+        logs: sample-environment logs, name -> DataArray over dimension ``time`` (coordinate ``time``,
+            datetime64 [ns]): in a chunk of a network source, the logs that changed during the chunk, each with
+            the value in force when the chunk began; in the first chunk of a run, every log (see
+            ``docs/processing-scripts.md``).
         properties: further scalar run properties with Mantid's log names (e.g. ``run_title``,
             ``experiment_identifier``: str; ``run_end``: ``np.datetime64`` [ns]); attached as unaligned scalars.
         monitors: beam-monitor events of the chunk, monitor name -> DataArray of events (coordinates
@@ -160,6 +162,78 @@ def valid_events(
     return ids[keep].astype(np.int32), tof[keep], index, dropped
 
 
+def capped_range(first: int, last: int) -> tuple[int, int]:
+    """A source's pixel range ``first..last`` within ``0..MAX_EVENT_ID`` and at most :data:`MAX_PIXELS` wide
+    (the first :data:`MAX_PIXELS` ids are kept; events of the others are dropped as outside the range)."""
+    first = min(max(first, 0), MAX_EVENT_ID)
+    return first, max(first, min(last, first + MAX_PIXELS - 1, MAX_EVENT_ID))
+
+
+LogValue = int | float | str | np.ndarray
+"""One value of a log: a number, a string, or an array of numbers (a waveform)."""
+
+
+def log_series(entries: list[tuple[int, LogValue]], unit: str | None = None) -> sc.DataArray:
+    """A time-series log, as chunks carry logs: values over dimension ``time`` with coordinate ``time``
+    (datetime64 [ns], UTC).
+
+    Args:
+        entries: (time in ns since the Unix epoch, value), at least one, sorted by time.
+        unit: the values' unit as text; one scipp cannot parse is left out (any text from the network).
+
+    Returns:
+        strings if any value is a string; one bin of float64 values per time (dimension ``value``) if any value is
+        an array (arrays of different lengths are kept as they are); int64 if every value is an integer, else
+        float64.
+    """
+    times = sc.array(dims=["time"], values=np.array([t for t, _ in entries], np.int64), unit="ns", dtype="datetime64")
+    values = [value for _, value in entries]
+    if any(isinstance(v, str) for v in values):
+        data = sc.array(dims=["time"], values=[v if isinstance(v, str) else str(v) for v in values])
+    elif any(isinstance(v, np.ndarray) for v in values):
+        arrays = [np.atleast_1d(np.asarray(v, np.float64)) for v in values]
+        sizes = np.array([a.size for a in arrays], np.int64)
+        flat = sc.array(dims=["value"], values=np.concatenate(arrays), unit=_unit(unit))
+        ends = np.cumsum(sizes)
+        data = sc.bins(
+            begin=sc.array(dims=["time"], values=ends - sizes, unit=None),
+            end=sc.array(dims=["time"], values=ends, unit=None),
+            dim="value",
+            data=flat,
+        )
+    elif all(isinstance(v, int) for v in values):
+        data = sc.array(dims=["time"], values=np.array(values, np.int64), unit=_unit(unit))
+    else:
+        data = sc.array(dims=["time"], values=np.array(values, np.float64), unit=_unit(unit))
+    return sc.DataArray(data, coords={"time": times})
+
+
+def monitor_events(pulse_ns: np.ndarray, tof_us: np.ndarray) -> sc.DataArray:
+    """A beam monitor's events, as chunks carry them in the ``monitors`` DataGroup: weights 1 [counts],
+    coordinates ``event_time_offset`` (float32 [µs]) and ``event_time_zero`` (datetime64 [ns]).
+
+    Args:
+        pulse_ns: each event's pulse time, ns since the Unix epoch, int64 (n_events,).
+        tof_us: each event's time of flight in µs (n_events,).
+    """
+    return sc.DataArray(
+        sc.ones(sizes={EVENT_DIM: tof_us.size}, dtype="float32", unit="counts"),
+        coords={
+            "event_time_offset": sc.array(dims=[EVENT_DIM], values=tof_us, unit="us", dtype="float32"),
+            "event_time_zero": sc.array(dims=[EVENT_DIM], values=pulse_ns, unit="ns", dtype="datetime64"),
+        },
+    )
+
+
+def _unit(text: str | None) -> sc.Unit | None:
+    if not text:
+        return None
+    try:
+        return sc.Unit(text)
+    except Exception:  # noqa: BLE001 - any text from the network; unparsable units are left out
+        return None
+
+
 def empty_chunk(metadata: RunMetadata) -> sc.DataArray:
     """A chunk with no pulses (a cycle in which the source delivered nothing)."""
     return make_chunk(
@@ -187,6 +261,19 @@ def attach_metadata(target: sc.DataArray, metadata: RunMetadata) -> None:
     for name, value in values.items():
         target.coords[name] = value
         target.coords.set_aligned(name, False)
+
+
+def merged_metadata(older: RunMetadata, newer: RunMetadata) -> RunMetadata:
+    """What an accumulation carries after ``newer`` was added to ``older``: ``newer``'s run number, start,
+    instrument and monitors; every log and property of both, ``newer``'s where both have one."""
+    return RunMetadata(
+        run_number=newer.run_number,
+        start_time=newer.start_time,
+        instrument_name=newer.instrument_name,
+        logs={**older.logs, **newer.logs},
+        properties={**older.properties, **newer.properties},
+        monitors=newer.monitors,
+    )
 
 
 def metadata_of(data: sc.DataArray) -> RunMetadata:

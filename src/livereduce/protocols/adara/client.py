@@ -10,7 +10,10 @@ Semantics (Mantid's, see ``docs/architecture.md``; protocol citations in :mod:`.
 * **Runs** come only from RUN_STATUS NEW_RUN and END_RUN [NP 5 intro]: END_RUN seals the data so far as
   ``END_RUN``; NEW_RUN seals it as ``BEGIN_RUN`` when pulses arrived since the previous transition (data
   between runs, or a run whose end was missed), else it just starts the run. RUN_EOF/RUN_BOF, STATE and the
-  prologue repeated in every chunk file change nothing.
+  prologue repeated in every chunk file change nothing. An END_RUN when no run is open and no data came since
+  the last transition ends nothing (counted, ``skipped_end_run_without_a_run``). Runs without data that follow
+  each other before the next :meth:`ClientState.take` collapse into one transition (the latest; counted,
+  ``run_transitions_coalesced``), so a flood of run transitions never piles up.
 * **Pause** [NP 5.14; Mantid]: between pause and resume annotations, banked events are dropped (counted as
   ``paused``) unless ``keep_paused_events``.
 * **Reconnects** (:meth:`ClientState.connected`): with ``from_start_of_run`` the SMS replays the run, so the
@@ -20,6 +23,13 @@ Semantics (Mantid's, see ``docs/architecture.md``; protocol citations in :mod:`.
   received and drops pulses up to it, so nothing is lost or doubled that the SMS still has.
 * **Geometry**: detector ids of the GEOMETRY's IDF; a new geometry takes effect at the next run boundary (the
   pixel range of an accumulation never changes under it).
+* **Logs**: a segment holds the log values received during it, each log with the value in force when the
+  segment began; a segment that starts an accumulation (the first, the first of a run, the first after a
+  replay) holds the value in force of every log. So a cycle's cost for logs grows with what changed, not with
+  the number of process variables. At most :data:`MAX_PROCESS_VARIABLES` process variables are tracked; those
+  declared beyond are ignored and counted (``skipped_process_variable_beyond_the_maximum``).
+* **Memory** is bounded by what was received: a segment's event arrays start small and grow by doubling;
+  :attr:`ClientState.pending_bytes` counts every segment not yet taken (with a fixed cost per segment).
 """
 
 from __future__ import annotations
@@ -35,6 +45,7 @@ from typing import Literal
 
 import numpy as np
 
+from livereduce.protocols import skipped_counter
 from livereduce.protocols.adara import decode, encode
 from livereduce.protocols.adara.decode import Frame, PacketError
 from livereduce.protocols.adara.geometry import DetectorIds, GeometryError, detector_ids
@@ -65,9 +76,14 @@ SPECIAL_BANK_REASONS = {
 PAUSED = "paused"
 _PULSE_BYTES = 40  # bookkeeping per pulse in a segment: time, charge, flags, veto, event count
 _LOG_ENTRY_BYTES = 64
+SEGMENT_BYTES = 1024
+"""What a segment costs in :attr:`ClientState.pending_bytes` before any data (its Python objects)."""
 _INTEGER_TYPES = ("integer", "unsigned", "boolean", "enum")
-DEFAULT_SEGMENT_EVENTS = 1 << 20
-"""Events a segment's arrays are allocated for at first (they grow when needed)."""
+DEFAULT_SEGMENT_EVENTS = 1 << 16
+"""Events a segment's arrays are allocated for at first (they double when needed)."""
+MAX_PROCESS_VARIABLES = 10_000
+"""Most process variables (DEVICE_DESC ``process_variable`` entries over all devices) a client tracks. SNS
+beamlines declare hundreds to a few thousand; every tracked one is a log of the first chunk of each run."""
 
 Allocate = Callable[[int], tuple[np.ndarray, np.ndarray, object]]
 """``allocate(n)`` -> (pixel ids int32 (n,), TOFs float32 (n,), their owner): writable arrays for n events, e.g.
@@ -155,7 +171,8 @@ class Segment:
         pulse_events: events kept per pulse.
         monitors: monitor id -> (pulse times Unix ns, TOFs µs), one array pair per packet.
         logs: log name -> new (Unix ns, value) entries, in arrival order.
-        initial_logs: log name -> the latest (Unix ns, value) when the segment began (the value in force).
+        initial_logs: log name -> the latest (Unix ns, value) when the segment began (the value in force): of
+            every log for a segment that starts an accumulation, else of the logs that changed in it.
         properties: run properties with Mantid's names (``run_title``, ``experiment_identifier``, ``run_start``,
             ``run_end`` as Unix ns).
         dropped: events dropped at this boundary, by reason.
@@ -179,11 +196,16 @@ class Segment:
     dropped: Counter[str] = field(default_factory=Counter)
     transition: Transition | None = None
     data_reset: bool = False
-    nbytes: int = 0
+    nbytes: int = SEGMENT_BYTES
 
     @property
     def pulses(self) -> int:
         return len(self.pulse_ns)
+
+    @property
+    def has_data(self) -> bool:
+        """Pulses or monitor events arrived in it."""
+        return bool(self.pulses or self.monitors)
 
     @property
     def event_count(self) -> int:
@@ -211,9 +233,12 @@ class ClientState:
             reader is told to wait, e.g.).
 
     Attributes:
-        counters: cumulative counts: ``packets``, ``pulses``, ``events`` (kept), ``events_filtered``
-            (before the start or the run), ``events_dropped``, ``heartbeats``, ``skipped <reason>`` per skipped
-            packet.
+        counters: cumulative counts, named as every source names them
+            (:data:`livereduce.engines.scipp.listeners.buffered.COUNTERS`): ``messages`` (packets), ``pulses``,
+            ``events`` (kept), ``events_dropped``, ``monitor_events``, ``logs``, ``run_starts``, ``run_stops``,
+            ``skipped_<reason>`` per skipped packet (:func:`livereduce.protocols.skipped_counter`); and ADARA's
+            own: ``events_filtered`` (before the start or the run), ``heartbeats``,
+            ``events_discarded_for_replay``, ``run_transitions_coalesced``.
         geometry: detector ids of the latest GEOMETRY, or None.
         instrument: the BEAMLINE_INFO long name ("" before one arrived).
     """
@@ -252,6 +277,8 @@ class ClientState:
         self._reset_pending = False
         self._interrupted_run = 0
         self._sealed: deque[Segment] = deque()
+        self._sealed_bytes = 0
+        self._variables = 0  # process variables tracked (at most MAX_PROCESS_VARIABLES)
         self._current = Segment(events=self._event_arrays())
         self._handlers = {
             PacketType.BANKED_EVENT: self._banked_event,
@@ -298,8 +325,8 @@ class ClientState:
             if self._run_number and (self._pulses_since_transition or current.pulses):
                 self._interrupted_run = self._run_number
             self.counters["events_discarded_for_replay"] += current.event_count
-            self._current = self._new_segment()
-            self._current.initial_logs = current.initial_logs
+            self._current = self._new_segment(every_log=True)
+            self._current.initial_logs.update(current.initial_logs)
             self._current.logs = current.logs
             self._waiting_for_run = True
             self._reset_pending = True
@@ -319,41 +346,62 @@ class ClientState:
 
     @property
     def pending_bytes(self) -> int:
-        """Memory held by data not yet taken (events, pulses, monitors, logs)."""
-        return self._current.nbytes + sum(segment.nbytes for segment in self._sealed)
+        """Memory held by data not yet taken (events, pulses, monitors, logs, and :data:`SEGMENT_BYTES` per
+        segment); O(1), kept up to date by every change."""
+        return self._current.nbytes + self._sealed_bytes
 
     # --- handing over -----------------------------------------------------------------------------------------
     def take(self) -> Segment:
         """The oldest sealed segment if any (one run transition per call), else everything since the last call."""
         if self._sealed:
-            return self._sealed.popleft()
+            taken = self._sealed.popleft()
+            self._sealed_bytes -= taken.nbytes
+            return taken
         taken = self._current
-        self._current = self._new_segment()
+        self._current = self._new_segment(every_log=False)
         return taken
 
     def _event_arrays(self) -> EventArrays:
         return EventArrays(self._allocate, self._segment_events)
 
-    def _new_segment(self) -> Segment:
+    def _new_segment(self, *, every_log: bool) -> Segment:
+        """A segment of the current run; ``every_log``: it starts an accumulation, so it holds the value in force
+        of every log (else only of those that change in it)."""
         return Segment(
             self._run_number,
             self._run_start_ns,
             self._range,
             self._event_arrays(),
-            initial_logs=dict(self._last_log),
+            initial_logs=dict(self._last_log) if every_log else {},
         )
 
     def _seal(self, transition: Transition) -> None:
-        self._current.transition = transition
-        self._sealed.append(self._current)
+        """Seal the current segment as ``transition``; one without data replaces a sealed one without data
+        before it (keeping its logs), so transitions without data never pile up."""
+        current = self._current
+        current.transition = transition
+        last = self._sealed[-1] if self._sealed else None
+        if last is not None and not last.has_data and not current.has_data:
+            self._sealed.pop()
+            self._sealed_bytes -= last.nbytes
+            for name, entries in last.logs.items():
+                current.logs[name] = entries + current.logs.get(name, [])
+            for name, entry in last.initial_logs.items():
+                current.initial_logs.setdefault(name, entry)
+            current.dropped.update(last.dropped)
+            current.data_reset |= last.data_reset
+            current.nbytes += last.nbytes - SEGMENT_BYTES
+            self.counters["run_transitions_coalesced"] += 1
+        self._sealed.append(current)
+        self._sealed_bytes += current.nbytes
         self._pulses_since_transition = 0
 
     # --- packets ----------------------------------------------------------------------------------------------
     def handle(self, frame: Frame) -> None:
         """Apply one packet. Never raises for any content: a packet that cannot be used is counted under
-        ``skipped <reason>`` and ignored whole."""
+        ``skipped_<reason>`` and ignored whole."""
         header = frame.header
-        self.counters["packets"] += 1
+        self.counters["messages"] += 1
         kind = header.packet_type
         handler = self._handlers.get(kind)
         if handler is None:
@@ -374,8 +422,8 @@ class ClientState:
     def _sync(self, _: Frame) -> None:
         """SYNC marks stored files; discarded on a network stream [NP 5.15]."""
 
-    def _skip(self, reason: str) -> None:
-        self.counters[f"skipped {reason}"] += 1
+    def _skip(self, reason: str, n: int = 1) -> None:
+        self.counters[skipped_counter(reason)] += n
 
     def _filtered(self, stamp_ns: int) -> str | None:
         """Why an event packet at ``stamp_ns`` is ignored: waiting for the run, before the start; None: used."""
@@ -464,11 +512,14 @@ class ClientState:
         if self._waiting_for_run:
             self._waiting_for_run = False
             if self._interrupted_run and self._interrupted_run != status.run_number:
-                self._sealed.append(Segment(self._interrupted_run, None, self._range, transition=Transition.END_RUN))
+                interrupted = Segment(self._interrupted_run, None, self._range, transition=Transition.END_RUN)
+                self._sealed.append(interrupted)
+                self._sealed_bytes += interrupted.nbytes
             self._interrupted_run = 0
         elif self._pulses_since_transition or self._current.pulses:
             self._seal(Transition.BEGIN_RUN)
-            self._current = self._new_segment()
+            self._current = self._new_segment(every_log=True)
+        self.counters["run_starts"] += 1
         self._range = self._geometry_range() or self._range
         current = self._current
         current.run_number, current.run_start_ns, current.id_range = self._run_number, start_ns, self._range
@@ -481,12 +532,16 @@ class ClientState:
         if self._filtered(stamp) is not None:
             self._run_number, self._run_start_ns = 0, None
             return
+        if not (self._run_number or self._current.run_number or self._current.has_data):
+            self._skip("end run without a run")  # nothing to end: no run open, no data since the last transition
+            return
+        self.counters["run_stops"] += 1
         self._current.properties["run_end"] = stamp
         self._current.run_number = self._current.run_number or self._run_number
         self._seal(Transition.END_RUN)
         self._run_number, self._run_start_ns = 0, None
         self._range = self._geometry_range() or self._range
-        self._current = self._new_segment()
+        self._current = self._new_segment(every_log=True)
         self._paused = False
 
     def _geometry(self, frame: Frame) -> None:
@@ -520,11 +575,19 @@ class ClientState:
     def _device(self, frame: Frame) -> None:
         device = decode.decode_device_descriptor(frame.payload)
         if device.invalid:
-            self.counters["skipped process variable without name or id"] += device.invalid
+            self._skip("process variable without name or id", device.invalid)
+        previous = self._devices.pop(device.device_id, {})
+        self._variables -= len(previous)
+        room = max(0, MAX_PROCESS_VARIABLES - self._variables)
+        declared = list(device.variables.items())
+        if len(declared) > room:
+            self._skip("process variable beyond the maximum", len(declared) - room)
+            declared = declared[:room]
         self._devices[device.device_id] = {
-            pv_id: Variable(pv.name, pv.pv_type.strip().lower(), pv.units) for pv_id, pv in device.variables.items()
+            pv_id: Variable(pv.name, pv.pv_type.strip().lower(), pv.units) for pv_id, pv in declared
         }
-        for pv in device.variables.values():
+        self._variables += len(declared)
+        for _, pv in declared:
             if pv.units:
                 self._units[pv.name] = pv.units
 
@@ -560,13 +623,18 @@ class ClientState:
         last = self._last_log.get(name)
         if last is not None and last[0] == stamp and _same(last[1], value):
             return
+        current = self._current
+        if last is not None and name not in current.logs and name not in current.initial_logs:
+            current.initial_logs[name] = last  # the value in force when the segment began
         self._last_log[name] = (stamp, value)
-        self._current.logs.setdefault(name, []).append((stamp, value))
-        self._current.nbytes += _LOG_ENTRY_BYTES + (value.nbytes if isinstance(value, np.ndarray) else 0)
+        current.logs.setdefault(name, []).append((stamp, value))
+        current.nbytes += _LOG_ENTRY_BYTES + (value.nbytes if isinstance(value, np.ndarray) else 0)
+        self.counters["logs"] += 1
 
     def logs_for(self, segment: Segment) -> dict[str, list[tuple[int, LogValue]]]:
-        """Every log known, for a chunk: the value in force when the segment began plus the segment's new
-        values, sorted by time, without repeats."""
+        """The logs of a segment's chunk: those in :attr:`Segment.initial_logs` (every log for a segment that
+        starts an accumulation) and those with new values, each as the value in force when the segment began
+        plus the new values, sorted by time, without repeats."""
         result = {}
         for name in sorted(set(segment.initial_logs) | set(segment.logs)):
             entries = sorted(

@@ -298,18 +298,18 @@ def decode_run_info(payload: Buffer) -> RunInfo:
     )
 
 
-def decode_geometry(payload: Buffer) -> str:
-    """The GEOMETRY packet's instrument definition (IDF) XML text [NP 5.17].
+def decode_geometry(payload: Buffer) -> memoryview:
+    """The GEOMETRY packet's instrument definition (IDF) XML document [NP 5.17], as a view of the payload's
+    bytes (not copied, not decoded: the XML parser reads its declared encoding, UTF-8 by default).
 
     Raises:
-        PacketError: length beyond the payload, or not UTF-8.
+        PacketError: length beyond the payload.
     """
     _need(payload, 4, "geometry")
     (length,) = U32.unpack_from(payload)
-    try:
-        return _text(payload, 4, length, "geometry XML").decode("utf-8")
-    except UnicodeDecodeError as err:
-        raise PacketError("geometry XML is not UTF-8", str(err)) from None
+    if 4 + length > len(payload):
+        raise PacketError("geometry XML length beyond the payload", f"{length} bytes at 4 of {len(payload)}")
+    return memoryview(payload)[4 : 4 + length]
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,21 +11,29 @@ packets, and Mantid builds one spectrum per detector id [Mantid]. Ids are declar
   ``ypixels``.
 
 Id lists used only by monitor components (``<type is="monitor">``) are monitors, not detectors. The XML is
-parsed with :mod:`xml.etree.ElementTree` by local names (the IDF has a default namespace); ranges are never
-expanded, so a hostile ``end`` cannot exhaust memory.
+read as a stream with expat (:mod:`xml.parsers.expat`, no tree is built) by local names (the IDF has a default
+namespace), and only a summary is kept — per id list its first and
+last id and count, per type its kind, grid size and child component types, the distinct id attributes of
+components — so memory grows with the number of distinct declarations (at most :data:`MAX_DECLARATIONS` of each
+kind), not with the size of the document. Ranges are never expanded, so a hostile ``end`` cannot exhaust memory.
 """
 
 from __future__ import annotations
 
 import math
 import xml.etree.ElementTree as ET
-from dataclasses import dataclass
-
-from livereduce.protocols.adara.decode import local_name
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from xml.parsers import expat
 
 IDF_NAMESPACE = "http://www.mantidproject.org/IDF/1.0"
 _GRID_TYPES = ("rectangular_detector", "structured_detector")
 _MAX_DEPTH = 64
+MAX_DECLARATIONS = 100_000
+"""Most distinct types, id lists and component id attributes :func:`detector_ids` keeps (each); those beyond
+are counted as invalid. A real IDF has hundreds to a few thousand of each."""
+_FEED_BYTES = 1 << 20
+_ID_ATTRIBUTES = ("idlist", "idstart", "idfillbyfirst", "idstepbyrow", "idstep")
 
 
 class GeometryError(ValueError):
@@ -40,7 +48,8 @@ class DetectorIds:
         first: smallest detector id (may be negative), or None if the IDF has none.
         last: largest detector id, or None.
         count: number of ids declared (overlapping declarations counted twice).
-        invalid: id declarations that could not be read (non-integer values, zero steps); ignored.
+        invalid: id declarations that could not be read (non-integer values, zero steps, beyond
+            :data:`MAX_DECLARATIONS`); ignored.
     """
 
     first: int | None
@@ -57,41 +66,121 @@ class DetectorIds:
         return (first, last) if first <= last else None
 
 
-def detector_ids(xml: str | bytes) -> DetectorIds:
-    """The detector ids declared in an IDF (see the module description).
+@dataclass
+class _Type:
+    """What a ``<type>`` says about detector ids: its kind (``is``), grid size and child component types."""
+
+    kind: str = ""
+    xpixels: str | None = None
+    ypixels: str | None = None
+    children: set[str] = field(default_factory=set)
+
+
+@dataclass
+class _Ranges:
+    """Running summary of id ranges: (low, high, count) folded into first/last/count."""
+
+    first: int | None = None
+    last: int | None = None
+    count: int = 0
+
+    def add(self, low: int, high: int, count: int) -> None:
+        self.first = low if self.first is None else min(self.first, low)
+        self.last = high if self.last is None else max(self.last, high)
+        self.count += count
+
+
+@dataclass
+class _Summary:
+    """What :func:`detector_ids` keeps of the document while it streams."""
+
+    types: dict[str, _Type] = field(default_factory=dict)
+    idlists: dict[str, _Ranges] = field(default_factory=dict)
+    components: set[tuple[str | None, ...]] = field(default_factory=set)  # (type, idlist, idstart, fill, row, step)
+    invalid: int = 0
+
+
+def detector_ids(xml: str | bytes | memoryview) -> DetectorIds:
+    """The detector ids declared in an IDF (see the module description), read as a stream.
 
     Raises:
         GeometryError: not well-formed XML, or the root is not ``<instrument>``.
     """
+    data = xml.encode("utf-8") if isinstance(xml, str) else memoryview(xml)
+    reader = _Reader()
+    parser = expat.ParserCreate(namespace_separator="}")  # names "uri}local"; no external entities
+    parser.StartElementHandler = reader.start
+    parser.EndElementHandler = reader.end
     try:
-        root = ET.fromstring(xml)  # noqa: S314 - expat: no external entities; bounded by the packet cap
-    except (ET.ParseError, LookupError, ValueError) as err:  # LookupError: unknown declared encoding
+        for at in range(0, len(data), _FEED_BYTES):
+            parser.Parse(bytes(data[at : at + _FEED_BYTES]), False)
+        parser.Parse(b"", True)
+    except (expat.ExpatError, LookupError, ValueError) as err:  # LookupError: unknown declared encoding
         raise GeometryError(f"instrument definition is not well-formed XML: {err}") from None
-    if local_name(root) != "instrument":
-        raise GeometryError(f"instrument definition has root <{local_name(root)}>, expected <instrument>")
-    types = {el.get("name", ""): el for el in root if local_name(el) == "type"}
-    components = [el for el in root.iter() if local_name(el) == "component"]
-    monitor_lists = {c.get("idlist", "") for c in components if c.get("idlist") and _only_monitors(c, types)}
-    ranges: list[tuple[int, int, int]] = []  # (low, high, count)
-    invalid = 0
-    for idlist in (el for el in root.iter() if local_name(el) == "idlist"):
-        if idlist.get("idname", "") in monitor_lists:
-            continue
-        for entry in (el for el in idlist if local_name(el) == "id"):
-            declared = _id_entry(entry)
-            if declared is None:
-                invalid += 1
+    return _detector_ids(reader.summary)
+
+
+class _Reader:
+    """expat handlers folding the document into a :class:`_Summary`; keeps only the open elements' names and the
+    attributes it needs (the ``name`` of an open ``<type>``, the ``idname`` of an open ``<idlist>``)."""
+
+    def __init__(self) -> None:
+        self.summary = _Summary()
+        self.stack: list[tuple[str, str]] = []  # (local name, name/idname) of the open elements
+
+    def start(self, tag: str, attrs: dict[str, str]) -> None:
+        name = tag.rsplit("}", 1)[-1]
+        stack, summary = self.stack, self.summary
+        if not stack and name != "instrument":
+            raise GeometryError(f"instrument definition has root <{name}>, expected <instrument>")
+        parent = stack[-1] if stack else ("", "")
+        label = ""
+        if name == "type" and len(stack) == 1:
+            label = attrs.get("name", "")
+            if len(summary.types) >= MAX_DECLARATIONS:
+                summary.invalid += 1
             else:
-                ranges.append(declared)
-    for component in components:
+                summary.types[label] = _Type(attrs.get("is", "").lower(), attrs.get("xpixels"), attrs.get("ypixels"))
+        elif name == "component":
+            kind = attrs.get("type", "")
+            owner = summary.types.get(parent[1]) if len(stack) == 2 and parent[0] == "type" else None
+            if owner is not None and len(owner.children) < MAX_DECLARATIONS:
+                owner.children.add(kind)
+            if len(summary.components) >= MAX_DECLARATIONS:
+                summary.invalid += 1
+            else:
+                summary.components.add((kind, *(attrs.get(attribute) for attribute in _ID_ATTRIBUTES)))
+        elif name == "idlist":
+            label = attrs.get("idname", "")
+        elif name == "id" and parent[0] == "idlist":
+            declared = _id_entry(attrs)
+            if declared is None or (parent[1] not in summary.idlists and len(summary.idlists) >= MAX_DECLARATIONS):
+                summary.invalid += 1
+            else:
+                summary.idlists.setdefault(parent[1], _Ranges()).add(*declared)
+        stack.append((name, label))
+
+    def end(self, _: str) -> None:
+        self.stack.pop()
+
+
+def _detector_ids(summary: _Summary) -> DetectorIds:
+    types = summary.types
+    monitor_lists = {
+        component[1] for component in summary.components if component[1] and _only_monitors(component[0] or "", types)
+    }
+    ranges = _Ranges()
+    for idname, declared in summary.idlists.items():
+        if idname not in monitor_lists and declared.first is not None and declared.last is not None:
+            ranges.add(declared.first, declared.last, declared.count)
+    invalid = summary.invalid
+    for component in summary.components:
         grid = _grid(component, types)
         if grid is False:
             invalid += 1
         elif grid is not None:
-            ranges.append(grid)
-    if not ranges:
-        return DetectorIds(None, None, 0, invalid)
-    return DetectorIds(min(r[0] for r in ranges), max(r[1] for r in ranges), sum(r[2] for r in ranges), invalid)
+            ranges.add(*grid)
+    return DetectorIds(ranges.first, ranges.last, ranges.count, invalid)
 
 
 def _int(value: str | None, default: int | None = None) -> int | None:
@@ -103,8 +192,9 @@ def _int(value: str | None, default: int | None = None) -> int | None:
         return None
 
 
-def _id_entry(entry: ET.Element) -> tuple[int, int, int] | None:
-    """``<id val=..>`` or ``<id start=.. end=.. [step=..]>`` as (low, high, count), None if unreadable."""
+def _id_entry(entry: Mapping[str, str]) -> tuple[int, int, int] | None:
+    """``<id val=..>`` or ``<id start=.. end=.. [step=..]>`` (its attributes) as (low, high, count), None if
+    unreadable."""
     if entry.get("val") is not None:
         value = _int(entry.get("val"))
         return None if value is None else (value, value, 1)
@@ -116,32 +206,28 @@ def _id_entry(entry: ET.Element) -> tuple[int, int, int] | None:
     return min(start, last), max(start, last), count
 
 
-def _type_of(component: ET.Element, types: dict[str, ET.Element]) -> ET.Element | None:
-    return types.get(component.get("type", ""))
-
-
-def _only_monitors(component: ET.Element, types: dict[str, ET.Element], depth: int = 0) -> bool:
-    """True if every leaf type under ``component`` is a monitor (``is="monitor"``)."""
-    kind = _type_of(component, types)
+def _only_monitors(kind_name: str, types: dict[str, _Type], depth: int = 0) -> bool:
+    """True if every leaf type under a component of type ``kind_name`` is a monitor (``is="monitor"``)."""
+    kind = types.get(kind_name)
     if kind is None or depth > _MAX_DEPTH:
         return False
-    if kind.get("is"):
-        return kind.get("is", "").lower() == "monitor"
-    children = [el for el in kind if local_name(el) == "component"]
-    return bool(children) and all(_only_monitors(child, types, depth + 1) for child in children)
+    if kind.kind:
+        return kind.kind == "monitor"
+    return bool(kind.children) and all(_only_monitors(child, types, depth + 1) for child in kind.children)
 
 
-def _grid(component: ET.Element, types: dict[str, ET.Element]) -> tuple[int, int, int] | bool | None:
+def _grid(component: tuple[str | None, ...], types: dict[str, _Type]) -> tuple[int, int, int] | bool | None:
     """Ids of a rectangular/structured detector component as (low, high, count); None if the component is not
     one; False if it is but its attributes cannot be read."""
-    kind = _type_of(component, types)
-    if kind is None or kind.get("is", "").lower() not in _GRID_TYPES:
+    kind_name, _, idstart, fill, idstepbyrow, idstep = component
+    kind = types.get(kind_name or "")
+    if kind is None or kind.kind not in _GRID_TYPES:
         return None
-    nx, ny = _int(kind.get("xpixels")), _int(kind.get("ypixels"))
-    by_y = component.get("idfillbyfirst", "y").strip().lower() != "x"
-    start = _int(component.get("idstart"), 0)
-    row = _int(component.get("idstepbyrow"), ny if by_y else nx)
-    step = _int(component.get("idstep"), 1)
+    nx, ny = _int(kind.xpixels), _int(kind.ypixels)
+    by_y = (fill or "y").strip().lower() != "x"
+    start = _int(idstart, 0)
+    row = _int(idstepbyrow, (ny if by_y else nx) if nx is not None and ny is not None else None)
+    step = _int(idstep, 1)
     if None in (nx, ny, start, row, step) or nx <= 0 or ny <= 0:
         return False
     outer, inner = (nx, ny) if by_y else (ny, nx)
