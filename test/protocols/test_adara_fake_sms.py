@@ -3,9 +3,13 @@ command line. Servers bind 127.0.0.1 and are stopped by their fixtures."""
 
 from __future__ import annotations
 
+import errno
+import logging
+import re
 import socket
 import subprocess
 import sys
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -15,7 +19,8 @@ import pytest
 from conftest import SANS2D_EVENTS, poll_until
 from livereduce.protocols.adara import decode, encode
 from livereduce.protocols.adara.packets import EPICS_EPOCH_OFFSET_S, ClientFlags, PacketType, RunStatusCode
-from livereduce.tools.fake_sms import make_run
+from livereduce.tools.sms_server import ClientFailed, ClientGone, connection_ended
+from livereduce.tools.sms_stream import MAX_RUN_NUMBER, Timeline, make_run, next_run_number
 
 S = 1_000_000_000
 T0 = 1_700_000_000 * S
@@ -134,16 +139,79 @@ def test_no_pause_data_is_honoured(sms):
     assert kinds(received).count(PacketType.BANKED_EVENT) == 30
 
 
-def test_a_client_without_a_valid_hello_is_dropped(sms):
+def test_a_client_without_a_valid_hello_is_dropped(sms, caplog):
+    caplog.set_level(logging.INFO, logger="livereduce.fake_sms")
     server = sms([small_run()])
     with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
         sock.sendall(encode.heartbeat(T0))
         assert sock.recv(16) == b""  # closed without a word
+    warning = poll_until(lambda: [r for r in caplog.records if r.levelno == logging.WARNING], "the warning")
+    expected = f"no valid hello (expected CLIENT_HELLO, got type 0x{PacketType.HEARTBEAT:04X} with 0 bytes)"
+    assert re.fullmatch(r"client 127\.0\.0\.1:\d+: " + re.escape(expected), warning[0].getMessage())
+
+
+def ended(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    """The fake SMS's records of how client sessions ended (anything but connected and hello)."""
+    return [
+        record
+        for record in caplog.records
+        if record.name == "livereduce.fake_sms" and not re.search(r" connected$|: hello ", record.getMessage())
+    ]
+
+
+@pytest.mark.parametrize("when", ["after the run (close)", "in the middle of the stream (reset)"])
+def test_a_client_that_disconnects_is_one_info_line_not_a_broken_pipe(sms, caplog, when):
+    """A client's normal stop, whether the server's next send meets the closed socket (EPIPE) or a reset (the
+    client closed with data unread), is ``client HOST:PORT disconnected`` at INFO."""
+    caplog.set_level(logging.INFO, logger="livereduce.fake_sms")
+    server = sms([small_run(pulses=3000)], heartbeat_s=0.05)
+    if when.startswith("after"):
+        conversation(server.port, encode.client_hello(1, T0))
+    else:
+        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+            sock.sendall(encode.client_hello(1, T0))
+            assert sock.recv(1000)
+    records = poll_until(lambda: ended(caplog), "the end of the session")
+    assert [(r.levelno, re.sub(r":\d+ ", ":PORT ", r.getMessage())) for r in records] == [
+        (logging.INFO, "client 127.0.0.1:PORT disconnected")
+    ]
+
+
+def test_connection_errors_other_than_the_clients_close_stay_warnings():
+    for error in (BrokenPipeError(errno.EPIPE, "Broken pipe"), ConnectionResetError(errno.ECONNRESET, "reset")):
+        gone = connection_ended(error)
+        assert isinstance(gone, ClientGone)
+        assert str(gone) == "disconnected"
+    failed = connection_ended(OSError(errno.ETIMEDOUT, "Connection timed out"))
+    assert isinstance(failed, ClientFailed)
+    assert str(failed) == "connection lost (Connection timed out)"
+
+
+def test_the_hello_line_names_runs_by_their_numbers_from_1(sms, caplog):
+    """A run without a run number is run 1 (2, 3, ... for the next), in the log as in the packets."""
+    caplog.set_level(logging.INFO, logger="livereduce.fake_sms")
+    server = sms([small_run(pulses=5)], loops=2)
+    assert [server.timeline.at(k).number for k in range(2)] == [1, 2]
+    received = conversation(server.port, encode.client_hello(1, T0))
+    assert (RunStatusCode.NEW_RUN, 1) in [(item[1], item[2]) for item in received if item[0] == PacketType.RUN_STATUS]
+    hello = poll_until(lambda: [r.getMessage() for r in caplog.records if ": hello " in r.getMessage()], "the hello")
+    assert hello[0].endswith(": hello v0 start 1 at pulse 0 of run 1: serving run 1 from pulse 0 (from NEW_RUN)")
+
+
+def test_run_numbers_stay_within_adaras_32_bits():
+    assert next_run_number(0, 0) == 1  # no run number: run 1
+    assert next_run_number(7, 2) == 9
+    assert next_run_number(MAX_RUN_NUMBER, 1) == 1  # past the top: 1 again, never 0 (no run)
+    assert next_run_number(2**40, 0) == 1  # a file's number that does not fit: ignored
+    run = small_run(pulses=2)
+    run.number = 2**40
+    assert Timeline([run], loops=1, speed=0).at(0).number == 1
 
 
 def test_cli_serves_sans2d_and_stops_on_sigterm(sans2d: Path):
+    command = [sys.executable, "-m", "livereduce.tools.fake_sms", str(sans2d), "--port", "0", "--speed", "0"]
     process = subprocess.Popen(
-        [sys.executable, "-m", "livereduce.tools.fake_sms", str(sans2d), "--port", "0", "--speed", "0"],
+        [*command, "--heartbeat", "0.1"],
         stdout=subprocess.PIPE,
         text=True,
     )
@@ -151,9 +219,22 @@ def test_cli_serves_sans2d_and_stops_on_sigterm(sans2d: Path):
         line = process.stdout.readline()
         assert "listening on 127.0.0.1:" in line
         assert f"300 pulses, {SANS2D_EVENTS} events" in line
+        assert line.rstrip().endswith("runs from 1")  # the SANS2D sample has no run number
         port = int(line.split("127.0.0.1:")[1].split(":")[0])
+        lines: list[str] = []
+        threading.Thread(target=lambda: lines.extend(iter(process.stdout.readline, "")), daemon=True).start()
         received = conversation(port, encode.client_hello(1, T0))
         assert kinds(received).count(PacketType.BANKED_EVENT) == 300
+        runs = [(item[1], item[2]) for item in received if item[0] == PacketType.RUN_STATUS]
+        assert (RunStatusCode.NEW_RUN, 1) in runs
+        assert (RunStatusCode.END_RUN, 1) in runs
+        poll_until(lambda: any(" disconnected" in text for text in lines), lambda: "".join(lines), timeout=20)
+        output = "".join(lines)
+        assert "hello v0 start 1 at pulse 0 of run 1: serving run 1 from pulse 0 (from NEW_RUN)" in output
+        assert re.search(r"^livereduce-fake-sms: INFO: client 127\.0\.0\.1:\d+ disconnected$", output, re.M), output
+        assert "WARNING" not in output
+        assert "Broken pipe" not in output
+        assert "run index" not in output
         process.terminate()
         assert process.wait(10) == 0
     finally:
@@ -168,6 +249,8 @@ def test_cli_serves_sans2d_and_stops_on_sigterm(sans2d: Path):
         (["x.nxs", "--pause-at", "5:3"], 2, "--pause-at 5:3"),
         (["x.nxs", "--eof-every", "0"], 2, "--eof-every must be at least 1"),
         (["x.nxs", "--heartbeat", "0"], 2, "--heartbeat must be > 0"),
+        (["x.nxs", "--run-number", "0"], 2, f"0: expected a run number within 1..{MAX_RUN_NUMBER}"),
+        (["x.nxs", "--run-number", str(2**32)], 2, "expected a run number within 1..4294967295"),
     ],
 )
 def test_cli_errors(args, code, message):

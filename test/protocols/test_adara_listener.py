@@ -22,7 +22,7 @@ from livereduce.errors import ConfigError, SourceError
 from livereduce.protocols.adara import encode
 from livereduce.protocols.adara.geometry import minimal_idf
 from livereduce.protocols.adara.packets import EPICS_EPOCH_OFFSET_S, RunStatusCode
-from livereduce.tools.fake_sms import Run, load_run, make_run
+from livereduce.tools.sms_stream import Run, load_run, make_run
 
 S = 1_000_000_000
 T0 = 1_700_000_000 * S
