@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+import threading
 from datetime import UTC, datetime
 
 import numpy as np
@@ -10,6 +12,8 @@ import pytest
 from livereduce.protocols import skipped_counter
 from livereduce.protocols.adara import decode, encode
 from livereduce.protocols.adara.client import (
+    DEFAULT_SEGMENT_EVENTS,
+    MAX_PROCESS_VARIABLES,
     PAUSED,
     SEGMENT_BYTES,
     SPECIAL_BANK_REASONS,
@@ -343,3 +347,126 @@ def test_event_arrays_grow_and_keep_ids_of_32_bits():
     events.append(memoryview(pairs), [(0, 1, 0, 1), (16, 1, 10, 2), (8, 1, 0, 3)])  # sections of one packet
     assert events.pixel_ids().tolist() == [1, 0xFFFFFFFF, 3, 1, 3, 0xFFFFFFFF]
     assert events.tof[3:6].tolist() == np.float32([1.0, 4.0, 2.0]).tolist()
+
+
+# --- hostile streams (issue 14) ---------------------------------------------------------------------------------
+def test_a_flood_of_run_transitions_without_data_neither_piles_up_nor_delays_the_next_run():
+    """200,000 END_RUN packets and 50,000 empty runs used to leave 250,000 sealed segments, handed out one per
+    cycle, outside the buffer bound: the next run was never reduced."""
+    client = ClientState("now")
+    client.connected()
+    feed(client, *prologue(run=0), status(RunStatusCode.NEW_RUN, 1, T0), pulse(0))
+    feed(client, status(RunStatusCode.END_RUN, 1, T0 + S))
+    feed(client, *[status(RunStatusCode.END_RUN, 0, T0 + S) for _ in range(200_000)])
+    feed(
+        client,
+        *[
+            p
+            for run in range(2, 50_002)
+            for p in (status(RunStatusCode.NEW_RUN, run, T0 + 2 * S), status(RunStatusCode.END_RUN, run, T0 + 2 * S))
+        ],
+    )
+    assert client.pending_bytes < 10 * SEGMENT_BYTES  # bounded, and counted
+    feed(
+        client,
+        status(RunStatusCode.NEW_RUN, 60_000, T0 + 3 * S),
+        pulse(200),
+        status(RunStatusCode.END_RUN, 60_000, T0 + 4 * S),
+    )
+    taken = [client.take() for _ in range(4)]
+    assert [(s.run_number, s.transition, s.pulses) for s in taken[:3]] == [
+        (1, Transition.END_RUN, 1),
+        (50_001, Transition.END_RUN, 0),  # the empty runs, collapsed into the latest
+        (60_000, Transition.END_RUN, 1),
+    ]
+    assert client.counters["skipped_end_run_without_a_run"] == 200_000
+    assert client.counters["run_transitions_coalesced"] == 50_000 - 1
+    assert (taken[3].transition, taken[3].pulses) == (None, 0)
+
+
+def test_pending_bytes_never_iterates_what_take_mutates():
+    """The reader read ``pending_bytes`` without the lock while the cycle's take() popped segments: with a sum
+    over the deque that was 'RuntimeError: deque mutated during iteration', a reconnect and lost data."""
+    client = ClientState("now")
+    client.connected()
+    feed(client, *prologue(run=0))
+    runs = [
+        p
+        for run in range(1, 3001)
+        for p in (status(RunStatusCode.NEW_RUN, run, T0), pulse(run), status(RunStatusCode.END_RUN, run, T0))
+    ]
+    feed(client, *runs)
+    errors: list[BaseException] = []
+    done = threading.Event()
+
+    def read() -> None:
+        try:
+            while not done.is_set():
+                client.pending_bytes  # noqa: B018 - what the reader thread reads
+        except BaseException as err:  # noqa: BLE001 - the failure this test looks for
+            errors.append(err)
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    reader = threading.Thread(target=read)
+    reader.start()
+    try:
+        while client.take().transition is not None:
+            pass
+    finally:
+        done.set()
+        reader.join()
+        sys.setswitchinterval(interval)
+    assert errors == []
+
+
+def test_at_most_max_process_variables_are_tracked_and_a_chunk_carries_the_logs_that_changed():
+    client = ClientState("now")
+    client.connected()
+    n = MAX_PROCESS_VARIABLES - 3 + 500  # the prologue's device has 3
+    variables = [(i, f"pv{i}", "double", "K") for i in range(1, n + 1)]
+    feed(
+        client,
+        *prologue(run=0),
+        encode.device_descriptor(9000, encode.device_xml("big", variables), T0 - S),
+        *[encode.variable_value(9000, i, float(i), T0 - S) for i in range(1, n + 1)],
+        status(RunStatusCode.NEW_RUN, 1, T0),
+        pulse(0),
+    )
+    assert client.counters["skipped_process_variable_beyond_the_maximum"] == 500
+    assert client.counters["skipped_variable_without_descriptor"] == 500  # values of the untracked ones
+    first = client.logs_for(client.take())
+    assert len(first) == MAX_PROCESS_VARIABLES - 3 + 1  # the first chunk of the run: every log with a value
+    feed(client, encode.variable_value(9000, 7, 70.0, T0 + S), pulse(1))
+    assert client.logs_for(client.take()) == {"pv7": [(T0 - S, 7.0), (T0 + S, 70.0)]}  # only what changed
+    feed(client, pulse(2))
+    assert client.logs_for(client.take()) == {}
+
+
+def test_segment_memory_follows_what_was_received():
+    """Each segment used to reserve arrays for the whole source_buffer_mb: 300 short runs buffered were 80 GB of
+    address space. Segments now start small and double."""
+    reserved: list[int] = []
+
+    def allocate(n: int):
+        reserved.append(n)
+        return np.empty(n, np.int32), np.empty(n, np.float32), None
+
+    client = ClientState("now", allocate=allocate)
+    client.connected()
+    feed(client, *prologue(run=0))
+    feed(
+        client,
+        *[
+            p
+            for run in range(1, 301)
+            for p in (status(RunStatusCode.NEW_RUN, run, T0), pulse(run), status(RunStatusCode.END_RUN, run, T0))
+        ],
+    )
+    assert sum(reserved) * 8 <= 301 * DEFAULT_SEGMENT_EVENTS * 8  # 512 KiB per segment, not the buffer
+    feed(client, status(RunStatusCode.NEW_RUN, 301, T0), *[pulse(i, list(range(1000))) for i in range(300)])
+    before = len(reserved)
+    assert client.take().run_number == 1
+    grown = reserved[before - 3 :]
+    assert max(reserved) <= 2 * 300 * 1000  # doubled as needed: at most twice what arrived
+    assert grown

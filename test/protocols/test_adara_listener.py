@@ -5,17 +5,19 @@ from __future__ import annotations
 
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
+import psutil
 import pytest
 import scipp as sc
 
 from conftest import SANS2D_EVENTS, Sans2dReference, poll_until
 from livereduce.config import Config
-from livereduce.engines.scipp.chunk import flat_events
+from livereduce.engines.scipp.chunk import MAX_PIXELS, flat_events
 from livereduce.engines.scipp.listeners.adara import SNSLiveEventDataListener, parse_address
 from livereduce.engines.scipp.listeners.base import Extracted, RunStatus
 from livereduce.errors import ConfigError, SourceError
@@ -307,3 +309,117 @@ def test_chunk_layout(sms, listeners):
     assert chunk.coords["run_start"].value == np.datetime64((T0 - 1_000_000) // S * S, "ns")
     assert chunk.coords["run_end"].value == np.datetime64(int(run.pulse_ns[-1]) + 1_000_000, "ns")
     assert EPICS_EPOCH_OFFSET_S  # the epochs are converted: pulse times above are Unix
+
+
+# --- hostile networks (issue 14) ----------------------------------------------------------------------------------
+@pytest.fixture
+def blackhole() -> Iterator[int]:
+    """A port on 127.0.0.1 where a TCP connect hangs: a listening socket with a full accept queue (backlog 0 and
+    one connection never accepted), as a firewall that drops packets looks to a client."""
+    server = socket.create_server(("127.0.0.1", 0), backlog=0)
+    port = server.getsockname()[1]
+    filler = socket.create_connection(("127.0.0.1", port), timeout=5)
+    probe = socket.socket()
+    probe.settimeout(0.2)
+    with pytest.raises(TimeoutError):  # the proof that a connect hangs here
+        probe.connect(("127.0.0.1", port))
+    probe.close()
+    yield port
+    filler.close()
+    server.close()
+
+
+def _interrupted_within(action: Callable[[], object], listener: SNSLiveEventDataListener, wait: float) -> float:
+    """Run ``action`` in a thread, interrupt the listener after ``wait`` seconds; returns how long the action took
+    after the interrupt (it must end with a SourceError)."""
+    outcome: list[BaseException | None] = []
+
+    def run() -> None:
+        try:
+            action()
+            outcome.append(None)
+        except BaseException as err:  # noqa: BLE001 - inspected below
+            outcome.append(err)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join(wait)
+    assert thread.is_alive(), "the action ended before the interrupt: it did not block"
+    interrupted = time.monotonic()
+    listener.interrupt()
+    thread.join(5)
+    took = time.monotonic() - interrupted
+    assert not thread.is_alive()
+    assert isinstance(outcome[0], SourceError), outcome
+    return took
+
+
+def test_interrupt_ends_a_connect_that_hangs(blackhole):
+    listener = SNSLiveEventDataListener(Config.model_validate({"address": f"127.0.0.1:{blackhole}"}))
+    assert _interrupted_within(listener.connect, listener, 1.0) < 1.0
+    listener.disconnect()
+
+
+def test_interrupt_ends_the_wait_for_the_geometry(scripted):
+    server = scripted(lambda _, sock: server.stopping.wait(30))  # accepts, never sends a byte
+    listener = SNSLiveEventDataListener(Config.model_validate({"address": f"127.0.0.1:{server.port}"}))
+    listener.connect()
+    assert _interrupted_within(lambda: listener.start("now"), listener, 1.0) < 1.0
+    listener.disconnect()
+
+
+def test_disconnect_ends_a_reconnect_to_a_server_that_stopped_answering(scripted, blackhole):
+    server = scripted(lambda _, sock: sock.sendall(PROLOGUE))  # the prologue, then the connection ends
+    listener = SNSLiveEventDataListener(Config.model_validate({"address": f"127.0.0.1:{server.port}"}))
+    listener.connect()
+    listener.start("now")
+    listener._host, listener._port = "127.0.0.1", blackhole  # the next connects hang, as on a blackholed link
+    seen: list[float] = []
+
+    def hanging() -> bool:  # the state has said "connecting" for half a second: the connect hangs
+        if not listener.health().state.startswith("connecting"):
+            seen.clear()
+            return False
+        seen.append(time.monotonic())
+        return seen[-1] - seen[0] > 0.5
+
+    poll_until(hanging, "a connect that hangs", timeout=20)
+    began = time.monotonic()
+    listener.disconnect()
+    assert time.monotonic() - began < 1.0
+
+
+def test_short_runs_buffered_cost_what_they_hold_not_the_buffer_each(sms, listeners):
+    """Each buffered run used to reserve source_buffer_mb of address space: 300 short runs at 256 MiB were 80 GB
+    of virtual memory, std::bad_alloc under an address-space limit."""
+    runs = [synthetic(pulses=2, per_pulse=10, seed=i) for i in range(300)]
+    server = sms(runs)
+    process = psutil.Process()
+    before = process.memory_info().vms
+    listener = listeners(server.port, source_buffer_mb=256)
+    poll_until(lambda: listener.health().counters["pulses"] >= 600, "300 runs buffered", timeout=60)
+    assert process.memory_info().vms - before < 2 * 2**30
+    extracted = [listener.extract() for _ in range(300)]
+    assert [e.status for e in extracted] == [RunStatus.EndRun] * 300
+    assert sum(e.chunk.bins.size().sum().value for e in extracted) == 300 * 20
+
+
+def test_a_geometry_of_two_billion_pixels_is_capped(scripted):
+    """ids 0..2**31-2 with preserve_events false sized a histogram of 8 GiB; the range is capped as for files."""
+    huge = encode.geometry(minimal_idf("T", 0, 9).replace('end="9"', f'end="{2**31 - 2}"'), T0)
+    events = encode.banked_event(T0 + S, {1: (np.array([10, 20], np.uint32), np.array([5, MAX_PIXELS + 5], np.uint32))})
+
+    def script(_: int, sock: socket.socket) -> None:
+        sock.sendall(encode.run_status(0, 0, RunStatusCode.STATE, T0) + huge + events)
+        server.stopping.wait(30)
+
+    server = scripted(script)
+    listener = SNSLiveEventDataListener(Config.model_validate({"address": f"127.0.0.1:{server.port}"}))
+    listener.connect()
+    try:
+        listener.start("now")
+        got = poll_until(lambda: [e for e in [listener.extract()] if e.chunk.sizes["event_time_zero"]], "the pulse")
+    finally:
+        listener.disconnect()
+    assert got[0].event_id_range == (0, MAX_PIXELS - 1)
+    assert got[0].dropped == {f"event_id outside 0..{MAX_PIXELS - 1}": 1}
