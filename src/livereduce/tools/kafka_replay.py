@@ -17,7 +17,9 @@ Each loop is one run on the instrument's topics (``<INSTRUMENT>_runInfo``, ``_ev
 3. ``6s4t`` run stop: ``stop_time`` = 1 ms after the last pulse, rounded down to ms.
 
 Files: ISIS (``raw_data_1/detector_1_events``) and SNS (``entry/bankN_events``, merged per pulse) layouts, read
-with livereduce's ``FileEventDataListener``.
+and checked with livereduce's NeXus event reader (:class:`~livereduce.engines.scipp.nexus_events.EventFile`, as the
+file source reads them); events it drops (ids outside the file's pixel range) are not sent and are counted on
+stderr.
 
 Times. ``--speed S`` > 0 sends a pulse ``(t - t_first) / S`` seconds after the run began and stamps it with
 that moment, so the stream's times follow the wall clock (at S = 2 pulses come twice as often). ``--speed 0``
@@ -51,9 +53,8 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from streaming_data_types import serialise_6s4t, serialise_ev42, serialise_ev44, serialise_f144, serialise_pl72
 from streaming_data_types.run_start_pl72 import DetectorSpectrumMap
 
-from livereduce.config import Config
-from livereduce.engines.scipp.chunk import PULSE_DIM, RunMetadata, flat_events, metadata_of
-from livereduce.engines.scipp.listeners.file import FileEventDataListener
+from livereduce.engines.scipp.chunk import PULSE_DIM, flat_events, metadata_of
+from livereduce.engines.scipp.nexus_events import EventFile
 from livereduce.errors import ConfigError, LiveReduceError, SourceError
 from livereduce.protocols.kafka.times import datetime_to_ns, iso, ns_to_ms_floor, tof_us_to_ns
 from livereduce.protocols.kafka.topics import ROLES, producer_settings, topic_names
@@ -88,7 +89,7 @@ class _Run:
     pixels: tuple[int, int]
     wall_start: float  # time.monotonic() when the run began
     origin_ns: int | None  # time sent for the file's first pulse; None: stamp with the send time (--speed 0)
-    file_first: int = 0  # the file's first pulse (ns)
+    file_first: int  # the file's first pulse (Unix ns)
     last_sent: int = 0  # time of the last pulse or log value sent (ns)
     totals: Totals = field(default_factory=Totals)
     logs_sent: dict[str, int] = field(default_factory=dict)  # log -> file time of the last value sent
@@ -201,9 +202,17 @@ class Replay:
         self.settings = producer_settings(args.broker, _pairs(args.kafka, "--kafka"))
         self.failures: list[str] = []
         self.producer: Producer | None = None
+        self.stopped_ns = 0
+        """Stop time of the run sent last (ns, a whole ms): the next run starts no earlier, so runs never overlap."""
 
     def run(self) -> int:
-        metadata = _file_metadata(self.args.file)
+        with EventFile(self.args.file) as file:
+            if file.n_pulses == 0:
+                raise SourceError(f"'{self.args.file}' has no pulses to replay")
+            return self._replay(file)
+
+    def _replay(self, file: EventFile) -> int:
+        metadata = file.metadata
         instrument = self.args.instrument or metadata.instrument_name
         if not instrument:
             raise ConfigError(f"'{self.args.file}' names no instrument: give --instrument")
@@ -218,7 +227,7 @@ class Replay:
         origin = self.args.start_time
         try:
             for loop in range(self.args.loops):
-                last = self._send_run(topics, instrument, first_run + loop, origin)
+                last = self._send_run(file, topics, instrument, first_run + loop, origin)
                 origin = None if origin is None else last + RUN_GAP_NS
             remaining = self.producer.flush(self.args.timeout)
         finally:
@@ -253,26 +262,20 @@ class Replay:
             raise SourceError(f"topic(s) {', '.join(missing)} do not exist on {self.args.broker} (--create-topics)")
         return producer
 
-    def _send_run(self, topics: dict[str, str], instrument: str, run_number: int, origin: int | None) -> int:
-        """Send one run from ``origin`` (ns; None: now at ``--speed`` > 0, send times at 0); returns the time of
-        the last pulse sent (ns)."""
-        listener = _open(self.args.file)
+    def _send_run(
+        self, file: EventFile, topics: dict[str, str], instrument: str, run_number: int, origin: int | None
+    ) -> int:
+        """Send the file (which has pulses) as one run from ``origin`` (ns; None: now at ``--speed`` > 0, send
+        times at 0); returns the time of the last pulse sent (ns)."""
         if origin is None and self.args.speed > 0:
-            origin = time.time_ns()
-        run = _Run(topics, instrument, run_number, uuid.uuid4().hex, listener.pixel_range, time.monotonic(), origin)
-        started = False
-        for chunk in _chunks(listener):
-            times = chunk.coords["event_time_zero"].values.astype(np.int64)
-            if times.size == 0:
-                continue
-            if not started:
-                run.file_first, started = int(times[0]), True
-                self._run_start(run)
-            self._send_chunk(run, chunk, times)
-        listener.disconnect()
-        if not started:
-            raise SourceError(f"'{self.args.file}' has no pulses to replay")
+            origin = max(time.time_ns(), self.stopped_ns)
+        first = int(file.pulse_times[0].astype(np.int64))
+        run = _Run(topics, instrument, run_number, uuid.uuid4().hex, file.pixel_range, time.monotonic(), origin, first)
+        self._run_start(run)
+        for chunk in _chunks(file):
+            self._send_chunk(run, chunk, chunk.coords[PULSE_DIM].values.astype(np.int64))
         stop_ms = ns_to_ms_floor(run.last_sent) + 1
+        self.stopped_ns = stop_ms * 10**6
         stop = serialise_6s4t(run.job_id, run_name=str(run_number), stop_time=stop_ms)
         self._produce(topics["runInfo"], stop, stop_ms * 10**6)
         totals = run.totals
@@ -301,7 +304,7 @@ class Replay:
         first, last = run.pixels
         detectors = np.arange(first, last + 1, dtype=np.int32)
         spectra = DetectorSpectrumMap(np.arange(1, detectors.size + 1, dtype=np.int32), detectors, detectors.size)
-        start_ns = run.origin_ns if run.origin_ns is not None else time.time_ns()
+        start_ns = run.origin_ns if run.origin_ns is not None else max(time.time_ns(), self.stopped_ns)
         start_ms = ns_to_ms_floor(start_ns)
         run.last_sent = start_ns - 1
         message = serialise_pl72(
@@ -404,47 +407,17 @@ class Replay:
             self.failures.append(error.str())
 
 
-def _open(path: Path) -> FileEventDataListener:
-    """The file, opened for reading at once (speed 0) in chunks of ``CHUNK_PULSES`` pulses.
+def _chunks(file: EventFile) -> Iterator[sc.DataArray]:
+    """The file's pulses, ``CHUNK_PULSES`` at a time; the events the reader dropped are counted on stderr.
 
     Raises:
         SourceError: the file cannot be read.
     """
-    config = Config(
-        listener="FileEventDataListener", filename=str(path), replay_speed=0, replay_chunk_pulses=CHUNK_PULSES
-    )
-    listener = FileEventDataListener(config)
-    listener.connect()
-    listener.start("from_start_of_run")
-    return listener
-
-
-def _chunks(listener: FileEventDataListener) -> Iterator[sc.DataArray]:
-    """The file's pulses, chunk by chunk, until its end."""
-    while True:
-        extracted = listener.extract()
-        if extracted.dropped:
-            reasons = ", ".join(f"{count} {reason}" for reason, count in extracted.dropped.items())
+    for chunk, dropped in file.chunks(CHUNK_PULSES):
+        if dropped:
+            reasons = ", ".join(f"{count} {reason}" for reason, count in dropped.items())
             print(f"{PROG}: events not sent: {reasons}", file=sys.stderr)
-        yield extracted.chunk
-        if extracted.ended:
-            return
-
-
-def _file_metadata(path: Path) -> RunMetadata:
-    """The run metadata of the file's first chunk (instrument name, run number).
-
-    Raises:
-        SourceError: the file cannot be read or has no pulses.
-    """
-    listener = _open(path)
-    try:
-        for chunk in _chunks(listener):
-            if chunk.sizes[PULSE_DIM]:
-                return metadata_of(chunk)
-    finally:
-        listener.disconnect()
-    raise SourceError(f"'{path}' has no pulses to replay")
+        yield chunk
 
 
 if __name__ == "__main__":

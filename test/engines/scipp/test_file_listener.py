@@ -21,6 +21,7 @@ from livereduce.engines.scipp.listeners.base import Extracted, RunStatus
 from livereduce.engines.scipp.listeners.file import FileEventDataListener
 from livereduce.engines.scipp.nexus_events import EventFile
 from livereduce.errors import ConfigError, SourceError
+from livereduce.tools.sms_stream import load_run
 
 SANS2D = Path("/work/shared/data/SANS2D_minimal.nxs")
 needs_sans2d = pytest.mark.skipif(not SANS2D.is_file(), reason=f"real data file {SANS2D} is not available")
@@ -831,3 +832,25 @@ def test_event_file_errors_are_the_listeners_one_line_source_errors(tmp_path: Pa
     path.write_text("this is not a NeXus file\n")
     with pytest.raises(SourceError, match=r"^'.*notes\.txt': not an HDF5/NeXus file$"):
         EventFile(path)
+
+
+@needs_sans2d
+def test_the_tools_read_files_without_a_daemon_configuration(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """livereduce-fake-sms and livereduce-kafka-replay read files with EventFile: they build no daemon ``Config``
+    (which they did to open a FileEventDataListener)."""
+
+    def refuse(*_: object, **__: object) -> None:
+        raise AssertionError("a daemon Config was built")
+
+    monkeypatch.setattr(Config, "__init__", refuse)
+    monkeypatch.setattr(Config, "model_validate", classmethod(refuse))
+    with pytest.raises(AssertionError, match="a daemon Config was built"):
+        Config(filename=str(SANS2D))  # the trap works
+    run = load_run(SANS2D)
+    assert (run.events, run.pulse_ns.size, run.instrument) == (237_078, 300, "SANS2D")
+    kafka_replay = pytest.importorskip("livereduce.tools.kafka_replay")
+    # the file is read (its instrument name gives the topics), then the broker is found missing: exit 3
+    assert kafka_replay.main([str(SANS2D), "--broker", "127.0.0.1:9", "--timeout", "0.5"]) == 3
+    assert "Kafka broker 127.0.0.1:9 unreachable" in capsys.readouterr().err
