@@ -2,8 +2,9 @@
 """Replay benchmark of the scipp engine: events/s and memory of the daemon against a numpy anchor.
 
 The daemon (``scripts/livereduce.py``) replays a synthetic NeXus file (``bench/make_events.py``) as fast as
-possible (``replay_speed`` 0, ``replay_chunk_pulses`` 600 = 10 s of 60 Hz pulses, ~10M events per chunk) and
-stops at its end (``run_transition`` Stop). Three configurations, each run as a separate process:
+possible (``replay_speed`` 0, ``replay_chunk_pulses`` 600 = 10 s of 60 Hz pulses, ~10M events per chunk,
+``update_every`` 0.01 s: the shortest the configuration accepts) and stops at its end (``run_transition`` Stop).
+Three configurations, each run as a separate process:
 
 * ``hist/pe=false``: ``preserve_events`` false, proc script ``output = flat_events(input).hist(event_id=edges)``
   (counts per pixel, int32 edges over all pixels); the engine accumulates the dense histograms.
@@ -12,12 +13,15 @@ stops at its end (``run_transition`` Stop). Three configurations, each run as a 
 * ``events/pe=true``: ``preserve_events`` true and no proc script (post_proc ``output = input``): the
   accumulation holds every event. This run gives the memory per accumulated event.
 
-Measured per run, from the daemon's log (one line per cycle, ``Chunk N: E events ...; D s``):
+Measured per run, from the daemon's log (one line per cycle: ``Initial chunk: E events ...; D s`` for the first,
+then ``Chunk N: E events ...; D s`` with N from 0; a run whose lines do not account for every event of the file is
+an error):
 
 * events/s over the sum of the per-chunk durations D (the cycle: HDF5 read, chunk, proc, accumulate, post_proc);
-* events/s over the wall time from the start of chunk 1 (its log time minus its duration) to the last log line;
-* events/s over chunks 2..N only (the steady state of a long run: the first chunk also pays for page faults
-  on fresh memory);
+* events/s over the wall time from the start of the first chunk (its log time minus its duration) to the last
+  chunk's line;
+* events/s over the chunks after the first (the steady state of a long run: the first chunk also pays for page
+  faults on fresh memory);
 * peak RSS of the daemon process (``ru_maxrss`` from ``os.wait4`` in a minimal wrapper process, see
   :data:`WRAPPER`), the baseline peak RSS of the same configuration replaying a tiny file, and
   (peak - baseline) per accumulated (or replayed) event;
@@ -66,6 +70,9 @@ TINY_EVENTS = 60_000
 TARGET_RATIO = 0.5
 TARGET_BYTES_PER_EVENT = 16.0
 MIB = 2**20
+UPDATE_EVERY_S = 0.01
+"""``update_every`` of the runs: the shortest the configuration accepts (``config.py``), so that the cycles follow
+each other as closely as the daemon allows."""
 
 HIST_PROC = """\
 import scipp as sc
@@ -79,9 +86,10 @@ IDENTITY_POST_PROC = "output = input\n"
 
 CHUNK_LINE = re.compile(
     r"^(?P<time>\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) - livereduce\.MonitorLiveData - INFO - "
-    r"Chunk (?P<chunk>\d+): (?P<events>\d+) events in (?P<pulses>\d+) pulses \((?P<status>[^)]*)\)"
-    r"(?P<dropped> dropped)?; accumulation: (?P<accumulation>.*); (?P<seconds>[\d.]+) s$"
+    r"(?P<label>Initial chunk|Chunk \d+): (?P<events>\d+) events in (?P<pulses>\d+) pulses \((?P<status>[^)]*)\)"
+    r"(?P<not_accumulated>, not accumulated)?; accumulation: (?P<accumulation>.*); (?P<seconds>[\d.]+) s$"
 )
+"""The engine's line for each cycle (``engine.py``, ``ScippEngine._record``): the first is ``Initial chunk``."""
 
 WRAPPER = """\
 import json, os, sys, time
@@ -190,7 +198,7 @@ def write_config(path: Path, mode: Mode, data: Path, setup: Setup, log: Path) ->
         "filename": str(data),
         "replay_speed": 0,
         "replay_chunk_pulses": setup.chunk_pulses,
-        "update_every": 0.001,
+        "update_every": UPDATE_EVERY_S,
         "run_transition": "Stop",
         "preserve_events": mode.preserve_events,
         "accum_method": "Add",
@@ -215,7 +223,11 @@ def _busy_seconds() -> float:
 
 
 def run_daemon(mode: Mode, data: Path, setup: Setup, tag: str) -> Run:
-    """Run the daemon once (via :data:`WRAPPER`); parse its log; peak RSS and CPU of exactly that process."""
+    """Run the daemon once (via :data:`WRAPPER`); parse its log; peak RSS and CPU of exactly that process.
+
+    Errors of the run (:attr:`Run.errors`): an exit code other than 0, ERROR lines, a chunk not accumulated,
+    events dropped at the source, and chunk lines that do not add up to the file's events.
+    """
     workdir = setup.workdir
     log = workdir / f"{tag}.log"
     config = workdir / f"{tag}.json"
@@ -233,11 +245,14 @@ def run_daemon(mode: Mode, data: Path, setup: Setup, tag: str) -> Run:
     others = max(0.0, busy - usage["user_s"] - usage["sys_s"]) / max(usage["seconds"], 1e-9)
     lines = log.read_text(encoding="utf-8").splitlines()
     chunks = [match for line in lines if (match := CHUNK_LINE.match(line))]
-    errors = [line for line in lines if " - ERROR - " in line or " dropped;" in line]
+    errors = [line for line in lines if " - ERROR - " in line or "dropped at the source" in line]
+    errors += [match[0] for match in chunks if match["not_accumulated"]]
     if usage["returncode"] != 0:
-        errors.append(f"exit code {usage['returncode']}")
-    if not chunks:
-        errors.append("no chunk lines in the log")
+        errors.append(f"exit code {usage['returncode']}: {_last_line(workdir / f'{tag}.stdout')}")
+    replayed = sum(int(m["events"]) for m in chunks)
+    expected = _file_events(data)
+    if replayed != expected:
+        errors.append(f"the log's chunk lines count {replayed} events in {len(chunks)} chunks, the file has {expected}")
     durations = [float(m["seconds"]) for m in chunks]
     wall = 0.0
     if chunks:
@@ -261,6 +276,18 @@ def run_daemon(mode: Mode, data: Path, setup: Setup, tag: str) -> Run:
         chunk_events=[int(m["events"]) for m in chunks],
         errors=errors,
     )
+
+
+def _file_events(path: Path) -> int:
+    """Events in the file (the length of its ``event_id``)."""
+    with h5py.File(path, "r") as file:
+        return int(file[make_events.GROUP]["event_id"].shape[0])
+
+
+def _last_line(path: Path) -> str:
+    """The last line of a file (the daemon's stdout: its error message), "" if there is none."""
+    lines = path.read_text(encoding="utf-8", errors="replace").strip().splitlines() if path.exists() else []
+    return lines[-1] if lines else ""
 
 
 def _accumulated_events(text: str) -> int:

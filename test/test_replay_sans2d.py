@@ -1,9 +1,11 @@
 """End to end: replay the real SANS2D events through the daemon (subprocess) and check the reduced result
-against an independent h5py + numpy computation from the file."""
+against an independent h5py + numpy computation from the file; and the replay benchmark's daemon run."""
 
 from __future__ import annotations
 
+import importlib.util
 import signal
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +14,7 @@ import scipp as sc
 
 from conftest import SANS2D_EVENTS, Sans2dReference
 
+BENCH_REPLAY = Path(__file__).resolve().parents[1] / "bench" / "bench_replay.py"
 CHUNK_PULSES = 50
 N_CHUNKS = 6
 TOF_EDGES = np.linspace(0.0, 100_000.0, 101)
@@ -150,3 +153,21 @@ def test_real_time_replay_delivers_a_prefix_of_the_file(daemon, sans2d, sans2d_r
     prefix = sans2d_reference.pulses(0, pulses)
     np.testing.assert_array_equal(ids, sans2d_reference.event_id[prefix])
     np.testing.assert_array_equal(tof, sans2d_reference.event_time_offset[prefix])
+
+
+@pytest.mark.daemon
+def test_the_replay_benchmark_counts_every_chunk_of_its_daemon_runs(tmp_path: Path, monkeypatch) -> None:
+    """``bench/bench_replay.py`` as committed: its configuration is one the daemon accepts (``update_every``), and
+    the chunk lines it parses from the log include the initial chunk, so they add up to the file's events."""
+    spec = importlib.util.spec_from_file_location("bench_replay", BENCH_REPLAY)
+    bench = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, bench)  # its dataclasses look their module up there
+    monkeypatch.setattr(sys, "path", [*sys.path])  # it puts bench/ on the path: only for this test
+    spec.loader.exec_module(bench)
+    events = 5 * bench.make_events.EVENTS_PER_PULSE  # 5 pulses
+    data = bench.make_events.generate(tmp_path / "events.nxs", events, 1000)
+    setup = bench.Setup(bench.write_scripts(tmp_path, 1000), tmp_path, chunk_pulses=2)
+    run = bench.run_daemon(bench.MODES[0], data, setup, "hist")
+    assert (run.returncode, run.errors) == (0, [])
+    assert (run.events, run.chunks) == (events, 3)  # the initial chunk and chunks 0 and 1: 2 + 2 + 1 pulses
+    assert run.rate_chunks > 0
