@@ -4,15 +4,15 @@ on which the runs follow each other.
 A file is read with livereduce's validated reader (:class:`~livereduce.engines.scipp.nexus_events.EventFile`, so
 ISIS and SNS layouts work and a malformed file is a one-line :class:`~livereduce.errors.SourceError`) and
 encoded into memory as ADARA packets: one BANKED_EVENT v1 per pulse (all banks of a pulse in one bank section,
-bank 1, COR set) [NP 5.3], 8 bytes per event plus 56 per pulse, and a BEAM_MONITOR_EVENT v1 per pulse if asked
-[NP 5.5]. Events the reader drops (ids outside the file's pixel range) are not sent.
+bank 1, COR set) [NP 5.2], 8 bytes per event plus 56 per pulse, and a BEAM_MONITOR_EVENT v1 per pulse if asked
+[NP 5.4]. Events the reader drops (ids outside the file's pixel range) are not sent.
 
 Runs follow each other on one timeline: the first keeps the file's pulse times, each later run is shifted to begin
 1 s after the previous one ended. Runs are numbered from the first number (the ``--run-number``, else the first
-file's run number, else 1) upwards; ADARA's run numbers are 32-bit and 0 means no run [NP 5.9], so the numbers
-stay within ``1..2**32-1`` (a file's run number outside it is ignored; numbers past the top start again at 1).
-The timeline's clock advances with the wall clock times the speed from the moment it is made (speed 0: it stands
-at the beginning).
+file's run number, else 1) upwards; ADARA's run numbers are u32 [NP 5.8, 5.9] and a client reads 0 as no run
+(``protocols/adara/client.py``), so the numbers stay within ``1..2**32-1`` (a file's run number outside it is
+ignored; numbers past the top start again at 1). The timeline's clock advances with the wall clock times the speed
+from the moment it is made (speed 0: it stands at the beginning).
 """
 
 from __future__ import annotations
@@ -45,13 +45,13 @@ RUN_EDGE_NS = 1_000_000
 RUN_GAP_NS = NS_PER_S
 """Time between a run's END_RUN and the next NEW_RUN."""
 MAX_RUN_NUMBER = 2**32 - 1
-"""Largest ADARA run number (RUN_STATUS's u32 run number; 0 is no run) [NP 5.9]."""
+"""Largest ADARA run number: RUN_STATUS's run number is a u32 [NP 5.8, 5.9] (0 is no run to a client)."""
 FRAME_100NS = 166_666
 """One 60 Hz frame in units of 100 ns (spacing of the fake monitor events)."""
 LOAD_PULSES = 2000
 """Pulses read from a file at a time while loading."""
 EPICS_EPOCH_NS = EPICS_EPOCH_OFFSET_S * NS_PER_S
-"""The EPICS epoch (1990-01-01 UTC) in Unix ns [NP 4]."""
+"""The EPICS epoch (1990-01-01 UTC) in Unix ns [NP 3]."""
 
 LogValue = int | float | str
 
