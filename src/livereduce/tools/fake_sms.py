@@ -52,6 +52,7 @@ def _positive(kind: type) -> Callable[[str], float | int]:
 
 
 def _run_number(text: str) -> int:
+    """``--run-number``: an ADARA run number, 1..:data:`MAX_RUN_NUMBER`."""
     value = int(text)
     if not 1 <= value <= MAX_RUN_NUMBER:
         raise argparse.ArgumentTypeError(f"{text}: expected a run number within 1..{MAX_RUN_NUMBER}")
@@ -59,6 +60,7 @@ def _run_number(text: str) -> int:
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    """The command line (``argv``; None: ``sys.argv``); an invalid one exits 2 with argparse's message."""
     parser = argparse.ArgumentParser(
         prog=PROG,
         description="Serve NeXus event files as an ADARA live stream, like SNS's Stream Management Service.",

@@ -123,6 +123,12 @@ class Session:
 
     # --- sending ------------------------------------------------------------------------------------------
     def send(self, data: bytes | memoryview) -> None:
+        """Send all of ``data``.
+
+        Raises:
+            ClientGone: the server is stopping, or the client disconnected.
+            ClientFailed: a connection error other than the client's close.
+        """
         if self.server.stopping.is_set():
             raise ClientGone(_STOPPING)
         try:
@@ -196,6 +202,8 @@ class Session:
         return data
 
     def run(self) -> None:
+        """The whole conversation: hello, prologue, the runs from where the hello asks, heartbeats; it ends only
+        with :class:`ClientGone` or :class:`ClientFailed`."""
         start, flags = self.hello()
         self.no_pause_data = flags == ClientFlags.NO_PAUSE_DATA
         now = self.timeline.now_ns()
@@ -473,6 +481,7 @@ class FakeSms:
         self._listener.close()
 
     def _session(self, sock: socket.socket, peer: str, first: bool) -> None:
+        """One client's thread: run its session and log how it ended (INFO when normal, else a WARNING)."""
         _log.info("client %s connected", peer)
         try:
             Session(self, sock, peer, first).run()

@@ -98,6 +98,8 @@ def event_groups(file: h5py.File) -> list[str]:
 
 
 def groups_of_class(parent: h5py.Group, nx_class: str) -> list[str]:
+    """Paths (relative to ``parent``, at any depth) of the groups whose ``NX_class`` attribute is ``nx_class``, in
+    natural order."""
     found: list[str] = []
 
     def visit(name: str, obj: h5py.HLObject) -> None:
@@ -130,6 +132,7 @@ def without_junk(file: h5py.File, groups: list[str], where: str) -> list[str]:
 
 
 def _natural(name: str) -> list[object]:
+    """Sort key of natural order: digit runs compare as numbers (``bank2`` before ``bank10``)."""
     return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
 
 

@@ -277,8 +277,10 @@ def _read_into(dataset: h5py.Dataset, start: int, stop: int, target: np.ndarray,
 
 
 def _size(values: sc.Variable | np.ndarray) -> int:
+    """Length of a 1-D Variable or array."""
     return int(values.shape[0])
 
 
 def _values(values: sc.Variable | np.ndarray) -> np.ndarray:
+    """The numpy values of a Variable (a view), or the array itself."""
     return values.values if isinstance(values, sc.Variable) else values

@@ -136,6 +136,7 @@ class FileEventDataListener(Listener):
         return self._pixel_range
 
     def disconnect(self) -> None:
+        """Close the file (safe to call more than once); the pixel range and the position stay known."""
         if self._file is not None:
             self._file.close()
             self._file = None
@@ -150,6 +151,7 @@ class FileEventDataListener(Listener):
 
     # --- the replay schedule ----------------------------------------------------------------------------------
     def _opened(self) -> EventFile:
+        """The open file (a caller that did not connect first is a bug: RuntimeError)."""
         if self._file is None:
             raise RuntimeError("FileEventDataListener: connect() first")
         return self._file
