@@ -103,6 +103,8 @@ class EventFile:
             self.events_before = self._union_event_counts()
             self.pixel_range, self.pixel_source = pixel_range(self._file, groups, self._banks, where)
             entry = read_metadata(self.path, self._file, groups[0])
+            self.logs = dict(entry.logs)
+            self.proton_charge = charge_per_pulse(self.logs.pop("proton_charge", None), self.pulse_times)
         except SourceError:
             self.close()
             raise
@@ -113,8 +115,6 @@ class EventFile:
         self.metadata = entry.run
         self.title = entry.title
         self.experiment_identifier = entry.experiment_identifier
-        self.logs = dict(entry.logs)
-        self.proton_charge = charge_per_pulse(self.logs.pop("proton_charge", None), self.pulse_times)
 
     def __enter__(self) -> EventFile:
         return self
