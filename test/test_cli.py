@@ -1,4 +1,5 @@
-"""The command line: --check, --print-config, the demo, signals and the log file."""
+"""The command line: --check, --print-config, --help, --status on a broken pipe, the demo, signals, the log file,
+and the entry point copied anywhere."""
 
 from __future__ import annotations
 
@@ -9,9 +10,12 @@ import signal
 import subprocess
 import sys
 
+import pytest
 import scippnexus as snx
 
 from conftest import ENTRY_POINT, ROOT, run_cli
+from livereduce import __version__
+from livereduce.cli import parse_args
 
 
 def test_print_config_shows_every_key_with_defaults_resolved(tmp_path):
@@ -106,3 +110,51 @@ def test_log_file_from_the_environment(tmp_path):
     )
     assert result.returncode == 2
     assert "'update_every'" in (tmp_path / "pg3.log").read_text()
+
+
+def test_help_gives_the_exit_codes_of_status(capsys):
+    """Defect 11: before, --help said --status exits 1 when the daemon is unhealthy (1 is dead, 150 unhealthy)."""
+    with pytest.raises(SystemExit):
+        parse_args(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "exit 0 running and healthy, 1 dead, 3 not running, 4 unknown, 150 running but unhealthy" in text
+    assert "exit 1 if it is unhealthy" not in text
+
+
+def test_status_keeps_its_exit_code_when_the_reader_goes_away(tmp_path):
+    """Defect 11: before, `livereduce --status | head -1` exited 1 ('dead') on the broken pipe."""
+    config = tmp_path / "c.conf"
+    config.write_text(json.dumps({"instrument": "SANS2D", "status_file": str(tmp_path / "status.json")}))
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader is gone before anything is written
+    try:
+        result = subprocess.run(
+            [sys.executable, str(ENTRY_POINT), "--status", str(config)],
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    finally:
+        os.close(write_end)
+    assert result.returncode == 3, result.stderr  # not running (no status file), as if the output had been read
+    assert result.stderr == ""
+
+
+def test_the_entry_point_copied_anywhere_imports_the_installed_package(tmp_path):
+    """Item 13: before, scripts/livereduce.py as e.g. /usr/local/bin/livereduce.py imported itself ('livereduce'
+    is not a package)."""
+    copy = tmp_path / "bin" / "livereduce.py"
+    copy.parent.mkdir()
+    shutil.copy(ENTRY_POINT, copy)
+    result = subprocess.run(
+        [sys.executable, str(copy), "--version"],
+        cwd=copy.parent,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == f"livereduce {__version__}\n"

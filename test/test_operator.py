@@ -109,40 +109,92 @@ def test_status_shows_what_a_histogram_accumulation_holds(daemon, tmp_path):
     assert process.finish().returncode == 0
 
 
-def test_status_is_found_from_any_directory(tmp_path):
-    """Before: the default status file was relative to the working directory."""
-    scripts = tmp_path / "scripts"
-    scripts.mkdir()
-    (scripts / "reduce_SANS2D_live_proc.py").write_text("output = input\n")
-    config = tmp_path / "c.conf"
-    config.write_text(json.dumps({**base(script_dir=str(scripts)), **FAKE}))
-    runtime = tmp_path / "xdg"
-    runtime.mkdir(mode=0o700)
-    env = {
-        **os.environ,
-        "XDG_RUNTIME_DIR": str(runtime),
-        "LIVEREDUCE_STATUS_FILE": "",
-        "PYTHONUNBUFFERED": "1",
-    }
-    workdir = tmp_path / "work"
+def start_with_default_status(config: Path, env: dict[str, str]) -> subprocess.Popen:
+    """The daemon with ``config`` (no ``status_file``) and ``env``, in a working directory of its own."""
+    workdir = config.parent / f"work-{config.stem}"
     workdir.mkdir()
-    process = subprocess.Popen(
+    return subprocess.Popen(
         [sys.executable, str(ENTRY_POINT), str(config)],
         cwd=workdir,
-        env=env,
+        env={**os.environ, "LIVEREDUCE_STATUS_FILE": "", "PYTHONUNBUFFERED": "1", **env},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
+
+
+def test_two_daemons_of_one_user_have_their_own_status_found_from_any_directory(tmp_path):
+    """Before: the default status file was relative to the working directory; then one file for every daemon of a
+    user, so that --status CONFIG showed the other daemon (defect 10)."""
+    scripts = tmp_path / "scripts"
+    scripts.mkdir()
+    (scripts / "reduce_SANS2D_live_proc.py").write_text("output = input\n")
+    runtime = tmp_path / "xdg"
+    runtime.mkdir(mode=0o700)
+    env = {"XDG_RUNTIME_DIR": str(runtime)}
+    configs = [tmp_path / "a.conf", tmp_path / "b.conf"]
+    for config in configs:
+        config.write_text(json.dumps({**base(script_dir=str(scripts)), **FAKE}))
+    processes = [start_with_default_status(config, env) for config in configs]
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
     try:
-        poll_until((runtime / "livereduce" / "status.json").exists, "the status file in XDG_RUNTIME_DIR")
-        elsewhere = tmp_path / "elsewhere"
-        elsewhere.mkdir()
-        found = status_of(tmp_path, cwd=elsewhere, env={"XDG_RUNTIME_DIR": str(runtime), "LIVEREDUCE_STATUS_FILE": ""})
-        assert found.returncode in (0, 150), found.stdout + found.stderr
-        assert f"pid:              {process.pid}" in found.stdout
+        poll_until(lambda: len(list((runtime / "livereduce").glob("status-SANS2D-*.json"))) == 2, "two status files")
+        for config, process in zip(configs, processes, strict=True):
+            found = status_of(tmp_path, str(config), cwd=elsewhere, env=env)
+            assert found.returncode in (0, 150), found.stdout + found.stderr
+            assert rows(found.stdout)["pid"] == str(process.pid)
+            assert rows(found.stdout)["config"].startswith(str(config))
+        other = next(path for path in (runtime / "livereduce").iterdir() if str(configs[0]) in path.read_text())
+        mixed = status_of(tmp_path, str(configs[1]), cwd=elsewhere, env={"LIVEREDUCE_STATUS_FILE": str(other)})
+        assert mixed.returncode == 4, mixed.stdout
+        assert mixed.stdout == ""
+        assert mixed.stderr == (
+            f"livereduce: status file '{other}' belongs to the daemon of configuration '{configs[0]}', not of "
+            f"'{configs[1]}': another daemon writes there (set a \"status_file\" in each configuration)\n"
+        )
     finally:
-        process.send_signal(signal.SIGTERM)
-        process.wait(60)
+        for process in processes:
+            process.send_signal(signal.SIGTERM)
+        for process in processes:
+            assert process.wait(60) == 0
+
+
+@pytest.mark.skipif(Path("/run/livereduce").is_dir(), reason="/run/livereduce exists: the daemon would write there")
+def test_a_planted_status_directory_is_refused_with_one_line_and_exit_2(tmp_path):
+    """Defect 1: before, the daemon (root) followed a planted /tmp/livereduce-<uid> symlink and wrote status.json
+    into the directory it points to."""
+    temporary = tmp_path / "tmp"
+    temporary.mkdir(mode=0o1777)
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    planted = temporary / f"livereduce-{os.geteuid()}"
+    planted.symlink_to(victim)
+    config = write(tmp_path, {**base(script_dir=str(tmp_path)), **FAKE}, scripts={"proc": "output = input\n"})
+    env = {"TMPDIR": str(temporary), "XDG_RUNTIME_DIR": "", "LIVEREDUCE_STATUS_FILE": ""}
+    process = start_with_default_status(config, env)
+    try:
+        assert process.wait(60) == 2
+    finally:
+        process.kill()
+    log = (tmp_path / f"work-{config.stem}" / "livereduce.log").read_text()
+    refused = f"status directory '{planted}' refused: it is a symbolic link; remove it"
+    errors = [line for line in log.splitlines() if " - ERROR - " in line]
+    assert len(errors) == 1, log
+    assert refused in errors[0]
+    assert list(victim.iterdir()) == []
+    status = status_of(tmp_path, str(config), env=env)
+    assert status.returncode == 4
+    assert status.stderr.startswith(f"livereduce: {refused}")
+
+
+def test_status_of_a_fifo_or_an_endless_device_is_one_line_and_exit_4(tmp_path):
+    """Defect 1: before, --status hung on a FIFO in place of the status file."""
+    fifo = tmp_path / "status.json"
+    os.mkfifo(fifo)
+    config = write(tmp_path, {**base(), "status_file": str(fifo)})
+    result = status_of(tmp_path, str(config))
+    assert result.returncode == 4
+    assert result.stderr == f"livereduce: cannot read status file '{fifo}': not a regular file (a FIFO)\n"
 
 
 # --- --check -------------------------------------------------------------------------------------------------

@@ -1,10 +1,13 @@
-"""livereduce.status: sd_notify messages, the atomic status file, and the text made from a status."""
+"""The status in process: sd_notify messages (systemd_notify), the typed status and its verdict (status), the text
+made from it (status_text), and the status file: where it is, written atomically and never through a planted
+directory, read without blocking (status_file)."""
 
 from __future__ import annotations
 
 import json
 import logging
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -17,7 +20,11 @@ from pathlib import Path
 import pytest
 
 from livereduce import status as st
-from livereduce.errors import LiveReduceError
+from livereduce import status_file as sf
+from livereduce.config import Config, LoadedConfig
+from livereduce.errors import ConfigError, LiveReduceError
+from livereduce.status_text import format_status, summary
+from livereduce.systemd_notify import Notifier
 
 NOW = 1_700_000_000.0
 
@@ -54,7 +61,7 @@ def abstract_server() -> Iterator[tuple[socket.socket, str]]:
     sock.close()
 
 
-def exercise(notifier: st.Notifier) -> None:
+def exercise(notifier: Notifier) -> None:
     notifier.ready()
     notifier.status("running: run 1\n2 chunks")
     notifier.watchdog()
@@ -69,7 +76,7 @@ EXPECTED = [b"READY=1", b"STATUS=running: run 1 2 chunks", b"WATCHDOG=1", b"STOP
 
 def test_notifier_sends_datagrams_to_a_path(server: tuple[socket.socket, str]) -> None:
     sock, path = server
-    notifier = st.Notifier(path)
+    notifier = Notifier(path)
     assert notifier.enabled
     exercise(notifier)
     assert receive_all(sock) == EXPECTED
@@ -78,7 +85,7 @@ def test_notifier_sends_datagrams_to_a_path(server: tuple[socket.socket, str]) -
 
 def test_notifier_sends_to_an_abstract_socket(abstract_server: tuple[socket.socket, str]) -> None:
     sock, name = abstract_server
-    notifier = st.Notifier(name)
+    notifier = Notifier(name)
     exercise(notifier)
     assert receive_all(sock) == EXPECTED
     notifier.close()
@@ -89,7 +96,7 @@ def test_notifier_reads_notify_socket(
 ) -> None:
     sock, name = abstract_server
     monkeypatch.setenv("NOTIFY_SOCKET", name)
-    notifier = st.Notifier()
+    notifier = Notifier()
     assert notifier.enabled
     notifier.ready()
     assert receive_all(sock) == [b"READY=1"]
@@ -98,7 +105,7 @@ def test_notifier_reads_notify_socket(
 
 def test_status_is_utf8(server: tuple[socket.socket, str]) -> None:
     sock, path = server
-    notifier = st.Notifier(path)
+    notifier = Notifier(path)
     notifier.status("Ångström µs ✓")
     assert receive_all(sock) == ["STATUS=Ångström µs ✓".encode()]
     notifier.close()
@@ -106,7 +113,7 @@ def test_status_is_utf8(server: tuple[socket.socket, str]) -> None:
 
 def test_reloading_carries_the_monotonic_time(server: tuple[socket.socket, str]) -> None:
     sock, path = server
-    notifier = st.Notifier(path)
+    notifier = Notifier(path)
     before = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
     notifier.reloading()
     notifier.ready()
@@ -125,16 +132,16 @@ def test_notifier_without_socket_does_nothing(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     monkeypatch.delenv("NOTIFY_SOCKET", raising=False)
-    notifier = st.Notifier()
+    notifier = Notifier()
     assert not notifier.enabled
     exercise(notifier)
     notifier.reloading()
-    assert not st.Notifier("").enabled
+    assert not Notifier("").enabled
     assert caplog.records == []
 
 
 def test_missing_socket_warns_once(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    notifier = st.Notifier(str(tmp_path / "absent.sock"))
+    notifier = Notifier(str(tmp_path / "absent.sock"))
     assert notifier.enabled
     with caplog.at_level(logging.WARNING, logger="livereduce.status"):
         exercise(notifier)
@@ -146,7 +153,7 @@ def test_missing_socket_warns_once(tmp_path: Path, caplog: pytest.LogCaptureFixt
 
 def test_notifier_recovers_after_a_failure(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     path = str(tmp_path / "late.sock")
-    notifier = st.Notifier(path)
+    notifier = Notifier(path)
     with caplog.at_level(logging.WARNING, logger="livereduce.status"):
         notifier.ready()  # nobody listens yet
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
@@ -160,40 +167,30 @@ def test_notifier_recovers_after_a_failure(tmp_path: Path, caplog: pytest.LogCap
     notifier.close()
 
 
-def test_watchdog_interval(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("WATCHDOG_USEC", raising=False)
-    monkeypatch.delenv("WATCHDOG_PID", raising=False)
-    assert st.watchdog_interval() is None
-    monkeypatch.setenv("WATCHDOG_USEC", "30000000")
-    assert st.watchdog_interval() == 30.0
-    monkeypatch.setenv("WATCHDOG_PID", str(os.getpid()))
-    assert st.watchdog_interval() == 30.0
-    monkeypatch.setenv("WATCHDOG_PID", str(os.getpid() + 1))
-    assert st.watchdog_interval() is None
-
-
 # --- StatusFile -------------------------------------------------------------------------------------------------
 
 
-def test_status_file_write_creates_directory_and_remove(tmp_path: Path) -> None:
+def written(path: Path, private: bool = False) -> sf.StatusFile:
+    return sf.StatusFile(sf.StatusLocation(path, private))
+
+
+def test_status_file_write_creates_directory(tmp_path: Path) -> None:
     path = tmp_path / "run" / "livereduce" / "status.json"
-    status_file = st.StatusFile(path)
-    status_file.write({"pid": 1, "state": "running", "path": Path("/x")})
-    assert json.loads(path.read_text()) == {"pid": 1, "state": "running", "path": "/x"}
+    status_file = written(path)
+    status_file.write(st.Status(pid=1, state="running"))
+    assert json.loads(path.read_text())["state"] == "running"
     assert path.stat().st_mode & 0o777 == 0o644
-    status_file.write({"pid": 1, "state": "stopping"})
+    assert path.parent.stat().st_mode & 0o777 == 0o700
+    status_file.write(st.Status(pid=1, state="stopping"))
     assert json.loads(path.read_text())["state"] == "stopping"
     assert sorted(p.name for p in path.parent.iterdir()) == ["status.json"]  # no temporary files left
-    status_file.remove()
-    assert not path.exists()
-    status_file.remove()  # already gone: fine
 
 
 def test_status_file_is_always_complete(tmp_path: Path) -> None:
     path = tmp_path / "status.json"
-    status_file = st.StatusFile(path)
-    big = {"pid": 1, "padding": "x" * 200_000}
-    status_file.write({**big, "n": -1})
+    status_file = written(path)
+    padding = "x" * 200_000
+    status_file.write(st.Status(pid=1, version=padding))
     stop = threading.Event()
     seen: list[int] = []
     failures: list[str] = []
@@ -201,29 +198,22 @@ def test_status_file_is_always_complete(tmp_path: Path) -> None:
     def reader() -> None:
         while not stop.is_set():
             try:
-                seen.append(json.loads(path.read_text())["n"])
+                seen.append(json.loads(path.read_text())["pid"])
             except (ValueError, OSError) as err:
                 failures.append(repr(err))
 
     thread = threading.Thread(target=reader)
     thread.start()
     try:
-        for n in range(300):
-            status_file.write({**big, "n": n})
+        for n in range(2, 302):
+            status_file.write(st.Status(pid=n, version=padding))
     finally:
         stop.set()
         thread.join()
     assert failures == []
     assert len(seen) > 10
     assert seen == sorted(seen)
-    assert json.loads(path.read_text())["n"] == 299
-
-
-def test_status_file_disabled(tmp_path: Path) -> None:
-    status_file = st.StatusFile(None)
-    status_file.write({"pid": 1})
-    status_file.remove()
-    assert list(tmp_path.iterdir()) == []
+    assert json.loads(path.read_text())["pid"] == 301
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root can write everywhere")
@@ -232,10 +222,10 @@ def test_unwritable_directory_warns_once(tmp_path: Path, caplog: pytest.LogCaptu
     directory.mkdir()
     directory.chmod(0o500)
     try:
-        status_file = st.StatusFile(directory / "status.json")
+        status_file = written(directory / "status.json")
         with caplog.at_level(logging.WARNING, logger="livereduce.status"):
-            status_file.write({"pid": 1})
-            status_file.write({"pid": 2})
+            status_file.write(st.Status(pid=1))
+            status_file.write(st.Status(pid=2))
     finally:
         directory.chmod(0o700)
     assert len(caplog.records) == 1
@@ -243,57 +233,171 @@ def test_unwritable_directory_warns_once(tmp_path: Path, caplog: pytest.LogCaptu
     assert list(directory.iterdir()) == []
 
 
-def test_unwritable_location_warns_once(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_unwritable_location_warns_once_until_it_works_again(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """Also as root: a directory cannot be created below a regular file."""
     blocker = tmp_path / "file"
     blocker.write_text("")
-    status_file = st.StatusFile(blocker / "sub" / "status.json")
+    status_file = written(blocker / "sub" / "status.json")
     with caplog.at_level(logging.WARNING, logger="livereduce.status"):
-        status_file.write({"pid": 1})
-        status_file.write({"pid": 2})
-        status_file.remove()
-    assert len(caplog.records) == 1
-    assert caplog.records[0].levelno == logging.WARNING
+        status_file.write(st.Status(pid=1))
+        status_file.write(st.Status(pid=2))
+        assert len(caplog.records) == 1
+        blocker.unlink()
+        status_file.write(st.Status(pid=3))  # works again
+        blocker.parent.joinpath("file", "sub", "status.json").unlink()
+        blocker.parent.joinpath("file", "sub").rmdir()
+        blocker.parent.joinpath("file").rmdir()
+        blocker.write_text("")
+        status_file.write(st.Status(pid=4))  # fails again: warned again
+    assert len(caplog.records) == 2
+    assert all(record.levelno == logging.WARNING for record in caplog.records)
     assert "status.json" in caplog.records[0].getMessage()
 
 
-def test_default_status_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(st, "DEFAULT_STATUS_FILE", tmp_path / "run" / "status.json")
+# --- where: one file per configuration, safe per-user directory ------------------------------------------------
+
+
+@pytest.fixture
+def places(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """No /run/livereduce, no $XDG_RUNTIME_DIR, no $LIVEREDUCE_STATUS_FILE; the temporary directory is tmp_path/tmp
+    (the per-user place is tmp_path/tmp/livereduce-<uid>). Returns tmp_path/tmp."""
+    monkeypatch.setattr(sf, "RUN_DIRECTORY", tmp_path / "run")
+    monkeypatch.delenv("XDG_RUNTIME_DIR", raising=False)
+    monkeypatch.delenv("LIVEREDUCE_STATUS_FILE", raising=False)
+    temporary = tmp_path / "tmp"
+    temporary.mkdir(mode=0o1777)
+    monkeypatch.setattr(sf.tempfile, "gettempdir", lambda: str(temporary))
+    return temporary
+
+
+def loaded_from(path: Path | None, **keys: object) -> LoadedConfig:
+    return LoadedConfig(Config(**{"instrument": "SANS2D", **keys}), path, "")
+
+
+def test_each_configuration_has_its_own_status_file(tmp_path: Path, places: Path) -> None:
+    """Defect 10: before, every daemon of a user with default settings wrote the same file."""
+    user = places / f"livereduce-{os.geteuid()}"
+    first, second = loaded_from(tmp_path / "a.conf"), loaded_from(tmp_path / "b.conf")
+    assert sf.status_location(first).path != sf.status_location(second).path
+    assert re.fullmatch(r"status-SANS2D-[0-9a-f]{8}\.json", sf.status_file_name(first))
+    assert sf.status_location(first) == sf.StatusLocation(user / sf.status_file_name(first), private=True)
+    assert sf.status_file_name(loaded_from(None)) == "status.json"  # the built-in defaults
+    assert sf.status_file_name(loaded_from(sf.DEFAULT_CONFIG_PATH)) == "status.json"  # what the unit runs
+    (tmp_path / "link.conf").symlink_to(tmp_path / "a.conf")
+    assert sf.status_file_name(loaded_from(tmp_path / "link.conf")) == sf.status_file_name(first)  # the real path
+    assert sf.status_file_name(loaded_from(tmp_path / "c.conf", instrument=None)).startswith("status-default-")
+
+
+def test_the_status_location_order(tmp_path: Path, places: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    loaded = loaded_from(None)
+    assert sf.status_location(loaded).path == places / f"livereduce-{os.geteuid()}" / "status.json"
     monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
-    assert st.default_status_file() == tmp_path / "livereduce" / "status.json"
+    assert sf.status_location(loaded) == sf.StatusLocation(tmp_path / "livereduce" / "status.json", private=True)
     (tmp_path / "run").mkdir()
-    assert st.default_status_file() == tmp_path / "run" / "status.json"
-    (tmp_path / "run").rmdir()
-    monkeypatch.delenv("XDG_RUNTIME_DIR")
-    monkeypatch.setattr(st.tempfile, "gettempdir", lambda: str(tmp_path))
-    monkeypatch.chdir(tmp_path)
-    assert st.default_status_file() == tmp_path / f"livereduce-{os.geteuid()}" / "status.json"  # not cwd-relative
+    assert sf.status_location(loaded) == sf.StatusLocation(tmp_path / "run" / "status.json")
+    monkeypatch.setenv("LIVEREDUCE_STATUS_FILE", str(tmp_path / "pg3" / "status.json"))
+    assert sf.status_location(loaded).path == tmp_path / "pg3" / "status.json"
+    assert sf.find_status_location(loaded).path == tmp_path / "pg3" / "status.json"
+    assert sf.status_location(loaded_from(None, status_file="s.json")).path == Path("s.json").absolute()
 
 
-def test_find_status_file_prefers_an_existing_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_find_status_location_prefers_an_existing_file(tmp_path: Path, places: Path) -> None:
     run = tmp_path / "run"
     run.mkdir()
-    monkeypatch.setattr(st, "DEFAULT_STATUS_FILE", run / "status.json")
-    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
-    assert st.find_status_file() == run / "status.json"  # nothing exists: the writer's default
-    (tmp_path / "livereduce").mkdir()
-    (tmp_path / "livereduce" / "status.json").write_text("{}")
-    assert st.find_status_file() == tmp_path / "livereduce" / "status.json"
-    (run / "status.json").write_text("{}")
-    assert st.find_status_file() == run / "status.json"
+    loaded = loaded_from(tmp_path / "a.conf")
+    name = sf.status_file_name(loaded)
+    assert sf.find_status_location(loaded).path == run / name  # nothing exists: the writer's default
+    user = places / f"livereduce-{os.geteuid()}"
+    user.mkdir(mode=0o700)
+    (user / name).write_text("{}")
+    assert sf.find_status_location(loaded).path == user / name
+    (run / name).write_text("{}")
+    assert sf.find_status_location(loaded).path == run / name
 
 
-def test_the_per_user_directory_is_private(tmp_path: Path) -> None:
-    path = tmp_path / "livereduce-0" / "status.json"
-    st.StatusFile(path).write({"pid": 1})
-    assert (path.parent.stat().st_mode & 0o777) == 0o700
+def test_the_per_user_directory_is_created_private(places: Path) -> None:
+    location = sf.status_location(loaded_from(None))
+    sf.StatusFile(location).prepare()
+    assert location.path.parent.stat().st_mode & 0o777 == 0o700
+    sf.StatusFile(location).prepare()  # exists and is ours: fine
+
+
+def plant(directory: Path, how: str, target: Path) -> None:
+    """A per-user status directory planted by another user: a symbolic link, another owner, or mode 0777."""
+    if how == "symlink":
+        directory.symlink_to(target)
+    elif how == "owner":
+        directory.mkdir(mode=0o700)
+        os.chown(directory, 65534, 65534)
+    else:
+        directory.mkdir()
+        directory.chmod(0o777)
+
+
+PLANTED = {
+    "symlink": "it is a symbolic link",
+    "owner": f"it belongs to uid 65534, not to this user (uid {os.geteuid()})",
+    "mode": "it is writable by group or others (mode 0777)",
+}
+
+
+@pytest.mark.parametrize("how", PLANTED)
+def test_a_planted_per_user_directory_is_refused(tmp_path: Path, places: Path, how: str) -> None:
+    """Defect 1: before, the daemon (root) wrote status.json through the planted directory."""
+    target = tmp_path / "victim"
+    target.mkdir()
+    location = sf.status_location(loaded_from(None))
+    plant(location.path.parent, how, target)
+    with pytest.raises(ConfigError) as refused:
+        sf.StatusFile(location).prepare()
+    message = str(refused.value)
+    assert message == (
+        f"status directory '{location.path.parent}' refused: {PLANTED[how]}; remove it (another user may have "
+        f'planted it), or set "status_file" or $LIVEREDUCE_STATUS_FILE'
+    )
+    assert refused.value.exit_code == 2
+    with pytest.raises(ConfigError, match="refused"):
+        sf.find_status_location(loaded_from(None))  # --status does not read from it either
+    assert list(target.iterdir()) == []
+
+
+@pytest.mark.parametrize("how", PLANTED)
+def test_the_writer_never_writes_into_a_directory_planted_after_the_start(
+    tmp_path: Path, places: Path, how: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    target = tmp_path / "victim"
+    target.mkdir()
+    location = sf.status_location(loaded_from(None))
+    status_file = sf.StatusFile(location)
+    status_file.prepare()
+    location.path.parent.rmdir()
+    plant(location.path.parent, how, target)
+    with caplog.at_level(logging.WARNING, logger="livereduce.status"):
+        status_file.write(st.Status(pid=1))
+    assert list(target.iterdir()) == []
+    assert len(caplog.records) == 1
+    assert "refused" in caplog.records[0].getMessage()
+    if how != "symlink":
+        assert list(location.path.parent.iterdir()) == []
+
+
+def test_a_status_file_replaced_by_a_symlink_is_replaced_not_followed(tmp_path: Path) -> None:
+    victim = tmp_path / "victim"
+    victim.write_text("precious")
+    path = tmp_path / "status.json"
+    path.symlink_to(victim)
+    written(path).write(st.Status(pid=1))
+    assert victim.read_text() == "precious"
+    assert not path.is_symlink()
+    assert json.loads(path.read_text())["pid"] == 1
 
 
 # --- summary / health / format_status -----------------------------------------------------------------------------
 
 
-def make_status(**changes: object) -> dict[str, object]:
-    """A healthy running daemon (this process's pid) at time NOW; ``engine_<key>`` changes an engine key."""
+def status_json(**changes: object) -> dict[str, object]:
+    """The JSON of a healthy running daemon (this process's pid) at time NOW; ``engine_<key>`` changes an engine
+    key."""
     engine: dict[str, object] = {
         "name": "scipp",
         "state": "running",
@@ -333,6 +437,11 @@ def make_status(**changes: object) -> dict[str, object]:
     return status
 
 
+def make_status(**changes: object) -> st.Status:
+    """:func:`status_json` as read back."""
+    return st.Status.from_json(status_json(**changes))
+
+
 @pytest.fixture(scope="module")
 def dead_pid() -> int:
     process = subprocess.Popen([sys.executable, "-c", "pass"])
@@ -341,17 +450,17 @@ def dead_pid() -> int:
 
 
 def test_summary() -> None:
-    assert st.summary(make_status(), now=NOW) == (
+    assert summary(make_status(), now=NOW) == (
         "running: run 47210, 123 chunks, 4.5M events, last cycle 3.0 s ago, RSS 812 MB"
     )
-    assert st.summary(make_status(engine_errors=2, engine_chunks=1, engine_events=999), now=NOW) == (
+    assert summary(make_status(engine_errors=2, engine_chunks=1, engine_events=999), now=NOW) == (
         "running: run 47210, 1 chunk, 999 events, last cycle 3.0 s ago, 2 errors, RSS 812 MB"
     )
-    assert st.summary(make_status(state="starting", engine_run_number=0, engine_last_cycle_end=None), now=NOW) == (
+    assert summary(make_status(state="starting", engine_run_number=0, engine_last_cycle_end=None), now=NOW) == (
         "starting: 123 chunks, 4.5M events, no cycle yet, RSS 812 MB"
     )
-    assert st.summary({"state": "waiting for scripts"}) == "waiting for scripts"
-    assert "\n" not in st.summary(make_status())
+    assert summary(st.Status(state="waiting for scripts")) == "waiting for scripts"
+    assert "\n" not in summary(make_status())
 
 
 def test_healthy_running() -> None:
@@ -436,7 +545,7 @@ def test_waiting_for_scripts_is_unhealthy() -> None:
 
 
 def test_format_status() -> None:
-    text = st.format_status(make_status(), now=NOW)
+    text = format_status(make_status(), now=NOW)
     lines = text.splitlines()
     assert lines[0].split(None, 1) == ["health:", "OK: running, last cycle 3.0 s ago"]
     values = {}
@@ -460,15 +569,108 @@ def test_format_status() -> None:
 
 
 def test_format_status_unhealthy_and_sparse(dead_pid: int) -> None:
-    text = st.format_status(make_status(state="waiting for scripts", engine_last_error="boom"), now=NOW)
+    text = format_status(make_status(state="waiting for scripts", engine_last_error="boom"), now=NOW)
     assert text.splitlines()[0].startswith("health:")
     assert "UNHEALTHY: the daemon is waiting for its processing scripts" in text.splitlines()[0]
     assert "last error" in text
-    sparse = st.format_status({"pid": dead_pid, "state": "stopped"}, now=NOW)
+    sparse = format_status(st.Status.from_json({"pid": dead_pid, "state": "stopped"}), now=NOW)
     assert sparse.splitlines()[0].endswith(
         f"UNHEALTHY: process {dead_pid} is not running: it died without updating the status (updated never)"
     )
     assert "engine" in sparse
+
+
+# --- the typed status ---------------------------------------------------------------------------------------------
+
+
+def test_the_typed_status_round_trips_and_keeps_the_keys_of_the_file() -> None:
+    full = status_json(
+        pid_created=12.5,
+        state_since=NOW - 2,
+        log_records_lost=3,
+        metrics_url="http://127.0.0.1:9101/metrics",
+        exit={"code": 0, "reason": "SIGTERM", "time": NOW},
+        engine_dropped_events={"event_id negative": 2},
+        engine_source_counters={"pulses": 7},
+        engine_accumulation="DataArray(event_id: 4096, dense float32)",
+        engine_source_healthy=False,
+    )
+    status = st.Status.from_json(full)
+    assert status.engine.dropped_events == {"event_id negative": 2}
+    assert status.exit == st.ExitRecord(0, "SIGTERM", NOW)
+    assert st.Status.from_json(json.loads(json.dumps(status.to_json()))) == status
+    assert set(status.to_json()) == set(full) | {"state_since"}
+    assert set(st.Status(pid=1).to_json()) == set(full) - {"metrics_url", "exit"}  # those two only when set
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        None,
+        "text",
+        [1, 2],
+        {},
+        {"pid": True, "engine": [], "restarts": {"scripts": "x"}, "exit": {}, "scripts": {"proc": 3}},
+        {"pid": -4, "state": 7, "config": "x", "update_every": "30", "rss_bytes": "big", "engine": {"chunks": None}},
+    ],
+)
+def test_any_json_value_reads_as_a_status_without_raising(data: object) -> None:
+    status = st.Status.from_json(data)
+    assert status.pid is None
+    assert status.exit is None
+    assert st.health(status, now=NOW) == (False, "the status has no valid pid")
+    format_status(status, now=NOW)  # never raises
+    summary(status, now=NOW)
+
+
+def test_a_status_of_an_older_version_is_read() -> None:
+    """The file of the version before the typed status (no state_since), and a very old one (no engine section)."""
+    older = status_json()
+    assert "state_since" not in older
+    assert st.health(st.Status.from_json(older), now=NOW) == (True, "running, last cycle 3.0 s ago")
+    del older["engine"], older["restarts"], older["scripts"]
+    text = format_status(st.Status.from_json(older), now=NOW)
+    assert "engine:           none" in text
+    assert "proc script:      none" in text
+
+
+def test_connecting_is_healthy_until_it_stalls() -> None:
+    connecting = make_status(state="connecting", state_since=NOW - 5, engine_state="connecting")
+    assert st.health(connecting, now=NOW) == (True, "the daemon is connecting to its data source")
+    assert st.status_code(connecting, now=NOW) == st.STATUS_RUNNING
+    stalled = make_status(state="connecting", state_since=NOW - 95)
+    assert st.health(stalled, now=NOW) == (False, "stalled: connecting to the data source for 95 s (limit 90 s)")
+    assert st.status_code(stalled, now=NOW) == st.STATUS_UNHEALTHY
+
+
+def test_the_metrics_url_is_shown_when_the_status_has_one() -> None:
+    """Defect 11: before, --status never showed where the metrics are."""
+    assert "metrics" not in rows(format_status(make_status(), now=NOW))
+    shown = rows(format_status(make_status(metrics_url="http://127.0.0.1:9101/metrics"), now=NOW))
+    assert shown["metrics"] == "http://127.0.0.1:9101/metrics"
+
+
+def rows(text: str) -> dict[str, str]:
+    return {key.strip(): value.strip() for key, value in (line.split(": ", 1) for line in text.splitlines())}
+
+
+@pytest.mark.parametrize("ended_first", [True, False])
+def test_engine_totals_show_the_newest_error_of_any_source(ended_first: bool) -> None:
+    """Defect 11: the supervisor's error and the engines' errors, newest first, whichever side it is on."""
+    totals = st.EngineTotals()
+    totals.error("start failed", NOW - 10)
+    ended = st.Health(state=st.EngineState.STOPPED, chunks=2, errors=1, last_error="cycle 1 failed")
+    ended.last_error_time = NOW - 5 if ended_first else NOW - 20
+    totals.ended(ended)
+    running = st.Health(state=st.EngineState.RUNNING, chunks=1)
+    shown = totals.status("scipp", running)
+    assert shown.last_error == ("cycle 1 failed" if ended_first else "start failed")
+    assert (shown.chunks, shown.errors, shown.state) == (3, 1, "running")
+    running.last_error, running.last_error_time = "cycle 2 failed", NOW - 1
+    assert totals.status("scipp", running).last_error == "cycle 2 failed"
+    totals.error("newest", NOW)
+    assert totals.status("scipp", running).last_error == "newest"
+    assert totals.status("scipp", None).state == "stopped"  # the last engine's values while none runs
 
 
 # --- read_status --------------------------------------------------------------------------------------------------
@@ -476,17 +678,16 @@ def test_format_status_unhealthy_and_sparse(dead_pid: int) -> None:
 
 def test_read_status_round_trip(tmp_path: Path) -> None:
     path = tmp_path / "status.json"
-    st.StatusFile(path).write(make_status())
-    assert st.read_status(path) == json.loads(json.dumps(make_status()))
+    written(path).write(make_status())
+    assert sf.read_status(path) == make_status()
 
 
 def test_read_status_missing(tmp_path: Path) -> None:
     path = tmp_path / "status.json"
     with pytest.raises(LiveReduceError, match="is the daemon running") as info:
-        st.read_status(path)
+        sf.read_status(path)
     assert str(path) in str(info.value)
     assert "\n" not in str(info.value)
-    assert info.value.exit_code == 1
 
 
 @pytest.mark.parametrize("content", ["{", "", "not json", "[1, 2]", "\udcff"])
@@ -494,17 +695,44 @@ def test_read_status_invalid(tmp_path: Path, content: str) -> None:
     path = tmp_path / "status.json"
     path.write_bytes(b"\xff" if content == "\udcff" else content.encode())
     with pytest.raises(LiveReduceError, match="not valid") as info:
-        st.read_status(path)
+        sf.read_status(path)
     assert str(path) in str(info.value)
     assert "\n" not in str(info.value)
 
 
-def test_read_status_directory(tmp_path: Path) -> None:
-    with pytest.raises(LiveReduceError, match="cannot read status file"):
-        st.read_status(tmp_path)
+@pytest.mark.parametrize(
+    ("make", "reason"),
+    [
+        (lambda path: path.mkdir(), "not a regular file (a directory)"),
+        (os.mkfifo, "not a regular file (a FIFO)"),
+        (lambda path: path.symlink_to("/dev/zero"), "not a regular file (a character device)"),
+        (lambda path: path.write_bytes(b" " * (sf.MAX_STATUS_BYTES + 1)), "larger than 1048576 bytes"),
+    ],
+    ids=["directory", "fifo", "dev-zero", "too-large"],
+)
+def test_read_status_reads_regular_files_only_never_blocks(tmp_path: Path, make, reason: str) -> None:
+    """Defect 1: before, --status hung on a FIFO and read a link to /dev/zero without limit."""
+    path = tmp_path / "status.json"
+    make(path)
+    with pytest.raises(LiveReduceError) as info:
+        sf.read_status(path)
+    assert str(info.value).startswith(f"cannot read status file '{path}': {reason}")
+    assert "\n" not in str(info.value)
 
 
-def test_status_file_from_the_environment(tmp_path, monkeypatch):
-    monkeypatch.setenv("LIVEREDUCE_STATUS_FILE", str(tmp_path / "pg3" / "status.json"))
-    assert st.default_status_file() == tmp_path / "pg3" / "status.json"
-    assert st.find_status_file() == tmp_path / "pg3" / "status.json"
+def test_a_status_of_another_configuration_is_refused(tmp_path: Path) -> None:
+    """Defect 10: --status CONFIG checks that the file it reads is the status of the daemon of CONFIG."""
+    path = tmp_path / "status.json"
+    (tmp_path / "a.conf").write_text("{}")
+    (tmp_path / "link.conf").symlink_to(tmp_path / "a.conf")
+    status = make_status(config={"path": str(tmp_path / "a.conf"), "sha256": "ab"})
+    assert sf.config_mismatch(status, path, loaded_from(tmp_path / "a.conf")) is None
+    assert sf.config_mismatch(status, path, loaded_from(tmp_path / "link.conf")) is None
+    assert sf.config_mismatch(status, path, loaded_from(tmp_path / "b.conf")) == (
+        f"status file '{path}' belongs to the daemon of configuration '{tmp_path / 'a.conf'}', not of "
+        f"'{tmp_path / 'b.conf'}': another daemon writes there (set a \"status_file\" in each configuration)"
+    )
+    defaults = make_status(config={"path": None, "sha256": ""})
+    assert "the built-in defaults, not of" in sf.config_mismatch(defaults, path, loaded_from(tmp_path / "a.conf"))
+    assert sf.config_mismatch(defaults, path, loaded_from(None)) is None
+    assert sf.config_mismatch(st.Status(pid=1), path, loaded_from(tmp_path / "b.conf")) is None  # nothing recorded

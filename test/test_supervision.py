@@ -7,11 +7,12 @@ import json
 import os
 import signal
 import socket
+import time
 from pathlib import Path
 
 import pytest
 
-from conftest import run_cli
+from conftest import poll_until, run_cli
 
 RESTART = "Restarting Live Data and clearing workspaces"
 
@@ -292,3 +293,56 @@ def test_sigterm_during_start_up_is_a_clean_stop(daemon):
     run = process.finish(timeout=30)
     assert run.returncode == 0, run.log
     assert "received SIGTERM(15)" in run.log
+
+
+def adara(address: str, **keys: object) -> dict:
+    return {"listener": "SNSLiveEventDataListener", "address": address, "update_every": 0.5, **keys}
+
+
+def test_sigterm_while_the_source_connects_exits_0_within_2_s(daemon):
+    """Defect 6: before, engine.start() blocked the supervisor while the source connected (the ADARA GEOMETRY wait
+    took 10 s), the status said 'running', and SIGTERM was acted on only afterwards. A listening socket that never
+    answers (the kernel completes the connection; nobody speaks) stands for an SMS that does not answer."""
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)
+    try:
+        process = daemon(adara(f"127.0.0.1:{silent.getsockname()[1]}"), {"proc": "output = input\n"})
+        status_path = process.workdir / "status.json"
+        poll_until(
+            lambda: status_path.exists() and json.loads(status_path.read_text())["state"] == "connecting",
+            lambda: f"the status 'connecting'; the log:\n{process.log()}",
+        )
+        process.send(signal.SIGTERM)
+        sent = time.monotonic()
+        run = process.finish(timeout=30)
+        took = time.monotonic() - sent
+    finally:
+        silent.close()
+    assert run.returncode == 0, run.log
+    assert took < 2, f"exit {took:.1f} s after SIGTERM:\n{run.log}"
+    assert "state: connecting -> stopping: SIGTERM" in run.log
+    assert json.loads(status_path.read_text())["state"] == "stopped"
+
+
+def test_a_failed_start_logs_one_error_and_the_back_off_line(daemon):
+    """Item 12: before, each failed start logged 4-5 lines, with 'Restarting Live Data and clearing workspaces'
+    although nothing had started. Nothing listens on the port: every connection is refused."""
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))
+    port = closed.getsockname()[1]
+    closed.close()
+    process = daemon(adara(f"127.0.0.1:{port}"), {"proc": "output = input\n"})
+    log = process.wait_for_log(lambda log: "failure 2 in a row" in log)
+    process.send(signal.SIGTERM)
+    assert process.finish().returncode == 0
+    attempts = log.split("state: backing off -> connecting: the back-off delay has passed")
+    assert len(attempts) == 2, log
+    retry = [line.split(" - ", 2)[2] for line in attempts[1].strip().splitlines()]
+    assert retry == [
+        f"ERROR - Live data could not start: cannot connect to the SMS at 127.0.0.1:{port}: Connection refused",
+        "INFO - state: connecting -> backing off: Restarting live data in 2 s (failure 2 in a row)",
+    ], attempts[1]
+    assert RESTART not in log
+    assert "stopping live data processing" not in log
+    assert log.count("Using ProcessingScriptFilename") == 1

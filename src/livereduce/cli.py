@@ -1,7 +1,9 @@
-"""Command line: ``livereduce [CONFIG]`` runs the daemon; ``--check`` and ``--print-config`` inspect.
+"""Command line: ``livereduce [CONFIG]`` runs the daemon; ``--check``, ``--print-config`` and ``--status`` inspect.
 
 Errors map to exit codes here and only here (see :mod:`livereduce.errors`): a
-:class:`~livereduce.errors.LiveReduceError` is one line in the log (and on stdout), never a traceback wall.
+:class:`~livereduce.errors.LiveReduceError` is one line in the log (and on stdout), never a traceback wall. The
+inspecting commands exit with their own code also when their output cannot be written (``livereduce --status |
+head -1``: the reader went away), as if it had been read.
 """
 
 from __future__ import annotations
@@ -13,17 +15,26 @@ import os
 import signal
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 
-from livereduce import __version__, logs, status
+from livereduce import __version__, logs
 from livereduce.config import OBSOLETE_KEYS, LoadedConfig, effective, load_config
 from livereduce.engines import create_engine, select_engine
 from livereduce.engines.base import Engine
 from livereduce.errors import EXIT_INTERNAL, EXIT_OK, ConfigError, LiveReduceError
 from livereduce.events import EventQueue, SignalReceived, restore_signals
+from livereduce.processes import terminate_children
 from livereduce.protocols.kafka.topics import without_secrets
 from livereduce.scripts import ProcessingScripts, load_scripts, refuse_process_exit
-from livereduce.supervisor import Supervisor, terminate_children
+from livereduce.status import STATUS_NOT_RUNNING, STATUS_UNKNOWN, status_code
+from livereduce.status_file import (
+    check_private_directory,
+    config_mismatch,
+    find_status_location,
+    read_status,
+    status_location,
+)
+from livereduce.status_text import format_status
+from livereduce.supervisor import Supervisor
 
 _log = logging.getLogger("livereduce")
 _config_log = logging.getLogger("livereduce.Config")
@@ -42,7 +53,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     mode.add_argument("--check", action="store_true", help="validate configuration and scripts, start nothing")
     mode.add_argument("--print-config", action="store_true", help="print the effective configuration and exit")
     mode.add_argument(
-        "--status", action="store_true", help="show the running daemon's status; exit 1 if it is unhealthy"
+        "--status",
+        action="store_true",
+        help="show the status of the daemon of CONFIG; exit 0 running and healthy, 1 dead, 3 not running, "
+        "4 unknown, 150 running but unhealthy",
     )
     parser.add_argument("--version", action="version", version=f"livereduce {__version__}")
     return parser.parse_args(argv)
@@ -59,14 +73,10 @@ def main(argv: Sequence[str] | None = None, events: EventQueue | None = None) ->
     args = parse_args(argv)
     if args.status or args.check or args.print_config:
         _default_signals(events)
-    try:
-        if args.status:
-            return _show_status(args.config)
-        if args.check or args.print_config:
-            return _inspect(args)
-    except BrokenPipeError:  # e.g. `livereduce --status | head -1`
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return EXIT_INTERNAL
+    if args.status:
+        return _show_status(args.config)
+    if args.check or args.print_config:
+        return _inspect(args)
     logs.start_stdout_logging()
     refuse_process_exit()
     try:
@@ -161,28 +171,40 @@ def _log_config(loaded: LoadedConfig, engine_name: str) -> None:
     )
 
 
+def _say(text: str, *, error: bool = False) -> None:
+    """Print ``text`` (to stderr for ``error``). A reader that went away (a broken pipe) is not an error: the rest
+    of the output goes to /dev/null and the command keeps its exit code."""
+    stream = sys.stderr if error else sys.stdout
+    try:
+        print(text, file=stream, flush=True)
+    except BrokenPipeError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, stream.fileno())
+        os.close(devnull)
+
+
 def _show_status(config_argument: str | None) -> int:
-    """``--status``: print the status file the configuration names; LSB status codes (see ``status.STATUS_*``):
-    0 running and healthy, 1 dead with a status file left, 3 not running, 4 unknown, 150 running but unhealthy."""
+    """``--status``: print the status of the daemon of the configuration; LSB status codes (``status.STATUS_*``):
+    0 running and healthy, 1 dead with a status file left, 3 not running, 4 unknown (also: the status file
+    belongs to another configuration than the CONFIG given), 150 running but unhealthy."""
     try:
-        configured = load_config(config_argument).config.status_file
-    except LiveReduceError as err:
-        print(f"livereduce: {err}", file=sys.stderr)
-        return status.STATUS_UNKNOWN
-    path = Path(configured).absolute() if configured else status.find_status_file()
-    try:
+        loaded = load_config(config_argument)
+        path = find_status_location(loaded).path
         if not path.exists():
-            print(f"not running: no status file '{path}'")
-            return status.STATUS_NOT_RUNNING
-        current = status.read_status(path)
+            _say(f"not running: no status file '{path}'")
+            return STATUS_NOT_RUNNING
+        current = read_status(path)
+        problem = config_mismatch(current, path, loaded) if config_argument is not None else None
+        if problem is not None:
+            raise LiveReduceError(problem)
     except OSError as err:
-        print(f"livereduce: cannot read status file '{path}': {err.strerror or err}", file=sys.stderr)
-        return status.STATUS_UNKNOWN
+        _say(f"livereduce: cannot read status file '{err.filename or '?'}': {err.strerror or err}", error=True)
+        return STATUS_UNKNOWN
     except LiveReduceError as err:
-        print(f"livereduce: {err}", file=sys.stderr)
-        return status.STATUS_UNKNOWN
-    print(status.format_status(current))
-    return status.status_code(current)
+        _say(f"livereduce: {err}", error=True)
+        return STATUS_UNKNOWN
+    _say(format_status(current))
+    return status_code(current)
 
 
 def _inspect(args: argparse.Namespace) -> int:
@@ -196,10 +218,10 @@ def _inspect(args: argparse.Namespace) -> int:
         engine_name = select_engine(loaded.config)
         settings = effective(loaded, engine_name)
     except LiveReduceError as err:
-        print(f"livereduce: {err}", file=sys.stderr)
+        _say(f"livereduce: {err}", error=True)
         return err.exit_code
     if args.print_config:
-        print(json.dumps(settings, sort_keys=True, indent=2))
+        _say(json.dumps(settings, sort_keys=True, indent=2))
         return EXIT_OK
     config = loaded.config
     problems: list[LiveReduceError] = []
@@ -208,6 +230,12 @@ def _inspect(args: argparse.Namespace) -> int:
         problems.append(
             ConfigError(f"cannot open log file '{config.log_file or logs.default_log_file()}': {log_problem}")
         )
+    location = status_location(loaded)
+    if location.private and os.path.lexists(location.path.parent):
+        try:
+            check_private_directory(location.path.parent, create=False)
+        except ConfigError as err:
+            problems.append(err)
     try:
         create_engine(engine_name, config)
     except LiveReduceError as err:
@@ -220,15 +248,15 @@ def _inspect(args: argparse.Namespace) -> int:
     except LiveReduceError as err:
         problems.append(err)
     for warning in config_warnings(loaded):
-        print(f"warning: {warning}")
+        _say(f"warning: {warning}")
     for problem in problems:
-        print(f"livereduce: {problem}", file=sys.stderr)
+        _say(f"livereduce: {problem}", error=True)
     if problems:
         return problems[0].exit_code
     source = str(loaded.path) if loaded.path else "defaults"
-    print(f"configuration {source}: OK (instrument {settings['instrument']}, engine {engine_name})")
+    _say(f"configuration {source}: OK (instrument {settings['instrument']}, engine {engine_name})")
     for script in scripts:
-        print(f"{script.property_name} {script.path}: OK")
+        _say(f"{script.property_name} {script.path}: OK")
     return EXIT_OK
 
 

@@ -13,7 +13,7 @@ cycle, because a once-a-second status cannot see every cycle: the cycle-duration
 | metric | type | labels | meaning |
 |---|---|---|---|
 | ``livereduce_info`` | info | version, engine, instrument | constant 1 |
-| ``livereduce_state`` | state set | livereduce_state | the supervisor's state (``running``, ``backing off``, ...) |
+| ``livereduce_state`` | state set | livereduce_state | the supervisor's state (``running``, ``connecting``, ...) |
 | ``livereduce_engine_state`` | state set | livereduce_engine_state | the engine's (``running``, ``idle``, ...) |
 | ``livereduce_chunks_total`` | counter | | cycles completed since the daemon started |
 | ``livereduce_events_received_total`` | counter | | events the source delivered (after dropping) |
@@ -46,6 +46,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoM
 from prometheus_client.registry import Collector
 
 from livereduce.engines.base import CycleCompleted
+from livereduce.status import EngineStatus, Status
 
 _log = logging.getLogger("livereduce")
 
@@ -54,6 +55,7 @@ CYCLE_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 12
 STEPS = ("proc", "post_proc", "accumulate")
 SUPERVISOR_STATES = (
     "starting",
+    "connecting",
     "running",
     "reloading",
     "backing off",
@@ -62,18 +64,18 @@ SUPERVISOR_STATES = (
     "stopped",
     "stop timed out",
 )
-ENGINE_STATES = ("starting", "running", "idle", "finished", "failed", "stopped")
+ENGINE_STATES = ("starting", "connecting", "running", "idle", "finished", "failed", "stopped")
 
 
 class Metrics:
     """The daemon's metrics and their HTTP endpoint.
 
     Args:
-        status: returns the status the supervisor last published (a dict as in :mod:`livereduce.status`).
+        status: returns the status the supervisor last published (None before the first).
         instrument: the instrument's name (a label of ``livereduce_info``).
     """
 
-    def __init__(self, status: Callable[[], dict[str, Any]], instrument: str) -> None:
+    def __init__(self, status: Callable[[], Status | None], instrument: str) -> None:
         self.registry = CollectorRegistry()
         self._cycle_seconds = Histogram(
             "livereduce_cycle_duration_seconds",
@@ -129,73 +131,63 @@ class Metrics:
 class _StatusCollector(Collector):
     """Metrics made from the last published status at each scrape."""
 
-    def __init__(self, status: Callable[[], dict[str, Any]], instrument: str) -> None:
+    def __init__(self, status: Callable[[], Status | None], instrument: str) -> None:
         self._status = status
         self._instrument = instrument
 
     def collect(self) -> Iterator[Any]:
-        status = self._status() or {}
-        engine = status.get("engine") or {}
+        status = self._status() or Status()
+        engine = status.engine or EngineStatus()
         info = InfoMetricFamily("livereduce", "The daemon")
-        info.add_metric(
-            [],
-            {
-                "version": str(status.get("version", "")),
-                "engine": engine.get("name", ""),
-                "instrument": self._instrument,
-            },
-        )
+        info.add_metric([], {"version": status.version, "engine": engine.name, "instrument": self._instrument})
         yield info
-        yield _states("livereduce_state", "The supervisor's state", SUPERVISOR_STATES, status.get("state"))
-        yield _states("livereduce_engine_state", "The engine's state", ENGINE_STATES, engine.get("state"))
-        yield _counter("livereduce_chunks", "Cycles completed since the daemon started", engine.get("chunks"))
-        yield _counter("livereduce_events_received", "Events the source delivered", engine.get("events"))
-        yield _gauge("livereduce_events_accumulated", "Events in the accumulation", engine.get("accumulated_events"))
-        yield _labelled("livereduce_events_dropped", "Events dropped at the source", "reason", engine, "dropped_events")
-        yield _counter("livereduce_cycle_errors", "Cycles that ended with an error", engine.get("errors"))
-        yield _labelled("livereduce_engine_restarts", "Engine restarts by reason", "reason", status, "restarts")
-        yield _gauge("livereduce_rss_bytes", "Resident memory of the daemon and its children", status.get("rss_bytes"))
-        if status.get("memory_limit_bytes") is not None:
-            yield _gauge("livereduce_memory_limit_bytes", "The memory limit", status.get("memory_limit_bytes"))
-        last = engine.get("last_cycle_end")
-        if last is not None:
-            yield _gauge("livereduce_last_cycle_end_timestamp_seconds", "Unix time of the last completed cycle", last)
-            yield _gauge(
-                "livereduce_last_cycle_age_seconds", "Seconds since the last completed cycle", time.time() - last
+        yield _states("livereduce_state", "The supervisor's state", SUPERVISOR_STATES, status.state)
+        yield _states("livereduce_engine_state", "The engine's state", ENGINE_STATES, engine.state)
+        yield CounterMetricFamily("livereduce_chunks", "Cycles completed since the daemon started", value=engine.chunks)
+        yield CounterMetricFamily("livereduce_events_received", "Events the source delivered", value=engine.events)
+        yield GaugeMetricFamily(
+            "livereduce_events_accumulated", "Events in the accumulation", value=engine.accumulated_events
+        )
+        yield _labelled("livereduce_events_dropped", "Events dropped at the source", "reason", engine.dropped_events)
+        yield CounterMetricFamily("livereduce_cycle_errors", "Cycles that ended with an error", value=engine.errors)
+        yield _labelled("livereduce_engine_restarts", "Engine restarts by reason", "reason", status.restarts)
+        yield GaugeMetricFamily(
+            "livereduce_rss_bytes", "Resident memory of the daemon and its children", value=status.rss_bytes or 0
+        )
+        if status.memory_limit_bytes is not None:
+            yield GaugeMetricFamily(
+                "livereduce_memory_limit_bytes", "The memory limit", value=status.memory_limit_bytes
             )
-        yield _gauge("livereduce_update_every_seconds", "The configured update_every", status.get("update_every"))
-        yield _gauge("livereduce_run_number", "Run of the last chunk (0: none)", engine.get("run_number"))
-        yield _gauge(
-            "livereduce_source_healthy", "1 while the source delivers", int(engine.get("source_healthy", True))
+        last = engine.last_cycle_end
+        if last is not None:
+            yield GaugeMetricFamily(
+                "livereduce_last_cycle_end_timestamp_seconds", "Unix time of the last completed cycle", value=last
+            )
+            yield GaugeMetricFamily(
+                "livereduce_last_cycle_age_seconds", "Seconds since the last completed cycle", value=time.time() - last
+            )
+        yield GaugeMetricFamily(
+            "livereduce_update_every_seconds", "The configured update_every", value=status.update_every or 0
         )
-        yield _labelled("livereduce_source_count", "The source's own counters", "counter", engine, "source_counters")
-        yield _counter(
-            "livereduce_log_records_lost", "Log records that could not be written", status.get("log_records_lost")
+        yield GaugeMetricFamily("livereduce_run_number", "Run of the last chunk (0: none)", value=engine.run_number)
+        yield GaugeMetricFamily(
+            "livereduce_source_healthy", "1 while the source delivers", value=int(engine.source_healthy)
+        )
+        yield _labelled("livereduce_source_count", "The source's own counters", "counter", engine.source_counters)
+        yield CounterMetricFamily(
+            "livereduce_log_records_lost", "Log records that could not be written", value=status.log_records_lost
         )
 
 
-def _number(value: object) -> float:
-    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else 0.0
-
-
-def _counter(name: str, documentation: str, value: object) -> CounterMetricFamily:
-    return CounterMetricFamily(name, documentation, value=_number(value))
-
-
-def _gauge(name: str, documentation: str, value: object) -> GaugeMetricFamily:
-    return GaugeMetricFamily(name, documentation, value=_number(value))
-
-
-def _labelled(name: str, documentation: str, label: str, section: dict[str, Any], key: str) -> CounterMetricFamily:
+def _labelled(name: str, documentation: str, label: str, values: dict[str, int]) -> CounterMetricFamily:
     family = CounterMetricFamily(name, documentation, labels=[label])
-    values = section.get(key) or {}
     for value_label, value in values.items():
-        family.add_metric([str(value_label)], _number(value))
+        family.add_metric([value_label], value)
     return family
 
 
-def _states(name: str, documentation: str, states: tuple[str, ...], current: object) -> StateSetMetricFamily:
+def _states(name: str, documentation: str, states: tuple[str, ...], current: str) -> StateSetMetricFamily:
     known = dict.fromkeys(states, False)
-    if isinstance(current, str):
+    if current:
         known[current] = True
     return StateSetMetricFamily(name, documentation, value=known)

@@ -2,12 +2,16 @@
 
 Every trigger becomes an event on one queue and only this loop acts on it: there is no restart from a side
 thread and no lifecycle work in a signal handler. A signal handler only records the signal
-(:mod:`livereduce.events`); the file watcher, the memory monitor and the engine's thread post the same way.
+(:mod:`livereduce.events`); the file watcher, the memory monitor and the engine's thread post the same way. The
+loop never waits for a data source: an engine's ``start`` returns at once and the engine reports
+:class:`~livereduce.engines.base.EngineStarted` (state ``connecting`` until then) or
+:class:`~livereduce.engines.base.EngineFailed`, so a signal is acted on at any moment.
 
-The supervisor is a state machine (:class:`State`, :data:`TRANSITIONS`): every change of state goes through
-:meth:`Supervisor._enter`, which refuses a transition the table does not list (a bug the tests catch). At most
-one engine exists at any moment by construction: an engine is only built by :meth:`Supervisor._start_engine`,
-which refuses to run while one exists, and every path to it stops the previous one first.
+The supervisor is a state machine (:mod:`livereduce.states`): every change of state goes through
+:meth:`Supervisor._enter`, which refuses a transition the table does not list, logs the change (``state: running
+-> reloading: scripts reloaded``), publishes the status and tells systemd. At most one engine exists at any moment
+by construction: an engine is only built by :meth:`Supervisor._start_engine`, which refuses to run while one
+exists, and every path to it stops the previous one first.
 
 | event | action |
 |---|---|
@@ -18,8 +22,9 @@ which refuses to run while one exists, and every path to it stops the previous o
 | configuration file content changed | stop, exit 0 (systemd restarts with the new configuration) |
 | script changed/created/deleted | validate; restart with the new set, keep the last good one, or wait for one |
 | memory above the limit | restart the engine (clears the accumulation); exit 5 if that keeps happening |
+| engine started (its source is open) | ``connecting`` -> ``running`` |
 | engine finished (run_transition Stop) | stop, exit 0 |
-| engine failed, recoverable | log the cause; restart with exponential back-off (1 s doubling to 60 s) |
+| engine failed or could not start, recoverable | log the cause; restart after a back-off delay (``Backoff``) |
 | engine failed, not recoverable (a corrupt file) | stop, exit with the error's code (3) |
 | tick (every second) | status file, sd_notify STATUS/READY/WATCHDOG, watcher health, back-off restarts |
 """
@@ -30,17 +35,12 @@ import collections
 import logging
 import os
 import signal
-import sys
-import threading
-import traceback
 from collections.abc import Callable
 from datetime import datetime
-from enum import StrEnum
 from pathlib import Path
 
-import psutil
-
 from livereduce import __version__, logs
+from livereduce.backoff import Backoff
 from livereduce.clock import Clock, SystemClock
 from livereduce.config import LoadedConfig
 from livereduce.engines.base import (
@@ -65,8 +65,13 @@ from livereduce.errors import (
 from livereduce.events import EventQueue, SignalReceived, record_signals, restore_signals
 from livereduce.memory import MemoryExceeded, MemoryMonitor, memory_limit
 from livereduce.metrics import Metrics
+from livereduce.processes import thread_stacks
 from livereduce.scripts import NoScripts, ProcessingScripts, load_scripts, script_paths
-from livereduce.status import Notifier, StatusFile, default_status_file, process_created, summary
+from livereduce.states import IllegalTransition, State, check_transition
+from livereduce.status import EngineTotals, ExitRecord, FileRecord, Status, process_created
+from livereduce.status_file import StatusFile, status_location
+from livereduce.status_text import summary
+from livereduce.systemd_notify import Notifier
 from livereduce.watch import FilesChanged, FileWatcher, content_hash
 
 _log = logging.getLogger("livereduce")
@@ -75,52 +80,9 @@ _events_log = logging.getLogger("livereduce.EventHandler")
 
 TICK_SECONDS = 1.0
 """Period of status updates and systemd watchdog pings."""
-BACKOFF_MAX_SECONDS = 60.0
-"""Longest wait before restarting a failed engine (the wait doubles from 1 s; it starts again from 1 s after an
-engine that ran this long before failing)."""
 MEMORY_RESTARTS = 3
 """In-process restarts for memory within :data:`MEMORY_WINDOW_SECONDS` before the daemon exits (code 5)."""
 MEMORY_WINDOW_SECONDS = 600.0
-CHILD_GRACE_SECONDS = 2.0
-"""Seconds the processes started by scripts get after SIGTERM at the daemon's stop before they are killed."""
-
-
-class State(StrEnum):
-    """The daemon's states (the ``state`` of the status file)."""
-
-    STARTING = "starting"
-    RUNNING = "running"
-    RELOADING = "reloading"
-    """Stopping the engine to start it again (script change, SIGHUP, memory, the end of a back-off)."""
-    BACKING_OFF = "backing off"
-    """The engine failed; it is restarted when the back-off delay has passed."""
-    WAITING_FOR_SCRIPTS = "waiting for scripts"
-    STOPPING = "stopping"
-    STOPPED = "stopped"
-    STOP_TIMED_OUT = "stop timed out"
-    """The engine did not stop within ``stop_timeout_sec``: the daemon exits 6."""
-
-
-_WITH_ENGINE = (State.STARTING, State.RUNNING, State.RELOADING, State.STOPPING)
-TRANSITIONS: dict[State, frozenset[State]] = {
-    State.STARTING: frozenset({State.RUNNING, State.BACKING_OFF, State.STOPPING}),
-    State.RUNNING: frozenset(
-        {State.RELOADING, State.BACKING_OFF, State.WAITING_FOR_SCRIPTS, State.STOPPING, State.STOP_TIMED_OUT}
-    ),
-    State.RELOADING: frozenset(
-        {State.RUNNING, State.BACKING_OFF, State.WAITING_FOR_SCRIPTS, State.STOPPING, State.STOP_TIMED_OUT}
-    ),
-    State.BACKING_OFF: frozenset({State.RELOADING, State.WAITING_FOR_SCRIPTS, State.STOPPING}),
-    State.WAITING_FOR_SCRIPTS: frozenset({State.RELOADING, State.STOPPING}),
-    State.STOPPING: frozenset({State.STOPPED, State.STOP_TIMED_OUT}),
-    State.STOPPED: frozenset(),
-    State.STOP_TIMED_OUT: frozenset(),
-}
-"""The legal transitions; anything else raises :class:`IllegalTransition`."""
-
-
-class IllegalTransition(RuntimeError):
-    """A transition :data:`TRANSITIONS` does not allow, or a second engine: a bug in the supervisor."""
 
 
 class FromEngine:
@@ -153,6 +115,9 @@ class Supervisor:
             :meth:`run`).
         clock: time source (tests inject one).
         watcher: the file watcher (default: scripts and configuration, see :class:`FileWatcher`).
+
+    Raises:
+        ConfigError: (constructor) the per-user status directory cannot be created or is not safe.
     """
 
     def __init__(
@@ -176,30 +141,28 @@ class Supervisor:
         self.script_dir = config.resolved_script_dir()
         self.short_name = info.short_name
         self.strict_permissions = config.strict_permissions
+        self.status_file = StatusFile(status_location(loaded))
+        self.status_file.prepare()
         self.watcher = watcher or self._new_watcher()
         self.memory = MemoryMonitor(memory_limit(config), config.mem_check_interval_sec, self.events.put)
         self.notifier = Notifier()
-        self.status_file = StatusFile(
-            Path(config.status_file).absolute() if config.status_file else default_status_file()
-        )
         self.engine: Engine | None = None
         self.engine_name = ""  # of the last engine started
         self.state = State.STARTING
-        self.started = self.clock.time()
+        self.started = self.state_since = self.clock.time()
         self._created = process_created()
         self.engine_started = 0.0
         self.restarts = {"scripts": 0, "memory": 0, "failures": 0, "signals": 0, "watcher": 0}
-        self._failures_in_a_row = 0
+        self.backoff = Backoff()
         self._restart_at: float | None = None
         self._memory_restarts: collections.deque[float] = collections.deque()
-        self._ready = False
-        self._last_error: tuple[str, float | None] = ("", None)
-        self._finished = Health()  # the counts of the engines that ended (status shows totals since the start)
-        self._last_health: Health | None = None  # the last engine's final health, shown while none runs
+        self._ready = False  # READY=1 was sent (after the first chunk)
+        self._totals = EngineTotals()
         self._generation = 0  # counts engine starts
-        self._first_start = True  # until the first engine has opened its source
-        self.exit: tuple[int, str] | None = None  # (exit code, reason) once decided
-        self.last_status: dict[str, object] = {}  # as last published (read by the metrics endpoint's thread)
+        self._first_start = True  # until an engine has opened its source
+        self._logged_scripts: dict[str, str] = {}  # role -> sha256 of the scripts last logged as 'Using ...'
+        self.exit: ExitRecord | None = None  # once decided
+        self.last_status: Status | None = None  # as last published (read by the metrics endpoint's thread)
         self.metrics = Metrics(lambda: self.last_status, info.name) if config.metrics_port is not None else None
 
     # --- the loop -------------------------------------------------------------------------------------------
@@ -207,8 +170,8 @@ class Supervisor:
         """Run until a stop; returns the process exit code.
 
         Raises:
-            LiveReduceError: the engine could not start the first time with an error that cannot heal (e.g. a
-                configuration the engine refuses, exit 2; a file source that cannot be opened, exit 3).
+            LiveReduceError: the first engine could not start with an error that cannot heal (e.g. a configuration
+                the engine refuses, exit 2; a file source that cannot be opened, exit 3).
         """
         record_signals(self.events)
         self.notifier.main_pid(os.getpid())
@@ -249,22 +212,36 @@ class Supervisor:
 
     def _finish(self, done: _Exit) -> int:
         self._stop_helpers()  # before the final line, so that nothing they log comes after it
-        self.exit = (done.code, done.reason)
+        self.exit = ExitRecord(done.code, done.reason, self.clock.time())
         status = self._publish()
-        engine = status["engine"]
         last_error = ""
-        if engine["last_error"]:
-            when = datetime.fromtimestamp(engine["last_error_time"] or self.clock.time()).strftime("%H:%M:%S")
-            last_error = f"; last error at {when}: {engine['last_error']}"
+        if status.engine is not None and status.engine.last_error:
+            when = datetime.fromtimestamp(status.engine.last_error_time or self.clock.time()).strftime("%H:%M:%S")
+            last_error = f"; last error at {when}: {status.engine.last_error}"
         _log.info("livereduce stopped: exit %d (%s); %s%s", done.code, done.reason, summary(status), last_error)
         return done.code
 
     # --- states ---------------------------------------------------------------------------------------------
-    def _enter(self, state: State) -> None:
-        """Change state; a transition :data:`TRANSITIONS` does not allow is a bug."""
-        if state is not self.state and state not in TRANSITIONS[self.state]:
-            raise IllegalTransition(f"supervisor: illegal transition {self.state} -> {state}")
-        self.state = state
+    def _enter(self, state: State, reason: str) -> None:
+        """The one place where the state changes: checked against :data:`~livereduce.states.TRANSITIONS` (another
+        transition is a bug), logged as one line, published (status file, ``STATUS=``), and told to systemd:
+        ``STOPPING=1`` when a stop begins; once the daemon is ready, ``RELOADING=1`` when a restart of live data
+        begins and ``READY=1`` when it is done.
+
+        Raises:
+            IllegalTransition: the table does not allow this transition.
+        """
+        check_transition(self.state, state)
+        previous, self.state = self.state, state
+        self.state_since = self.clock.time()
+        _log.info("state: %s -> %s: %s", previous, state, reason)
+        if state is State.STOPPING:
+            self.notifier.stopping()
+        elif state is State.RELOADING and self._ready:
+            self.notifier.reloading()
+        elif previous is State.RELOADING and self._ready:
+            self.notifier.ready()
+        self._publish()
 
     # --- events ---------------------------------------------------------------------------------------------
     def handle(self, event: object) -> None:
@@ -283,17 +260,20 @@ class Supervisor:
         elif isinstance(event, MemoryExceeded):
             self._on_memory(event)
         elif isinstance(event, FromEngine) and event.generation == self._generation and self.engine is not None:
-            if isinstance(event.event, CycleCompleted):
-                if self.metrics is not None:
-                    self.metrics.cycle(event.event)
-                return
-            if isinstance(event.event, EngineStarted):
-                self._first_start = False
-                return
-            if isinstance(event.event, EngineFinished):
-                _log.info("Live data finished: %s", event.event.reason)
-                self._stop_and_exit(EXIT_OK, event.event.reason)
-            self._on_engine_failed(event.event)
+            self._on_engine(event.event)
+
+    def _on_engine(self, event: EngineEvent) -> None:
+        if isinstance(event, CycleCompleted):
+            if self.metrics is not None:
+                self.metrics.cycle(event)
+        elif isinstance(event, EngineStarted):
+            self._first_start = False
+            self._enter(State.RUNNING, "the data source is open")
+        elif isinstance(event, EngineFinished):
+            _log.info("Live data finished: %s", event.reason)
+            self._stop_and_exit(EXIT_OK, event.reason)
+        elif isinstance(event, EngineFailed):
+            self._failed(event.error, recoverable=event.recoverable, at_start=event.at_start)
 
     def _on_signal(self, signum: int) -> None:
         name = signal.Signals(signum).name
@@ -303,23 +283,20 @@ class Supervisor:
         _log.info("received %s(%d)", name, signum)
         if signum == signal.SIGUSR1:
             _log.info("status: %s", summary(self.status()))
-            return
-        if signum == signal.SIGHUP:
+        elif signum == signal.SIGHUP:
             if self.state is State.STARTING:
                 _log.info("reload requested while starting: the start loads the scripts as they are now")
                 self.scripts = self._load_or_keep() or self.scripts
                 return
             self.restarts["signals"] += 1
-            self.notifier.reloading()
             self._reload(None)
-            self.notifier.ready()
-            return
-        if signum == signal.SIGQUIT:
+        elif signum == signal.SIGQUIT:
             _log.error("Thread stacks at SIGQUIT:\n%s", thread_stacks())
-            self._enter(State.STOPPING)
-            self._enter(State.STOPPED)
-            raise _Exit(EXIT_SIGQUIT, "SIGQUIT")
-        self._stop_and_exit(EXIT_OK, name)
+            self._enter(State.STOPPING, name)
+            self._enter(State.STOPPED, f"exit {EXIT_SIGQUIT}")
+            raise _Exit(EXIT_SIGQUIT, name)
+        else:
+            self._stop_and_exit(EXIT_OK, name)
 
     def _on_files_changed(self, paths: frozenset[Path]) -> None:
         config_path = self.loaded.path
@@ -343,7 +320,7 @@ class Supervisor:
             raise
         except ScriptError as err:
             _log.error("%s; the last good version keeps running", err)
-            self._last_error = (f"{err} (the last good version keeps running)", self.clock.time())
+            self._totals.error(f"{err} (the last good version keeps running)", self.clock.time())
             return None
 
     def _reload(self, changed: list[Path] | None) -> None:
@@ -357,11 +334,11 @@ class Supervisor:
             scripts = self._load_or_keep()
         except NoScripts as err:
             _log.error("%s: no processing script left, live data stopped until one appears", err)
-            self._stop_engine()
-            self.scripts = None
-            self._restart_at = None
-            self._enter(State.WAITING_FOR_SCRIPTS)
-            self._publish()
+            if self.state is not State.WAITING_FOR_SCRIPTS:
+                self._stop_engine()
+                self.scripts = None
+                self._restart_at = None
+                self._enter(State.WAITING_FOR_SCRIPTS, "no processing script left")
             return
         if scripts is None:
             return
@@ -379,8 +356,8 @@ class Supervisor:
 
     def _on_memory(self, event: MemoryExceeded) -> None:
         try:
-            if event.when < self.engine_started or self.engine is None:
-                return  # measured before the last restart
+            if event.when < self.engine_started or self.state is not State.RUNNING:
+                return  # measured before the last restart, or no accumulation to clear
             _log.error("Memory usage %.2f MB exceeds limit (%.2f MB)", event.rss / 1048576, event.limit / 1048576)
             now = self.clock.monotonic()
             while self._memory_restarts and now - self._memory_restarts[0] > MEMORY_WINDOW_SECONDS:
@@ -399,41 +376,55 @@ class Supervisor:
         finally:
             self.memory.handled()
 
-    def _on_engine_failed(self, failed: EngineFailed) -> None:
-        error = failed.error
-        if failed.at_start and self._first_start and isinstance(error, LiveReduceError) and not error.recoverable:
-            self._enter(State.STOPPING)  # as if the first start had raised it: one line and its exit code
-            self._stop_engine()
-            self._enter(State.STOPPED)
+    def _failed(self, error: BaseException, *, recoverable: bool, at_start: bool) -> None:
+        """Live data failed (``at_start``: it could not start): exit with the error's code if it cannot heal,
+        else back off and start again later. One ERROR line, then the state line.
+
+        Raises:
+            LiveReduceError: ``error`` itself, when the first engine could not start and cannot heal: the daemon
+                ends as if the start had raised it (one line, its exit code).
+            _Exit: the error cannot heal.
+        """
+        code = error.exit_code if isinstance(error, LiveReduceError) else EXIT_INTERNAL
+        if at_start and self._first_start and not recoverable and isinstance(error, LiveReduceError):
+            self.exit = ExitRecord(code, str(error), self.clock.time())
+            self._enter(State.STOPPING, "live data could not start")
+            self._stop_engine(log=False)
+            self._enter(State.STOPPED, f"exit {code}")
             raise error
         if isinstance(error, LiveReduceError):
-            _log.error("Live data %s: %s", "could not start" if failed.at_start else "failed", error)
+            _log.error("Live data %s: %s", "could not start" if at_start else "failed", error)
         else:
             _log.error("Live data failed with an internal error", exc_info=error)
-        self._last_error = (str(error), self.clock.time())
-        if not failed.recoverable:
-            code = error.exit_code if isinstance(error, LiveReduceError) else EXIT_INTERNAL
-            _log.error("The data source cannot recover from this error: live data stopped")
-            self._stop_and_exit(code, str(error))
-        if self.clock.monotonic() - self.engine_started > BACKOFF_MAX_SECONDS:
-            self._failures_in_a_row = 0  # it ran well for a while: start the back-off afresh
-        self._stop_engine()
-        self._schedule_restart()
+        self._totals.error(str(error), self.clock.time())
+        if not recoverable:
+            if not at_start:
+                _log.error("The data source cannot recover from this error: live data stopped")
+            self._stop_and_exit(
+                code, str(error), change="live data could not start" if at_start else "live data failed"
+            )
+        self._stop_engine(log=False)  # it has ended by itself: nothing to announce
+        delay = self.backoff.failed(lasted=self.clock.monotonic() - self.engine_started)
+        self.restarts["failures"] += 1
+        self._restart_at = self.clock.monotonic() + delay
+        self._enter(
+            State.BACKING_OFF, f"Restarting live data in {delay:g} s (failure {self.backoff.failures} in a row)"
+        )
 
     # --- engine lifecycle -----------------------------------------------------------------------------------
     def _start_first(self) -> None:
-        """The first start: errors that cannot heal end the daemon with their exit code."""
-        if self.state is not State.STARTING:
-            return
+        """The first start (unless a stop came first): errors that cannot heal end the daemon with their code."""
+        if self.state is State.STARTING:
+            self._start("starting live data")
+
+    def _start(self, reason: str) -> None:
+        """Start an engine: ``connecting`` until it reports that its source is open (or that it failed)."""
+        self._restart_at = None
+        self._enter(State.CONNECTING, reason)
         try:
             self._start_engine()
-        except LiveReduceError as err:
-            if not err.recoverable:
-                raise
-            self._start_failed(err)
-            return
-        self._enter(State.RUNNING)
-        self._publish()
+        except LiveReduceError as err:  # an engine that opens its source in start() itself (mantid)
+            self._failed(err, recoverable=err.recoverable, at_start=True)
 
     def _start_engine(self) -> None:
         """Build and start an engine with the current scripts (raises what ``start`` raises).
@@ -443,9 +434,12 @@ class Supervisor:
         """
         if self.engine is not None:
             raise IllegalTransition("supervisor: an engine is running already; stop it before starting another")
+        scripts = {script.role: script.sha256 for script in self.scripts}
         for script in self.scripts:
-            _log.info("Using %s '%s'", script.property_name, script.path)
+            if scripts != self._logged_scripts:  # once per set of scripts, not at every retry
+                _log.info("Using %s '%s'", script.property_name, script.path)
             self.watcher.accept(script.path, script.sha256)
+        self._logged_scripts = scripts
         engine = self.make_engine()
         self.engine_name = engine.name
         self.engine_started = self.clock.monotonic()
@@ -456,72 +450,48 @@ class Supervisor:
             engine.start(self.scripts, lambda event: self.events.put(FromEngine(generation, event)))
         except BaseException:
             self.engine = None
-            self._remember(engine)
+            self._totals.ended(engine.health())
             raise
 
-    def _start_failed(self, err: LiveReduceError) -> None:
-        _log.error("Live data could not start: %s", err)
-        self._last_error = (str(err), self.clock.time())
-        self._schedule_restart()
-
     def _restart(self, reason: str) -> None:
-        _manager_log.info("Restarting Live Data and clearing workspaces (%s)", reason)
-        self._enter(State.RELOADING)
+        """Stop the engine (if any) and start a new one; upstream's line only when one with an accumulation ran."""
+        if self.state is State.RUNNING:
+            _manager_log.info("Restarting Live Data and clearing workspaces (%s)", reason)
+        self._enter(State.RELOADING, reason)
         self._stop_engine()
-        self._restart_at = None
-        try:
-            self._start_engine()
-        except LiveReduceError as err:
-            if not err.recoverable:  # e.g. the replayed file is gone: it will not come back by waiting
-                _log.error("Live data could not start: %s", err)
-                self._last_error = (str(err), self.clock.time())
-                self._stop_and_exit(err.exit_code, str(err))
-            self._start_failed(err)
-            return
-        self._enter(State.RUNNING)
-        self._publish()
+        self._start("starting live data")
 
-    def _schedule_restart(self) -> None:
-        self._failures_in_a_row += 1
-        self.restarts["failures"] += 1
-        delay = min(2.0 ** (self._failures_in_a_row - 1), BACKOFF_MAX_SECONDS)
-        _manager_log.info("Restarting live data in %g s (failure %d in a row)", delay, self._failures_in_a_row)
-        self._restart_at = self.clock.monotonic() + delay
-        self._enter(State.BACKING_OFF)
-        self._publish()
+    def _stop_engine(self, *, log: bool = True) -> None:
+        """Stop the engine within the timeout; exit 6 if it does not stop (never hang).
 
-    def _stop_engine(self) -> None:
-        """Stop the engine within the timeout; exit 6 if it does not stop (never hang)."""
+        Args:
+            log: announce it (upstream's ``stopping live data processing``); not for an engine that has ended.
+        """
         if self.engine is None:
             return
-        _manager_log.info("stopping live data processing")
+        if log:
+            _manager_log.info("stopping live data processing")
         engine, self.engine = self.engine, None
         stopped = engine.stop(self.stop_timeout)
-        self._remember(engine)
+        self._totals.ended(engine.health())
         if not stopped:
             _manager_log.error(
                 "live data processing did not stop within %g s (stop_timeout_sec); exiting", self.stop_timeout
             )
             _log.error("Thread stacks:\n%s", thread_stacks())
-            self._enter(State.STOP_TIMED_OUT)
+            self._enter(State.STOP_TIMED_OUT, f"exit {EXIT_STOP_TIMEOUT}")
             raise _Exit(EXIT_STOP_TIMEOUT, f"stop timed out after {self.stop_timeout:g} s")
 
-    def _remember(self, engine: Engine) -> None:
-        """Keep what a finished engine counted: the status shows totals since the daemon started."""
-        final = engine.health()
-        finished = self._finished
-        finished.chunks += final.chunks
-        finished.events += final.events
-        finished.errors += final.errors
-        for reason, count in final.dropped_events.items():
-            finished.dropped_events[reason] = finished.dropped_events.get(reason, 0) + count
-        self._last_health = final
+    def _stop_and_exit(self, code: int, reason: str, *, change: str | None = None) -> None:
+        """Stop the engine and exit with ``code``; ``reason`` for the final line and the status, ``change`` for the
+        state line when it differs (an error, said once in its own line already).
 
-    def _stop_and_exit(self, code: int, reason: str) -> None:
-        self._enter(State.STOPPING)
-        self.notifier.stopping()
+        Raises:
+            _Exit: always.
+        """
+        self._enter(State.STOPPING, change or reason)
         self._stop_engine()
-        self._enter(State.STOPPED)
+        self._enter(State.STOPPED, f"exit {code}")
         raise _Exit(code, reason)
 
     # --- periodic work --------------------------------------------------------------------------------------
@@ -532,16 +502,15 @@ class Supervisor:
             and self._restart_at is not None
             and self.clock.monotonic() >= self._restart_at
         ):
-            self._restart("back-off after a failure")
+            self._start("the back-off delay has passed")
         self._check_watcher()
         health = self.engine.health() if self.engine is not None else None
         if health is not None and health.chunks > 0 and not self._ready:
             self._ready = True
             self.notifier.ready()
-        status = self._publish()
+        self._publish()
         if self._alive(health):
             self.notifier.watchdog()
-        self.notifier.status(summary(status))
 
     def _new_watcher(self) -> FileWatcher:
         watched = list(script_paths(self.script_dir, self.short_name).values())
@@ -574,100 +543,36 @@ class Supervisor:
             return self.clock.monotonic() - self.engine_started < limit
         return self.clock.time() - health.last_cycle_end < limit
 
-    def _publish(self) -> dict[str, object]:
-        """Write the status file; returns the status."""
+    def _publish(self) -> Status:
+        """Write the status file and send ``STATUS=``; returns the status."""
         status = self.status()
         self.status_file.write(status)
         self.last_status = status
+        self.notifier.status(summary(status))
         return status
 
-    def status(self) -> dict[str, object]:
-        """The daemon's status (see :mod:`livereduce.status` for the keys)."""
+    def status(self) -> Status:
+        """The daemon's status (see :mod:`livereduce.status`)."""
         current = self.engine.health() if self.engine is not None else None
-        shown = current or self._last_health
-        done = self._finished
-        running = current or Health()
-        dropped = dict(done.dropped_events)
-        for reason, count in running.dropped_events.items():
-            dropped[reason] = dropped.get(reason, 0) + count
-        last_error, last_error_time = self._last_error
-        if shown is not None and shown.last_error and (last_error_time or 0) <= (shown.last_error_time or 0):
-            last_error, last_error_time = shown.last_error, shown.last_error_time
-        engine = {
-            "name": self.engine_name,
-            "state": shown.state.value if shown else EngineState.STOPPED.value,
-            "source": shown.source if shown else "",
-            "source_healthy": shown.source_healthy if shown else True,
-            "source_counters": dict(shown.source_counters) if shown else {},
-            "run_number": shown.run_number if shown else 0,
-            "chunks": done.chunks + running.chunks,
-            "events": done.events + running.events,
-            "accumulated_events": shown.accumulated_events if shown else 0,
-            "accumulation": shown.accumulation if shown else "",
-            "dropped_events": dropped,
-            "last_cycle_end": shown.last_cycle_end if shown else None,
-            "last_cycle_duration": shown.last_cycle_duration if shown else None,
-            "last_error": last_error,
-            "last_error_time": last_error_time,
-            "errors": done.errors + running.errors,
-        }
-        scripts = {role: None for role in ("proc", "post_proc")}
+        scripts: dict[str, FileRecord | None] = {"proc": None, "post_proc": None}
         for script in self.scripts or ():
-            scripts[script.role] = {"path": str(script.path), "sha256": script.sha256}
-        status: dict[str, object] = {
-            "pid": os.getpid(),
-            "pid_created": self._created,
-            "version": __version__,
-            "state": self.state.value,
-            "updated": self.clock.time(),
-            "started": self.started,
-            "update_every": self.loaded.config.update_every,
-            "config": {"path": str(self.loaded.path) if self.loaded.path else None, "sha256": self.loaded.sha256},
-            "scripts": scripts,
-            "engine": engine,
-            "restarts": dict(self.restarts),
-            "rss_bytes": self.memory.rss,
-            "memory_limit_bytes": self.memory.limit,
-            "log_records_lost": logs.lost_records(),
-        }
-        if self.metrics is not None and self.metrics.url is not None:
-            status["metrics_url"] = self.metrics.url
-        if self.exit is not None:
-            status["exit"] = {"code": self.exit[0], "reason": self.exit[1], "time": self.clock.time()}
-        return status
-
-
-def terminate_children(grace: float = CHILD_GRACE_SECONDS) -> None:
-    """Stop the processes this process started (scripts may start some): SIGTERM, then SIGKILL after ``grace`` s.
-
-    Each is logged; children that are gone already are skipped.
-    """
-    try:
-        children = psutil.Process().children(recursive=True)
-    except psutil.Error:
-        return
-    if not children:
-        return
-    for child in children:
-        try:
-            _log.warning("Terminating process %d (%s) started by a processing script", child.pid, child.name())
-            child.terminate()
-        except psutil.Error:
-            continue
-    _, alive = psutil.wait_procs(children, timeout=grace)
-    for child in alive:
-        try:
-            _log.warning("Killing process %d: still running %g s after SIGTERM", child.pid, grace)
-            child.kill()
-        except psutil.Error:
-            continue
-    psutil.wait_procs(alive, timeout=grace)
-
-
-def thread_stacks() -> str:
-    """Every thread's current stack, as text (for SIGQUIT and stop timeouts)."""
-    names = {thread.ident: thread.name for thread in threading.enumerate()}
-    parts = []
-    for ident, frame in sys._current_frames().items():
-        parts.append(f"Thread {names.get(ident, '?')} ({ident}):\n{''.join(traceback.format_stack(frame))}")
-    return "\n".join(parts)
+            scripts[script.role] = FileRecord(str(script.path), script.sha256)
+        return Status(
+            pid=os.getpid(),
+            pid_created=self._created,
+            version=__version__,
+            state=self.state.value,
+            state_since=self.state_since,
+            updated=self.clock.time(),
+            started=self.started,
+            update_every=self.loaded.config.update_every,
+            config=FileRecord(str(self.loaded.path) if self.loaded.path else None, self.loaded.sha256),
+            scripts=scripts,
+            engine=self._totals.status(self.engine_name, current),
+            restarts=dict(self.restarts),
+            rss_bytes=self.memory.rss,
+            memory_limit_bytes=self.memory.limit,
+            log_records_lost=logs.lost_records(),
+            metrics_url=self.metrics.url if self.metrics is not None else None,
+            exit=self.exit,
+        )
