@@ -290,7 +290,8 @@ def test_each_configuration_has_its_own_status_file(tmp_path: Path, places: Path
 
 def test_the_status_location_order(tmp_path: Path, places: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     loaded = loaded_from(None)
-    assert sf.status_location(loaded).path == places / f"livereduce-{os.geteuid()}" / "status.json"
+    monkeypatch.chdir(tmp_path)
+    assert sf.status_location(loaded).path == places / f"livereduce-{os.geteuid()}" / "status.json"  # not cwd-relative
     monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
     assert sf.status_location(loaded) == sf.StatusLocation(tmp_path / "livereduce" / "status.json", private=True)
     (tmp_path / "run").mkdir()
@@ -688,6 +689,7 @@ def test_read_status_missing(tmp_path: Path) -> None:
         sf.read_status(path)
     assert str(path) in str(info.value)
     assert "\n" not in str(info.value)
+    assert info.value.exit_code == 1
 
 
 @pytest.mark.parametrize("content", ["{", "", "not json", "[1, 2]", "\udcff"])
