@@ -46,7 +46,7 @@ from livereduce.protocols.adara import decode, encode
 from livereduce.protocols.adara.client import ClientState
 from livereduce.protocols.adara.geometry import minimal_idf
 from livereduce.protocols.adara.packets import RunStatusCode
-from livereduce.tools.fake_sms import load_run
+from livereduce.tools.sms_stream import load_run
 
 REPO = Path(__file__).resolve().parent.parent
 DAEMON = REPO / "scripts" / "livereduce.py"

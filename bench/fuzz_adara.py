@@ -52,7 +52,8 @@ from livereduce.protocols.adara.packets import (
     RunStatusCode,
     format_word,
 )
-from livereduce.tools.fake_sms import FakeSms, Options, Stream, make_run
+from livereduce.tools.sms_server import FakeSms, Options
+from livereduce.tools.sms_stream import Stream, make_run
 
 S = 1_000_000_000
 T0 = 1_700_000_000 * S

@@ -176,7 +176,7 @@ def test_a_start_time_gets_exactly_the_pulses_from_it(daemon, fake_sms, sans2d_r
     sms = fake_sms("--speed", "0", "--eof-every", "100")
     start = str(sans2d_reference.pulse_times[150].astype("datetime64[us]"))  # at or just before pulse 150
     accumulation = finished(daemon, live(sms.port, start=start), {"post_proc": SAVE})
-    assert "serving run index 0 from pulse 100" in sms.output()  # the SMS rounds back; the listener drops 100..149
+    assert "serving run 1 from pulse 100" in sms.output()  # the SMS rounds back; the listener drops 100..149
     check_pulses(accumulation, sans2d_reference, 150)
 
 

@@ -277,19 +277,24 @@ def merged_metadata(older: RunMetadata, newer: RunMetadata) -> RunMetadata:
 
 
 def metadata_of(data: sc.DataArray) -> RunMetadata:
-    """The run metadata attached to a chunk or accumulation (defaults for what is missing)."""
-    coords = data.coords
-    scalars = {name: coords[name].value for name in coords if name not in RUN_METADATA and coords[name].ndim == 0}
-    scalars = {name: value for name, value in scalars.items() if not coords[name].aligned}
-    monitors = coords["monitors"].value if "monitors" in coords else {}
-    return RunMetadata(
-        run_number=int(coords["run_number"].value) if "run_number" in coords else 0,
-        start_time=coords["start_time"].value if "start_time" in coords else None,
-        instrument_name=str(coords["instrument_name"].value) if "instrument_name" in coords else "",
-        logs={name: value for name, value in scalars.items() if isinstance(value, sc.DataArray)},
-        properties={name: value for name, value in scalars.items() if not isinstance(value, sc.DataArray)},
-        monitors=dict(monitors),
-    )
+    """The run metadata attached to a chunk or accumulation (defaults for what is missing); one pass over the
+    coordinates (scipp's coordinate access grows with their number, and a chunk may carry thousands of logs)."""
+    metadata = RunMetadata()
+    for name, coord in data.coords.items():
+        if coord.ndim != 0:
+            continue
+        if name == "run_number":
+            metadata.run_number = int(coord.value)
+        elif name == "start_time":
+            metadata.start_time = coord.value
+        elif name == "instrument_name":
+            metadata.instrument_name = str(coord.value)
+        elif name == "monitors":
+            metadata.monitors = dict(coord.value)
+        elif not coord.aligned:
+            value = coord.value
+            (metadata.logs if isinstance(value, sc.DataArray) else metadata.properties)[name] = value
+    return metadata
 
 
 def is_event_chunk(data: object) -> bool:

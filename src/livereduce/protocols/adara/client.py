@@ -81,7 +81,7 @@ SEGMENT_BYTES = 1024
 _INTEGER_TYPES = ("integer", "unsigned", "boolean", "enum")
 DEFAULT_SEGMENT_EVENTS = 1 << 16
 """Events a segment's arrays are allocated for at first (they double when needed)."""
-MAX_PROCESS_VARIABLES = 10_000
+MAX_PROCESS_VARIABLES = 5_000
 """Most process variables (DEVICE_DESC ``process_variable`` entries over all devices) a client tracks. SNS
 beamlines declare hundreds to a few thousand; every tracked one is a log of the first chunk of each run."""
 
@@ -171,8 +171,10 @@ class Segment:
         pulse_events: events kept per pulse.
         monitors: monitor id -> (pulse times Unix ns, TOFs µs), one array pair per packet.
         logs: log name -> new (Unix ns, value) entries, in arrival order.
-        initial_logs: log name -> the latest (Unix ns, value) when the segment began (the value in force): of
-            every log for a segment that starts an accumulation, else of the logs that changed in it.
+        initial_logs: log name -> the (Unix ns, value) in force when the segment began, of the logs that changed
+            in it (recorded at their first change).
+        every_log: the segment starts an accumulation: its chunk holds every log's value in force
+            (:meth:`ClientState.logs_for` finds them when it is taken; nothing is copied per segment).
         properties: run properties with Mantid's names (``run_title``, ``experiment_identifier``, ``run_start``,
             ``run_end`` as Unix ns).
         dropped: events dropped at this boundary, by reason.
@@ -192,6 +194,7 @@ class Segment:
     monitors: dict[int, list[tuple[np.ndarray, np.ndarray]]] = field(default_factory=dict)
     logs: dict[str, list[tuple[int, LogValue]]] = field(default_factory=dict)
     initial_logs: dict[str, tuple[int, LogValue]] = field(default_factory=dict)
+    every_log: bool = False
     properties: dict[str, str | int] = field(default_factory=dict)
     dropped: Counter[str] = field(default_factory=Counter)
     transition: Transition | None = None
@@ -279,7 +282,7 @@ class ClientState:
         self._sealed: deque[Segment] = deque()
         self._sealed_bytes = 0
         self._variables = 0  # process variables tracked (at most MAX_PROCESS_VARIABLES)
-        self._current = Segment(events=self._event_arrays())
+        self._current = Segment(events=self._event_arrays(), every_log=True)
         self._handlers = {
             PacketType.BANKED_EVENT: self._banked_event,
             PacketType.BEAM_MONITOR_EVENT: self._beam_monitor,
@@ -326,7 +329,7 @@ class ClientState:
                 self._interrupted_run = self._run_number
             self.counters["events_discarded_for_replay"] += current.event_count
             self._current = self._new_segment(every_log=True)
-            self._current.initial_logs.update(current.initial_logs)
+            self._current.initial_logs = current.initial_logs
             self._current.logs = current.logs
             self._waiting_for_run = True
             self._reset_pending = True
@@ -365,15 +368,9 @@ class ClientState:
         return EventArrays(self._allocate, self._segment_events)
 
     def _new_segment(self, *, every_log: bool) -> Segment:
-        """A segment of the current run; ``every_log``: it starts an accumulation, so it holds the value in force
-        of every log (else only of those that change in it)."""
-        return Segment(
-            self._run_number,
-            self._run_start_ns,
-            self._range,
-            self._event_arrays(),
-            initial_logs=dict(self._last_log) if every_log else {},
-        )
+        """A segment of the current run; ``every_log``: it starts an accumulation, so its chunk holds the value
+        in force of every log (else only of those that change in it)."""
+        return Segment(self._run_number, self._run_start_ns, self._range, self._event_arrays(), every_log=every_log)
 
     def _seal(self, transition: Transition) -> None:
         """Seal the current segment as ``transition``; one without data replaces a sealed one without data
@@ -384,10 +381,10 @@ class ClientState:
         if last is not None and not last.has_data and not current.has_data:
             self._sealed.pop()
             self._sealed_bytes -= last.nbytes
-            for name, entries in last.logs.items():
+            for name, entries in last.logs.items():  # few: what changed while no data came
                 current.logs[name] = entries + current.logs.get(name, [])
-            for name, entry in last.initial_logs.items():
-                current.initial_logs.setdefault(name, entry)
+            current.initial_logs = {**current.initial_logs, **last.initial_logs}  # the older value in force wins
+            current.every_log |= last.every_log
             current.dropped.update(last.dropped)
             current.data_reset |= last.data_reset
             current.nbytes += last.nbytes - SEGMENT_BYTES
@@ -632,13 +629,23 @@ class ClientState:
         self.counters["logs"] += 1
 
     def logs_for(self, segment: Segment) -> dict[str, list[tuple[int, LogValue]]]:
-        """The logs of a segment's chunk: those in :attr:`Segment.initial_logs` (every log for a segment that
-        starts an accumulation) and those with new values, each as the value in force when the segment began
-        plus the new values, sorted by time, without repeats."""
+        """The logs of a segment's chunk, just taken (call before the next :meth:`handle`): those that changed in
+        it, and every log if it starts an accumulation (:attr:`Segment.every_log`); each as the value in force
+        when the segment began plus the new values, sorted by time, without repeats.
+
+        The value in force of a log that did not change in the segment is the value before its first change in
+        a later segment (recorded there), else its latest value: the cost is the number of logs only for
+        segments that start an accumulation."""
+        initial = segment.initial_logs
+        if segment.every_log:
+            initial = dict(self._last_log)
+            for later in (self._current, *reversed(self._sealed)):  # the earliest later change wins
+                initial.update(later.initial_logs)
+            initial.update(segment.initial_logs)
         result = {}
-        for name in sorted(set(segment.initial_logs) | set(segment.logs)):
+        for name in sorted(set(initial) | set(segment.logs)):
             entries = sorted(
-                ([segment.initial_logs[name]] if name in segment.initial_logs else []) + segment.logs.get(name, []),
+                ([initial[name]] if name in initial else []) + segment.logs.get(name, []),
                 key=lambda entry: entry[0],
             )
             deduped = [entries[0]]

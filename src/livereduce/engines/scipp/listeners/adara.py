@@ -37,6 +37,7 @@ from livereduce.clock import Clock, SystemClock
 from livereduce.config import Config
 from livereduce.engines.scipp.chunk import (
     EVENT_DIM,
+    MAX_PIXELS,
     PULSE_DIM,
     RunMetadata,
     capped_range,
@@ -149,12 +150,14 @@ class SNSLiveEventDataListener(Listener):
         with self._feed.lock:
             id_range, geometry, instrument = client.id_range, client.geometry, client.instrument
         self._range = id_range
+        pixels = capped_range(*id_range)
         _log.info(
-            "Instrument %s: detector ids %d..%d (%d declared) from the GEOMETRY; start %s",
+            "Instrument %s: detector ids %d..%d (%d declared) from the GEOMETRY%s; start %s",
             instrument or "(no BEAMLINE_INFO yet)",
             id_range[0],
             id_range[1],
             geometry.count if geometry else 0,
+            "" if pixels == id_range else f"; pixels {pixels[0]}..{pixels[1]} (at most {MAX_PIXELS})",
             position,
         )
 
@@ -278,28 +281,28 @@ class SNSLiveEventDataListener(Listener):
         return "stopped"
 
     def _handle(self, client: ClientState, framer: Framer, n: int) -> str | None:
-        """Apply the complete packets received; returns why the stream must be dropped, or None."""
+        """Apply the complete packets received, each under the lock (so that a cycle's ``extract()`` never
+        waits for a whole batch); returns why the stream must be dropped, or None."""
         feed = self._feed
+        beats, waiting = client.counters[_HEARTBEATS], client.waiting_for_run
+        error = None
+        try:
+            for frame in framer.frames():
+                with feed.lock:
+                    client.handle(frame)
+        except FramingError as err:
+            error = f"stream out of step: {err}"
         with feed.changed:
             feed.counters["bytes"] += n
-            beats = client.counters[_HEARTBEATS]
-            waiting = client.waiting_for_run
-            try:
-                for frame in framer.frames():
-                    client.handle(frame)
-            except FramingError as err:
-                return f"stream out of step: {err}"
-            finally:
-                for reason, count in framer.skipped.items():
-                    feed.skipped(reason, count)
-                framer.skipped.clear()
-                feed.changed.notify_all()
-            heard = client.counters[_HEARTBEATS] > beats
-        if heard:
+            for reason, count in framer.skipped.items():
+                feed.skipped(reason, count)
+            framer.skipped.clear()
+            feed.changed.notify_all()
+        if client.counters[_HEARTBEATS] > beats:
             self._heard_heartbeat()
         if client.waiting_for_run != waiting:
             self._set_phase(client)
-        return None
+        return error
 
     def _set_phase(self, client: ClientState) -> None:
         waiting = f"waiting for a run on {self.address}"
