@@ -40,7 +40,7 @@ from livereduce.engines.base import (
 )
 from livereduce.engines.scipp.cycle import CycleResult, LiveDataLoader
 from livereduce.engines.scipp.listeners import create_listener
-from livereduce.engines.scipp.listeners.base import Listener
+from livereduce.engines.scipp.listeners.base import Listener, RunStatus
 from livereduce.errors import LiveReduceError
 from livereduce.memory import memory_limit
 from livereduce.scripts import ProcessingScripts, ScriptFailed
@@ -200,13 +200,13 @@ class ScippEngine:
                 ", ".join(f"{count} {reason}" for reason, count in result.dropped.items()),
             )
         held = f"{result.accumulated_events} events" if result.accumulated_events else result.accumulation
+        run = "no run" if result.status is RunStatus.NoRun else f"run {result.run_number}, {result.status.name}"
         _log.info(
-            "%s: %d events in %d pulses (run %d, %s)%s; accumulation: %s; %.3f s",
+            "%s: %d events in %d pulses (%s)%s; accumulation: %s; %.3f s",
             label,
             result.events,
             result.pulses,
-            result.run_number,
-            result.status.name,
+            run,
             "" if result.accumulated else ", not accumulated",
             held,
             duration,
