@@ -157,3 +157,10 @@ def test_each_cycle_reports_its_duration_and_the_step_that_failed(tmp_path, capl
     engine._thread.join(10)
     assert events[0] == EngineStarted()
     assert [(e.duration, e.failed) for e in events[1:]] == [(2, None), (2, "proc"), (2, None), (2, None)]
+
+
+def test_a_chunk_of_no_run_says_so(caplog):
+    run_loop([(RunStatus.NoRun, [], {}, False), RUNNING], caplog)
+    messages = [r.getMessage() for r in caplog.records if r.name == "livereduce.MonitorLiveData"]
+    assert any(m.startswith("Initial chunk: 0 events in 0 pulses (no run);") for m in messages), messages
+    assert any(m.startswith("Chunk 0: 2 events in 2 pulses (run 3, Running);") for m in messages), messages
