@@ -14,8 +14,8 @@ import pytest
 import scippnexus as snx
 
 from conftest import ENTRY_POINT, ROOT, run_cli
-from livereduce import __version__
-from livereduce.cli import parse_args
+from livereduce import __version__, status_file
+from livereduce.cli import _inspect, parse_args
 
 
 def test_print_config_shows_every_key_with_defaults_resolved(tmp_path):
@@ -158,3 +158,25 @@ def test_the_entry_point_copied_anywhere_imports_the_installed_package(tmp_path)
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout == f"livereduce {__version__}\n"
+
+
+def test_check_reports_a_planted_status_directory(tmp_path, monkeypatch, capsys):
+    """--check reports what the daemon would refuse at start (defect 1): the planted per-user status directory."""
+    monkeypatch.setattr(status_file, "RUN_DIRECTORY", tmp_path / "no-run")
+    monkeypatch.delenv("XDG_RUNTIME_DIR", raising=False)
+    monkeypatch.delenv("LIVEREDUCE_STATUS_FILE", raising=False)
+    monkeypatch.setattr(status_file.tempfile, "gettempdir", lambda: str(tmp_path))
+    planted = tmp_path / f"livereduce-{os.geteuid()}"
+    planted.mkdir(mode=0o777)
+    planted.chmod(0o777)
+    (tmp_path / "reduce_SANS2D_live_proc.py").write_text("output = input\n")
+    config = tmp_path / "c.conf"
+    keys = {"instrument": "SANS2D", "engine": "scipp", "script_dir": str(tmp_path), "listener": "FakeEventDataListener"}
+    config.write_text(json.dumps(keys))
+    assert _inspect(parse_args(["--check", str(config)])) == 2
+    assert capsys.readouterr().err == (
+        f"livereduce: status directory '{planted}' refused: it is writable by group or others (mode 0777); remove it "
+        f'(another user may have planted it), or set "status_file" or $LIVEREDUCE_STATUS_FILE\n'
+    )
+    planted.chmod(0o700)  # positive control: the daemon's own directory passes
+    assert _inspect(parse_args(["--check", str(config)])) == 0
