@@ -1,7 +1,9 @@
-"""Shared fixtures: the SANS2D file, and running the real daemon as a subprocess."""
+"""Shared fixtures: the SANS2D file, and running the real daemon as a subprocess; the test lanes (markers
+``daemon``, ``broker``, ``packaging``: see test/README.md), given here and checked while the tests run."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
@@ -10,6 +12,7 @@ import sys
 import textwrap
 import threading
 import time
+import types
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +25,165 @@ ROOT = Path(__file__).resolve().parents[1]
 ENTRY_POINT = ROOT / "scripts" / "livereduce.py"
 SANS2D = ROOT.parent / "shared" / "data" / "SANS2D_minimal.nxs"
 SANS2D_EVENTS = 237_078
+
+# --- the lanes -----------------------------------------------------------------------------------------------------
+# The fast lane is `python3 -m pytest -m "not daemon and not broker and not packaging"`. The markers are given at
+# collection (pytest_collection_modifyitems) and checked while the tests run (an audit hook on every subprocess):
+# a test that starts the daemon, tansu or a packaging tool without its marker fails, so the lane stays honest.
+
+BROKER_FIXTURES = frozenset({"kafka_broker", "private_broker", "kafka_topics"})
+"""A test that uses one of these fixtures (directly or through another fixture) talks to tansu: ``broker``."""
+
+DAEMON_NAMES = frozenset({"Daemon", "run_cli", "ENTRY_POINT"})
+"""A test that uses the ``daemon`` fixture, or whose code (or a fixture, helper function or helper class of the
+test modules that it uses) names one of these, starts the daemon as a subprocess: ``daemon``."""
+
+PACKAGING_MODULES = frozenset(
+    {"test/test_rpm.py", "test/test_service_files.py", "test/test_systemd_user.py", "test/kafka/test_deployment.py"}
+)
+"""rpm, systemd, polkit, bats, shellcheck, Kubernetes manifests and hadolint: ``packaging``."""
+
+MARKED_MODULES: dict[str, frozenset[str]] = {}
+"""Modules whose every test gets the given markers, for a test the two rules above cannot see (prefer a
+module-level ``pytestmark = pytest.mark.daemon`` in a module of your own)."""
+
+PACKAGING_TOOLS = frozenset(
+    {"bats", "shellcheck", "rpm", "rpmbuild", "rpmbuild.sh", "rpmlint", "systemd", "systemctl", "systemd-analyze",
+     "systemd-run", "hadolint", "node"}
+)  # fmt: skip
+"""Executables whose start needs the ``packaging`` marker (the check below)."""
+
+_DAEMON_MODULES = frozenset({"livereduce", "livereduce.launch", "livereduce.cli", "livereduce.__main__"})
+
+
+def _code_names(code: types.CodeType) -> Iterator[str]:
+    """The global and attribute names a code object and the functions nested in it use."""
+    yield from code.co_names
+    for constant in code.co_consts:
+        if isinstance(constant, types.CodeType):
+            yield from _code_names(constant)
+
+
+def _test_functions(thing: object) -> list[types.FunctionType]:
+    """The functions of the test suite that ``thing`` is or holds (a class: its methods), else none."""
+    if isinstance(thing, type):
+        if not Path(getattr(sys.modules.get(thing.__module__), "__file__", None) or "/").is_relative_to(ROOT / "test"):
+            return []
+        return [f for member in vars(thing).values() for f in _test_functions(getattr(member, "__func__", member))]
+    function = getattr(thing, "__wrapped__", thing)
+    if isinstance(function, types.FunctionType) and Path(function.__code__.co_filename).is_relative_to(ROOT / "test"):
+        return [function]
+    return []
+
+
+def _names_the_daemon(function: types.FunctionType, seen: set[int]) -> bool:
+    """Whether ``function`` (a test, a fixture, a helper) names the daemon, itself or through the functions and
+    classes of the test suite that it uses."""
+    if id(function.__code__) in seen:
+        return False
+    seen.add(id(function.__code__))
+    for name in _code_names(function.__code__):
+        if name in DAEMON_NAMES:
+            return True
+        if any(_names_the_daemon(helper, seen) for helper in _test_functions(function.__globals__.get(name))):
+            return True
+    return False
+
+
+def _lane_markers(item: pytest.Item) -> set[str]:
+    fixtures = set(getattr(item, "fixturenames", ()))
+    module = Path(str(item.path)).relative_to(ROOT).as_posix()
+    markers = set(MARKED_MODULES.get(module, ()))
+    if fixtures & BROKER_FIXTURES:
+        markers.add("broker")
+    if module in PACKAGING_MODULES:
+        markers.add("packaging")
+    functions = _test_functions(getattr(item, "function", None))
+    info = getattr(item, "_fixtureinfo", None)
+    for definitions in info.name2fixturedefs.values() if info else ():
+        for definition in definitions:
+            functions.extend(_test_functions(definition.func))
+    seen: set[int] = set()
+    if "daemon" in fixtures or any(_names_the_daemon(function, seen) for function in functions):
+        markers.add("daemon")
+    return markers
+
+
+LANE_MARKERS = ("daemon", "broker", "packaging")
+LANES: dict[str, frozenset[str]] = {}
+"""Node id -> the lane markers of every collected test (also those that ``-m`` deselects)."""
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        for name in sorted(_lane_markers(item) - {mark.name for mark in item.iter_markers()}):
+            item.add_marker(name)
+        LANES[item.nodeid] = frozenset(
+            m.name for m in item.iter_markers() if m.name in {"daemon", "broker", "packaging"}
+        )
+
+
+_running: list[pytest.Item] = []  # the test being run in this process (with xdist: in this worker)
+_unmarked: dict[str, list[str]] = {}  # node id -> what it started without the marker
+
+
+def needed_marker(argv: list[str]) -> str | None:
+    """The marker a test needs to start ``argv``: daemon, broker, packaging, or None."""
+    if not argv:
+        return None
+    program = Path(argv[0]).name
+    python = program.startswith("python") or argv[0] == sys.executable
+    options = argv[1:4] if python else []
+    script = next((Path(part).name for part in options if not part.startswith("-")), "") if python else program
+    if str(ENTRY_POINT) in " ".join(argv) or script in {"livereduce", "livereduce.py"}:
+        return "daemon"
+    if any(first == "-m" and then in _DAEMON_MODULES for first, then in itertools.pairwise(options)):
+        return "daemon"
+    if program == "tansu":
+        return "broker"
+    if program in PACKAGING_TOOLS:
+        return "packaging"
+    return None
+
+
+def _check_subprocess(event: str, arguments: tuple) -> None:
+    """Audit hook: a test that starts the daemon (tansu, a packaging tool) must carry the marker ``daemon``
+    (``broker``, ``packaging``), else it fails, naming the command and the marker."""
+    if event != "subprocess.Popen" or not _running:
+        return
+    item = _running[-1]
+    command = arguments[1]
+    argv = [os.fsdecode(command)] if isinstance(command, (str, bytes, os.PathLike)) else list(map(os.fsdecode, command))
+    marker = needed_marker(argv)
+    if marker is None or item.get_closest_marker(marker) is not None:
+        return
+    message = (
+        f"{item.nodeid} starts {' '.join(argv)[:200]!r} but is not marked '{marker}': mark it "
+        f"(@pytest.mark.{marker}, a module-level pytestmark, or test/conftest.py MARKED_MODULES; see test/README.md)"
+    )
+    _unmarked.setdefault(item.nodeid, []).append(message)
+    pytest.fail(message, pytrace=False)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if not getattr(sys, "_livereduce_lane_check", False):  # audit hooks cannot be removed: install it once
+        sys.addaudithook(_check_subprocess)
+        sys._livereduce_lane_check = True  # type: ignore[attr-defined]
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    _running.append(item)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_teardown(item: pytest.Item) -> Iterator[None]:
+    try:
+        return (yield)
+    finally:
+        _running.remove(item)
+        if item.nodeid in _unmarked:  # also when the test caught the failure
+            pytest.fail("\n".join(_unmarked.pop(item.nodeid)), pytrace=False)
 
 
 def poll_until(
@@ -238,6 +400,36 @@ def run_cli(*args: str, cwd: Path, timeout: float = 60) -> subprocess.CompletedP
         timeout=timeout,
         check=False,
     )
+
+
+@pytest.fixture
+def livereduce_check(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> Callable[..., subprocess.CompletedProcess[str]]:
+    """``livereduce_check(CONFIG, cwd=DIR)``: ``livereduce --check CONFIG`` in process (``livereduce.cli.main``, what
+    the command runs after its signal set-up and dependency check), in ``DIR``; returns what :func:`run_cli` would.
+
+    For the variations of an error that one subprocess run (``run_cli``) already proves end to end; ``--check``
+    starts nothing, and the signal handlers it resets are restored.
+    """
+    from livereduce import cli
+
+    def check(config: Path, cwd: Path) -> subprocess.CompletedProcess[str]:
+        monkeypatch.chdir(cwd)
+        handlers = {signum: signal.getsignal(signum) for signum in _CHECK_SIGNALS}
+        capsys.readouterr()
+        try:
+            code = cli.main(["--check", str(config)])
+        finally:
+            for signum, handler in handlers.items():
+                signal.signal(signum, handler)
+        output = capsys.readouterr()
+        return subprocess.CompletedProcess(["livereduce", "--check", str(config)], code, output.out, output.err)
+
+    return check
+
+
+_CHECK_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
 
 
 @pytest.fixture

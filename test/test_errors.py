@@ -1,4 +1,5 @@
-"""Bad input gets one clear message and a defined exit code (the daemon as a subprocess)."""
+"""Bad input gets one clear message and a defined exit code: every case in process (``livereduce --check``), the
+distinct paths through the daemon as a subprocess."""
 
 from __future__ import annotations
 
@@ -35,41 +36,70 @@ def error_line(result) -> str:
     return output.strip().splitlines()[-1]
 
 
-@pytest.mark.parametrize(
-    ("config", "expected"),
-    [
-        ('{"instrument": "SANS2D",', ["invalid JSON", "livereduce.conf", "line 1"]),
-        ("[1, 2]", ["must be a JSON object"]),
-        (base(update_every="fast"), ["'update_every'", '"fast"', "number"]),
-        (base(update_every=0), ["'update_every'", "0", "greater than or equal to 0.01"]),
-        (base(update_every=True), ["'update_every'", "true", "not a boolean"]),
-        (base(log_file="/nonexistent-dir/livereduce.log"), ["cannot open log file", "/nonexistent-dir"]),
-        (base(preserve_events="yes"), ["'preserve_events'", '"yes"', "boolean"]),
-        (base(accum_method="Sum"), ["'accum_method'", '"Sum"', "'Add', 'Replace' or 'Append'"]),
-        (base(run_transition="Pause"), ["'run_transition'", '"Pause"', "'Restart', 'Stop' or 'Rename'"]),
-        (base(listener="MyListener"), ["'listener'", '"MyListener"', "SNSLiveEventDataListener"]),
-        (base(start="yesterday"), ["'start'", '"yesterday"', "ISO-8601"]),
-        (base(updte_every=3), ["unknown key 'updte_every'", "did you mean 'update_every'"]),
-        (base(watchdog={"threshold": 5}), ["'watchdog.threshold'", "5", "20"]),
-        (base(listener="ISISHistoDataListener"), ["'ISISHistoDataListener' is not available in the scipp engine"]),
-        (base(listener="FileEventDataListener"), ["needs the key 'filename'"]),
-        (base(engine="mantid"), ["the mantid engine needs Mantid", "No module named 'mantid'", "'mantid_dev'"]),
-    ],
-)
-def test_configuration_errors_give_one_line_and_their_exit_code(tmp_path, config, expected):
-    path = write(tmp_path, config)
-    for args in ([str(path)], ["--check", str(path)]):
-        result = run_cli(*args, cwd=tmp_path)
-        line = error_line(result)
-        assert result.returncode == (4 if "mantid" in str(config) else 2), line
-        for text in expected:
-            assert text in line, line
+CONFIG_CASES: dict[str, tuple[object, list[str]]] = {
+    "invalid JSON": ('{"instrument": "SANS2D",', ["invalid JSON", "livereduce.conf", "line 1"]),
+    "not an object": ("[1, 2]", ["must be a JSON object"]),
+    "update_every text": (base(update_every="fast"), ["'update_every'", '"fast"', "number"]),
+    "update_every 0": (base(update_every=0), ["'update_every'", "0", "greater than or equal to 0.01"]),
+    "update_every boolean": (base(update_every=True), ["'update_every'", "true", "not a boolean"]),
+    "log_file directory missing": (
+        base(log_file="/nonexistent-dir/livereduce.log"),
+        ["cannot open log file", "/nonexistent-dir"],
+    ),
+    "preserve_events text": (base(preserve_events="yes"), ["'preserve_events'", '"yes"', "boolean"]),
+    "accum_method": (base(accum_method="Sum"), ["'accum_method'", '"Sum"', "'Add', 'Replace' or 'Append'"]),
+    "run_transition": (base(run_transition="Pause"), ["'run_transition'", '"Pause"', "'Restart', 'Stop' or 'Rename'"]),
+    "listener unknown": (base(listener="MyListener"), ["'listener'", '"MyListener"', "SNSLiveEventDataListener"]),
+    "start": (base(start="yesterday"), ["'start'", '"yesterday"', "ISO-8601"]),
+    "misspelt key": (base(updte_every=3), ["unknown key 'updte_every'", "did you mean 'update_every'"]),
+    "watchdog threshold": (base(watchdog={"threshold": 5}), ["'watchdog.threshold'", "5", "20"]),
+    "listener of Mantid only": (
+        base(listener="ISISHistoDataListener"),
+        ["'ISISHistoDataListener' is not available in the scipp engine"],
+    ),
+    "file listener without filename": (base(listener="FileEventDataListener"), ["needs the key 'filename'"]),
+    "mantid missing": (
+        base(engine="mantid"),
+        ["the mantid engine needs Mantid", "No module named 'mantid'", "'mantid_dev'"],
+    ),
+}
+"""Each case in process (``livereduce --check``); the daemon raises the same error at its start (the same
+``load_config``, engine and script checks), so :data:`DAEMON_CASES` stand for the rest as subprocesses."""
+
+DAEMON_CASES = ("invalid JSON", "log_file directory missing", "mantid missing")
+"""Through the daemon as a subprocess: an error before the log file is open, the daemon's own log-file error,
+and exit 4 (engine unavailable); "update_every text" in the log file below."""
+
+
+def assert_error(result, config: object, expected: list[str]) -> None:
+    line = error_line(result)
+    assert result.returncode == (4 if "mantid" in str(config) else 2), line
+    for text in expected:
+        assert text in line, line
+
+
+@pytest.mark.parametrize(("config", "expected"), CONFIG_CASES.values(), ids=CONFIG_CASES.keys())
+def test_configuration_errors_give_one_line_and_their_exit_code(tmp_path, livereduce_check, config, expected):
+    assert_error(livereduce_check(write(tmp_path, config), cwd=tmp_path), config, expected)
+
+
+@pytest.mark.parametrize("case", DAEMON_CASES)
+def test_configuration_errors_through_the_daemon(tmp_path, case):
+    config, expected = CONFIG_CASES[case]
+    assert_error(run_cli(str(write(tmp_path, config)), cwd=tmp_path), config, expected)
+
+
+def test_check_command_reports_a_configuration_error(tmp_path):
+    """``--check`` as a subprocess once (its variations above run in process)."""
+    config, expected = CONFIG_CASES["invalid JSON"]
+    assert_error(run_cli("--check", str(write(tmp_path, config)), cwd=tmp_path), config, expected)
 
 
 def test_configuration_error_reaches_the_log_file(tmp_path):
-    path = write(tmp_path, base(update_every="fast"))
+    config, expected = CONFIG_CASES["update_every text"]
+    path = write(tmp_path, config)
     result = run_cli(str(path), cwd=tmp_path)
-    assert result.returncode == 2
+    assert_error(result, config, expected)
     assert "- livereduce - ERROR - " in (tmp_path / "livereduce.log").read_text()
     assert "'update_every'" in (tmp_path / "livereduce.log").read_text()
 
@@ -81,23 +111,25 @@ def test_missing_configuration_file_is_an_error_not_a_fallback(tmp_path):
     assert "nope.conf' does not exist" in error_line(result)
 
 
-@pytest.mark.parametrize(
-    ("scripts", "expected"),
-    [
-        ({}, ["Must provide at least one of", "reduce_SANS2D_live_proc.py", "reduce_SANS2D_live_post_proc.py"]),
-        ({"proc": ""}, ["ProcessingScriptFilename", "reduce_SANS2D_live_proc.py' is empty"]),
-        ({"post_proc": "  \n\n"}, ["PostProcessingScriptFilename", "is empty"]),
-        ({"proc": "x = 1\nif x\n    y = 2\n"}, ["SyntaxError", "reduce_SANS2D_live_proc.py', line 2"]),
-    ],
-)
-def test_script_errors_give_one_line_and_exit_2(tmp_path, scripts, expected):
-    path = write(tmp_path, base(), scripts)
-    for args in ([str(path)], ["--check", str(path)]):
-        result = run_cli(*args, cwd=tmp_path)
-        line = error_line(result)
-        assert result.returncode == 2, line
-        for text in expected:
-            assert text in line, line
+SCRIPT_CASES: dict[str, tuple[dict[str, str], list[str]]] = {
+    "no script": (
+        {},
+        ["Must provide at least one of", "reduce_SANS2D_live_proc.py", "reduce_SANS2D_live_post_proc.py"],
+    ),
+    "empty proc": ({"proc": ""}, ["ProcessingScriptFilename", "reduce_SANS2D_live_proc.py' is empty"]),
+    "blank post_proc": ({"post_proc": "  \n\n"}, ["PostProcessingScriptFilename", "is empty"]),
+    "syntax error": ({"proc": "x = 1\nif x\n    y = 2\n"}, ["SyntaxError", "reduce_SANS2D_live_proc.py', line 2"]),
+}
+
+
+@pytest.mark.parametrize(("scripts", "expected"), SCRIPT_CASES.values(), ids=SCRIPT_CASES.keys())
+def test_script_errors_give_one_line_and_exit_2(tmp_path, livereduce_check, scripts, expected):
+    assert_error(livereduce_check(write(tmp_path, base(), scripts), cwd=tmp_path), base(), expected)
+
+
+def test_a_script_error_through_the_daemon(tmp_path):
+    scripts, expected = SCRIPT_CASES["syntax error"]
+    assert_error(run_cli(str(write(tmp_path, base(), scripts)), cwd=tmp_path), base(), expected)
 
 
 RAISE_ON_THIRD_CHUNK = """\

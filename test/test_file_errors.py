@@ -1,8 +1,10 @@
 """A readable but malformed NeXus file is a one-line source error (exit 3), never an internal error.
 
-Each case builds a small bad file with h5py and is checked twice: in process (``FileEventDataListener`` raises
-:class:`SourceError` with the expected text, fast) and through the real daemon (exit 3, the message once on
-stdout and once in the log, as the last line of stdout, no traceback).
+Each case builds a small bad file with h5py and is checked in process: ``FileEventDataListener`` raises
+:class:`SourceError` with the expected text, on one line, starting with the file's name. Every case fails in
+``connect()``, so the daemon takes the same path for all of them; two of them (a file HDF5 cannot open, and the
+real SANS2D file cut in half, where the HDF5 library itself fails) go through the real daemon: exit 3, the message
+once on stdout and once in the log, as the last line of stdout, no traceback.
 """
 
 from __future__ import annotations
@@ -324,8 +326,25 @@ def _assert_one_error_line(run, path: Path, expected: str) -> None:
     assert " - livereduce - ERROR - " in errors[0], errors[0]
 
 
-@pytest.mark.parametrize(("make", "expected"), CASES.values(), ids=CASES.keys())
-def test_malformed_file_exits_3_with_one_line(tmp_path: Path, daemon, make, expected: str) -> None:
+DAEMON_CASES = ("not hdf5", "truncated")
+"""The cases that also go through the daemon (the others differ from them only in the message's text)."""
+
+
+def test_every_case_fails_where_the_daemon_cases_do(tmp_path: Path) -> None:
+    """Every case fails in ``connect()``, as the daemon cases do: the daemon's path from the error to its exit is
+    the same for all of them, so the daemon cases stand for the rest."""
+    for name, (make, _) in CASES.items():
+        folder = tmp_path / name
+        folder.mkdir()
+        listener = FileEventDataListener(Config(filename=str(make(folder)), replay_speed=0, replay_chunk_pulses=1))
+        with pytest.raises(SourceError):
+            listener.connect()
+        listener.disconnect()
+
+
+@pytest.mark.parametrize("case", DAEMON_CASES)
+def test_malformed_file_exits_3_with_one_line(tmp_path: Path, daemon, case: str) -> None:
+    make, expected = CASES[case]
     path = make(tmp_path)
     run = daemon(_replay_config(path), {"proc": PASS}).finish(timeout=60)
     _assert_one_error_line(run, path, expected)

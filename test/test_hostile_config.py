@@ -1,5 +1,6 @@
 """Configuration garbage: every accepted value works, everything else is exit 2 with one short line, for the
-daemon and for --check alike (the daemon as a subprocess)."""
+daemon and for --check alike: every case in process (``livereduce --check``, the checks the daemon runs at its
+start), one through the daemon as a subprocess."""
 
 from __future__ import annotations
 
@@ -49,18 +50,25 @@ HUGE = "A" * 1_000_000
         "1 MB instrument name",
     ],
 )
-def test_hostile_values_are_one_short_line_and_exit_2(tmp_path, text, expected):
-    path = write(tmp_path, text)
-    for args in ([str(path)], ["--check", str(path)]):
-        result = run_cli(*args, cwd=tmp_path)
-        line = error_line(result)
-        assert result.returncode == 2, result.stdout + result.stderr
-        for part in expected:
-            assert part in line, line
-        assert len(result.stdout) + len(result.stderr) < 2000, "a bad value is quoted at length"
+def test_hostile_values_are_one_short_line_and_exit_2(tmp_path, livereduce_check, text, expected):
+    assert_short_error(livereduce_check(write(tmp_path, text), cwd=tmp_path), expected)
 
 
-def test_the_largest_accepted_values_work(tmp_path):
+def test_a_hostile_value_through_the_daemon(tmp_path):
+    """The 1 MB instrument name through the daemon as a subprocess: its stdout, where the log goes too, stays short."""
+    result = run_cli(str(write(tmp_path, json.dumps({"instrument": HUGE}))), cwd=tmp_path)
+    assert_short_error(result, ["'instrument'", "characters)", "at most 64 characters"])
+
+
+def assert_short_error(result, expected: list[str]) -> None:
+    line = error_line(result)
+    assert result.returncode == 2, result.stdout + result.stderr
+    for part in expected:
+        assert part in line, line
+    assert len(result.stdout) + len(result.stderr) < 2000, "a bad value is quoted at length"
+
+
+def test_the_largest_accepted_values_work(tmp_path, livereduce_check):
     """The bounds are usable: the daemon starts with each key at its maximum and stops cleanly."""
     path = write(
         tmp_path,
@@ -73,7 +81,7 @@ def test_the_largest_accepted_values_work(tmp_path):
             status_file=str(tmp_path / "status.json"),
         ),
     )
-    result = run_cli("--check", str(path), cwd=tmp_path)
+    result = livereduce_check(path, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     process = Daemon(tmp_path, path)
     try:
@@ -86,9 +94,9 @@ def test_the_largest_accepted_values_work(tmp_path):
     assert "Traceback" not in run.log
 
 
-def test_a_config_that_is_too_big_is_refused(tmp_path):
+def test_a_config_that_is_too_big_is_refused(tmp_path, livereduce_check):
     path = tmp_path / "livereduce.conf"
     path.write_text('{"instrument": "SANS2D", "x": "' + "y" * (2 << 20) + '"}')
-    result = run_cli("--check", str(path), cwd=tmp_path)
+    result = livereduce_check(path, cwd=tmp_path)
     assert result.returncode == 2
     assert "larger than 1048576 bytes" in error_line(result)

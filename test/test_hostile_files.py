@@ -1,4 +1,5 @@
-"""Files that block, a full disk, loose permissions (the daemon as a subprocess)."""
+"""Files that block, a full disk, loose permissions: the daemon as a subprocess, and the variations of a start-up
+refusal in process (``livereduce --check``: the checks the daemon runs at its start)."""
 
 from __future__ import annotations
 
@@ -25,19 +26,32 @@ def ran(workdir: Path) -> list[str]:
 
 
 # --- FIFOs -------------------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("what", ["script", "config"])
-def test_a_fifo_as_script_or_config_is_an_error_not_a_hang(tmp_path, what):
-    """Before, start-up (and --check) blocked forever in open() and ignored SIGTERM."""
+def fifo_in_place(tmp_path: Path, what: str) -> tuple[Path, Path]:
+    """A configuration and a script in tmp_path, one of them (``what``) replaced by a FIFO: (config, FIFO)."""
     path = write(tmp_path, base())
     target = path if what == "config" else tmp_path / "reduce_SANS2D_live_proc.py"
     target.unlink()
     os.mkfifo(target)
-    for args in ([str(path)], ["--check", str(path)]):
-        result = run_cli(*args, cwd=tmp_path, timeout=30)
-        line = error_line(result)
-        assert result.returncode == 2, line
-        assert "not a regular file (a FIFO)" in line
-        assert str(target) in line
+    return path, target
+
+
+def assert_fifo_refused(result, target: Path) -> None:
+    line = error_line(result)
+    assert result.returncode == 2, line
+    assert "not a regular file (a FIFO)" in line
+    assert str(target) in line
+
+
+@pytest.mark.parametrize("what", ["script", "config"])
+def test_a_fifo_as_script_or_config_is_an_error_not_a_hang(tmp_path, livereduce_check, what):
+    """Before, start-up (and --check) blocked forever in open() and ignored SIGTERM."""
+    path, target = fifo_in_place(tmp_path, what)
+    assert_fifo_refused(livereduce_check(path, cwd=tmp_path), target)
+
+
+def test_a_fifo_as_config_stops_the_daemon_with_one_line(tmp_path):
+    path, target = fifo_in_place(tmp_path, "config")
+    assert_fifo_refused(run_cli(str(path), cwd=tmp_path, timeout=30), target)
 
 
 def test_a_fifo_swapped_in_for_a_script_does_not_stop_change_detection(daemon):
@@ -93,8 +107,8 @@ def test_a_script_closing_stdout_is_reported_once(daemon):
 
 
 # --- permissions ----------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("what", ["script", "script_dir", "config", "symlink target"])
-def test_world_writable_code_is_refused_with_the_fix(tmp_path, what):
+def loose_permissions(tmp_path: Path, what: str) -> tuple[Path, Path]:
+    """A configuration and its script with ``what`` writable by any user: (config, what is writable)."""
     scripts = tmp_path / "scripts"
     scripts.mkdir()
     path = write(tmp_path, base(script_dir=str(scripts)), scripts={})
@@ -116,22 +130,35 @@ def test_world_writable_code_is_refused_with_the_fix(tmp_path, what):
         proc.unlink()
         proc.symlink_to(real)
         bad = real
-    for args in ([str(path)], ["--check", str(path)]):
-        result = run_cli(*args, cwd=tmp_path)
-        line = error_line(result)
-        assert result.returncode == 2, line
-        assert f"'{bad}'" in line
-        assert f"chmod o-w {bad}" in line
+    return path, bad
+
+
+def assert_refused_with_the_fix(result, bad: Path) -> None:
+    line = error_line(result)
+    assert result.returncode == 2, line
+    assert f"'{bad}'" in line
+    assert f"chmod o-w {bad}" in line
+
+
+@pytest.mark.parametrize("what", ["script", "script_dir", "config", "symlink target"])
+def test_world_writable_code_is_refused_with_the_fix(tmp_path, livereduce_check, what):
+    path, bad = loose_permissions(tmp_path, what)
+    assert_refused_with_the_fix(livereduce_check(path, cwd=tmp_path), bad)
     bad.chmod(0o664 if bad.is_file() else 0o775)  # group-writable is the documented set-up: accepted
-    assert run_cli("--check", str(path), cwd=tmp_path).returncode == 0
+    assert livereduce_check(path, cwd=tmp_path).returncode == 0
 
 
-def test_strict_permissions_false_turns_the_check_off(tmp_path):
+def test_world_writable_code_stops_the_daemon_with_the_fix(tmp_path):
+    path, bad = loose_permissions(tmp_path, "script")
+    assert_refused_with_the_fix(run_cli(str(path), cwd=tmp_path), bad)
+
+
+def test_strict_permissions_false_turns_the_check_off(tmp_path, livereduce_check):
     path = write(tmp_path, base(strict_permissions=False))
     (tmp_path / "reduce_SANS2D_live_proc.py").chmod(0o666)
-    assert run_cli("--check", str(path), cwd=tmp_path).returncode == 0
+    assert livereduce_check(path, cwd=tmp_path).returncode == 0
     path.write_text(json.dumps(base()))
-    assert run_cli("--check", str(path), cwd=tmp_path).returncode == 2  # positive control
+    assert livereduce_check(path, cwd=tmp_path).returncode == 2  # positive control
 
 
 def test_a_script_made_world_writable_while_running_keeps_the_last_good_one(daemon):

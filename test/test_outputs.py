@@ -2,9 +2,9 @@
 
 In-process tests of the layout (read back with h5py, scippnexus and nexusformat, NeXpy's library), of the
 Mantid entries (read back with h5py and checked against what Mantid's LoadNexusProcessed reads, citing its
-source; no Mantid here to load them), of the failure paths, a reader process that holds the HDF5 lock, and the
-end-to-end test: the real daemon running the demo scripts, killed with SIGKILL at random moments of its post_proc
-writes 30 times while a reader polls the outputs.
+source; no Mantid here to load them), of the failure paths, a reader process that holds the HDF5 lock, and
+SIGKILL while a reader polls the outputs: the demo's post_proc writes killed 30 times at random moments, and the
+same end to end, the real daemon running the demo scripts killed during its writes.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import random
 import re
+import signal
 import subprocess
 import sys
 import textwrap
@@ -707,6 +708,7 @@ def test_a_reader_holding_the_lock_neither_blocks_nor_sees_a_torn_file(tmp_path:
 # --- the demo's post_proc killed with SIGKILL while a reader polls its outputs ----------------------------------
 
 KILLS = 30
+DAEMON_KILLS = 2
 OUTPUT_STEM = "ADARA_FakeEvent_1_live"
 
 
@@ -750,54 +752,177 @@ class OutputReader(threading.Thread):
                         self.torn.append(f"{path.name}: {problem}")
 
 
-def test_sigkill_during_post_proc_writes_never_leaves_a_torn_file(
-    tmp_path: Path, daemon: Callable[..., Daemon]
-) -> None:
-    """The issue's test: 30 kills at random moments of the demo's writes, a reader polling all the while.
+def kill_during_saves(out: Path, kills: int, start: Callable[[int], tuple[Callable[[], None], Callable[[], str]]]):
+    """``kills`` writers of the demo's outputs in ``out``, each killed with SIGKILL at a random moment after one of
+    its saves has created its temporary file, a reader polling the outputs all the while; returns the reader.
 
-    Each daemon is killed at a random moment after one of its saves has created its temporary file: in turn the
-    PNG's (0-300 ms later: while matplotlib renders and writes it, about 100 ms, during the NeXus write, or after
-    both) and the NeXus file's (0-20 ms later, its write takes 10-20 ms). A kill inside a save leaves that
-    save's temporary file behind, which counts the kills that hit a write.
+    In turn the PNG's save (killed 0-300 ms later: while matplotlib renders and writes it, about 100 ms, during the
+    NeXus write, or after both) and the NeXus file's (0-20 ms later, its write takes 10-20 ms). ``start(kill)``
+    starts a writer (the first one has written both outputs when it returns) and returns (a function that kills
+    it with SIGKILL, a function describing it for a failure message). A kill inside a save leaves that save's
+    temporary file behind, which counts the kills that hit a write.
     """
-    scripts = {role: (DEMO / f"reduce_ADARA_FakeEvent_live_{role}.py").read_text() for role in ("proc", "post_proc")}
-    config = {"update_every": 0.05, "event_rate": 50000, "end_run_every": 3600, "log_file": "livereduce.log"}
-    out = tmp_path / "out"
-    out.mkdir()
     reader = OutputReader(out)
     reader.start()
     rng = random.Random(8)
     try:
-        for kill in range(KILLS):
+        for kill in range(kills):
             suffix, window = ((".png", 0.3), (".h5", 0.02))[kill % 2]
             before = set(leftovers(out))
-            process = daemon(config, scripts=scripts, instrument="ADARA_FakeEvent")
-            if kill == 0:  # both outputs exist before the first kill
-                process.wait_for_log(lambda log: "Wrote " in log)
+            kill_writer, describe = start(kill)
 
             def save_begun(suffix: str = suffix, before: set[str] = before) -> bool:
                 return any(name.startswith(f".{OUTPUT_STEM}{suffix}.") for name in set(leftovers(out)) - before)
 
-            def waited_for(suffix: str = suffix, kill: int = kill, process: Daemon = process) -> str:
-                return f"the temporary file of a {suffix} save (kill {kill}); the log: {process.log()}"
+            def waited_for(suffix: str = suffix, kill: int = kill, describe: Callable[[], str] = describe) -> str:
+                return f"the temporary file of a {suffix} save (kill {kill}); {describe()}"
 
             poll_until(save_begun, waited_for, timeout=30, interval=0.002)  # the NeXus temporary file lives 10-20 ms
             time.sleep(rng.uniform(0.0, window))  # the random moment of the kill
-            process.kill()  # SIGKILL
+            kill_writer()  # SIGKILL
             for path in reader.paths:
                 assert check_output(path) is None, f"torn after kill -9: {path}"
     finally:
         reader.finished.set()
         reader.join(timeout=10)
-    hit_mid_write = {suffix: sum(f"{suffix}." in name for name in leftovers(out)) for suffix in (".png", ".h5")}
-    log = process.log()
     assert reader.torn == [], f"{len(reader.torn)} torn of {reader.reads} reads: {reader.torn[:5]}"
     assert reader.reads > 100, "the reader did not poll the outputs"
-    assert min(hit_mid_write.values()) >= 1, f"kills inside a write: {hit_mid_write}: the test showed little"
     assert all(check_output(path) is None for path in reader.paths)
+    return reader
+
+
+def hits_mid_write(out: Path) -> dict[str, int]:
+    """Kills that hit a save, per output (each left the save's temporary file behind)."""
+    return {suffix: sum(f"{suffix}." in name for name in leftovers(out)) for suffix in (".png", ".h5")}
+
+
+def test_sigkill_during_post_proc_writes_never_leaves_a_torn_file(
+    tmp_path: Path, daemon: Callable[..., Daemon]
+) -> None:
+    """The issue's scenario end to end: the real daemon running the demo's scripts, killed with SIGKILL during
+    its post_proc's saves while a reader polls the outputs (``DAEMON_KILLS`` times: a daemon's start costs a
+    second or two; the 30 kills at random moments are below, on the same script without the daemon around it)."""
+    scripts = {role: (DEMO / f"reduce_ADARA_FakeEvent_live_{role}.py").read_text() for role in ("proc", "post_proc")}
+    config = {"update_every": 0.05, "event_rate": 50000, "end_run_every": 3600, "log_file": "livereduce.log"}
+    out = tmp_path / "out"
+    out.mkdir()
+    started: list[Daemon] = []
+
+    def start(kill: int) -> tuple[Callable[[], None], Callable[[], str]]:
+        process = daemon(config, scripts=scripts, instrument="ADARA_FakeEvent")
+        started.append(process)
+        if kill == 0:  # both outputs exist before the first kill
+            process.wait_for_log(lambda log: "Wrote " in log)
+        return process.kill, lambda: f"the log: {process.log()}"
+
+    reader = kill_during_saves(out, DAEMON_KILLS, start)
+    log = started[-1].log()  # every daemon appended to the same log file
     assert " - ERROR - " not in log  # no failed post_proc (e.g. "unable to lock file" under the reader)
-    # The reader's check finds a torn file when there is one: half of each output, as a kill in place leaves it.
     for path in reader.paths:
         torn = tmp_path / f"torn{path.suffix}"
         torn.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
         assert check_output(torn) is not None
+
+
+WRITER = textwrap.dedent(
+    """
+    import os, sys, traceback
+    from pathlib import Path
+
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot
+    import numpy as np
+    import scipp as sc
+    import livereduce.outputs
+
+    figure = matplotlib.pyplot.figure()  # load the fonts once, as the daemon has after its first cycle
+    figure.text(0.5, 0.5, "counts per pixel [µs]")
+    figure.canvas.draw()
+    matplotlib.pyplot.close(figure)
+    script, out = Path(sys.argv[1]), sys.argv[2]
+    os.environ["LIVEREDUCE_OUTPUT_DIR"] = out
+    code = compile(script.read_text(), str(script), "exec")
+    for request in sys.stdin:  # one line per writer: fork one, report its pid, then how it ended
+        pid = os.fork()
+        if pid == 0:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), 1)  # the script's "Wrote ..." lines
+            try:
+                # the demo's accumulation (its proc script's output) as the scipp engine gives it to post_proc
+                rng = np.random.default_rng(int(request))
+                pixels = sc.DataArray(
+                    sc.array(dims=["y", "x"], values=rng.poisson(3.0, (64, 64)).astype(float), unit="counts"),
+                    coords={"run_number": sc.scalar(1, unit=None), "instrument_name": sc.scalar("ADARA_FakeEvent")},
+                )
+                tof = sc.DataArray(
+                    sc.array(dims=["event_time_offset"], values=rng.poisson(60.0, 200).astype(float), unit="counts"),
+                    coords={"event_time_offset": sc.linspace("event_time_offset", 0.0, 16667.0, 201, unit="us")},
+                )
+                for array in (pixels, tof):
+                    array.coords["start_time"] = sc.datetime("2026-01-01T00:00:00", unit="ns")
+                for name in ("run_number", "instrument_name", "start_time"):
+                    pixels.coords.set_aligned(name, False)
+                tof.coords.set_aligned("start_time", False)
+                accumulation = sc.DataGroup({"pixels": pixels, "tof": tof})
+                while True:  # as the daemon runs post_proc after every chunk
+                    exec(code, {"__name__": "__main__", "input": accumulation})
+            except BaseException:
+                traceback.print_exc()
+                os._exit(1)
+        print(pid, flush=True)
+        print(os.waitpid(pid, 0)[1], flush=True)
+    """
+)
+
+
+def test_sigkill_at_random_moments_of_the_demo_writes_never_leaves_a_torn_file(tmp_path: Path) -> None:
+    """The issue's test: 30 kills at random moments of the demo's post_proc writes, a reader polling all the while.
+
+    The demo's post_proc runs in a loop in a process forked for each kill from a writer that has imported what
+    the script needs (as the daemon has), so that a kill costs what the save costs, not a daemon's start."""
+    out = tmp_path / "out"
+    out.mkdir()
+    errors = tmp_path / "writer.err"
+    with errors.open("w") as stderr:
+        writer = subprocess.Popen(
+            [sys.executable, "-c", WRITER, str(DEMO / "reduce_ADARA_FakeEvent_live_post_proc.py"), str(out)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            text=True,
+            env=dict(
+                os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT / "src"), os.environ.get("PYTHONPATH")]))
+            ),
+        )
+    endings: list[int] = []
+
+    def start(kill: int) -> tuple[Callable[[], None], Callable[[], str]]:
+        writer.stdin.write(f"{kill}\n")
+        writer.stdin.flush()
+        pid = int(writer.stdout.readline())
+        if kill == 0:  # both outputs exist before the first kill
+            poll_until(lambda: all((out / f"{OUTPUT_STEM}{s}").exists() for s in (".h5", ".png")), errors.read_text)
+
+        def kill_it() -> None:
+            os.kill(pid, signal.SIGKILL)
+            endings.append(int(writer.stdout.readline()))
+
+        return kill_it, lambda: f"the writer's errors: {errors.read_text()}"
+
+    try:
+        kill_during_saves(out, KILLS, start)
+    finally:
+        writer.stdin.close()
+        try:
+            writer.wait(timeout=30)
+        finally:
+            if writer.poll() is None:
+                writer.kill()
+                writer.wait()
+    ended = [
+        f"signal {os.WTERMSIG(e)}" if os.WIFSIGNALED(e) else f"exit {os.waitstatus_to_exitcode(e)}" for e in endings
+    ]
+    assert ended == [f"signal {signal.SIGKILL:d}"] * KILLS, errors.read_text()  # killed in its loop: no failed save
+    assert writer.returncode == 0, errors.read_text()
+    hit_mid_write = hits_mid_write(out)
+    assert min(hit_mid_write.values()) >= 1, f"kills inside a write: {hit_mid_write}: the test showed little"

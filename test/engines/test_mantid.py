@@ -51,12 +51,6 @@ def mantid_daemon(daemon, tmp_path):
     return start
 
 
-def upstream_config(name: str) -> dict:
-    config = json.loads((ROOT / "test" / name).read_text())
-    config["script_dir"] = "."  # the test's own directory, with scripts the double can run
-    return config
-
-
 def started(process) -> dict:
     """Wait for the first StartLiveData call, stop the daemon (exit 0), return the call's properties."""
     process.wait_for_log(lambda _: len(calls(process.workdir)) >= 1)
@@ -65,53 +59,6 @@ def started(process) -> dict:
     assert run.returncode == 0, run.log
     assert "StartLiveData(" in run.log
     return calls(process.workdir)[0]
-
-
-def test_upstream_fake_conf(mantid_daemon, tmp_path):
-    properties = started(mantid_daemon(upstream_config("fake.conf"), {"proc": PASS}))
-    assert properties == {
-        "Instrument": "ISIS_Histogram",
-        "UpdateEvery": 3,
-        "PreserveEvents": True,
-        "AccumulationMethod": "Replace",
-        "OutputWorkspace": "result",
-        "FromNow": False,
-        "FromStartOfRun": True,
-        "ProcessingScriptFilename": str(tmp_path / "reduce_ISIS_Histogram_live_proc.py"),
-        "PeriodList": [1, 3],
-    }
-
-
-def test_upstream_fake_event_conf(mantid_daemon, tmp_path):
-    properties = started(mantid_daemon(upstream_config("fake_event.conf"), {"proc": PASS}))
-    assert properties == {
-        "Instrument": "ISIS_Event",
-        "UpdateEvery": 3,
-        "PreserveEvents": True,
-        "AccumulationMethod": "Add",
-        "OutputWorkspace": "result",
-        "FromNow": False,
-        "FromStartOfRun": True,
-        "ProcessingScriptFilename": str(tmp_path / "reduce_ISIS_Event_live_proc.py"),
-    }
-
-
-def test_upstream_postprocessing_fake_conf(mantid_daemon, tmp_path):
-    properties = started(mantid_daemon(upstream_config("postprocessing/fake.conf"), {"post_proc": PASS}))
-    accumulation = properties.pop("AccumulationWorkspace")
-    assert accumulation.startswith("accumulation_")
-    assert len(accumulation) > len("accumulation_")
-    assert properties == {
-        "Instrument": "ISIS_Histogram",
-        "UpdateEvery": 3,
-        "PreserveEvents": True,
-        "AccumulationMethod": "Replace",
-        "OutputWorkspace": "result",
-        "FromNow": False,
-        "FromStartOfRun": True,
-        "PostProcessingScriptFilename": str(tmp_path / "reduce_ISIS_Histogram_live_post_proc.py"),
-        "PeriodList": [1, 3],
-    }
 
 
 def test_every_new_key(mantid_daemon, tmp_path):
@@ -225,11 +172,56 @@ def test_mantid_messages_reach_the_log_file(mantid_daemon):
 # upstream's sample configurations with their own scripts, unchanged
 
 
-@pytest.mark.parametrize(
-    ("name", "script_dir"),
-    [("fake.conf", "test"), ("fake_event.conf", "test"), ("postprocessing/fake.conf", "test/postprocessing")],
-)
-def test_upstream_test_configs_run_with_their_scripts(mantid_daemon, name: str, script_dir: str):
+UPSTREAM_CONFIGS = {
+    "fake.conf": (
+        "test",
+        {
+            "Instrument": "ISIS_Histogram",
+            "UpdateEvery": 3,
+            "PreserveEvents": True,
+            "AccumulationMethod": "Replace",
+            "OutputWorkspace": "result",
+            "FromNow": False,
+            "FromStartOfRun": True,
+            "ProcessingScriptFilename": str(ROOT / "test" / "reduce_ISIS_Histogram_live_proc.py"),
+            "PeriodList": [1, 3],
+        },
+    ),
+    "fake_event.conf": (
+        "test",
+        {
+            "Instrument": "ISIS_Event",
+            "UpdateEvery": 3,
+            "PreserveEvents": True,
+            "AccumulationMethod": "Add",
+            "OutputWorkspace": "result",
+            "FromNow": False,
+            "FromStartOfRun": True,
+            "ProcessingScriptFilename": str(ROOT / "test" / "reduce_ISIS_Event_live_proc.py"),
+        },
+    ),
+    "postprocessing/fake.conf": (
+        "test/postprocessing",
+        {
+            "Instrument": "ISIS_Histogram",
+            "UpdateEvery": 3,
+            "PreserveEvents": True,
+            "AccumulationMethod": "Replace",
+            "OutputWorkspace": "result",
+            "FromNow": False,
+            "FromStartOfRun": True,
+            "PostProcessingScriptFilename": str(
+                ROOT / "test" / "postprocessing" / "reduce_ISIS_Histogram_live_post_proc.py"
+            ),
+            "PeriodList": [1, 3],
+        },
+    ),
+}
+"""Upstream's sample configurations: their script_dir, and the StartLiveData call they make."""
+
+
+@pytest.mark.parametrize(("name", "script_dir", "expected"), [(name, *case) for name, case in UPSTREAM_CONFIGS.items()])
+def test_upstream_test_configs_run_with_their_scripts(mantid_daemon, name: str, script_dir: str, expected: dict):
     config = json.loads((ROOT / "test" / name).read_text())
     assert config["script_dir"] == script_dir  # relative to upstream's checkout: made absolute, nothing else
     config["script_dir"] = str(ROOT / script_dir)
@@ -243,6 +235,12 @@ def test_upstream_test_configs_run_with_their_scripts(mantid_daemon, name: str, 
     assert "Error" not in run.log
     if name == "fake_event.conf":
         assert "Running proc script" in run.stdout  # print() of a Mantid script reaches the journal
+    properties = calls(process.workdir)[0]
+    if "PostProcessingScriptFilename" in expected:
+        accumulation = properties.pop("AccumulationWorkspace")
+        assert accumulation.startswith("accumulation_")
+        assert len(accumulation) > len("accumulation_")
+    assert properties == expected
 
 
 # ---------------------------------------------------------------------------------------------------------------
