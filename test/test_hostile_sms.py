@@ -2,9 +2,9 @@
 exhaust memory or end in exit 6, in one stream (issue 14).
 
 The stream: a GEOMETRY declaring pixel ids 0..2**31-2 (with ``preserve_events`` false that sized an 8 GiB
-histogram), 20,000 process variables with a value each (50,000 made cycles take 34-40 s and SIGTERM end in exit 6), 200,000
-END_RUN packets without a run and 20,000 empty runs (sealed segments outside the buffer bound, handed over one
-per cycle: the next run was never reduced), then run 7 with events. The daemon must reduce run 7 within a few
+histogram), 20,000 process variables with a value each (50,000 made cycles take 34-40 s and SIGTERM end in exit
+6), 200,000 END_RUN packets without a run and 20,000 empty runs (sealed segments outside the buffer bound, handed
+over one per cycle: the next run was never reduced), then run 7 with events. The daemon must reduce run 7 within a few
 cycles and stop on SIGTERM with exit 0 while the run goes on.
 """
 

@@ -12,16 +12,7 @@ import pytest
 
 from livereduce.protocols import skipped_counter
 from livereduce.protocols.adara import decode, encode
-from livereduce.protocols.adara.client import (
-    DEFAULT_SEGMENT_EVENTS,
-    MAX_PROCESS_VARIABLES,
-    PAUSED,
-    SEGMENT_BYTES,
-    SPECIAL_BANK_REASONS,
-    ClientState,
-    EventArrays,
-    Transition,
-)
+from livereduce.protocols.adara.client import MAX_PROCESS_VARIABLES, PAUSED, SPECIAL_BANK_REASONS, ClientState
 from livereduce.protocols.adara.geometry import minimal_idf
 from livereduce.protocols.adara.packets import (
     EPICS_EPOCH_OFFSET_S,
@@ -33,6 +24,7 @@ from livereduce.protocols.adara.packets import (
     RunStatusCode,
     parse_header,
 )
+from livereduce.protocols.adara.segments import DEFAULT_SEGMENT_EVENTS, SEGMENT_BYTES, EventArrays, Transition
 
 S = 1_000_000_000
 T0 = (EPICS_EPOCH_OFFSET_S + 1_000_000_000) * S  # a Unix time in ns, whole EPICS seconds

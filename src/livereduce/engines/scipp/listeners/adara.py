@@ -49,8 +49,9 @@ from livereduce.engines.scipp.chunk import (
 from livereduce.engines.scipp.listeners.base import Extracted, Listener, RunStatus, SourceHealth, StartPosition
 from livereduce.engines.scipp.listeners.buffered import POLL_S, BufferedSource
 from livereduce.errors import ConfigError, SourceError
-from livereduce.protocols.adara.client import ClientState, EventArrays, LogValue, Segment, Transition
+from livereduce.protocols.adara.client import ClientState
 from livereduce.protocols.adara.decode import Framer, FramingError
+from livereduce.protocols.adara.segments import EventArrays, LogValue, Segment, Transition
 
 _log = logging.getLogger("livereduce.SNSLiveEventDataListener")
 
