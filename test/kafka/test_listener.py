@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
 import time
 from datetime import UTC, datetime
@@ -10,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from confluent_kafka import Consumer, TopicPartition
-from streaming_data_types import serialise_f144
+from streaming_data_types import serialise_f144, serialise_pl72
 
 from conftest import SANS2D_EVENTS, Sans2dReference, poll_until
 from livereduce.engines.scipp.chunk import PULSE_DIM
@@ -306,23 +308,27 @@ def test_monitor_events_in_the_metadata(kafka_broker: Broker, kafka_topics):
 
 
 def test_event_ids_outside_the_run_are_dropped_and_counted(kafka_broker: Broker, kafka_topics):
-    from streaming_data_types import serialise_ev44
+    from streaming_data_types import serialise_ev42, serialise_ev44
 
     topics = kafka_topics()
     t0 = (time.time_ns() // SECOND - 60) * SECOND
     send(kafka_broker, topics["runInfo"], [run_start(t0, ids=(10, 19))])
-    send(kafka_broker, topics["events"], [serialise_ev44("bank", 0, [t0 + 1], [0], [1, 2, 3, 4], [10, 25, -3, 19])])
+    send(kafka_broker, topics["events"], [
+        serialise_ev44("bank", 0, [t0 + 1], [0], [1, 2, 3, 4], [10, 25, -3, 19]),
+        serialise_ev42("old", 0, t0 + 2, np.array([5, 6, 7], np.uint32), np.array([15, 2**31 + 5, 2**32 - 1])),
+    ])  # fmt: skip
     source = listener(kafka_broker, topics)
     source.start("from_start_of_run")
     try:
-        got = drain(source, until=until_events(2))
+        got = drain(source, until=until_events(3))
     finally:
         source.disconnect()
 
     ids, _, _ = flat(got)
-    np.testing.assert_array_equal(ids, [10, 19])
+    np.testing.assert_array_equal(ids, [10, 19, 15])
     dropped = {key: value for e in got for key, value in e.dropped.items()}
-    assert dropped == {"event_id negative": 1, "event_id outside 10..19": 1}
+    # ev42's detector ids are uint32: above int32 they are dropped by name (no Kafka schema has ids of 2**32 on)
+    assert dropped == {"event_id negative": 1, "event_id outside 10..19": 1, "event_id above 2147483647": 2}
     assert {e.event_id_range for e in got if e.run_number} == {(10, 19)}
 
 
@@ -333,8 +339,8 @@ def test_a_full_buffer_pauses_reading_and_loses_nothing(kafka_broker: Broker, ka
     source = listener(kafka_broker, topics, source_buffer_mb=1)
     source.start("from_start_of_run")
     try:
-        got = drain(source, until=lambda got: source.health().counters.get("reading_paused", 0) > 0, timeout=30)
-        got += drain(source)
+        poll_until(lambda: source.health().counters.get("reading_paused", 0), "the buffer to fill", timeout=30)
+        got = drain(source)
     finally:
         source.disconnect()
 
@@ -407,19 +413,25 @@ def test_broker_restart_is_reported_and_survived(private_broker: Broker, kafka_t
     assert source.health().healthy
     per_run = {run: sum(e.chunk.bins.size().sum().value for e in got if e.run_number == run) for run in (1, 2)}
     assert per_run == {1: SANS2D_EVENTS, 2: SANS2D_EVENTS}
-    assert next(e for e in got if e.run_number == 2 and e.chunk.sizes[PULSE_DIM]).data_reset
+    # the first chunk of run 2 starts a new accumulation; it may come before run 2's pulses, which wait until
+    # runInfo has been read again after the lost connection
+    assert next(e for e in got if e.run_number == 2).data_reset
+    assert sum(e.data_reset for e in got if e.run_number == 2) == 1
     assert source.health().counters["partition_resets"] >= 2  # events and runInfo were read again from offset 0
 
 
 def test_health_names_the_state(kafka_broker: Broker, kafka_topics):
-    topics = kafka_topics()
+    topics = kafka_topics(("events", "runInfo"))
     t0 = (time.time_ns() // SECOND - 60) * SECOND
     send(kafka_broker, topics["runInfo"], [run_start(t0, run="12")])
     source = listener(kafka_broker, topics)
     source.start("from_start_of_run")
     try:
-        drain(source, until=lambda _: source.health().state == f"run 12 from {kafka_broker.address}")
-        send(kafka_broker, topics["runInfo"], [run_stop(t0 + SECOND, run="12")])
+        drain(source, until=lambda _: source.health().state == f"reading run 12 from {kafka_broker.address}")
+        send(kafka_broker, topics["runInfo"], [run_stop(t0 + 3600 * SECOND, run="12")])  # an hour ahead
+        stopping = f"reading run 12 up to its stop at {iso(t0 + 3600 * SECOND)} ({kafka_broker.address})"
+        drain(source, until=lambda _: source.health().state == stopping)
+        send(kafka_broker, topics["events"], [pulses([t0 + 3601 * SECOND])])  # data passes the stop
         drain(source, until=lambda got: got[-1].status is RunStatus.EndRun)
         assert source.health().state == f"waiting for a run start on {topics['runInfo']} ({kafka_broker.address})"
     finally:
@@ -446,3 +458,86 @@ def test_a_message_too_large_and_a_message_id_gap_are_counted_not_fatal(kafka_br
     assert counters["skipped_too_large"] == 1
     assert counters["message_id_gaps"] == 1  # 1 -> 5: messages of that source were lost upstream
     assert source.health().healthy
+
+
+def test_a_broker_restarted_empty_and_refilled_during_a_run_is_read_again(private_broker: Broker, kafka_topics):
+    """Defect 8: tansu restarts at once (memory storage: empty) during run 1, the topics are re-created and run 2
+    written before the listener notices: the lost connection alone makes it verify its partitions, so run 2 is
+    a new run (before: run 2's stop matched no open run and its events were added to run 1)."""
+    topics = kafka_topics(broker=private_broker)
+    t0 = (time.time_ns() // SECOND - 60) * SECOND
+    send(private_broker, topics["runInfo"], [run_start(t0, run="1", job="a")])
+    send(private_broker, topics["events"], [pulses([t0 + i * 10**8 for i in range(10)])])
+    source = listener(private_broker, topics)
+    source.start("from_start_of_run")
+    try:
+        got = drain(source, until=until_events(30))
+        private_broker.stop()
+        private_broker.start()
+        private_broker.create_topics(topics.values())
+        send(private_broker, topics["runInfo"], [run_start(t0 + 10 * SECOND, run="2", job="b"),
+                                                 run_stop(t0 + 12 * SECOND, run="2", job="b")])  # fmt: skip
+        send(private_broker, topics["events"], [
+            pulses([t0 + 10 * SECOND + i * 10**8 for i in range(5 * k, 5 * k + 5)], pixel=7, message_id=k)
+            for k in range(4)
+        ])  # fmt: skip
+        got += drain(source, until=lambda got: got[-1].status is RunStatus.EndRun)
+    finally:
+        source.disconnect()
+
+    seen = [(status, run) for status, run, _, _ in statuses(got) if status in ("BeginRun", "EndRun")]
+    assert seen == [("BeginRun", 1), ("EndRun", 2)]
+    per_run = {run: sum(e.chunk.bins.size().sum().value for e in got if e.run_number == run) for run in (1, 2)}
+    assert per_run == {1: 30, 2: 60}
+    ids, _, times = flat([e for e in got if e.run_number == 2])
+    assert set(ids.tolist()) == {7}
+    np.testing.assert_array_equal(times, [t0 + 10 * SECOND + i * 10**8 for i in range(20)])
+    # the first chunk of run 2 starts a new accumulation; it may come before run 2's pulses, which wait until
+    # runInfo has been read again after the lost connection
+    assert next(e for e in got if e.run_number == 2).data_reset
+    assert sum(e.data_reset for e in got if e.run_number == 2) == 1
+
+
+def test_run_times_far_from_the_record_time_are_refused_and_counted(kafka_broker: Broker, kafka_topics):
+    """Defect 7: a pl72 start_time of 2**64-1 (before: OverflowError in extract()) and a run start in the year 2200
+    (before: accepted, and every later run ignored as stale) are skipped; run 2 after them is read as usual."""
+    topics = kafka_topics()
+    t0 = (time.time_ns() // SECOND - 60) * SECOND
+    send(kafka_broker, topics["runInfo"], [run_start(t0, run="1", job="a")])
+    send(kafka_broker, topics["events"], [pulses([t0 + SECOND])])
+    source = listener(kafka_broker, topics)
+    source.start("from_start_of_run")
+    year_2200 = datetime(2200, 1, 1, tzinfo=UTC)
+    try:
+        got = drain(source, until=until_events(3))
+        send(kafka_broker, topics["runInfo"], [
+            serialise_pl72("x", "f.nxs", start_time=2**64 - 1, run_name="3", instrument_name="TEST"),
+            run_start(datetime_to_ns(year_2200), run="4", job="c"),
+            run_stop(datetime_to_ns(year_2200), run="1", job="a"),
+            run_start(t0 + 2 * SECOND, run="2", job="b"),
+        ])  # fmt: skip
+        send(kafka_broker, topics["events"], [pulses([t0 + 3 * SECOND], message_id=1)])
+        got += drain(source, until=lambda got: events_total(got) >= 3 and got[-1].run_number == 2)
+    finally:
+        source.disconnect()
+
+    assert [(status, run) for status, run, *_ in statuses(got) if status != "Running"] == [("BeginRun", 1)]
+    assert [e.run_number for e in got if e.chunk.sizes[PULSE_DIM]] == [1, 2]
+    assert source.health().counters["skipped_implausible_time"] == 3
+
+
+def test_disconnect_ends_the_search_for_the_run_promptly(private_broker: Broker, kafka_topics):
+    """Defect 6: the consumer thread asks the broker for the run in slices of SLICE_S, so a stop while it locates
+    the run ends within half a second, even when the broker holds the connection and never answers (tansu
+    stopped by SIGSTOP); before, a look-up waited its 10 s."""
+    topics = kafka_topics(broker=private_broker)
+    source = listener(private_broker, topics)
+    os.kill(private_broker.process.pid, signal.SIGSTOP)
+    try:
+        source.start("from_start_of_run")
+        assert source.health().state.startswith("locating the run on")
+        began = time.monotonic()
+        source.disconnect()
+        assert time.monotonic() - began < 0.5
+    finally:
+        os.kill(private_broker.process.pid, signal.SIGCONT)

@@ -29,7 +29,9 @@ from livereduce.protocols.kafka.schemas import (
     RunStart,
     RunStop,
     Skipped,
+    check_times,
     decode,
+    decode_checked,
     schema_of,
 )
 from livereduce.protocols.kafka.topics import consumer_settings, redacted, topic_names, without_secrets
@@ -166,6 +168,77 @@ def test_run_number_from_the_run_name(name: str, number: int) -> None:
     decoded = decode(serialise_pl72("j", "f", start_time=START, run_name=name), RUN_SCHEMAS)
     assert isinstance(decoded, RunStart)
     assert decoded.run_number == number
+
+
+# --- implausible times ----------------------------------------------------------------------------------------
+DAY = 86_400 * 10**9
+
+
+def times_outcome(message: bytes, accepted: frozenset[str], record_ns: int, now_ns: int = START_NS) -> str | None:
+    try:
+        check_times(decode(message, accepted), record_ns, now_ns)
+    except Skipped as skipped:
+        return skipped.reason
+    return None
+
+
+@pytest.mark.parametrize(
+    ("start_time", "stop_time", "record_ns", "reason"),
+    [
+        (START_NS // 10**6, 0, START_NS, None),
+        (START_NS // 10**6, 0, START_NS + DAY, None),  # a day late: still the run's message
+        (START_NS // 10**6, 0, START_NS + DAY + 10**6, "implausible_time"),
+        (START_NS // 10**6, 0, START_NS - DAY - 10**6, "implausible_time"),
+        (START_NS, 0, START_NS, None),  # ns (Mantid's reading), the same time
+        (2**64 - 1, 0, START_NS, "implausible_time"),  # beyond int64 ns: an OverflowError later
+        (int(datetime(2200, 1, 1, tzinfo=UTC).timestamp() * 1000), 0, START_NS, "implausible_time"),
+        (START_NS // 10**6, START_NS // 10**6 + 3_600_000, START_NS, None),  # a stop announced an hour ahead
+        (START_NS // 10**6, START_NS // 10**6 + 2 * DAY // 10**6, START_NS, "implausible_time"),
+        (START_NS // 10**6, START_NS // 10**6 - 1, START_NS, "implausible_time"),  # stops before it starts
+        ((START_NS + 3 * DAY) // 10**6, 0, START_NS + 3 * DAY, "implausible_time"),  # record and run days ahead
+    ],
+)
+def test_run_start_times_must_be_near_the_record_timestamp(
+    start_time: int, stop_time: int, record_ns: int, reason: str | None
+) -> None:
+    message = serialise_pl72("j", "f", start_time=start_time, stop_time=stop_time, run_name="1")
+    now = max(record_ns, START_NS) if record_ns <= START_NS + DAY else START_NS  # the wall clock: a producer's
+    # record timestamps can be ahead of it too
+    assert times_outcome(message, RUN_SCHEMAS, record_ns, now) == reason
+
+
+def test_run_stop_time_must_be_near_the_record_timestamp() -> None:
+    stop = START_NS // 10**6
+    assert times_outcome(serialise_6s4t("j", stop_time=stop), RUN_SCHEMAS, START_NS) is None
+    assert times_outcome(serialise_6s4t("j", stop_time=stop), RUN_SCHEMAS, START_NS + 2 * DAY) == "implausible_time"
+    assert times_outcome(serialise_6s4t("j", stop_time=2**64 - 1), RUN_SCHEMAS, START_NS) == "implausible_time"
+
+
+def test_data_times_more_than_a_day_after_the_wall_clock_are_implausible() -> None:
+    soon, far = START_NS + DAY, START_NS + DAY + 1
+    assert times_outcome(ev44(times_ns=(START_NS, soon)), EVENT_SCHEMAS, 0) is None  # record time: not for data
+    assert times_outcome(ev44(times_ns=(START_NS, far)), EVENT_SCHEMAS, far) == "implausible_time"
+    assert times_outcome(serialise_f144("t", 1.0, far), LOG_SCHEMAS, far) == "implausible_time"
+    assert times_outcome(ev44(times_ns=(), index=(), tof=(), pixels=()), EVENT_SCHEMAS, far) is None
+
+
+def test_decode_checked_adds_the_size_limit_the_times_and_pixel_ids_on_the_events_topic() -> None:
+    monitor = serialise_ev44("monitor", 1, np.array([START_NS]), np.array([0]), np.array([1000, 2000]), np.array([]))
+
+    def reason(message: bytes, role: str, max_bytes: int = 10_000, record_ns: int = START_NS) -> str | None:
+        try:
+            decode_checked(message, role, record_ns, START_NS, max_bytes)
+        except Skipped as skipped:
+            return skipped.reason
+        return None
+
+    assert reason(monitor, "monitors") is None
+    assert reason(monitor, "events") == "invalid"  # detector events need pixel ids
+    assert reason(monitor, "monitors", max_bytes=len(monitor) - 1) == "too_large"
+    assert reason(serialise_f144("t", 1.0, START_NS), "events") == "unexpected_schema"
+    assert reason(serialise_6s4t("j", stop_time=START_NS // 10**6), "runInfo", record_ns=START_NS + 2 * DAY) == (
+        "implausible_time"
+    )
 
 
 # --- logs -------------------------------------------------------------------------------------------------------

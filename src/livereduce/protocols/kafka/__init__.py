@@ -6,7 +6,10 @@
   (``ev44``, ``ev42``, ``pl72``, ``6s4t``, ``f144``, ``f142``), validated, into plain records; everything else
   is a :class:`~.schemas.Skipped` with a reason from a fixed vocabulary;
 * :mod:`.f142`: keeps ``ess-streaming-data-types`` 0.27.0's f142 working under NumPy 2;
-* :mod:`.times`: unit conversions (ns, ms, µs) of the schemas' times.
+* :mod:`.times`: unit conversions (ns, ms, µs) of the schemas' times;
+* :mod:`.runs`, :mod:`.partitions`, :mod:`.reading`: what a consumer read, without I/O: runs and their data
+  (``RunRouter``), each partition's offsets and their verification after a lost connection (``Partitions``), and
+  the two joined per message (``ReadState``).
 
 Schemas: ess-dmsc/streaming-data-types ``schemas/*.fbs``; Python API: PyPI ``ess-streaming-data-types``.
 """

@@ -35,16 +35,38 @@ from streaming_data_types import (
 
 from livereduce.protocols.kafka.f142 import deserialise_f142
 from livereduce.protocols.kafka.times import run_time_ns
+from livereduce.protocols.kafka.topics import Role
 
 EVENT_SCHEMAS: Final = frozenset({"ev44", "ev42"})
 RUN_SCHEMAS: Final = frozenset({"pl72", "6s4t"})
 LOG_SCHEMAS: Final = frozenset({"f144", "f142"})
 KNOWN_SCHEMAS: Final = EVENT_SCHEMAS | RUN_SCHEMAS | LOG_SCHEMAS
+ROLE_SCHEMAS: Final[dict[Role, frozenset[str]]] = {
+    "events": EVENT_SCHEMAS,
+    "monitors": EVENT_SCHEMAS,
+    "runInfo": RUN_SCHEMAS,
+    "sampleEnv": LOG_SCHEMAS,
+}
+"""The schemas each topic role carries (Mantid's KafkaEventListener reads the same per topic)."""
 
-SKIP_REASONS: Final = ("too_short", "unknown_schema", "unexpected_schema", "malformed", "invalid")
+SKIP_REASONS: Final = (
+    "too_short",
+    "unknown_schema",
+    "unexpected_schema",
+    "malformed",
+    "invalid",
+    "implausible_time",
+    "too_large",
+)
 """Why a message is skipped: shorter than a FlatBuffers header (8 bytes); an identifier livereduce does not read;
 a schema this topic does not carry (e.g. f144 on the events topic); the library cannot decode it; its content
-is inconsistent (lengths, indices, times)."""
+is inconsistent (lengths, indices, a missing time, events without pixel ids where detector events belong); a time
+no real message has (:func:`check_times`); larger than the reader's limit (:func:`decode_checked`)."""
+
+TIME_WINDOW_NS: Final = 86_400 * 10**9
+"""One day: how far a run's times may be from its message's record timestamp, and any time beyond the wall clock
+(:func:`check_times`). Runs are announced when they start and stop, give or take a schedule of hours; a producer's
+clock is off by seconds, not days; ``livereduce-kafka-replay`` stamps records with the data's own times."""
 
 MAX_EVENT_ID: Final = 2**31 - 1
 
@@ -128,6 +150,14 @@ class RunStart:
         name = self.run_name.strip()
         return int(name) if name.isascii() and name.isdigit() and len(name) <= 18 else 0
 
+    def pixel_range(self, widest: int) -> tuple[int, int]:
+        """The run's pixel range (first, last; inclusive): its detector ids, at most ``widest`` ids; without them
+        ``0..widest - 1``."""
+        if self.detector_ids is None:
+            return 0, widest - 1
+        first, last = self.detector_ids
+        return first, min(last, first + widest - 1, MAX_EVENT_ID)
+
 
 @dataclass(frozen=True)
 class RunStop:
@@ -193,6 +223,56 @@ def decode(buffer: bytes, accepted: frozenset[str]) -> Decoded:
         raise
     except Exception as err:  # noqa: BLE001 - hostile bytes can make the generated accessors raise anything
         raise Skipped("malformed", f"{schema}: {type(err).__name__}: {str(err)[:200]}") from None
+
+
+def decode_checked(buffer: bytes, role: Role, record_ns: int, now_ns: int, max_bytes: int) -> Decoded:
+    """:func:`decode` for a topic of ``role`` (:data:`ROLE_SCHEMAS`), and what takes more than the bytes: the
+    reader's size limit ``max_bytes``, the times (:func:`check_times`, ``record_ns`` and ``now_ns`` as there), and
+    a pixel id for every event on the ``events`` topic (monitors may have none).
+
+    Raises:
+        Skipped: the message is not used (reason in :data:`SKIP_REASONS`).
+    """
+    if len(buffer) > max_bytes:
+        raise Skipped("too_large", f"{len(buffer)} bytes (at most {max_bytes})")
+    record = decode(buffer, ROLE_SCHEMAS[role])
+    check_times(record, record_ns, now_ns)
+    if role == "events" and isinstance(record, Events) and record.n_events and not record.has_pixels:
+        raise Skipped("invalid", f"{record.schema}: events without pixel ids on the events topic")
+    return record
+
+
+def check_times(record: Decoded, record_ns: int, now_ns: int) -> None:
+    """Refuse a message whose times cannot be real (a hostile or broken producer).
+
+    * a pl72 ``start_time``/``stop_time`` or 6s4t ``stop_time`` more than :data:`TIME_WINDOW_NS` from
+      ``record_ns``, or a pl72 stop before its start: a run start in the year 2200 would otherwise make every
+      later run look stale, a stop there would never pass;
+    * any time (pulses, log values, run times) more than :data:`TIME_WINDOW_NS` after ``now_ns``: one far-future
+      pulse would make its partition look past every run stop (a producer can set its record timestamps too).
+
+    Args:
+        record: a decoded message.
+        record_ns: the message's record timestamp (ns since the Unix epoch; the wall clock when it has none).
+        now_ns: the wall clock, ns since the Unix epoch.
+
+    Raises:
+        Skipped: ``implausible_time``.
+    """
+    if isinstance(record, Events):
+        times = [int(record.reference_time.max())] if record.reference_time.size else []
+    elif isinstance(record, LogValue):
+        times = [record.time_ns]
+    else:
+        times = [record.start_ns, record.stop_ns] if isinstance(record, RunStart) else [record.stop_ns]
+        times = [t for t in times if t is not None]
+        far = [t for t in times if abs(t - record_ns) > TIME_WINDOW_NS]
+        if far:
+            raise Skipped("implausible_time", f"run time {far[0]} ns is more than a day from the record's {record_ns}")
+        if isinstance(record, RunStart) and record.stop_ns is not None and record.stop_ns < record.start_ns:
+            raise Skipped("implausible_time", f"pl72 '{record.run_name}' stops before it starts")
+    if times and max(times) > now_ns + TIME_WINDOW_NS:
+        raise Skipped("implausible_time", f"time {max(times)} ns is more than a day after the wall clock")
 
 
 def _vector(value: object, kind: str, name: str) -> np.ndarray:

@@ -11,6 +11,7 @@ logged (:func:`redacted`).
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Mapping
 from typing import Literal
@@ -84,6 +85,20 @@ def producer_settings(address: str, site: Mapping[str, str | int | float | bool]
     }
     settings.update(site or {})
     return settings
+
+
+def broker_states(statistics: str) -> tuple[dict[str, int], bool]:
+    """From librdkafka's statistics (JSON, ``statistics.interval.ms``; fields as in librdkafka's
+    ``STATISTICS.md``): each broker's ``disconnects`` so far (connections lost, also those no error reported),
+    and whether a broker the cluster named (``nodeid`` >= 0) is ``UP``. Malformed statistics: ({}, False)."""
+    try:
+        brokers = json.loads(statistics).get("brokers", {})
+    except (ValueError, AttributeError):
+        return {}, False
+    brokers = {name: b for name, b in brokers.items() if isinstance(b, dict)} if isinstance(brokers, dict) else {}
+    disconnects = {name: b["disconnects"] for name, b in brokers.items() if isinstance(b.get("disconnects"), int)}
+    up = any(isinstance(b.get("nodeid"), int) and b["nodeid"] >= 0 and b.get("state") == "UP" for b in brokers.values())
+    return disconnects, up
 
 
 def redacted(settings: Mapping[str, object]) -> str:

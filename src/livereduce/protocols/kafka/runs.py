@@ -1,0 +1,530 @@
+"""Kafka run routing without I/O: run starts and stops, pulses and log values in; the head run's data out.
+
+The listener reads the topics (partitions, offsets, the consumer thread) and feeds what it decoded into a
+:class:`RunRouter`; ``extract()`` takes the head segment (:meth:`RunRouter.take`) and builds the chunk. No
+client library, no threads, no clocks here: "now" (ns since the Unix epoch) and the monotonic time (s) are passed
+in, so every rule runs in process (``test/kafka/test_runs.py``). Semantics (``docs/architecture.md``, "Runs"):
+
+* A pl72 (:meth:`RunRouter.run_start`) opens a run. The first run is no transition. A run still open ends just
+  before the new start: its last chunk is ``BeginRun`` (``EndRun`` when its stop was known already). A repeated
+  pl72 of the same run is ignored; one that does not start after the current run is skipped
+  (``skipped_stale_run_start``); one that stopped before the start position is skipped without a transition.
+* A 6s4t (:meth:`RunRouter.run_stop`) gives the open run its stop (matched by ``job_id``, else ``run_name``; else
+  ``skipped_unmatched_stop``); :meth:`RunRouter.check_stop` ends it once every data partition has passed the
+  stop time, or has been at its end for :data:`STOP_LATENCY_S` with the wall clock past it (Mantid waits 1 s).
+  A stop before the start position skips the run.
+* Pulses at or after a run's start (and before its stop) belong to it; a message's pulses that straddle a
+  boundary are split. Pulses before the start position are dropped (``pulses_before_start``). Pulses no known
+  run claims are held, within :data:`LIMBO_FRACTION` of the buffer (oldest dropped first), until a run start
+  claims them; those dropped, and pulses of a run that come after its last chunk was taken, are counted
+  (``events_outside_run``, ``events_late``) and reported with the next chunk as ``outside a run``.
+* Log values go to the run they fall in; the first chunk of a run also gets each source's value in force at its
+  start (the seed).
+* The first chunk of each run has ``data_reset``, unless it is the very first chunk taken.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter, deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Final, Literal
+
+import numpy as np
+
+from livereduce.protocols.kafka.schemas import Events, LogValue, RunStart, RunStop
+from livereduce.protocols.kafka.times import iso, tof_ns_to_us
+
+_log = logging.getLogger("livereduce.KafkaEventListener")
+
+STOP_LATENCY_S: Final = 1.0
+"""After a run stop, a partition at its end counts as passed after this long (Mantid waits 1 s too)."""
+LIMBO_FRACTION: Final = 0.25
+"""Share of the buffer that may hold pulses no known run claims yet."""
+MAX_SOURCES: Final = 10_000
+"""Most log sources (and event sources, in the listener) tracked: a hostile stream could name millions."""
+OUTSIDE_A_RUN: Final = "outside a run"
+"""The drop reason of pulses no run claims, as the chunk reports it."""
+NEVER: Final = -(2**63)
+"""A time before every time (ns)."""
+
+Status = Literal["NoRun", "Running", "BeginRun", "EndRun"]
+"""Names of :class:`livereduce.engines.scipp.listeners.base.RunStatus` members (no scipp here)."""
+LogEntry = tuple[int, np.ndarray | str]
+"""A log value: (ns since the Unix epoch, value as :class:`~livereduce.protocols.kafka.schemas.LogValue` has it)."""
+Warn = Callable[[str, str], None]
+"""``warn(kind, message)``: a warning the listener logs, at most once a minute per kind."""
+
+
+@dataclass
+class Run:
+    """A run as the router knows it: its pl72, its stop (ns, once known), when the stop became known (the
+    monotonic time passed in, s), and whether it has ended (its last chunk is sealed)."""
+
+    start: RunStart
+    stop_ns: int | None = None
+    stop_known_at: float = 0.0
+    closed: bool = False
+
+    @property
+    def number(self) -> int:
+        return self.start.run_number
+
+    def covers(self, times: np.ndarray) -> np.ndarray:
+        """Which ``times`` (int64 ns, shape (n,)) fall in the run: bool, shape (n,)."""
+        inside = times >= self.start.start_ns
+        return inside if self.stop_ns is None else inside & (times < self.stop_ns)
+
+
+@dataclass
+class Block:
+    """Pulses of one message (or a selection of them).
+
+    Attributes:
+        source: the message's ``source_name``.
+        times: pulse times, ns since the Unix epoch, int64, shape (n_pulses,).
+        index: first event of each pulse, int64, shape (n_pulses,), non-decreasing from 0.
+        ids: pixel id of each event, shape (n_events,), int32 (ev44) or uint32 (ev42); shape (0,) for monitors.
+        tof: time of flight in ns as the message has it, int32 or uint32, shape (n_events,).
+        nbytes: what the block costs the buffer: a whole message's arrays are views of its bytes, so the
+            message's size plus 16 per pulse; a selection its events' share of the size plus 16 per pulse.
+        message_id: the producer's counter (-1 for a selection).
+    """
+
+    source: str
+    times: np.ndarray
+    index: np.ndarray
+    ids: np.ndarray
+    tof: np.ndarray
+    nbytes: int
+    message_id: int = -1
+
+    @classmethod
+    def of(cls, events: Events, nbytes: int) -> Block:
+        """The pulses of a decoded message (views of its bytes) that costs the buffer ``nbytes``."""
+        arrays = (events.reference_time, events.reference_time_index, events.pixel_id, events.time_of_flight)
+        return cls(events.source_name, *arrays, nbytes, events.message_id)
+
+    @property
+    def n_events(self) -> int:
+        return int(self.tof.shape[0])
+
+    def zeros(self) -> np.ndarray:
+        """The pulse time of each event (int64 ns, shape (n_events,))."""
+        return np.repeat(self.times, np.diff(np.append(self.index, self.n_events)))
+
+    def take(self, pulses: np.ndarray) -> Block:
+        """The pulses where ``pulses`` (bool, shape (n_pulses,)) is true, with their events."""
+        counts = np.diff(np.append(self.index, self.n_events))[pulses]
+        firsts = np.cumsum(counts) - counts
+        events = np.repeat(self.index[pulses] - firsts, counts) + np.arange(counts.sum())
+        ids = self.ids[events] if self.ids.size else self.ids
+        tof = self.tof[events]
+        share = (tof.nbytes + ids.nbytes) / max(1, self.tof.nbytes + self.ids.nbytes)
+        nbytes = int((self.nbytes - 16 * self.times.size) * share) + 16 * counts.size  # a split costs no more
+        return Block(self.source, self.times[pulses], firsts, ids, tof, nbytes)
+
+
+@dataclass
+class Segment:
+    """What the buffer holds for one run until :meth:`RunRouter.take` takes it.
+
+    Attributes:
+        run: the run.
+        reset: its next chunk starts a new accumulation (the run's first chunk).
+        events, monitors: blocks of detector / monitor pulses, in arrival order.
+        logs: source name -> new entries, in arrival order.
+        seed: source name -> the value in force at the run's start, until it went out with a chunk.
+        closing: how the run's last chunk ends (``EndRun``/``BeginRun``), None while it is open.
+        seeded: sources whose seed went out.
+        delivered: pulses of the run were taken.
+        nbytes: what the segment costs the buffer (blocks, log entries).
+    """
+
+    run: Run
+    reset: bool = True
+    events: list[Block] = field(default_factory=list)
+    monitors: list[Block] = field(default_factory=list)
+    logs: dict[str, list[LogEntry]] = field(default_factory=dict)
+    seed: dict[str, LogEntry] = field(default_factory=dict)
+    closing: Status | None = None
+    seeded: set[str] = field(default_factory=set)
+    delivered: bool = False
+    nbytes: int = 0
+
+    def add(self, block: Block, monitor: bool) -> None:
+        (self.monitors if monitor else self.events).append(block)
+        self.nbytes += block.nbytes
+
+
+@dataclass(frozen=True)
+class Taken:
+    """What :meth:`RunRouter.take` hands out: the head run's data since the previous take.
+
+    Attributes:
+        run: the run (None: no run known, then nothing else either).
+        status: the run status of the chunk.
+        reset: the chunk starts a new accumulation.
+        events, monitors: blocks in arrival order.
+        logs: source name -> entries (the seed first, when it goes out).
+        dropped: events dropped since the previous take, by reason (``outside a run``).
+    """
+
+    run: Run | None
+    status: Status
+    reset: bool
+    events: list[Block]
+    monitors: list[Block]
+    logs: dict[str, list[LogEntry]]
+    dropped: Counter[str]
+
+    @property
+    def n_events(self) -> int:
+        return sum(block.n_events for block in self.events)
+
+    def pulses(self) -> tuple[np.ndarray, np.ndarray]:
+        """Pulse times (int64 ns, shape (n_pulses,)) and each pulse's first event among all events (int64)."""
+        if not self.events:
+            return np.empty(0, np.int64), np.empty(0, np.int64)
+        firsts = np.cumsum([0] + [block.n_events for block in self.events[:-1]])
+        index = np.concatenate([block.index + first for block, first in zip(self.events, firsts, strict=True)])
+        return np.concatenate([block.times for block in self.events]), index
+
+    def pixel_ids(self, out: np.ndarray | None = None) -> np.ndarray:
+        """All events' pixel ids, shape (n_events,): into ``out`` (int32) when given, else in their common dtype
+        (ev42's uint32 ids can exceed int32)."""
+        if not self.events:
+            return out if out is not None else np.empty(0, np.int32)
+        return np.concatenate([block.ids for block in self.events], out=out)
+
+    def time_of_flight_us(self, out: np.ndarray) -> None:
+        """All events' time of flight in µs into ``out`` (float32, shape (n_events,)): ns -> µs while copying."""
+        position = 0
+        for block in self.events:
+            tof_ns_to_us(block.tof, out=out[position : position + block.n_events])
+            position += block.n_events
+
+    def monitor_events(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """Monitor events by source name: (time of flight µs float32, pulse time int64 ns), each shape (n,)."""
+        by_source: dict[str, list[Block]] = {}
+        for block in self.monitors:
+            by_source.setdefault(block.source, []).append(block)
+        return {
+            source: (tof_ns_to_us(np.concatenate([b.tof for b in blocks])), np.concatenate([b.zeros() for b in blocks]))
+            for source, blocks in by_source.items()
+        }
+
+    def log_series(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """Each log's entries in time order: (times int64 ns shape (n,), values shape (n,) or (n, m)). Strings
+        when every value is one; else the numeric values of the most common shape; a log with none is left out."""
+        series = {}
+        for name, unsorted in self.logs.items():
+            entries = sorted(unsorted, key=lambda entry: entry[0])
+            if all(isinstance(value, str) or value.dtype.kind == "U" for _, value in entries):
+                kept = [(time_ns, str(value)) for time_ns, value in entries]
+            else:
+                kept = [(t, v) for t, v in entries if isinstance(v, np.ndarray) and v.dtype.kind in "biuf"]
+                shape = Counter(value.shape for _, value in kept).most_common(1)[0][0] if kept else ()
+                kept = [(t, v) for t, v in kept if v.shape == shape]
+            if kept:
+                series[name] = (np.array([t for t, _ in kept], np.int64), np.array([v for _, v in kept]))
+        return series
+
+
+class RunRouter:
+    """Runs, segments, held pulses and seeds of one listener (no locking: the listener holds its lock).
+
+    Args:
+        buffer_limit: the buffer's bound in bytes (``source_buffer_mb``); held pulses get :data:`LIMBO_FRACTION`.
+        warn: how warnings go out (rate-limited by the listener).
+
+    Attributes:
+        counters: ``logs`` (values kept), ``pulses_before_start``, ``events_outside_run``, ``events_late``,
+            ``skipped_stale_run_start``, ``skipped_unmatched_stop``, ``skipped_invalid`` (log sources beyond
+            :data:`MAX_SOURCES`).
+        lower: pulses before this time (ns) are not delivered (the start position); None: any.
+    """
+
+    def __init__(self, buffer_limit: int, warn: Warn) -> None:
+        self.buffer_limit = buffer_limit
+        self.counters: Counter[str] = Counter()
+        self.lower: int | None = None
+        self._warn = warn
+        self._segments: deque[Segment] = deque()
+        self._limbo: deque[tuple[Block, bool]] = deque()  # (block, monitor) not claimed by any known run
+        self._limbo_bytes = 0
+        self._last_run: Run | None = None
+        self._over: RunStart | None = None  # the run current at the start position, found already stopped
+        self._handed_out = False  # take() was called before
+        self._latest_logs: dict[str, LogEntry] = {}
+        self._dropped: Counter[str] = Counter()
+
+    @property
+    def current(self) -> Run | None:
+        """The newest run (it may have ended), or None."""
+        return self._last_run
+
+    @property
+    def buffered_bytes(self) -> int:
+        """Bytes the segments and the held pulses cost."""
+        return sum(segment.nbytes for segment in self._segments) + self._limbo_bytes
+
+    def begin(self, lower: int | None, found: RunStart | None, stops: Iterable[RunStop], monotonic: float) -> None:
+        """Where reading starts: pulses from ``lower`` (ns; None: any), in the run ``found`` (the last run start at
+        or before it), unless one of ``stops`` (the run stops written after it) ended it before ``lower``: then
+        it is not a run of this listener (Mantid's FromNow), and its own start and stop are not counted again."""
+        self.lower = lower
+        if found is None:
+            return
+        if lower is not None and any(_stops(stop, found) and stop.stop_ns <= lower for stop in stops):
+            self._over = found
+            _log.info("Kafka: run %s ended before the start position", found.run_name)
+        else:
+            self.run_start(found, monotonic)
+
+    def run_start(self, start: RunStart, monotonic: float) -> None:
+        """A pl72: open a run, ending the open one (``BeginRun``, or ``EndRun`` if it had a stop), and let it
+        claim held pulses."""
+        previous = self._last_run
+        if (previous is not None and _same_run(previous.start, start)) or (
+            self._over is not None and _same_run(self._over, start)
+        ):
+            return
+        if previous is not None and start.start_ns <= previous.start.start_ns:
+            self.counters["skipped_stale_run_start"] += 1
+            self._warn("stale", f"Kafka: run start '{start.run_name}' is not after the current run's start: ignored")
+            return
+        if start.nanosecond_times:
+            self._warn("ns", f"Kafka: run start '{start.run_name}' has times in ns (Mantid's reading), not ms")
+        if self.lower is not None and start.stop_ns is not None and start.stop_ns <= self.lower:
+            _log.info("Kafka: run %s ended before the start position: skipped", start.run_name)
+            return
+        run = Run(start, stop_ns=start.stop_ns, stop_known_at=monotonic)
+        segment = Segment(run)
+        segment.seed = {name: entry for name, entry in self._latest_logs.items() if entry[0] < start.start_ns}
+        if previous is not None and not previous.closed:
+            self._close(previous, "EndRun" if previous.stop_ns is not None else "BeginRun")
+            if previous.stop_ns is None or previous.stop_ns > start.start_ns:
+                previous.stop_ns = start.start_ns
+            self._move_beyond_stop(previous, segment)
+        self._segments.append(segment)
+        self._last_run = run
+        held, self._limbo, self._limbo_bytes = self._limbo, deque(), 0
+        for block, monitor in held:
+            self._route(block, monitor)
+        ids = start.detector_ids
+        _log.info(
+            "Kafka: run %d (run_name '%s', %s) started %s%s; %s",
+            run.number,
+            start.run_name,
+            start.instrument_name or "no instrument name",
+            iso(start.start_ns),
+            f", stops {iso(start.stop_ns)}" if start.stop_ns is not None else "",
+            f"detector ids {ids[0]}..{ids[1]}" if ids is not None else "no detector ids",
+        )
+
+    def run_stop(self, stop: RunStop, monotonic: float) -> None:
+        """A 6s4t: the open run stops at ``stop.stop_ns`` (it ends in :meth:`check_stop`)."""
+        run = self._last_run
+        if run is None and self._over is not None and _stops(stop, self._over):
+            return
+        if run is None or run.closed or not _stops(stop, run.start):
+            self.counters["skipped_unmatched_stop"] += 1
+            self._warn("stop", f"Kafka: run stop '{stop.run_name}' matches no open run: ignored")
+            return
+        if stop.nanosecond_times:
+            self._warn("ns", f"Kafka: run stop '{stop.run_name}' has times in ns (Mantid's reading), not ms")
+        if self.lower is not None and stop.stop_ns <= self.lower and self._segments:
+            segment = self._segments[-1]
+            if segment.run is run and not segment.delivered and not segment.events and not segment.monitors:
+                self._segments.pop()
+                self._last_run = None
+                _log.info("Kafka: run %d ended before the start position: skipped", run.number)
+                return
+        run.stop_ns, run.stop_known_at = stop.stop_ns, monotonic
+        _log.info("Kafka: run %d stops at %s", run.number, iso(stop.stop_ns))
+        self._move_beyond_stop(run, None)
+
+    def check_stop(self, partitions: Iterable[tuple[int, bool]], now_ns: int, monotonic: float) -> None:
+        """End the stopping run once every data partition has passed its stop time.
+
+        Args:
+            partitions: each data partition's (latest data time read, ns; whether it is at its end).
+            now_ns: the wall clock, ns since the Unix epoch.
+            monotonic: the monotonic clock, s (the same clock as :meth:`run_stop`'s).
+        """
+        run = self._last_run
+        if run is None or run.closed or run.stop_ns is None:
+            return
+        waited = monotonic - run.stop_known_at >= STOP_LATENCY_S and now_ns >= run.stop_ns
+        for newest, at_end in partitions:
+            if newest < run.stop_ns and not (at_end and waited):
+                return
+        self._close(run, "EndRun")
+        _log.info("Kafka: run %d ended at %s", run.number, iso(run.stop_ns))
+
+    def events(self, block: Block, monitor: bool) -> None:
+        """Pulses of a message: those from the start position on, routed to the runs they belong to."""
+        if block.times.size == 0:
+            return
+        if self.lower is not None and int(block.times.min()) < self.lower:
+            early = block.times < self.lower
+            self.counters["pulses_before_start"] += int(early.sum())
+            if early.all():
+                return
+            block = block.take(~early)
+        self._route(block, monitor)
+
+    def log(self, record: LogValue) -> None:
+        """A log value: kept for the run it falls in, and as the latest of its source (a seed of later runs)."""
+        name, time_ns, value = record.source_name, record.time_ns, record.value
+        if name not in self._latest_logs and len(self._latest_logs) >= MAX_SOURCES:
+            self.counters["skipped_invalid"] += 1
+            self._warn("log-sources", f"Kafka: more than {MAX_SOURCES} log sources; '{name}' ignored")
+            return
+        self.counters["logs"] += 1
+        entry = (time_ns, value)
+        latest = self._latest_logs.get(name)
+        if latest is None or latest[0] <= time_ns:
+            self._latest_logs[name] = entry
+        size = 16 + (value.nbytes if isinstance(value, np.ndarray) else len(value))
+        for segment in reversed(self._segments):
+            if segment.run.covers(np.array([time_ns]))[0]:
+                segment.logs.setdefault(name, []).append(entry)
+                segment.nbytes += size
+                return
+            if time_ns < segment.run.start.start_ns and name not in segment.seeded:
+                seed = segment.seed.get(name)
+                if seed is None or seed[0] <= time_ns:
+                    segment.seed[name] = entry
+
+    def take(self) -> Taken:
+        """Detach the head segment's data; a segment whose run has ended goes with its last chunk."""
+        dropped, self._dropped = self._dropped, Counter()
+        handed_out, self._handed_out = self._handed_out, True
+        if not self._segments:
+            return Taken(None, "NoRun", False, [], [], {}, dropped)
+        segment = self._segments[0]
+        if segment.closing is not None:
+            self._segments.popleft()
+        logs = segment.logs
+        pulses = bool(segment.events or segment.monitors)
+        for name in [name for name in segment.seed if pulses or name in logs]:  # the value in force at the start
+            logs.setdefault(name, []).insert(0, segment.seed.pop(name))
+            segment.seeded.add(name)
+        status = segment.closing or "Running"
+        taken = Taken(
+            segment.run, status, segment.reset and handed_out, segment.events, segment.monitors, logs, dropped
+        )
+        segment.delivered = segment.delivered or pulses
+        segment.events, segment.monitors, segment.logs = [], [], {}
+        segment.reset, segment.nbytes = False, 0
+        return taken
+
+    # --- routing ----------------------------------------------------------------------------------------------
+    def _route(self, block: Block, monitor: bool) -> None:
+        remaining = block
+        for segment in reversed(self._segments):
+            inside = segment.run.covers(remaining.times)
+            if inside.all():
+                segment.add(remaining, monitor)
+                return
+            if inside.any():
+                segment.add(remaining.take(inside), monitor)
+                remaining = remaining.take(~inside)
+        frontier = self._frontier()
+        if frontier is not None:
+            late = remaining.times < frontier
+            if late.any():
+                self._drop(remaining.take(late).n_events, "events_late")
+                if late.all():
+                    return
+                remaining = remaining.take(~late)
+        self._hold(remaining, monitor)
+
+    def _frontier(self) -> int | None:
+        """Earliest time a run not known yet may claim: the newest run's stop, else its start (None: any time)."""
+        run = self._last_run
+        if run is None:
+            return None
+        return run.stop_ns if run.stop_ns is not None else run.start.start_ns
+
+    def _hold(self, block: Block, monitor: bool) -> None:
+        """Keep pulses no known run claims, within :data:`LIMBO_FRACTION` of the buffer (oldest dropped first)."""
+        self._limbo.append((block, monitor))
+        self._limbo_bytes += block.nbytes
+        while self._limbo_bytes > self.buffer_limit * LIMBO_FRACTION and self._limbo:
+            old, _ = self._limbo.popleft()
+            self._limbo_bytes -= old.nbytes
+            self._drop(old.n_events, "events_outside_run")
+
+    def _drop(self, n_events: int, counter: str) -> None:
+        self.counters[counter] += n_events
+        self._dropped[OUTSIDE_A_RUN] += n_events
+
+    def _move_beyond_stop(self, run: Run, into: Segment | None) -> None:
+        """Buffered pulses of ``run`` at or after its (new) stop go to ``into`` (or are held)."""
+        segment = next((s for s in self._segments if s.run is run), None)
+        if segment is None or run.stop_ns is None:
+            return
+        for kind, monitor in ((segment.events, False), (segment.monitors, True)):
+            kept = []
+            for block in kind:
+                beyond = block.times >= run.stop_ns
+                if not beyond.any():
+                    kept.append(block)
+                    continue
+                moved = block.take(beyond)
+                if into is not None and into.run.covers(moved.times).all():
+                    into.add(moved, monitor)
+                else:
+                    self._hold(moved, monitor)
+                segment.nbytes -= block.nbytes
+                if not beyond.all():
+                    kept.append(block.take(~beyond))
+                    segment.nbytes += kept[-1].nbytes
+            kind[:] = kept
+
+    def _close(self, run: Run, status: Status) -> None:
+        run.closed = True
+        for segment in self._segments:
+            if segment.run is run:
+                segment.closing = status
+
+
+def last_run_start(
+    records: Iterable[tuple[int, RunStart | RunStop]], bound: int | None
+) -> tuple[tuple[int, RunStart] | None, list[RunStop]]:
+    """The last run start of a runInfo partition's records that starts at or before ``bound`` (ns; None: any).
+
+    Args:
+        records: (offset, run start or stop) in offset order.
+        bound: the start position (ns), or None for the start of the current run.
+
+    Returns:
+        ((offset, run start) or None, the run stops after it).
+    """
+    best: tuple[int, RunStart] | None = None
+    stops: list[tuple[int, RunStop]] = []
+    for offset, record in records:
+        if isinstance(record, RunStop):
+            stops.append((offset, record))
+        elif bound is None or record.start_ns <= bound:
+            best = (offset, record)
+    if best is None:
+        return None, []
+    return best, [stop for offset, stop in stops if offset > best[0]]
+
+
+def _same_run(a: RunStart, b: RunStart) -> bool:
+    return (a.job_id, a.run_name, a.start_ns) == (b.job_id, b.run_name, b.start_ns)
+
+
+def _stops(stop: RunStop, start: RunStart) -> bool:
+    """Whether a 6s4t stops the run of this pl72: its job id or run name matches (or it names neither)."""
+    if stop.job_id and start.job_id:
+        return stop.job_id == start.job_id
+    if stop.run_name and start.run_name:
+        return stop.run_name == start.run_name
+    return True

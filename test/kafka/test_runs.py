@@ -1,0 +1,413 @@
+"""The Kafka run routing and partition bookkeeping without a broker: run starts and stops, pulses and log values
+in, the head run's data out (``protocols/kafka/runs.py``); offsets, marks and their verification after a lost
+connection (``protocols/kafka/partitions.py``). Each rule of docs/architecture.md's "Runs" table has a test here."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import numpy as np
+import pytest
+from streaming_data_types import serialise_6s4t, serialise_pl72
+
+from livereduce.protocols.kafka.partitions import Partitions, mark
+from livereduce.protocols.kafka.runs import (
+    LIMBO_FRACTION,
+    NEVER,
+    OUTSIDE_A_RUN,
+    STOP_LATENCY_S,
+    Block,
+    RunRouter,
+    Taken,
+    last_run_start,
+)
+from livereduce.protocols.kafka.schemas import RUN_SCHEMAS, LogValue, RunStart, RunStop, decode
+
+S = 1_000_000_000
+T0 = 1_800_000_000 * S
+BLOCK_BYTES = 100
+
+
+def start(at: int, run: str = "1", job: str = "", stop: int | None = None, ns: bool = False) -> RunStart:
+    return RunStart(run, "TEST", at, stop, job, "f.nxs", (0, 99), nanosecond_times=ns)
+
+
+def stop(at: int, run: str = "1", job: str = "") -> RunStop:
+    return RunStop(run, job, at)
+
+
+def block(times_ns: list[int], per_pulse: int = 2, pixel: int = 5) -> Block:
+    """``per_pulse`` events per pulse on ``pixel``, TOF 1000 ns, 2000 ns, ...; costs BLOCK_BYTES + 16 per pulse."""
+    times = np.asarray(times_ns, np.int64)
+    tof = np.tile(np.arange(1, per_pulse + 1, dtype=np.int32) * 1000, times.size)
+    ids = np.full(times.size * per_pulse, pixel, np.int32)
+    return Block(
+        "bank", times, np.arange(times.size, dtype=np.int64) * per_pulse, ids, tof, BLOCK_BYTES + 16 * times.size
+    )
+
+
+class Router(RunRouter):
+    """A RunRouter that keeps its warnings (kinds) and runs on a monotonic time the test sets."""
+
+    def __init__(self, buffer_limit: int = 10**6, lower: int | None = None, found: RunStart | None = None) -> None:
+        self.warnings: list[str] = []
+        super().__init__(buffer_limit, lambda kind, message: self.warnings.append(kind))
+        self.now = 0.0
+        self.begin(lower, found, [], self.now)
+
+    def start(self, run_start: RunStart) -> None:
+        self.run_start(run_start, self.now)
+
+    def stop(self, run_stop: RunStop) -> None:
+        self.run_stop(run_stop, self.now)
+
+
+def times(taken: Taken) -> list[int]:
+    return [int(t) for b in taken.events for t in b.times]
+
+
+def summary(taken: Taken) -> tuple[str, int, bool, list[int]]:
+    """(status, run number, data reset, pulse times relative to T0 in s)."""
+    number = taken.run.number if taken.run is not None else 0
+    return taken.status, number, taken.reset, [(t - T0) / S for t in times(taken)]
+
+
+# --- runs ---------------------------------------------------------------------------------------------------
+def test_the_first_run_is_no_transition_and_its_first_chunk_no_reset_when_it_is_the_very_first():
+    router = Router()
+    router.start(start(T0, run="12"))
+    router.events(block([T0 + S]), monitor=False)
+
+    taken = router.take()
+    assert summary(taken) == ("Running", 12, False, [1.0])
+    assert taken.run.start.run_name == "12"
+    assert summary(router.take()) == ("Running", 12, False, [])
+
+
+def test_the_first_chunk_of_a_run_after_chunks_of_no_run_has_data_reset():
+    router = Router()
+    assert summary(router.take()) == ("NoRun", 0, False, [])
+    router.start(start(T0))
+    router.events(block([T0 + S]), monitor=False)
+    assert summary(router.take()) == ("Running", 1, True, [1.0])
+    assert summary(router.take()) == ("Running", 1, False, [])
+
+
+def test_run_number_from_digits_else_zero():
+    assert start(T0, run="0042").run_number == 42
+    assert start(T0, run="run 7").run_number == 0
+
+
+def test_a_run_start_while_a_run_is_open_ends_it_with_begin_run_and_splits_a_straddling_message():
+    router = Router()
+    router.start(start(T0, run="1", job="a"))
+    router.events(block([T0 + 1 * S, T0 + 5 * S]), monitor=False)  # both in run 1 while it is open
+    router.start(start(T0 + 3 * S, run="2", job="b"))  # moves the pulse at 5 s to run 2
+    router.events(block([T0 + 2 * S, T0 + 4 * S]), monitor=False)  # straddles the boundary: split
+
+    assert summary(router.take()) == ("BeginRun", 1, False, [1.0, 2.0])
+    assert summary(router.take()) == ("Running", 2, True, [5.0, 4.0])
+    assert router.current.number == 2
+    assert router.take().run.stop_ns is None
+
+
+def test_a_run_start_after_a_known_stop_ends_the_run_with_end_run():
+    router = Router()
+    router.start(start(T0, run="1"))
+    router.stop(stop(T0 + 2 * S, run="1"))
+    router.start(start(T0 + 3 * S, run="2"))
+    assert summary(router.take())[:3] == ("EndRun", 1, False)
+    assert router.take().run.number == 2
+
+
+def test_a_repeated_run_start_is_ignored_and_an_older_one_is_stale():
+    router = Router()
+    router.start(start(T0, run="1", job="a"))
+    router.events(block([T0 + S]), monitor=False)
+    router.start(start(T0, run="1", job="a"))  # the same pl72 read again
+    router.start(start(T0 - S, run="0", job="z"))  # not after the current run's start
+    router.start(start(T0, run="9", job="y"))  # at the same time: not after either
+
+    assert summary(router.take()) == ("Running", 1, False, [1.0])
+    assert router.counters["skipped_stale_run_start"] == 2
+    assert router.warnings == ["stale", "stale"]
+
+
+def test_a_run_stop_is_matched_by_job_id_else_run_name():
+    router = Router()
+    router.start(start(T0, run="1", job="a"))
+    router.stop(stop(T0 + S, run="1", job="b"))  # job ids differ: not this run's
+    router.stop(RunStop("2", "", T0 + S))  # no job id: run names differ
+    assert router.counters["skipped_unmatched_stop"] == 2
+    assert router.current.stop_ns is None
+    router.stop(RunStop("", "a", T0 + S))  # the job id matches
+    assert router.current.stop_ns == T0 + S
+    router.check_stop([(T0 + 2 * S, False)], T0 + 3 * S, router.now)
+    router.stop(stop(T0 + S, run="1", job="a"))  # the run has ended: a repeated stop matches no open run
+    assert router.counters["skipped_unmatched_stop"] == 3
+
+
+def test_the_run_ends_once_every_data_partition_has_passed_the_stop():
+    router = Router()
+    router.start(start(T0))
+    router.events(block([T0 + S, T0 + 3 * S]), monitor=False)  # 3 s: beyond the stop, held for a next run
+    router.now = 100.0
+    router.stop(stop(T0 + 2 * S))
+    stop_ns = T0 + 2 * S
+
+    router.check_stop([(T0 + 3 * S, False), (T0 + S, False)], stop_ns + 5 * S, 200.0)  # one not there yet
+    assert not router.current.closed
+    router.check_stop([(T0 + 3 * S, False), (T0 + S, True)], stop_ns + 5 * S, 100.0 + STOP_LATENCY_S / 2)
+    assert not router.current.closed  # at its end, but not for STOP_LATENCY_S yet
+    router.check_stop([(T0 + 3 * S, False), (T0 + S, True)], stop_ns - 1, 100.0 + STOP_LATENCY_S)
+    assert not router.current.closed  # at its end long enough, but the wall clock is before the stop
+    router.check_stop([(T0 + 3 * S, False), (T0 + S, True)], stop_ns, 100.0 + STOP_LATENCY_S)
+    assert router.current.closed
+
+    taken = router.take()
+    assert summary(taken) == ("EndRun", 1, False, [1.0])
+    assert taken.run.stop_ns == stop_ns
+    router.start(start(T0 + 3 * S, run="2"))  # claims the held pulse
+    assert summary(router.take()) == ("Running", 2, True, [3.0])
+    assert router.counters["events_outside_run"] == 0
+
+
+def test_a_stop_before_the_start_position_skips_the_run_without_a_transition():
+    router = Router(lower=T0 + 10 * S, found=start(T0))
+    router.stop(stop(T0 + 5 * S))
+    assert router.current is None
+    assert summary(router.take()) == ("NoRun", 0, False, [])
+    router.start(start(T0 + 20 * S, run="2"))
+    router.events(block([T0 + 21 * S]), monitor=False)
+    assert summary(router.take()) == ("Running", 2, True, [21.0])
+
+
+def test_a_run_found_stopped_before_the_start_position_is_not_a_run_of_the_listener():
+    router = RunRouter(10**6, lambda kind, message: None)
+    router.begin(T0 + 10 * S, start(T0), [stop(T0 + 5 * S)], 0.0)
+    router.run_start(start(T0), 0.0)  # read again from its offset: ignored
+    router.run_stop(stop(T0 + 5 * S), 0.0)
+    assert router.current is None
+    assert router.counters["skipped_unmatched_stop"] == 0
+
+
+def test_a_run_start_that_stopped_before_the_start_position_is_skipped():
+    router = Router(lower=T0 + 10 * S)
+    router.start(start(T0, stop=T0 + 5 * S))
+    assert router.current is None
+
+
+def test_pulses_before_the_start_position_are_dropped_and_counted():
+    router = Router(lower=T0 + 2 * S, found=start(T0))
+    router.events(block([T0 + S, T0 + 3 * S]), monitor=False)
+    router.events(block([T0]), monitor=False)
+    assert summary(router.take()) == ("Running", 1, False, [3.0])
+    assert router.counters["pulses_before_start"] == 2
+
+
+def test_nanosecond_run_times_route_as_milliseconds_do_and_are_warned_about():
+    at = datetime(2027, 1, 15, 8, 0, 0, 123000, tzinfo=UTC)
+    in_ms = int(at.timestamp() * 1000)
+    ms = decode(serialise_pl72("j", "f", start_time=in_ms, run_name="5"), RUN_SCHEMAS)
+    ns = decode(serialise_pl72("k", "f", start_time=in_ms * 10**6, run_name="6"), RUN_SCHEMAS)
+    stop_ns = decode(serialise_6s4t("k", run_name="6", stop_time=(in_ms + 2000) * 10**6), RUN_SCHEMAS)
+    assert ms.start_ns == ns.start_ns == in_ms * 10**6
+    assert (ms.nanosecond_times, ns.nanosecond_times, stop_ns.nanosecond_times) == (False, True, True)
+
+    router = Router()
+    router.start(ns)
+    router.events(block([ns.start_ns + S]), monitor=False)
+    router.stop(stop_ns)
+    assert router.warnings == ["ns", "ns"]
+    assert router.current.stop_ns == ns.start_ns + 2 * S
+    assert times(router.take()) == [ns.start_ns + S]
+
+
+# --- held pulses, late pulses --------------------------------------------------------------------------------
+def test_pulses_before_their_run_start_are_held_and_claimed():
+    router = Router()
+    router.events(block([T0 + S]), monitor=False)  # the pl72 comes after the first data (topics in parallel)
+    router.events(block([T0 + 2 * S]), monitor=True)
+    assert summary(router.take()) == ("NoRun", 0, False, [])
+    router.start(start(T0))
+    taken = router.take()
+    assert summary(taken) == ("Running", 1, True, [1.0])
+    assert [int(t) for b in taken.monitors for t in b.times] == [T0 + 2 * S]
+    assert router.buffered_bytes == 0
+
+
+def test_held_pulses_beyond_a_quarter_of_the_buffer_are_dropped_oldest_first():
+    limit = 1000
+    router = Router(buffer_limit=limit)
+    for i in range(3):
+        router.events(block([T0 + i * S], per_pulse=3), monitor=False)  # 116 bytes each; 3 > 250
+    assert router.buffered_bytes <= limit * LIMBO_FRACTION
+    router.start(start(T0 - S))
+    taken = router.take()
+    assert [(t - T0) // S for t in times(taken)] == [1, 2]
+    assert router.counters["events_outside_run"] == 3
+    assert dict(taken.dropped) == {OUTSIDE_A_RUN: 3}
+    assert not router.take().dropped
+
+
+def test_late_pulses_of_a_run_already_handed_out_are_dropped_and_counted():
+    router = Router()
+    router.start(start(T0))
+    router.stop(stop(T0 + 10 * S))
+    router.check_stop([(T0 + 11 * S, False)], T0 + 20 * S, 5.0)
+    assert router.take().status == "EndRun"
+    router.events(block([T0 + 5 * S, T0 + 15 * S]), monitor=False)  # 5 s: run 1's, too late; 15 s: held
+    assert router.counters["events_late"] == 2
+    assert dict(router.take().dropped) == {OUTSIDE_A_RUN: 2}
+    router.start(start(T0 + 12 * S, run="2"))
+    assert summary(router.take()) == ("Running", 2, True, [15.0])
+
+
+def test_pulses_of_the_stopped_run_after_its_stop_move_out_of_it():
+    router = Router()
+    router.start(start(T0))
+    router.events(block([T0 + S, T0 + 4 * S]), monitor=False)
+    before = router.buffered_bytes
+    router.stop(stop(T0 + 2 * S))  # the pulse at 4 s is held for a next run
+    assert router.buffered_bytes == before  # a split costs the buffer no more
+    router.check_stop([(T0 + 4 * S, False)], T0 + 5 * S, 0.0)
+    assert summary(router.take()) == ("EndRun", 1, False, [1.0])
+    router.start(start(T0 + 3 * S, run="2"))
+    assert times(router.take()) == [T0 + 4 * S]
+
+
+# --- logs -------------------------------------------------------------------------------------------------------
+def test_log_values_go_to_their_run_and_the_value_in_force_seeds_its_first_chunk():
+    router = Router()
+    router.log(LogValue("temperature", T0 - 5 * S, np.array(280.0)))
+    router.log(LogValue("temperature", T0 - 9 * S, np.array(270.0)))  # older: not the value in force
+    router.log(LogValue("pressure", T0 - 5 * S, np.array(1.0)))
+    router.start(start(T0))
+    router.log(LogValue("temperature", T0 + S, np.array(290.0)))
+    router.log(LogValue("temperature", T0 - S, np.array(285.0)))  # arrives late: the value in force now
+
+    first = router.take()  # no pulses: only the logs that changed, each with its value in force
+    assert {name: [float(v) for _, v in entries] for name, entries in first.logs.items()} == {
+        "temperature": [285.0, 290.0]
+    }
+    router.events(block([T0 + 2 * S]), monitor=False)
+    second = router.take()  # pulses: every seed not sent yet goes with them
+    assert {name: [float(v) for _, v in entries] for name, entries in second.logs.items()} == {"pressure": [1.0]}
+    assert router.counters["logs"] == 5
+
+
+def test_log_sources_are_bounded(monkeypatch: pytest.MonkeyPatch):
+    from livereduce.protocols.kafka import runs
+
+    monkeypatch.setattr(runs, "MAX_SOURCES", 2)
+    router = Router()
+    for name in ("a", "b", "c", "a"):
+        router.log(LogValue(name, T0, np.array(1.0)))
+    assert router.counters["logs"] == 3
+    assert router.counters["skipped_invalid"] == 1
+
+
+# --- locating the run -------------------------------------------------------------------------------------------
+def test_last_run_start_at_or_before_the_bound_and_the_stops_after_it():
+    a, b = start(T0, run="1"), start(T0 + 10 * S, run="2")
+    records = [(4, a), (5, stop(T0 + 5 * S, run="1")), (6, b), (7, stop(T0 + 15 * S, run="2"))]
+    assert last_run_start(records, None) == ((6, b), [records[3][1]])
+    assert last_run_start(records, T0 + 9 * S) == ((4, a), [records[1][1], records[3][1]])
+    assert last_run_start(records, T0 - S) == (None, [])
+
+
+# --- partitions ---------------------------------------------------------------------------------------------------
+KEY = ("X_events", 0)
+
+
+def test_offsets_that_jump_or_go_back_are_counted_and_going_back_replays_nothing():
+    parts = Partitions({KEY: "events"})
+    parts.sent(KEY, 5)
+    assert parts.arrived(KEY, mark(5, 1, b"a")) == "new"
+    assert parts.fresh(KEY, np.array([T0]), 3)
+    assert parts.arrived(KEY, mark(8, 1, b"b")) == "new"
+    assert parts.counters["offset_gaps"] == 2
+    assert parts.arrived(KEY, mark(2, 1, b"c")) == "new"
+    assert parts.counters["partition_resets"] == 1
+    assert not parts.fresh(KEY, np.array([T0 - S, T0]), 6)  # seen before
+    assert parts.fresh(KEY, np.array([T0 + S]), 3)
+    assert parts.counters["events_replayed"] == 6
+
+
+def test_after_a_lost_connection_the_mark_found_again_continues_reading():
+    parts = Partitions({KEY: "events", ("X_runInfo", 0): "runInfo"})
+    parts.sent(KEY, 0)
+    parts.arrived(KEY, mark(0, 1, b"a"))
+    parts.arrived(KEY, mark(1, 1, b"b"))
+    parts.read(KEY, mark(1, 1, b"b"))
+    assert parts.verify() == [(KEY, 1)]  # runInfo read nothing: no mark to verify
+    assert parts.arrived(KEY, mark(1, 1, b"b")) == "same"
+    assert parts.arrived(KEY, mark(2, 1, b"c")) == "new"
+    assert parts.counters["offset_gaps"] == parts.counters["partition_resets"] == 0
+
+
+def test_after_a_lost_connection_another_message_or_an_earlier_end_means_the_log_was_replaced():
+    parts = Partitions({KEY: "events", ("X_runInfo", 0): "runInfo"})
+    for key in parts.states:
+        parts.sent(key, 0)
+        parts.arrived(key, mark(0, 1, b"a"))
+        parts.read(key, mark(0, 1, b"a"))
+    parts.fresh(KEY, np.array([T0]), 1)
+    parts.verify()
+    assert parts.arrived(KEY, mark(0, 1, b"another run")) == "replaced"
+    assert parts.ended(("X_runInfo", 0))  # ends before its mark now
+    assert parts.reset(KEY, -1) == 0
+    assert parts.reset(("X_runInfo", 0), 0) == 0
+    assert parts.counters["partition_resets"] == 2
+    assert parts.states[KEY].replay_floor == T0  # data seen before is not used twice
+    assert parts.states["X_runInfo", 0].replay_floor == NEVER  # a run start read again counts
+    assert parts.arrived(KEY, mark(0, 2, b"x")) == "new"
+    assert not parts.ended(KEY)
+    assert parts.data() == [(T0, True)]
+
+
+def test_a_position_beyond_the_end_is_a_wrong_start_or_a_lost_log():
+    parts = Partitions({KEY: "events"})
+    parts.sent(KEY, 10)
+    assert parts.high_watermark(KEY, 12) is None
+    assert parts.high_watermark(KEY, 3) == "end"  # never confirmed: continue at the end
+    assert parts.states[KEY].next_offset == 3
+    parts.arrived(KEY, mark(3, 1, b"a"))
+    assert parts.high_watermark(KEY, 2) == "reset"  # confirmed: the partition lost its log
+
+
+def test_message_id_gaps_per_source():
+    parts = Partitions({KEY: "events"})
+    for source, message_id in (("a", 1), ("a", 2), ("b", 7), ("a", 5), ("b", 8)):
+        parts.message_id(KEY, source, message_id)
+    assert parts.counters["message_id_gaps"] == 1
+
+
+def test_run_control_is_settled_only_once_runinfo_is_verified_and_read_to_its_end():
+    run_info = ("X_runInfo", 0)
+    parts = Partitions({KEY: "events", run_info: "runInfo"})
+    for key in parts.states:
+        parts.sent(key, 0)
+        parts.arrived(key, mark(0, 1, b"a"))
+        parts.read(key, mark(0, 1, b"a"))
+    assert parts.run_control_settled()
+    parts.verify()
+    assert not parts.run_control_settled()  # the listener holds the data partitions back
+    assert parts.arrived(run_info, mark(0, 1, b"a")) == "same"
+    assert parts.run_control_settled()
+
+    parts.verify()
+    assert parts.arrived(run_info, mark(0, 1, b"run 2 now")) == "replaced"
+    parts.reset(run_info, 0)
+    assert not parts.run_control_settled()  # read again from the beginning: not yet at its end
+    parts.arrived(run_info, mark(0, 1, b"run 2 now"))
+    assert parts.high_watermark(run_info, 2) is None
+    assert not parts.run_control_settled()
+    parts.ended(run_info)  # the end-of-partition event
+    assert parts.run_control_settled()
+
+    parts.reset(run_info, 0)
+    parts.arrived(run_info, mark(0, 1, b"b"))
+    parts.arrived(run_info, mark(1, 1, b"c"))
+    assert parts.high_watermark(run_info, 2) is None  # at the high watermark, even without an end event
+    assert parts.run_control_settled()
