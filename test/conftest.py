@@ -43,6 +43,11 @@ PACKAGING_MODULES = frozenset(
 )
 """rpm, systemd, polkit, bats, shellcheck, Kubernetes manifests and hadolint: ``packaging``."""
 
+ONE_WORKER_MODULES = {"test/test_rpm.py": "rpm", "test/test_systemd_user.py": "systemd-user"}
+"""Modules whose tests share something outside their tmp_path (the rpm build in build/rpmbuild; the directory
+/run/systemd/system a user manager needs, made and removed by each test): with pytest-xdist each module runs on
+one worker (``xdist_group``, ``--dist loadgroup``)."""
+
 MARKED_MODULES: dict[str, frozenset[str]] = {}
 """Modules whose every test gets the given markers, for a test the two rules above cannot see (prefer a
 module-level ``pytestmark = pytest.mark.daemon`` in a module of your own)."""
@@ -114,10 +119,14 @@ LANES: dict[str, frozenset[str]] = {}
 """Node id -> the lane markers of every collected test (also those that ``-m`` deselects)."""
 
 
+@pytest.hookimpl(tryfirst=True)  # before -m deselects by them and pytest-xdist reads xdist_group
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
         for name in sorted(_lane_markers(item) - {mark.name for mark in item.iter_markers()}):
             item.add_marker(name)
+        group = ONE_WORKER_MODULES.get(Path(str(item.path)).relative_to(ROOT).as_posix())
+        if group is not None:
+            item.add_marker(pytest.mark.xdist_group(group))
         LANES[item.nodeid] = frozenset(
             m.name for m in item.iter_markers() if m.name in {"daemon", "broker", "packaging"}
         )

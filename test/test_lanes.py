@@ -57,7 +57,11 @@ def test_a_command_that_needs_no_marker_runs(request):
         ("test/test_hostile_files.py::test_a_fifo_as_config_stops_the_daemon_with_one_line", {"daemon"}),
         ("test/test_hostile_config.py::test_the_largest_accepted_values_work", {"daemon"}),  # Daemon
         ("test/test_hostile_scripts.py::test_a_long_line_is_cut", {"daemon"}),  # the daemon fixture
-        ("test/engines/test_mantid.py::test_every_new_key", {"daemon"}),  # through the fixture mantid_daemon
+        (
+            "test/engines/test_mantid.py::test_scripts_see_upstreams_main_names_in_the_daemon",
+            {"daemon"},
+        ),  # mantid_daemon
+        ("test/engines/test_mantid.py::test_every_new_key", set()),
         ("test/engines/test_mantid.py::test_a_connection_failure_stays_a_source_error", set()),
         ("test/kafka/test_broker.py::test_messages_round_trip_with_their_timestamps", {"broker"}),  # kafka_broker
         ("test/test_rpm.py::test_version_comes_from_pyproject", {"packaging"}),

@@ -180,7 +180,12 @@ def test_reload_reaches_the_daemon_under_a_wrapper_that_does_not_exec(manager: U
         lambda: "Restarting Live Data and clearing workspaces" in log.read_text(),
         lambda: f"the restart in the log: {log.read_text()}",
     )
-    assert manager.show(unit, "ActiveState") == "active"
+    # RELOADING=1 came with the restart; READY=1 follows once live data runs again
+    poll_until(
+        lambda: manager.show(unit, "ActiveState") == "active",
+        lambda: f"the unit active after the reload: {manager.state(unit)}",
+        interval=0.1,
+    )
     assert int(manager.show(unit, "MainPID")) == main
     assert int(manager.show(unit, "NRestarts")) == 0
     manager.systemctl("stop", unit)

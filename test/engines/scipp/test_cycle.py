@@ -80,19 +80,25 @@ def test_a_data_reset_makes_the_next_accumulated_chunk_replace_even_after_a_fail
 
 
 @pytest.mark.parametrize("status", [RunStatus.EndRun, RunStatus.BeginRun])
-def test_a_run_transition_makes_the_next_chunk_replace(tmp_path, status):
-    cycles = loader(tmp_path, statuses={2: status})
+def test_a_run_transition_makes_the_next_chunk_replace(tmp_path, status, caplog):
+    """Restart, the default (the daemon's run transitions end to end: test_engine.py, with Rename)."""
+    caplog.set_level("INFO", logger="livereduce")
+    cycles = loader(tmp_path, statuses={2: status}, post="output = input\n")
     for _ in range(3):
         assert cycles.run().accumulated
     assert pixels(cycles.workspaces["result"]) == [3]  # chunk 3 started a new accumulation
     cycles.run()
     assert pixels(cycles.workspaces["result"]) == [3, 4]
+    assert caplog.messages.count("Run #7 ended. RunTransitionBehavior Restart.") == 1
+    assert sorted(cycles.workspaces) == ["accumulation", "result"]  # nothing kept of the run that ended
 
 
-def test_rename_keeps_the_output_of_the_run_that_ended(tmp_path):
+def test_rename_keeps_the_output_of_the_run_that_ended(tmp_path, caplog):
+    caplog.set_level("INFO", logger="livereduce")
     cycles = loader(tmp_path, statuses={2: RunStatus.EndRun, 3: RunStatus.BeginRun}, run_transition="Rename")
     results = [cycles.run() for _ in range(4)]
     assert [r.finished for r in results] == [None] * 4
+    assert "Output of run #7 kept as 'result_7'" in caplog.messages
     assert pixels(cycles.workspaces["result_7"]) == [1, 2]
     assert pixels(cycles.workspaces["result_7_post"]) == [3]
     assert pixels(cycles.workspaces["result"]) == [4]

@@ -1,4 +1,5 @@
-"""The scipp engine's schedule and run transitions, with the daemon as a subprocess on the demo source."""
+"""The scipp engine's schedule and run transitions, with the daemon as a subprocess on the demo source (their
+variations in process: test_cycle.py, test_engine_loop.py)."""
 
 from __future__ import annotations
 
@@ -54,21 +55,8 @@ if seen.read_text() == "xx":
     assert sum(pulses) == 180
 
 
-def test_restart_replaces_the_accumulation_at_a_new_run(daemon):
-    process = daemon(fake(end_run_every=1, update_every=0.2, run_transition="Restart"), {"post_proc": SAVE})
-    process.wait_for_log(lambda log: "Run #2 ended." in log)
-    process.send(signal.SIGTERM)
-    run = process.finish()
-
-    assert run.returncode == 0, run.stdout
-    assert "Run #1 ended. RunTransitionBehavior Restart." in run.log
-    second = sc.io.load_hdf5(run.workdir / "out" / "run_2.h5")
-    assert second.sizes["event_time_zero"] == 60  # run 2 only: its first chunk replaced run 1
-    assert second.coords["run_number"].value == 2
-    assert json.loads((run.workdir / "out" / "mtd.json").read_text()) == ["accumulation", "result"]
-
-
 def test_rename_keeps_the_finished_run_output(daemon):
+    """Run transitions through the daemon; Restart and Stop, and Rename's names, in process in test_cycle.py."""
     process = daemon(fake(end_run_every=1, update_every=0.2, run_transition="Rename"), {"post_proc": SAVE})
     process.wait_for_log(lambda log: "Output of run #2 kept as 'result_2'" in log)
     process.wait_for_log(lambda log: "Loading live data chunk" in log.split("kept as 'result_2'")[-1])
