@@ -282,7 +282,7 @@ def test_f144_and_f142_logs_become_time_series_per_source(kafka_broker: Broker, 
     assert temperature.dims == ("time",)
     np.testing.assert_array_equal(temperature.values, [280.0, 290.5, 300.0])
     assert temperature.coords["time"].values[0] == np.datetime64(t0 - 5 * SECOND, "ns")
-    assert logs["motor"][0].values.tolist() == [[1.0, 2.0, 3.0]]
+    assert logs["motor"][0].values[0].values.tolist() == [1.0, 2.0, 3.0]  # an array per time: one bin of values
     assert logs["counter"][0].values.tolist() == [7]
     assert list(logs["shutter"][0].values) == ["open"]
 

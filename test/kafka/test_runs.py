@@ -11,6 +11,7 @@ import pytest
 from streaming_data_types import serialise_6s4t, serialise_pl72
 
 from livereduce.protocols.kafka.partitions import Partitions, mark
+from livereduce.protocols.kafka.reading import ReadState
 from livereduce.protocols.kafka.runs import (
     LIMBO_FRACTION,
     NEVER,
@@ -21,7 +22,8 @@ from livereduce.protocols.kafka.runs import (
     Taken,
     last_run_start,
 )
-from livereduce.protocols.kafka.schemas import RUN_SCHEMAS, LogValue, RunStart, RunStop, decode
+from livereduce.protocols.kafka.schemas import RUN_SCHEMAS, LogValue, RunStart, RunStop, Skipped, decode
+from livereduce.protocols.kafka.topics import broker_states
 
 S = 1_000_000_000
 T0 = 1_800_000_000 * S
@@ -323,11 +325,11 @@ KEY = ("X_events", 0)
 def test_offsets_that_jump_or_go_back_are_counted_and_going_back_replays_nothing():
     parts = Partitions({KEY: "events"})
     parts.sent(KEY, 5)
-    assert parts.arrived(KEY, mark(5, 1, b"a")) == "new"
+    assert parts.arrived(KEY, 5, lambda: mark(5, 1, b"a")) == "new"
     assert parts.fresh(KEY, np.array([T0]), 3)
-    assert parts.arrived(KEY, mark(8, 1, b"b")) == "new"
+    assert parts.arrived(KEY, 8, lambda: mark(8, 1, b"b")) == "new"
     assert parts.counters["offset_gaps"] == 2
-    assert parts.arrived(KEY, mark(2, 1, b"c")) == "new"
+    assert parts.arrived(KEY, 2, lambda: mark(2, 1, b"c")) == "new"
     assert parts.counters["partition_resets"] == 1
     assert not parts.fresh(KEY, np.array([T0 - S, T0]), 6)  # seen before
     assert parts.fresh(KEY, np.array([T0 + S]), 3)
@@ -337,12 +339,12 @@ def test_offsets_that_jump_or_go_back_are_counted_and_going_back_replays_nothing
 def test_after_a_lost_connection_the_mark_found_again_continues_reading():
     parts = Partitions({KEY: "events", ("X_runInfo", 0): "runInfo"})
     parts.sent(KEY, 0)
-    parts.arrived(KEY, mark(0, 1, b"a"))
-    parts.arrived(KEY, mark(1, 1, b"b"))
+    parts.arrived(KEY, 0, lambda: mark(0, 1, b"a"))
+    parts.arrived(KEY, 1, lambda: mark(1, 1, b"b"))
     parts.read(KEY, mark(1, 1, b"b"))
     assert parts.verify() == [(KEY, 1)]  # runInfo read nothing: no mark to verify
-    assert parts.arrived(KEY, mark(1, 1, b"b")) == "same"
-    assert parts.arrived(KEY, mark(2, 1, b"c")) == "new"
+    assert parts.arrived(KEY, 1, lambda: mark(1, 1, b"b")) == "same"
+    assert parts.arrived(KEY, 2, lambda: mark(2, 1, b"c")) == "new"
     assert parts.counters["offset_gaps"] == parts.counters["partition_resets"] == 0
 
 
@@ -350,18 +352,18 @@ def test_after_a_lost_connection_another_message_or_an_earlier_end_means_the_log
     parts = Partitions({KEY: "events", ("X_runInfo", 0): "runInfo"})
     for key in parts.states:
         parts.sent(key, 0)
-        parts.arrived(key, mark(0, 1, b"a"))
+        parts.arrived(key, 0, lambda: mark(0, 1, b"a"))
         parts.read(key, mark(0, 1, b"a"))
     parts.fresh(KEY, np.array([T0]), 1)
     parts.verify()
-    assert parts.arrived(KEY, mark(0, 1, b"another run")) == "replaced"
+    assert parts.arrived(KEY, 0, lambda: mark(0, 1, b"another run")) == "replaced"
     assert parts.ended(("X_runInfo", 0))  # ends before its mark now
     assert parts.reset(KEY, -1) == 0
     assert parts.reset(("X_runInfo", 0), 0) == 0
     assert parts.counters["partition_resets"] == 2
     assert parts.states[KEY].replay_floor == T0  # data seen before is not used twice
     assert parts.states["X_runInfo", 0].replay_floor == NEVER  # a run start read again counts
-    assert parts.arrived(KEY, mark(0, 2, b"x")) == "new"
+    assert parts.arrived(KEY, 0, lambda: mark(0, 2, b"x")) == "new"
     assert not parts.ended(KEY)
     assert parts.data() == [(T0, True)]
 
@@ -372,7 +374,7 @@ def test_a_position_beyond_the_end_is_a_wrong_start_or_a_lost_log():
     assert parts.high_watermark(KEY, 12) is None
     assert parts.high_watermark(KEY, 3) == "end"  # never confirmed: continue at the end
     assert parts.states[KEY].next_offset == 3
-    parts.arrived(KEY, mark(3, 1, b"a"))
+    parts.arrived(KEY, 3, lambda: mark(3, 1, b"a"))
     assert parts.high_watermark(KEY, 2) == "reset"  # confirmed: the partition lost its log
 
 
@@ -388,26 +390,101 @@ def test_run_control_is_settled_only_once_runinfo_is_verified_and_read_to_its_en
     parts = Partitions({KEY: "events", run_info: "runInfo"})
     for key in parts.states:
         parts.sent(key, 0)
-        parts.arrived(key, mark(0, 1, b"a"))
+        parts.arrived(key, 0, lambda: mark(0, 1, b"a"))
         parts.read(key, mark(0, 1, b"a"))
     assert parts.run_control_settled()
     parts.verify()
     assert not parts.run_control_settled()  # the listener holds the data partitions back
-    assert parts.arrived(run_info, mark(0, 1, b"a")) == "same"
+    assert parts.arrived(run_info, 0, lambda: mark(0, 1, b"a")) == "same"
     assert parts.run_control_settled()
 
     parts.verify()
-    assert parts.arrived(run_info, mark(0, 1, b"run 2 now")) == "replaced"
+    assert parts.arrived(run_info, 0, lambda: mark(0, 1, b"run 2 now")) == "replaced"
     parts.reset(run_info, 0)
     assert not parts.run_control_settled()  # read again from the beginning: not yet at its end
-    parts.arrived(run_info, mark(0, 1, b"run 2 now"))
+    parts.arrived(run_info, 0, lambda: mark(0, 1, b"run 2 now"))
     assert parts.high_watermark(run_info, 2) is None
     assert not parts.run_control_settled()
     parts.ended(run_info)  # the end-of-partition event
     assert parts.run_control_settled()
 
     parts.reset(run_info, 0)
-    parts.arrived(run_info, mark(0, 1, b"b"))
-    parts.arrived(run_info, mark(1, 1, b"c"))
+    parts.arrived(run_info, 0, lambda: mark(0, 1, b"b"))
+    parts.arrived(run_info, 1, lambda: mark(1, 1, b"c"))
     assert parts.high_watermark(run_info, 2) is None  # at the high watermark, even without an end event
     assert parts.run_control_settled()
+
+
+# --- what take() hands out, as arrays --------------------------------------------------------------------------
+def test_taken_blocks_as_the_arrays_of_a_chunk():
+    router = Router()
+    router.start(start(T0))
+    router.events(block([T0 + 1, T0 + 2], per_pulse=2, pixel=4), monitor=False)
+    router.events(block([T0 + 3], per_pulse=3, pixel=9), monitor=False)
+    router.events(block([T0 + 5, T0 + 6], per_pulse=1), monitor=True)
+    taken = router.take()
+
+    times, index = taken.pulses()
+    assert times.tolist() == [T0 + 1, T0 + 2, T0 + 3]
+    assert index.tolist() == [0, 2, 4]
+    ids = np.empty(taken.n_events, np.int32)
+    taken.pixel_ids(out=ids)
+    assert ids.tolist() == [4, 4, 4, 4, 9, 9, 9]
+    tof = np.empty(taken.n_events, np.float32)
+    taken.time_of_flight_us(out=tof)
+    assert tof.tolist() == [1.0, 2.0, 1.0, 2.0, 1.0, 2.0, 3.0]  # ns -> µs
+    ((source, (monitor_tof, monitor_zero)),) = taken.monitor_events().items()
+    assert (source, monitor_tof.tolist(), monitor_zero.tolist()) == ("bank", [1.0, 1.0], [T0 + 5, T0 + 6])
+
+
+# --- the read state per message ----------------------------------------------------------------------------------
+def test_read_state_counts_each_message_and_routes_its_content():
+    kinds: list[str] = []
+    state = ReadState({KEY: "events", ("X_runInfo", 0): "runInfo"}, 10**6, lambda kind, message: kinds.append(kind))
+    run_info = ("X_runInfo", 0)
+    for key in state.partitions.states:
+        state.partitions.sent(key, 0)
+    assert not state.message(run_info, 0, lambda: mark(0, 1, b"s"), start(T0), 0.0, size=10)
+    assert not state.message(KEY, 0, lambda: mark(0, 1, b"e"), block([T0 + S]), 0.0, size=100)
+    assert not state.message(KEY, 1, lambda: mark(1, 1, b"x"), Skipped("implausible_time", "year 2200"), 0.0, size=7)
+    assert not state.message(run_info, 1, lambda: mark(1, 1, b"t"), stop(T0 + 2 * S), 0.0, size=10)
+    counts = state.counts()
+    assert {k: counts[k] for k in ("messages", "bytes", "events", "pulses", "run_starts", "run_stops")} == {
+        "messages": 4,
+        "bytes": 127,
+        "events": 2,
+        "pulses": 1,
+        "run_starts": 1,
+        "run_stops": 1,
+    }
+    assert counts["skipped_implausible_time"] == 1
+    assert kinds == ["skip:implausible_time"]
+    assert times(state.router.take()) == [T0 + S]
+
+
+def test_read_state_verifies_once_after_a_lost_connection_and_reports_a_replaced_log():
+    state = ReadState({KEY: "events"}, 10**6, lambda kind, message: None)
+    state.partitions.sent(KEY, 0)
+    state.message(KEY, 0, lambda: mark(0, 1, b"a"), block([T0]), 0.0, size=1)
+    state.partitions.read(KEY, mark(0, 1, b"a"))
+    assert state.to_verify() == []
+    state.disconnects({"b0": 3})  # the first statistics: no loss
+    state.disconnects({"b0": 4})  # one more disconnect: a loss nobody reported as an error
+    state.connection_lost()
+    assert (state.losses, state.counts()["connections_lost"]) == (2, 2)
+    assert state.to_verify() == [(KEY, 0)]
+    assert state.to_verify() == []
+    assert state.message(
+        KEY, 0, lambda: mark(0, 9, b"another log"), block([T0]), 0.0, size=1
+    )  # replaced: read it again
+
+
+def test_broker_states_from_librdkafka_statistics():
+    stats = (
+        '{"brokers": {"b:9092/0": {"nodeid": 0, "state": "UP", "disconnects": 2},'
+        ' "b:9092/bootstrap": {"nodeid": -1, "state": "INIT", "disconnects": 0}}}'
+    )
+    assert broker_states(stats) == ({"b:9092/0": 2, "b:9092/bootstrap": 0}, True)
+    assert broker_states('{"brokers": {"b:9092/bootstrap": {"nodeid": -1, "state": "UP"}}}') == ({}, False)
+    assert broker_states("not json") == ({}, False)
+    assert broker_states('["a list"]') == ({}, False)

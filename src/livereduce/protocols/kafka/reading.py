@@ -9,6 +9,7 @@ its beginning, seek partitions back to their marks); the listener does the seeki
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 
 from livereduce.protocols.kafka.partitions import Key, Mark, Partitions
 from livereduce.protocols.kafka.runs import Block, RunRouter, Warn
@@ -45,13 +46,23 @@ class ReadState:
         """The partitions the listener assigned itself, each with its role."""
         self.partitions = Partitions(roles)
 
-    def message(self, key: Key, mark: Mark, size: int, item: Block | Decoded | Skipped, monotonic: float) -> bool:
-        """A message of partition ``key`` (``size`` bytes, identified by ``mark``), decoded into ``item``.
+    def message(
+        self,
+        key: Key,
+        offset: int,
+        identify: Callable[[], Mark],
+        item: Block | Decoded | Skipped,
+        monotonic: float,
+        *,
+        size: int,
+    ) -> bool:
+        """A message of partition ``key`` at ``offset`` (``identify()``: its mark, see :meth:`Partitions.arrived`),
+        of ``size`` bytes, decoded into ``item``; ``monotonic``: the monotonic clock (s), for run stops.
 
         Returns:
             True when the partition's log was replaced: read it again from its beginning (:meth:`Partitions.reset`).
         """
-        verdict = self.partitions.arrived(key, mark)
+        verdict = self.partitions.arrived(key, offset, identify)
         if verdict != "new":
             return verdict == "replaced"
         self.counters["messages"] += 1

@@ -51,8 +51,9 @@ NEVER: Final = -(2**63)
 
 Status = Literal["NoRun", "Running", "BeginRun", "EndRun"]
 """Names of :class:`livereduce.engines.scipp.listeners.base.RunStatus` members (no scipp here)."""
-LogEntry = tuple[int, np.ndarray | str]
-"""A log value: (ns since the Unix epoch, value as :class:`~livereduce.protocols.kafka.schemas.LogValue` has it)."""
+LogEntry = tuple[int, int | float | str | np.ndarray]
+"""A log value: (ns since the Unix epoch, value): a number, a string, or a 1-d array of numbers (a scalar of the
+message as a Python number, so that a log's values are typed as ``engines/scipp/chunk.log_series`` expects)."""
 Warn = Callable[[str, str], None]
 """``warn(kind, message)``: a warning the listener logs, at most once a minute per kind."""
 
@@ -215,22 +216,6 @@ class Taken:
             for source, blocks in by_source.items()
         }
 
-    def log_series(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-        """Each log's entries in time order: (times int64 ns shape (n,), values shape (n,) or (n, m)). Strings
-        when every value is one; else the numeric values of the most common shape; a log with none is left out."""
-        series = {}
-        for name, unsorted in self.logs.items():
-            entries = sorted(unsorted, key=lambda entry: entry[0])
-            if all(isinstance(value, str) or value.dtype.kind == "U" for _, value in entries):
-                kept = [(time_ns, str(value)) for time_ns, value in entries]
-            else:
-                kept = [(t, v) for t, v in entries if isinstance(v, np.ndarray) and v.dtype.kind in "biuf"]
-                shape = Counter(value.shape for _, value in kept).most_common(1)[0][0] if kept else ()
-                kept = [(t, v) for t, v in kept if v.shape == shape]
-            if kept:
-                series[name] = (np.array([t for t, _ in kept], np.int64), np.array([v for _, v in kept]))
-        return series
-
 
 class RunRouter:
     """Runs, segments, held pulses and seeds of one listener (no locking: the listener holds its lock).
@@ -378,7 +363,8 @@ class RunRouter:
 
     def log(self, record: LogValue) -> None:
         """A log value: kept for the run it falls in, and as the latest of its source (a seed of later runs)."""
-        name, time_ns, value = record.source_name, record.time_ns, record.value
+        name, time_ns = record.source_name, record.time_ns
+        value = record.value.item() if isinstance(record.value, np.ndarray) and record.value.ndim == 0 else record.value
         if name not in self._latest_logs and len(self._latest_logs) >= MAX_SOURCES:
             self.counters["skipped_invalid"] += 1
             self._warn("log-sources", f"Kafka: more than {MAX_SOURCES} log sources; '{name}' ignored")
@@ -388,7 +374,7 @@ class RunRouter:
         latest = self._latest_logs.get(name)
         if latest is None or latest[0] <= time_ns:
             self._latest_logs[name] = entry
-        size = 16 + (value.nbytes if isinstance(value, np.ndarray) else len(value))
+        size = 16 + (value.nbytes if isinstance(value, np.ndarray) else len(value) if isinstance(value, str) else 8)
         for segment in reversed(self._segments):
             if segment.run.covers(np.array([time_ns]))[0]:
                 segment.logs.setdefault(name, []).append(entry)

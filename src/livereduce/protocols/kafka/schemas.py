@@ -150,14 +150,6 @@ class RunStart:
         name = self.run_name.strip()
         return int(name) if name.isascii() and name.isdigit() and len(name) <= 18 else 0
 
-    def pixel_range(self, widest: int) -> tuple[int, int]:
-        """The run's pixel range (first, last; inclusive): its detector ids, at most ``widest`` ids; without them
-        ``0..widest - 1``."""
-        if self.detector_ids is None:
-            return 0, widest - 1
-        first, last = self.detector_ids
-        return first, min(last, first + widest - 1, MAX_EVENT_ID)
-
 
 @dataclass(frozen=True)
 class RunStop:

@@ -2,17 +2,12 @@
 topics of :mod:`~livereduce.protocols.kafka.topics` on the brokers ``address`` names.
 
 This module is the I/O: connecting (every request in slices of ``SLICE_S``, so :meth:`KafkaEventListener.interrupt`
-ends it), locating the run and the start offsets, the consumer thread, and building chunks. What the messages mean
-is decided without I/O: decoding and time checks in :mod:`~livereduce.protocols.kafka.schemas`, runs in
-:mod:`~livereduce.protocols.kafka.runs`, each partition's offsets, marks and their verification after a lost
-broker connection in :mod:`~livereduce.protocols.kafka.partitions`. The consumer thread never raises: a fault is
-a counter or a state, and only a bug ends it (the next ``extract()`` raises a recoverable ``SourceError``).
-Semantics, start positions and faults: ``docs/architecture.md``, "Kafka (ESS, ISIS)".
-
-A chunk is ``chunk.make_chunk``'s ``NXevent_data``: one pulse per ev44 reference time (ev42 pulse) in arrival
-order, ``event_time_offset`` = ``time_of_flight`` / 1000 (ns -> µs, float32), ``event_id`` = the pixel id (ids
-outside the run's range dropped and counted); metadata of the run, its logs (dimension ``time``) and monitors
-(``docs/processing-scripts.md``, "Kafka").
+ends it), locating the run and the start offsets, the consumer thread, the seeks, and the chunks (scipp). What the
+messages mean is decided without I/O in :mod:`livereduce.protocols.kafka`: decoding and time checks (``schemas``),
+runs (``runs``), offsets, marks and their verification after a lost connection (``partitions``), per message
+(``reading``). The consumer thread never raises: a fault is a counter or a state; a bug ends it, and the next
+``extract()`` raises a recoverable ``SourceError``. Semantics: ``docs/architecture.md``, "Kafka (ESS, ISIS)"; the
+chunks: ``docs/processing-scripts.md``, "Kafka".
 """
 
 from __future__ import annotations
@@ -31,7 +26,7 @@ from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, Consumer, KafkaError, Kafka
 
 from livereduce.clock import Clock, SystemClock
 from livereduce.config import Config
-from livereduce.engines.scipp.chunk import EVENT_DIM, MAX_PIXELS, RunMetadata, make_chunk, valid_events
+from livereduce.engines.scipp import chunk
 from livereduce.engines.scipp.listeners.base import Extracted, Listener, RunStatus, SourceHealth, StartPosition
 from livereduce.errors import ConfigError, SourceError
 from livereduce.protocols.kafka.partitions import Key, mark
@@ -193,11 +188,13 @@ class KafkaEventListener(Listener):
                 raise SourceError(f"Kafka consumer failed: {self._failure}", recoverable=True)
             taken = self._state.router.take()
             self._space.notify_all()
-        id_range = taken.run.start.pixel_range(MAX_PIXELS) if taken.run is not None else (0, 0)  # no run: no pixels
-        chunk, dropped = self._chunk(taken, id_range)
+        id_range = (0, 0)  # no run, no events: no pixels
+        if taken.run is not None:  # the run start's detector ids, else the widest range
+            id_range = chunk.capped_range(*(taken.run.start.detector_ids or (0, chunk.MAX_PIXELS - 1)))
+        data, dropped = self._chunk(taken, id_range)
         with self._lock:
             self._counters["events_dropped"] += sum(dropped.values())
-        return Extracted(chunk, RunStatus[taken.status], id_range, data_reset=taken.reset, dropped=dict(dropped))
+        return Extracted(data, RunStatus[taken.status], id_range, data_reset=taken.reset, dropped=dict(dropped))
 
     def interrupt(self) -> None:
         """End a ``connect()`` in progress (and the consumer thread's search for the run) within ``SLICE_S``."""
@@ -251,49 +248,34 @@ class KafkaEventListener(Listener):
     def _chunk(self, taken: Taken, id_range: tuple[int, int]) -> tuple[sc.DataArray, Counter[str]]:
         """Build the chunk from detached blocks (no lock: the consumer thread goes on meanwhile): one copy of the
         pixel ids, the time of flight converted to µs in the same pass, straight into the chunk's variables."""
-        tof = sc.empty(sizes={EVENT_DIM: taken.n_events}, dtype="float32", unit="us")
+        tof = sc.empty(sizes={chunk.EVENT_DIM: taken.n_events}, dtype="float32", unit="us")
         taken.time_of_flight_us(out=tof.values)
         if all(block.ids.dtype == np.int32 for block in taken.events):
-            ids: sc.Variable | np.ndarray = sc.empty(sizes={EVENT_DIM: taken.n_events}, dtype="int32", unit=None)
+            ids: sc.Variable | np.ndarray = sc.empty(sizes={chunk.EVENT_DIM: taken.n_events}, dtype="int32", unit=None)
             taken.pixel_ids(out=ids.values)
         else:
             ids = taken.pixel_ids()
         times, index = taken.pulses()
-        ids, tof, index, invalid = valid_events(ids, tof, index, id_range)
+        ids, tof, index, invalid = chunk.valid_events(ids, tof, index, id_range)
         if isinstance(ids, np.ndarray) and ids.dtype != np.int32:  # ev42's uint32, all within 0..2**31-1 now
             ids = ids.astype(np.int32)
-        chunk = make_chunk(ids, tof, ns_to_datetime64(times), index, metadata=self._metadata(taken))
-        return chunk, taken.dropped + Counter(invalid)
+        data = chunk.make_chunk(ids, tof, ns_to_datetime64(times), index, metadata=self._metadata(taken))
+        return data, taken.dropped + Counter(invalid)
 
-    def _metadata(self, taken: Taken) -> RunMetadata:
+    def _metadata(self, taken: Taken) -> chunk.RunMetadata:
         """Run number, start, instrument, properties; logs over ``time``; monitor events by source."""
         run = taken.run
         if run is None:
-            return RunMetadata(instrument_name=self.instrument)
+            return chunk.RunMetadata(instrument_name=self.instrument)
         properties: dict[str, str | int | float | np.datetime64] = {
             "run_name": run.start.run_name,
             "run_start": ns_to_datetime64(run.start.start_ns),
         }
         if run.stop_ns is not None:
             properties["run_end"] = ns_to_datetime64(run.stop_ns)
-        monitors = {
-            source: sc.DataArray(
-                sc.ones(sizes={EVENT_DIM: tof.size}, dtype="float32", unit="counts"),
-                coords={
-                    "event_time_offset": sc.array(dims=[EVENT_DIM], values=tof, unit="us"),
-                    "event_time_zero": sc.array(dims=[EVENT_DIM], values=ns_to_datetime64(zero), unit="ns"),
-                },
-            )
-            for source, (tof, zero) in taken.monitor_events().items()
-        }
-        logs = {
-            name: sc.DataArray(
-                sc.array(dims=["time", "value"][: values.ndim], values=values),
-                coords={"time": sc.array(dims=["time"], values=ns_to_datetime64(times), unit="ns")},
-            )
-            for name, (times, values) in taken.log_series().items()
-        }
-        return RunMetadata(
+        monitors = {name: chunk.monitor_events(zero, tof) for name, (tof, zero) in taken.monitor_events().items()}
+        logs = {name: chunk.log_series(sorted(entries, key=lambda e: e[0])) for name, entries in taken.logs.items()}
+        return chunk.RunMetadata(
             run_number=run.number,
             start_time=ns_to_datetime64(run.start.start_ns),
             instrument_name=run.start.instrument_name or self.instrument,
@@ -480,6 +462,8 @@ class KafkaEventListener(Listener):
             if self._state.losses != losses:  # read across a lost connection: verify the partitions, then read it again
                 return
             self._reseeked = set()
+            if messages and self._unreachable_since is not None:  # a message or an end: the broker answers
+                self._reachable()
             for message, item in zip(messages, decoded, strict=True):
                 if (message.topic(), message.partition()) not in self._reseeked:
                     self._apply(message, item)
@@ -515,25 +499,20 @@ class KafkaEventListener(Listener):
         if isinstance(item, KafkaError):
             self._on_message_error(message, item)
             return
-        if self._unreachable_since is not None:
-            self._reachable()
         key = (message.topic(), message.partition())
+        if key not in self._state.partitions.states:
+            return
         size, monotonic = len(message.value() or b""), self.clock.monotonic()
-        if key in self._state.partitions.states and self._state.message(key, _mark(message), size, item, monotonic):
+        if self._state.message(key, message.offset(), lambda: _mark(message), item, monotonic, size=size):
             self._reset(key, "holds other messages since a broker connection was lost")
 
     def _on_message_error(self, message: Message, error: KafkaError) -> None:
         key = (message.topic(), message.partition())
         if error.code() == KafkaError._PARTITION_EOF:
-            if self._unreachable_since is not None:
-                self._reachable()
             if key in self._state.partitions.states and self._state.partitions.ended(key):
                 self._reset(key, f"ends at offset {message.offset()} since a broker connection was lost")
             return
-        if error.code() == KafkaError.MSG_SIZE_TOO_LARGE:
-            self._counters["skipped_too_large"] += 1
-        else:
-            self._counters["broker_errors"] += 1
+        self._counters["skipped_too_large" if error.code() == KafkaError.MSG_SIZE_TOO_LARGE else "broker_errors"] += 1
         self._warn(f"error:{error.code()}", f"Kafka: {message.topic()} [{message.partition()}]: {error.str()}")
 
     # --- partitions and the broker --------------------------------------------------------------------------
