@@ -116,9 +116,10 @@ def test_a_run_start_while_a_run_is_open_ends_it_with_begin_run_and_splits_a_str
 def test_a_run_start_after_a_known_stop_ends_the_run_with_end_run():
     router = Router()
     router.start(start(T0, run="1"))
+    router.events(block([T0 + S]), monitor=False)
     router.stop(stop(T0 + 2 * S, run="1"))
     router.start(start(T0 + 3 * S, run="2"))
-    assert summary(router.take())[:3] == ("EndRun", 1, False)
+    assert summary(router.take()) == ("EndRun", 1, False, [1.0])
     assert router.take().run.number == 2
 
 
@@ -223,6 +224,18 @@ def test_nanosecond_run_times_route_as_milliseconds_do_and_are_warned_about():
     assert router.warnings == ["ns", "ns"]
     assert router.current.stop_ns == ns.start_ns + 2 * S
     assert times(router.take()) == [ns.start_ns + S]
+
+
+def test_runs_that_end_without_data_before_they_are_taken_coalesce():
+    router = Router()
+    router.start(start(T0, run="1"))
+    router.events(block([T0 + S]), monitor=False)
+    for i in range(2, 10_002):  # a flood of run starts without data
+        router.start(start(T0 + i * S, run=str(i)))
+    router.events(block([T0 + 10_002 * S]), monitor=False)  # data of the last one
+    assert summary(router.take()) == ("BeginRun", 1, False, [1.0])
+    assert summary(router.take()) == ("Running", 10_001, True, [10_002.0])
+    assert router.counters["run_transitions_coalesced"] == 9_999
 
 
 # --- held pulses, late pulses --------------------------------------------------------------------------------

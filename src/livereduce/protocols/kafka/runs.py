@@ -20,7 +20,9 @@ in, so every rule runs in process (``test/kafka/test_runs.py``). Semantics (``do
   (``events_outside_run``, ``events_late``) and reported with the next chunk as ``outside a run``.
 * Log values go to the run they fall in; the first chunk of a run also gets each source's value in force at its
   start (the seed).
-* The first chunk of each run has ``data_reset``, unless it is the very first chunk taken.
+* The first chunk of each run has ``data_reset``, unless it is the very first chunk taken. A run that ended
+  without data before anything of it was taken gets no chunk (``run_transitions_coalesced``): a flood of run
+  starts cannot pile up segments.
 """
 
 from __future__ import annotations
@@ -111,7 +113,7 @@ class Block:
     def n_events(self) -> int:
         return int(self.tof.shape[0])
 
-    def zeros(self) -> np.ndarray:
+    def event_time_zero(self) -> np.ndarray:
         """The pulse time of each event (int64 ns, shape (n_events,))."""
         return np.repeat(self.times, np.diff(np.append(self.index, self.n_events)))
 
@@ -212,7 +214,10 @@ class Taken:
         for block in self.monitors:
             by_source.setdefault(block.source, []).append(block)
         return {
-            source: (tof_ns_to_us(np.concatenate([b.tof for b in blocks])), np.concatenate([b.zeros() for b in blocks]))
+            source: (
+                tof_ns_to_us(np.concatenate([b.tof for b in blocks])),
+                np.concatenate([b.event_time_zero() for b in blocks]),
+            )
             for source, blocks in by_source.items()
         }
 
@@ -227,7 +232,8 @@ class RunRouter:
     Attributes:
         counters: ``logs`` (values kept), ``pulses_before_start``, ``events_outside_run``, ``events_late``,
             ``skipped_stale_run_start``, ``skipped_unmatched_stop``, ``skipped_invalid`` (log sources beyond
-            :data:`MAX_SOURCES`).
+            :data:`MAX_SOURCES`), ``run_transitions_coalesced`` (runs that ended without data before their last
+            chunk was taken: no chunk of their own).
         lower: pulses before this time (ns) are not delivered (the start position); None: any.
     """
 
@@ -293,6 +299,10 @@ class RunRouter:
             if previous.stop_ns is None or previous.stop_ns > start.start_ns:
                 previous.stop_ns = start.start_ns
             self._move_beyond_stop(previous, segment)
+        last = self._segments[-1] if self._segments else None
+        if last is not None and last.closing and not (last.delivered or last.events or last.monitors or last.logs):
+            self._segments.pop()  # a run without data: no transition of its own (a flood of run starts cannot pile up)
+            self.counters["run_transitions_coalesced"] += 1
         self._segments.append(segment)
         self._last_run = run
         held, self._limbo, self._limbo_bytes = self._limbo, deque(), 0
