@@ -484,7 +484,7 @@ def test_read_state_verifies_once_after_a_lost_connection_and_reports_a_replaced
     state.disconnects({"b0": 3})  # the first statistics: no loss
     state.disconnects({"b0": 4})  # one more disconnect: a loss nobody reported as an error
     state.connection_lost()
-    assert (state.losses, state.counts()["connections_lost"]) == (2, 2)
+    assert (state.losses, state.counts()["reconnects"]) == (2, 2)
     assert state.to_verify() == [(KEY, 0)]
     assert state.to_verify() == []
     assert state.message(

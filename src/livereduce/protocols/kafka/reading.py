@@ -29,7 +29,8 @@ class ReadState:
         partitions: per-partition read state.
         router: the runs.
         counters: ``messages``, ``bytes`` (values), ``events``, ``pulses`` (received, replays included),
-            ``run_starts``, ``run_stops``, ``skipped_<reason>``, ``connections_lost``.
+            ``run_starts``, ``run_stops``, ``skipped_<reason>``, ``reconnects`` (broker connections lost, which
+            librdkafka makes again).
         losses: broker connections lost so far (a batch read while it changed is not used).
     """
 
@@ -91,7 +92,7 @@ class ReadState:
         """A broker connection was lost: what is read next is used only after every partition's last message read
         was found again (a broker may come back without its log, and be refilled)."""
         self.losses += 1
-        self.counters["connections_lost"] += 1
+        self.counters["reconnects"] += 1
         self._verify = True
 
     def disconnects(self, counts: dict[str, int]) -> None:

@@ -121,8 +121,8 @@ class BufferedSource:
 
     # --- the thread ---------------------------------------------------------------------------------------------
     def start(self, body: Callable[[], None]) -> None:
-        """Run ``body`` in the reader thread until it returns (it should return soon after :attr:`stopping`)."""
-        self.stopping.clear()
+        """Run ``body`` in the reader thread until it returns (it should return soon after :attr:`stopping`). A
+        listener starts once: after :meth:`interrupt` the body sees :attr:`stopping` set at once."""
         self._thread = threading.Thread(target=self._run, args=(body,), name=self.name, daemon=True)
         self._thread.start()
 
@@ -279,12 +279,15 @@ class BufferedSource:
             self._warned[key] = now
             self.log.warning("%s", message)
 
-    def health(self, phase: str | None = None, extra: Mapping[str, int] | None = None) -> SourceHealth:
-        """The health line and counters (takes the lock).
+    def health(
+        self, phase: str | None = None, extra: Mapping[str, int] | None = None, *, healthy: bool = True
+    ) -> SourceHealth:
+        """The health line and counters (takes the lock; call it without holding it).
 
         Args:
-            phase: the phase to show instead of the reader's own (e.g. a finer state of the protocol), or None.
+            phase: the phase to show instead of the reader's own (a finer state the protocol knows), or None.
             extra: counters of the protocol layer (e.g. a decoder's), added to :attr:`counters`.
+            healthy: with ``phase``: whether that phase is healthy.
         """
         with self.lock:
             counters = Counter(dict.fromkeys(COUNTERS, 0))
@@ -298,7 +301,7 @@ class BufferedSource:
                 return SourceHealth(
                     f"reconnecting to {self.where} in {left} s ({self._retry[1]})", False, dict(counters)
                 )
-            state, healthy = (phase, True) if phase is not None else (self._phase, self._healthy)
+            state, healthy = (phase, healthy) if phase is not None else (self._phase, self._healthy)
             if self._paused:
                 state += f"; reading paused: buffer full ({self.buffer_bytes / 2**20:g} MiB)"
             return SourceHealth(state, healthy, dict(counters))

@@ -5,16 +5,16 @@ This module is the I/O: connecting (every request in slices of ``SLICE_S``, so :
 ends it), locating the run and the start offsets, the consumer thread, the seeks, and the chunks (scipp). What the
 messages mean is decided without I/O in :mod:`livereduce.protocols.kafka`: decoding and time checks (``schemas``),
 runs (``runs``), offsets, marks and their verification after a lost connection (``partitions``), per message
-(``reading``). The consumer thread never raises: a fault is a counter or a state; a bug ends it, and the next
-``extract()`` raises a recoverable ``SourceError``. Semantics: ``docs/architecture.md``, "Kafka (ESS, ISIS)"; the
-chunks: ``docs/processing-scripts.md``, "Kafka".
+(``reading``). The thread, the buffer bound and back-pressure, counters, health, warnings and the interruptible
+waits are the shared core of network listeners
+(:class:`~livereduce.engines.scipp.listeners.buffered.BufferedSource`): a fault is a counter or a state; a bug
+ends the thread, and the next ``extract()`` raises a recoverable ``SourceError``. Semantics:
+``docs/architecture.md``, "Kafka (ESS, ISIS)"; the chunks: ``docs/processing-scripts.md``, "Kafka".
 """
 
 from __future__ import annotations
 
 import logging
-import math
-import threading
 from collections import Counter
 from collections.abc import Callable
 from datetime import datetime
@@ -28,6 +28,7 @@ from livereduce.clock import Clock, SystemClock
 from livereduce.config import Config
 from livereduce.engines.scipp import chunk
 from livereduce.engines.scipp.listeners.base import Extracted, Listener, RunStatus, SourceHealth, StartPosition
+from livereduce.engines.scipp.listeners.buffered import BufferedSource
 from livereduce.errors import ConfigError, SourceError
 from livereduce.protocols.kafka.partitions import Key, mark
 from livereduce.protocols.kafka.reading import ReadState
@@ -59,13 +60,8 @@ size seen so far), so that the buffer overshoots ``source_buffer_mb`` by at most
 POLL_S: Final = 0.1
 CHECK_EVERY_S: Final = 0.5
 """Seconds between the checks of partition offsets against the broker's high watermarks."""
-WARN_EVERY_S: Final = 60.0
-"""A repeating warning (a skip reason, a broker error) is logged at most once per minute."""
 FIRST_SCAN: Final = 16
 """Messages read from the end of ``_runInfo`` first when looking for the last run start (then 4x more)."""
-
-_ALWAYS_COUNTED: Final = ("messages", "bytes", "events", "pulses", "logs", "run_starts", "run_stops", "events_dropped")
-"""Counters :meth:`KafkaEventListener.health` reports even when 0 (the others appear once they count)."""
 
 
 class _Stopped(Exception):
@@ -98,23 +94,17 @@ class KafkaEventListener(Listener):
         self._consumer: Consumer | None = None
         self._position: StartPosition = "from_start_of_run"
         self._lower: int | None = None  # pulses before this time (ns) are not delivered
-        self._thread: threading.Thread | None = None
-        self._stop = threading.Event()
-        self._interrupted = threading.Event()
-        self._lock = threading.Lock()
-        self._space = threading.Condition(self._lock)
+        self._feed = BufferedSource(
+            self.name, address, "the Kafka broker", buffer_bytes=self.buffer_limit, clock=self.clock, log=_log
+        )
         self._mean_message = 65536.0  # bytes: a running mean of the messages consumed (consumer thread only)
-        # --- guarded by _lock -----------------------------------------------------------------------------------
-        self._state = ReadState({}, self.buffer_limit, self._warn)
-        self._counters: Counter[str] = Counter()  # of the listener's own: events_dropped, broker_errors, ...
+        # --- guarded by the core's lock -------------------------------------------------------------------------
+        self._state = ReadState({}, self.buffer_limit, self._feed.warn)
         self._located = False
-        self._failure = ""
         self._unreachable_since: float | None = None
-        self._paused = False
         # --- consumer thread only -------------------------------------------------------------------------------
         self._reseeked: set[Key] = set()  # partitions sought during this batch (rest of it is stale)
         self._holding = False  # the data partitions are paused until run control is settled
-        self._warned: dict[str, float] = {}
         self._last_check = 0.0
 
     # --- Listener interface -----------------------------------------------------------------------------------
@@ -126,7 +116,7 @@ class KafkaEventListener(Listener):
             SourceError: (recoverable: the daemon retries with back-off) the broker cannot be reached within
                 ``CONNECT_TIMEOUT_S``, the ``events`` or ``runInfo`` topic does not exist, or :meth:`interrupt`.
         """
-        self.disconnect()
+        self._close_consumer()
         _log.info("Connecting to Kafka at %s%s", self.address, f" ({redacted(self._site)})" if self._site else "")
         try:
             consumer = Consumer({**self._settings, "error_cb": self._on_error, "stats_cb": self._on_stats})
@@ -135,7 +125,7 @@ class KafkaEventListener(Listener):
         partitions: dict[Key, Role] = {}
         try:
             for role, topic in self.topics.items():
-                found = self._patiently(lambda s, t=topic: consumer.list_topics(t, timeout=s), self._interrupted)
+                found = self._patiently(lambda s, t=topic: consumer.list_topics(t, timeout=s))
                 found = found.topics.get(topic)
                 if found is None or found.error is not None or not found.partitions:
                     if role in REQUIRED_ROLES:
@@ -155,27 +145,31 @@ class KafkaEventListener(Listener):
             consumer.close()
             raise
         self._consumer = consumer
-        with self._lock:
+        with self._feed.lock:
             self._state.assign(partitions)
         counts = Counter(topic for topic, _ in partitions)
         _log.info("Kafka topics: %s", ", ".join(f"{t} ({self._roles[t]}, {n} partitions)" for t, n in counts.items()))
 
     def start(self, position: StartPosition) -> None:
-        """Start the consumer thread from ``position`` (see the module docstring).
+        """Start the consumer thread from ``position`` (see the module docstring) and wait up to
+        ``CONNECT_TIMEOUT_S`` until it has located the run, so that the first chunk knows it (a broker slower than
+        that is no error: the thread goes on looking).
 
         Raises:
             SourceError: :meth:`interrupt` was called.
         """
-        if self._interrupted.is_set():
+        feed = self._feed
+        if feed.stopping.is_set():
             raise SourceError(f"starting to read Kafka at {self.address}: interrupted", recoverable=True)
         self._position = position
         if position == "now":
             self._lower = self._now_ns()
         elif isinstance(position, datetime):
             self._lower = datetime_to_ns(position)
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._consume, name="KafkaEventListener", daemon=True)
-        self._thread.start()
+        feed.start(self._consume)
+        feed.wait_until(lambda: self._located, CONNECT_TIMEOUT_S)
+        if feed.stopping.is_set():
+            raise SourceError(f"starting to read Kafka at {self.address}: interrupted", recoverable=True)
 
     def extract(self) -> Extracted:
         """Everything buffered for the run at the head of the buffer, with its status and data-reset flag.
@@ -183,36 +177,29 @@ class KafkaEventListener(Listener):
         Raises:
             SourceError: the consumer thread failed (a bug; its traceback is in the log).
         """
-        with self._lock:
-            if self._failure:
-                raise SourceError(f"Kafka consumer failed: {self._failure}", recoverable=True)
+        feed = self._feed
+        feed.check()
+        with feed.lock:
             taken = self._state.router.take()
-            self._space.notify_all()
+            feed.taken()
         id_range = (0, 0)  # no run, no events: no pixels
         if taken.run is not None:  # the run start's detector ids, else the widest range
             id_range = chunk.capped_range(*(taken.run.start.detector_ids or (0, chunk.MAX_PIXELS - 1)))
         data, dropped = self._chunk(taken, id_range)
-        with self._lock:
-            self._counters["events_dropped"] += sum(dropped.values())
+        feed.count("events_dropped", sum(dropped.values()))
         return Extracted(data, RunStatus[taken.status], id_range, data_reset=taken.reset, dropped=dict(dropped))
 
     def interrupt(self) -> None:
-        """End a ``connect()`` in progress (and the consumer thread's search for the run) within ``SLICE_S``."""
-        self._interrupted.set()
-        self._stop.set()
-        with self._lock:
-            self._space.notify_all()
+        """End a ``connect()`` or ``start()`` in progress, and every wait of the consumer thread, within
+        ``SLICE_S``."""
+        self._feed.interrupt()
 
     def disconnect(self) -> None:
         """Stop the consumer thread and close the consumer (safe to call more than once)."""
-        self._stop.set()
-        with self._lock:
-            self._space.notify_all()
-        thread, self._thread = self._thread, None
-        if thread is not None and thread is not threading.current_thread():
-            thread.join(CONNECT_TIMEOUT_S)
-            if thread.is_alive():
-                _log.warning("Kafka consumer thread still busy after %g s; closing anyway", CONNECT_TIMEOUT_S)
+        self._feed.stop()
+        self._close_consumer()
+
+    def _close_consumer(self) -> None:
         consumer, self._consumer = self._consumer, None
         if consumer is not None:
             try:
@@ -221,18 +208,17 @@ class KafkaEventListener(Listener):
                 _log.warning("Closing the Kafka consumer: %s", err)
 
     def health(self) -> SourceHealth:
-        """State line and counters: the read state's (:class:`ReadState`), ``events_dropped``, ``broker_errors``,
-        ``skipped_too_large`` (by the client), ``reading_paused`` (times the buffer was full); names in
-        ``docs/architecture.md`` (Kafka, "Faults")."""
-        with self._lock:
-            counters = dict.fromkeys(_ALWAYS_COUNTED, 0) | (self._counters + self._state.counts())
-            if self._failure:
-                return SourceHealth(f"consumer failed: {self._failure}", healthy=False, counters=counters)
-            if self._unreachable_since is not None:
-                since = iso(int(self._unreachable_since * 1e9))
-                return SourceHealth(f"broker unreachable since {since} ({self.address})", False, counters)
+        """State line and counters: the core's (:data:`~livereduce.engines.scipp.listeners.buffered.COUNTERS`) with
+        the read state's (:class:`ReadState`), ``broker_errors`` and ``skipped_too_large`` (by the client); names
+        in ``docs/architecture.md`` (Kafka, "Faults")."""
+        with self._feed.lock:
+            extra = self._state.counts()
+            extra["buffered_bytes"] = self._state.router.buffered_bytes
             run = self._state.router.current
-            if not self._located:
+            healthy = self._unreachable_since is None
+            if not healthy:
+                state = f"broker unreachable since {iso(int(self._unreachable_since * 1e9))} ({self.address})"
+            elif not self._located:
                 state = f"locating the run on {self.topics['runInfo']} ({self.address})"
             elif run is None or run.closed:
                 state = f"waiting for a run start on {self.topics['runInfo']} ({self.address})"
@@ -240,9 +226,7 @@ class KafkaEventListener(Listener):
                 state = f"reading run {run.number} up to its stop at {iso(run.stop_ns)} ({self.address})"
             else:
                 state = f"reading run {run.number} from {self.address}"
-            if self._paused:
-                state += f"; reading paused, buffer full ({self.buffer_limit >> 20} MiB)"
-            return SourceHealth(state, counters=counters)
+        return self._feed.health(state, extra, healthy=healthy)
 
     # --- extract --------------------------------------------------------------------------------------------
     def _chunk(self, taken: Taken, id_range: tuple[int, int]) -> tuple[sc.DataArray, Counter[str]]:
@@ -286,24 +270,22 @@ class KafkaEventListener(Listener):
 
     # --- the consumer thread --------------------------------------------------------------------------------
     def _consume(self) -> None:
-        """Thread body: locate, then read until stopped. Never raises (a bug becomes ``_failure``)."""
+        """Thread body: locate, then read until stopped (a bug escapes to the core's failure policy)."""
+        feed = self._feed
         try:
-            while not self._stop.is_set() and not self._locate_safely():
-                self.clock.wait(self._stop, 1.0)
-            while not self._stop.is_set():
+            while not feed.stopping.is_set() and not self._locate_safely():
+                feed.sleep(feed.backoff.failed())
+            feed.connected_well()
+            while not feed.stopping.is_set():
                 self._step()
         except _Stopped:
             return
-        except BaseException as err:  # noqa: BLE001 - the thread must not die silently: recorded, raised by extract()
-            _log.exception("Kafka consumer thread failed")
-            with self._lock:
-                self._failure = f"{type(err).__name__}: {err}"
 
     def _locate_safely(self) -> bool:
         try:
             self._locate()
         except KafkaException as err:
-            self._warn("locate", f"Kafka: cannot locate the run yet ({err.args[0]}); retrying")
+            self._feed.warn("locate", f"Kafka: cannot locate the run yet ({err.args[0]}); retrying")
             return False
         return True
 
@@ -345,11 +327,12 @@ class KafkaEventListener(Listener):
         self._consumer.assign(
             [TopicPartition(topic, partition, offset) for (topic, partition), offset in offsets.items()]
         )
-        with self._lock:
+        with self._feed.changed:
             self._state.router.begin(self._lower, found[2] if found else None, stops, self.clock.monotonic())
             for key, offset in offsets.items():
                 self._state.partitions.sent(key, offset)
             self._located = True
+            self._feed.changed.notify_all()
 
     def _last_run_start(self, key: Key, bound: int | None) -> tuple[tuple[int, RunStart] | None, int, list[RunStop]]:
         """The last run start of a runInfo partition at or before ``bound`` (any if None), reading backwards from its
@@ -387,7 +370,7 @@ class KafkaEventListener(Listener):
         losses = self._state.losses
         deadline = self.clock.monotonic() + CONNECT_TIMEOUT_S
         while self.clock.monotonic() < deadline:
-            if self._stop.is_set():
+            if self._feed.stopping.is_set():
                 raise _Stopped
             messages = consumer.consume(BATCH, POLL_S)
             if self._state.losses != losses:
@@ -407,15 +390,15 @@ class KafkaEventListener(Listener):
         """(low, high) offsets of a partition, asked of the broker (:meth:`_patiently`)."""
         return self._patiently(lambda s: self._consumer.get_watermark_offsets(TopicPartition(*key), timeout=s))
 
-    def _patiently(self, call: Callable[[float], _T | None], stop: threading.Event | None = None) -> _T:
+    def _patiently(self, call: Callable[[float], _T | None]) -> _T:
         """``call(timeout)``, a librdkafka request, repeated with timeouts of ``SLICE_S`` until it answers (not
-        None), ``stop`` (default: the consumer thread's) is set, or ``CONNECT_TIMEOUT_S`` pass.
+        None), the listener stops (:meth:`interrupt`, :meth:`disconnect`), or ``CONNECT_TIMEOUT_S`` pass.
 
         Raises:
             KafkaException: no answer in time (the last error).
-            _Stopped: ``stop`` was set.
+            _Stopped: the listener stops.
         """
-        stop = stop or self._stop
+        stop = self._feed.stopping
         deadline = self.clock.monotonic() + CONNECT_TIMEOUT_S
         error = KafkaException(KafkaError(KafkaError._TIMED_OUT, f"no answer within {CONNECT_TIMEOUT_S:g} s"))
         while not stop.is_set():
@@ -431,22 +414,11 @@ class KafkaEventListener(Listener):
         raise _Stopped
 
     def _step(self) -> None:
-        """One round: wait for space if the buffer is full, else consume a batch and sort it in."""
-        with self._lock:
-            full = self._state.router.buffered_bytes >= self.buffer_limit
-            if full != self._paused:
-                self._paused = full
-                self._counters["reading_paused"] += full
-                _log.log(
-                    logging.WARNING if full else logging.INFO,
-                    "Kafka: buffer %s (%d MiB): reading %s",
-                    "full" if full else "has space again",
-                    self.buffer_limit >> 20,
-                    "paused until the engine takes the next chunk" if full else "resumed",
-                )
-            if full:
-                self._space.wait(POLL_S)
-                return
+        """One round: wait for space if the buffer is full (back-pressure), else consume a batch and sort it in."""
+        feed = self._feed
+        if feed.wait_for_room(lambda: self._state.router.buffered_bytes):
+            return
+        with feed.lock:
             room = self.buffer_limit - self._state.router.buffered_bytes
             losses = self._state.losses
             for (topic, partition), offset in self._state.to_verify():  # seek back to each partition's mark
@@ -458,7 +430,7 @@ class KafkaEventListener(Listener):
             self._mean_message = max(64.0, 0.8 * self._mean_message + 0.2 * size)
         decoded = [self._decode(message) for message in messages]
         last = {(m.topic(), m.partition()): m for m in messages if m.error() is None}
-        with self._lock:
+        with feed.changed:
             if self._state.losses != losses:  # read across a lost connection: verify the partitions, then read it again
                 return
             self._reseeked = set()
@@ -472,6 +444,7 @@ class KafkaEventListener(Listener):
                     self._state.partitions.read(key, _mark(message))
             self._state.router.check_stop(self._state.partitions.data(), self._now_ns(), self.clock.monotonic())
             self._hold_data()
+            feed.changed.notify_all()
         now = self.clock.monotonic()
         if now - self._last_check >= CHECK_EVERY_S:
             self._last_check = now
@@ -512,8 +485,9 @@ class KafkaEventListener(Listener):
             if key in self._state.partitions.states and self._state.partitions.ended(key):
                 self._reset(key, f"ends at offset {message.offset()} since a broker connection was lost")
             return
-        self._counters["skipped_too_large" if error.code() == KafkaError.MSG_SIZE_TOO_LARGE else "broker_errors"] += 1
-        self._warn(f"error:{error.code()}", f"Kafka: {message.topic()} [{message.partition()}]: {error.str()}")
+        too_large = error.code() == KafkaError.MSG_SIZE_TOO_LARGE
+        self._feed.counters["skipped_too_large" if too_large else "broker_errors"] += 1
+        self._feed.warn(f"error:{error.code()}", f"Kafka: {message.topic()} [{message.partition()}]: {error.str()}")
 
     # --- partitions and the broker --------------------------------------------------------------------------
     def _check_offsets(self) -> None:
@@ -521,7 +495,7 @@ class KafkaEventListener(Listener):
         broker's "latest" answer, which tansu gives as 1 for an empty partition): :meth:`Partitions.high_watermark`."""
         for topic, partition in self._state.partitions.states:
             _, high = self._consumer.get_watermark_offsets(TopicPartition(topic, partition), cached=True)
-            with self._lock:
+            with self._feed.lock:
                 action = self._state.partitions.high_watermark((topic, partition), high)
                 if action == "end":
                     self._consumer.seek(TopicPartition(topic, partition, high))
@@ -531,23 +505,23 @@ class KafkaEventListener(Listener):
     def _on_error(self, error: KafkaError) -> None:
         """librdkafka's error callback (called from ``consume()`` on the consumer thread)."""
         code = error.code()
-        with self._lock:
+        with self._feed.lock:
             if code in (KafkaError._ALL_BROKERS_DOWN, KafkaError._TRANSPORT):
                 self._state.connection_lost()
             else:
-                self._counters["broker_errors"] += 1
+                self._feed.counters["broker_errors"] += 1
             if code == KafkaError._ALL_BROKERS_DOWN:
                 if self._unreachable_since is None:
                     self._unreachable_since = self.clock.time()
                     _log.warning("Kafka: broker %s unreachable: %s", self.address, error.str())
                 return
-        self._warn(f"error:{code}", f"Kafka: {error.str()}")
+        self._feed.warn(f"error:{code}", f"Kafka: {error.str()}")
 
     def _on_stats(self, stats: str) -> None:
         """librdkafka's statistics (every second): one more ``disconnects`` of a broker is a lost connection (also
         one no error reported); a broker ``UP`` means the cluster is reachable again."""
         disconnects, up = broker_states(stats)
-        with self._lock:
+        with self._feed.lock:
             self._state.disconnects(disconnects)
             if up and self._unreachable_since is not None:
                 self._reachable()
@@ -587,13 +561,6 @@ class KafkaEventListener(Listener):
 
     def _now_ns(self) -> int:
         return int(self.clock.time() * 1e9)
-
-    def _warn(self, key: str, message: str) -> None:
-        """Log a warning, the same kind at most once per ``WARN_EVERY_S``."""
-        now = self.clock.monotonic()
-        if now - self._warned.get(key, -math.inf) >= WARN_EVERY_S:
-            self._warned[key] = now
-            _log.warning("%s", message)
 
 
 def _mark(message: Message) -> tuple[int, int, int]:
