@@ -113,25 +113,13 @@ class FileRecord:
 
 
 @dataclass
-class EngineStatus:
-    """Live data as the status shows it (see the module's docstring for the meaning of each field)."""
+class EngineStatus(Health):
+    """Live data as the status shows it: an engine's :class:`~livereduce.engines.base.Health` (totals over every
+    engine the daemon started, see :class:`EngineTotals`), with the engine's name, and its state as text (a file
+    written by another version may hold a state this one does not know)."""
 
-    name: str = ""
     state: str = ""
-    source: str = ""
-    source_healthy: bool = True
-    source_counters: dict[str, int] = field(default_factory=dict)
-    run_number: int = 0
-    chunks: int = 0
-    events: int = 0
-    accumulated_events: int = 0
-    accumulation: str = ""
-    dropped_events: dict[str, int] = field(default_factory=dict)
-    last_cycle_end: float | None = None
-    last_cycle_duration: float | None = None
-    last_error: str = ""
-    last_error_time: float | None = None
-    errors: int = 0
+    name: str = ""
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -304,23 +292,20 @@ class EngineTotals:
         for reason, count in running.dropped_events.items():
             dropped[reason] = dropped.get(reason, 0) + count
         error = self._error if current is None else _newer(self._error, (current.last_error, current.last_error_time))
+        values = {field.name: getattr(shown, field.name) for field in dataclasses.fields(Health)}
         return EngineStatus(
-            name=name,
-            state=shown.state.value,
-            source=shown.source,
-            source_healthy=shown.source_healthy,
-            source_counters=dict(shown.source_counters),
-            run_number=shown.run_number,
-            chunks=self._done.chunks + running.chunks,
-            events=self._done.events + running.events,
-            accumulated_events=shown.accumulated_events,
-            accumulation=shown.accumulation,
-            dropped_events=dropped,
-            last_cycle_end=shown.last_cycle_end,
-            last_cycle_duration=shown.last_cycle_duration,
-            last_error=error[0],
-            last_error_time=error[1],
-            errors=self._done.errors + running.errors,
+            **values
+            | {
+                "name": name,
+                "state": str(shown.state),
+                "source_counters": dict(shown.source_counters),
+                "chunks": self._done.chunks + running.chunks,
+                "events": self._done.events + running.events,
+                "dropped_events": dropped,
+                "last_error": error[0],
+                "last_error_time": error[1],
+                "errors": self._done.errors + running.errors,
+            }
         )
 
 
