@@ -799,9 +799,18 @@ def hits_mid_write(out: Path) -> dict[str, int]:
 def test_sigkill_during_post_proc_writes_never_leaves_a_torn_file(
     tmp_path: Path, daemon: Callable[..., Daemon]
 ) -> None:
-    """The issue's scenario end to end: the real daemon running the demo's scripts, killed with SIGKILL during
-    its post_proc's saves while a reader polls the outputs (``DAEMON_KILLS`` times: a daemon's start costs a
-    second or two; the 30 kills at random moments are below, on the same script without the daemon around it)."""
+    """The issue's test: SIGKILL at random moments of the demo's post_proc writes, a reader polling all the while.
+
+    End to end, the real daemon running the demo's scripts is killed ``DAEMON_KILLS`` times (a daemon's start costs
+    a second or two); the ``KILLS`` kills at random moments hit the same post_proc in processes forked from a
+    writer that has imported what it needs, so that a kill costs what the saves cost."""
+    kill_the_daemon_during_saves(tmp_path, daemon)
+    (tmp_path / "forked").mkdir()
+    kill_forked_writers_during_saves(tmp_path / "forked")
+
+
+def kill_the_daemon_during_saves(tmp_path: Path, daemon: Callable[..., Daemon]) -> None:
+    """The daemons work in ``tmp_path`` (the ``daemon`` fixture's) and write to its ``out``."""
     scripts = {role: (DEMO / f"reduce_ADARA_FakeEvent_live_{role}.py").read_text() for role in ("proc", "post_proc")}
     config = {"update_every": 0.05, "event_rate": 50000, "end_run_every": 3600, "log_file": "livereduce.log"}
     out = tmp_path / "out"
@@ -875,11 +884,9 @@ WRITER = textwrap.dedent(
 )
 
 
-def test_sigkill_at_random_moments_of_the_demo_writes_never_leaves_a_torn_file(tmp_path: Path) -> None:
-    """The issue's test: 30 kills at random moments of the demo's post_proc writes, a reader polling all the while.
-
-    The demo's post_proc runs in a loop in a process forked for each kill from a writer that has imported what
-    the script needs (as the daemon has), so that a kill costs what the save costs, not a daemon's start."""
+def kill_forked_writers_during_saves(tmp_path: Path) -> None:
+    """``KILLS`` kills: the demo's post_proc runs in a loop in a process forked for each kill from a writer that has
+    imported what the script needs (as the daemon has)."""
     out = tmp_path / "out"
     out.mkdir()
     errors = tmp_path / "writer.err"
