@@ -114,6 +114,16 @@ def _lane_markers(item: pytest.Item) -> set[str]:
     return markers
 
 
+def pytest_addoption(parser: pytest.Parser, pluginmanager: pytest.PytestPluginManager) -> None:
+    """Without pytest-xdist (not installed, as in pixi's environments, or ``-p no:xdist``), the ``-n 3 --dist
+    loadgroup`` of ``addopts`` is accepted and ignored: the tests run in this process."""
+    if pluginmanager.has_plugin("xdist"):
+        return
+    group = parser.getgroup("xdist", "pytest-xdist is not active: its options are ignored")
+    group._addoption("-n", "--numprocesses", dest="numprocesses", default=None, help="ignored without pytest-xdist")
+    group._addoption("--dist", dest="dist", default="no", help="ignored without pytest-xdist")
+
+
 LANE_MARKERS = ("daemon", "broker", "packaging")
 LANES: dict[str, frozenset[str]] = {}
 """Node id -> the lane markers of every collected test (also those that ``-m`` deselects)."""
