@@ -133,7 +133,7 @@ def test_back_pressure_stops_reading_and_loses_nothing(sms, listeners):
     assert 2**20 <= buffered <= 2 * 2**20 + 100_000  # the limit plus at most one read
     ids = accumulate(drain(listener))[0]
     assert ids.size == run.events
-    assert listener.health().counters["back_pressure_pauses"] >= 2
+    assert listener.health().counters["back_pressure_pauses"] >= 1
 
 
 def test_reconnect_after_a_drop_restarts_at_the_replayed_new_run(sms, listeners):
