@@ -299,15 +299,18 @@ def adara(address: str, **keys: object) -> dict:
     return {"listener": "SNSLiveEventDataListener", "address": address, "update_every": 0.5, **keys}
 
 
-def test_sigterm_while_the_source_connects_exits_0_within_2_s(daemon):
+@pytest.mark.parametrize("listener", ["SNSLiveEventDataListener", "KafkaEventListener"])
+def test_sigterm_while_the_source_connects_exits_0_within_2_s(daemon, listener):
     """Defect 6: before, engine.start() blocked the supervisor while the source connected (the ADARA GEOMETRY wait
-    took 10 s), the status said 'running', and SIGTERM was acted on only afterwards. A listening socket that never
-    answers (the kernel completes the connection; nobody speaks) stands for an SMS that does not answer."""
+    took 10 s, a Kafka metadata request 10 s), the status said 'running', and SIGTERM was acted on only afterwards.
+    A listening socket that never answers (the kernel completes the connection; nobody speaks) stands for an SMS or
+    a broker that does not answer."""
     silent = socket.socket()
     silent.bind(("127.0.0.1", 0))
     silent.listen(8)
     try:
-        process = daemon(adara(f"127.0.0.1:{silent.getsockname()[1]}"), {"proc": "output = input\n"})
+        config = adara(f"127.0.0.1:{silent.getsockname()[1]}") | {"listener": listener}
+        process = daemon(config, {"proc": "output = input\n"})
         status_path = process.workdir / "status.json"
         poll_until(
             lambda: status_path.exists() and json.loads(status_path.read_text())["state"] == "connecting",
