@@ -24,7 +24,6 @@ import scipp as sc
 
 PULSE_DIM = "event_time_zero"
 EVENT_DIM = "event"
-RUN_METADATA = ("run_number", "start_time", "instrument_name", "monitors")
 MAX_EVENT_ID = 2**31 - 1
 """Largest valid ``event_id``: Mantid's ``detid_t`` is a signed 32-bit integer."""
 MAX_PIXELS = 1 << 24
@@ -232,17 +231,6 @@ def _unit(text: str | None) -> sc.Unit | None:
         return sc.Unit(text)
     except Exception:  # noqa: BLE001 - any text from the network; unparsable units are left out
         return None
-
-
-def empty_chunk(metadata: RunMetadata) -> sc.DataArray:
-    """A chunk with no pulses (a cycle in which the source delivered nothing)."""
-    return make_chunk(
-        np.empty(0, np.int32),
-        np.empty(0, np.float32),
-        np.empty(0, "datetime64[ns]"),
-        np.empty(0, np.int64),
-        metadata=metadata,
-    )
 
 
 def attach_metadata(target: sc.DataArray, metadata: RunMetadata) -> None:

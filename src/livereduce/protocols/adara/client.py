@@ -142,7 +142,6 @@ class ClientState:
         self._run_number = 0
         self._run_start_ns: int | None = None
         self._paused = False
-        self._scan_index = 0
         self._range: tuple[int, int] | None = None
         self._devices: dict[int, dict[int, Variable]] = {}
         self._last_log: dict[str, tuple[int, LogValue]] = {}
@@ -481,10 +480,8 @@ class ClientState:
             self._paused = False
             self._log("pause", stamp, 0)
         elif note.kind == AnnotationType.SCAN_START:
-            self._scan_index = note.scan_index
             self._log("scan_index", stamp, note.scan_index)
         elif note.kind == AnnotationType.SCAN_STOP:
-            self._scan_index = 0
             self._log("scan_index", stamp, 0)
 
     def _log(self, name: str, stamp: int, value: LogValue) -> None:

@@ -48,11 +48,6 @@ def ns_to_ms_floor(ns: int) -> int:
     return ns // NS_PER_MS
 
 
-def ns_to_ms_ceil(ns: int) -> int:
-    """ns since the epoch -> whole ms, rounded up (a run stop that is not before its last pulse)."""
-    return -(-ns // NS_PER_MS)
-
-
 def tof_ns_to_us(time_of_flight: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     """Time of flight in ns (integers) -> µs as float32, computed in float64 and rounded once.
 
