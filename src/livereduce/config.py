@@ -163,8 +163,9 @@ class Config(BaseModel):
     """Refuse world-writable scripts, ``script_dir`` and configuration (like sshd's StrictModes)."""
     keep_paused_events: StrictBool = False
     """ADARA: keep the events the SMS sends while the run is paused (Mantid's ``livelistener.keeppausedevents``)."""
-    source_buffer_mb: _within(1, 1 << 20) = 256
-    """MiB a network source may buffer between the socket/consumer and the cycle; beyond it, reading pauses."""
+    source_buffer_mb: _within(1, 1 << 20) | None = None
+    """MiB a network source may buffer between the socket/consumer and the cycle; beyond it, reading pauses.
+    Default: automatic, from 256 MiB up to what a cycle of the stream needs within the memory limit."""
     topics: dict[TopicRole, Annotated[str, Field(min_length=1, max_length=249)]] | None = None
     """Kafka topics by role (``events``, ``runInfo``, ``sampleEnv``, ``monitors``); default ``<INSTRUMENT>_<role>``."""
     kafka: dict[Annotated[str, Field(min_length=1, max_length=200)], str | int | float | bool] | None = None

@@ -48,6 +48,7 @@ from livereduce.engines.scipp.chunk import (
 )
 from livereduce.engines.scipp.listeners.base import Extracted, Listener, RunStatus, SourceHealth, StartPosition
 from livereduce.engines.scipp.listeners.buffered import POLL_S, BufferedSource
+from livereduce.engines.scipp.listeners.sizing import buffer_bound
 from livereduce.errors import ConfigError, SourceError
 from livereduce.protocols.adara.client import ClientState
 from livereduce.protocols.adara.decode import Framer, FramingError
@@ -106,7 +107,7 @@ class SNSLiveEventDataListener(Listener):
             self.name,
             address,
             "the SMS",
-            buffer_bytes=int(config.source_buffer_mb * 2**20),
+            bound=buffer_bound(config),
             clock=clock or SystemClock(),
             log=_log,
         )
@@ -173,9 +174,10 @@ class SNSLiveEventDataListener(Listener):
             raise SourceError("SNSLiveEventDataListener: extract() before start()")
         self._feed.check()
         with self._feed.lock:
+            held = client.pending_bytes
             segment = client.take()
             metadata = SegmentMetadata.of(client, segment)
-            self._feed.taken()
+            self._feed.taken(held)
         self._range = segment.id_range or self._range
         result, invalid = extracted(segment, metadata, self._range)
         if invalid:

@@ -10,10 +10,11 @@ protocol is the same for every source, and lives here, once (:class:`BufferedSou
   restarts the listener with back-off. Expected faults (a lost connection, a bad message) never escape: they are
   counters and states.
 * **the lock and condition** guarding the buffer, shared by the reader and ``extract()``.
-* **the buffer bound** (``source_buffer_mb``) and **lossless back-pressure**: when the data not yet extracted
-  reaches the bound, the reader stops reading (:meth:`BufferedSource.wait_for_room`) until ``extract()`` takes it;
-  the source then buffers (the SMS, the broker), as it would for a slow Mantid. The state says so (``reading
-  paused``) and the counter ``back_pressure_pauses`` counts it.
+* **the buffer bound** (``source_buffer_mb``, else automatic: :mod:`~.sizing`) and **lossless back-pressure**:
+  when the data not yet extracted reaches the bound, the reader stops reading (:meth:`BufferedSource.wait_for_room`)
+  until ``extract()`` takes it; the source then buffers (the SMS, the broker), as it would for a slow Mantid. The
+  state says so (``reading paused``), ``back_pressure_pauses`` counts the pauses and ``back_pressure_ms`` their
+  time, and the engine is told (:attr:`BufferedSource.on_full`: it may take an early chunk).
 * **counters** with one vocabulary for every source (:data:`COUNTERS`), shown the same in the status file and at
   ``/metrics``; ``skipped_<reason>`` per kind of message skipped, summed in ``messages_skipped``.
 * **the health line**: the reader's phase (``connecting to ...``, ``receiving from ...``), ``reconnecting to ... in
@@ -40,6 +41,7 @@ from collections.abc import Callable, Mapping
 from livereduce.backoff import Backoff
 from livereduce.clock import Clock
 from livereduce.engines.scipp.listeners.base import SourceHealth
+from livereduce.engines.scipp.listeners.sizing import HEADROOM_CYCLES, BufferBound
 from livereduce.errors import SourceError
 from livereduce.protocols import skipped_counter
 
@@ -64,7 +66,9 @@ COUNTERS = (
     "reconnects",
     "connection_failures",
     "back_pressure_pauses",
+    "back_pressure_ms",
     "buffered_bytes",
+    "buffer_limit_bytes",
     "internal_errors",
 )
 """The counters every network source reports (0 until they count), with the same meaning for each:
@@ -73,7 +77,8 @@ COUNTERS = (
 ``skipped_<reason>``; ``pulses``, ``events`` (neutron events kept), ``events_dropped`` (delivered but dropped: special
 banks, paused, invalid pixel ids, outside a run), ``monitor_events``, ``logs`` (log values); ``run_starts`` and
 ``run_stops`` seen; ``reconnects`` (connections lost and made again), ``connection_failures`` (attempts that failed);
-``back_pressure_pauses`` (times reading paused on a full buffer), ``buffered_bytes`` (held now), ``internal_errors``
+``back_pressure_pauses`` (times reading paused on a full buffer) and ``back_pressure_ms`` (their length),
+``buffered_bytes`` (held now), ``buffer_limit_bytes`` (the bound now), ``internal_errors``
 (bugs: the reader thread ended). A source adds its own (e.g. ADARA ``heartbeats``, Kafka ``offset_gaps``)."""
 
 
@@ -84,7 +89,7 @@ class BufferedSource:
         name: the listener's name, for logs and the thread (e.g. ``"SNSLiveEventDataListener"``).
         where: the source's address, for the health line and messages (e.g. ``"bl11a-daq1:31415"``).
         peer: what is at that address, for messages (e.g. ``"the SMS"``: ``Connection to the SMS at ... lost``).
-        buffer_bytes: the bound of the data not yet extracted (``source_buffer_mb`` in bytes, > 0).
+        bound: the bound of the data not yet extracted (:class:`~.sizing.BufferBound`).
         clock: time for the back-off and the warning rate. Deadlines of blocking waits (a socket, the condition)
             are real time (``time.monotonic``): nothing else can end them.
         log: the listener's logger.
@@ -95,15 +100,18 @@ class BufferedSource:
         counters: cumulative counts (guarded by :attr:`lock`); see :data:`COUNTERS`.
         stopping: set by :meth:`interrupt`/:meth:`stop`; every wait here ends when it is set.
         backoff: the reconnect delays of this source.
+        on_full: called (from the reader thread, without the lock) when reading pauses on a full buffer; the
+            engine sets it to take an early chunk (``accum_method`` Add).
     """
 
     def __init__(
-        self, name: str, where: str, peer: str, *, buffer_bytes: int, clock: Clock, log: logging.Logger
+        self, name: str, where: str, peer: str, *, bound: BufferBound, clock: Clock, log: logging.Logger
     ) -> None:
         self.name = name
         self.where = where
         self.peer = peer
-        self.buffer_bytes = buffer_bytes
+        self.bound = bound
+        self.on_full: Callable[[], None] | None = None
         self.clock = clock
         self.log = log
         self.lock = threading.Lock()
@@ -116,6 +124,7 @@ class BufferedSource:
         self._phase = "not connected"
         self._healthy = False
         self._paused = False
+        self._paused_since_take = False
         self._retry: tuple[float, str] | None = None  # (monotonic time of the next attempt, why)
         self._warned: dict[str, float] = {}
 
@@ -179,27 +188,57 @@ class BufferedSource:
                 self.changed.wait(min(left, POLL_S))
             return ready()
 
+    @property
+    def buffer_bytes(self) -> int:
+        """The bound now (bytes; automatic bounds grow with the stream)."""
+        return self.bound.limit
+
     def wait_for_room(self, pending: Callable[[], int]) -> bool:
         """Back-pressure: if ``pending()`` bytes (read under the lock) reach the buffer bound, stop reading until
-        ``extract()`` takes data (it notifies :attr:`changed`) or the listener stops. Returns True if it waited
-        (time blocked on purpose is not silence: liveness clocks restart)."""
+        ``extract()`` takes data (it notifies :attr:`changed`) or the listener stops; :attr:`on_full` is called
+        first. Returns True if it waited (time blocked on purpose is not silence: liveness clocks restart)."""
+        with self.lock:
+            if pending() < self.buffer_bytes:
+                return False
+        if self.on_full is not None:
+            self.on_full()
         with self.changed:
             if pending() < self.buffer_bytes:
                 return False
-            self._paused = True
+            self._paused = self._paused_since_take = True
             self.counters["back_pressure_pauses"] += 1
             self.warn(
                 "buffer full",
-                f"{self.name}: buffer full ({self.buffer_bytes / 2**20:g} MiB, source_buffer_mb): reading from "
-                f"{self.where} paused until a cycle takes the data",
+                f"{self.name}: buffer full ({self.bound.describe()}): reading from {self.where} paused until a "
+                f"cycle takes the data",
             )
+            began = time.monotonic()
             while pending() >= self.buffer_bytes and not self.stopping.is_set():
                 self.changed.wait(POLL_S)
+            self.counters["back_pressure_ms"] += int((time.monotonic() - began) * 1000)
             self._paused = False
             return True
 
-    def taken(self) -> None:
-        """``extract()`` took data (call with :attr:`lock` held): wake a reader waiting for room."""
+    def taken(self, nbytes: int) -> None:
+        """``extract()`` took ``nbytes`` of buffered data (call with :attr:`lock` held): size the automatic bound
+        (:meth:`~.sizing.BufferBound.cycle`) and wake a reader waiting for room."""
+        before = self.bound.limit
+        if self.bound.cycle(nbytes, self._paused_since_take):
+            self.log.info(
+                "%s: buffer bound raised from %.0f MiB to %s for %.0f MiB per cycle",
+                self.name,
+                before / 2**20,
+                self.bound.describe(),
+                nbytes / 2**20,
+            )
+        if self.bound.short:
+            self.warn(
+                "memory short",
+                f"{self.name}: {HEADROOM_CYCLES} cycles of this stream need {self.bound.wanted / 2**20:.0f} MiB of "
+                f"buffer; the memory limit leaves {self.bound.cap / 2**20:.0f} MiB (system_mem_limit_perc, "
+                f"mem_limit_mb): a full buffer pauses reading (accum_method Add: the engine takes an early chunk)",
+            )
+        self._paused_since_take = False
         self.changed.notify_all()
 
     # --- connections --------------------------------------------------------------------------------------------
@@ -294,6 +333,7 @@ class BufferedSource:
             counters.update(self.counters)
             counters.update(extra or {})
             counters["messages_skipped"] = sum(v for k, v in counters.items() if k.startswith("skipped_"))
+            counters["buffer_limit_bytes"] = self.bound.limit
             if self._failure:
                 return SourceHealth(f"reader failed: {self._failure} ({self.where})", False, dict(counters))
             if self._retry is not None:
@@ -303,5 +343,5 @@ class BufferedSource:
                 )
             state, healthy = (phase, healthy) if phase is not None else (self._phase, self._healthy)
             if self._paused:
-                state += f"; reading paused: buffer full ({self.buffer_bytes / 2**20:g} MiB)"
+                state += f"; reading paused: buffer full ({self.buffer_bytes / 2**20:.0f} MiB)"
             return SourceHealth(state, healthy, dict(counters))

@@ -26,6 +26,7 @@ from livereduce.clock import Clock, SystemClock
 from livereduce.config import Config
 from livereduce.engines.scipp.chunk import event_count
 from livereduce.engines.scipp.listeners.base import Extracted, Listener, RunStatus, SourceHealth, StartPosition
+from livereduce.engines.scipp.listeners.sizing import FLOOR_BYTES
 from livereduce.engines.scipp.nexus_checks import NS_MAX
 from livereduce.engines.scipp.nexus_events import EventFile
 from livereduce.errors import ConfigError
@@ -51,7 +52,8 @@ class FileEventDataListener(Listener):
         self.clock = clock or SystemClock()
         self.speed = config.replay_speed
         self.max_pulses = config.replay_chunk_pulses
-        self.max_events = max(1, int(config.source_buffer_mb * 2**20) // _CHUNK_BYTES_PER_EVENT)
+        budget = FLOOR_BYTES if config.source_buffer_mb is None else int(config.source_buffer_mb * 2**20)
+        self.max_events = max(1, budget // _CHUNK_BYTES_PER_EVENT)
         self._file: EventFile | None = None
         self._pixel_range = (0, 0)  # the last file's, kept after disconnect()
         self._pulses = 0

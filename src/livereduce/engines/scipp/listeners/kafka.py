@@ -29,6 +29,7 @@ from livereduce.config import Config
 from livereduce.engines.scipp import chunk
 from livereduce.engines.scipp.listeners.base import Extracted, Listener, RunStatus, SourceHealth, StartPosition
 from livereduce.engines.scipp.listeners.buffered import BufferedSource
+from livereduce.engines.scipp.listeners.sizing import buffer_bound
 from livereduce.errors import ConfigError, SourceError
 from livereduce.protocols.kafka.partitions import Key, mark
 from livereduce.protocols.kafka.reading import ReadState
@@ -87,19 +88,17 @@ class KafkaEventListener(Listener):
         self.instrument = info.name
         self.topics = topic_names(info.name, config.topics)
         self._roles: dict[str, Role] = {topic: role for role, topic in self.topics.items()}
-        self.buffer_limit = int(config.source_buffer_mb * 2**20)
-        self.max_message = min(MAX_MESSAGE_BYTES, self.buffer_limit)
+        bound = buffer_bound(config)
+        self.max_message = min(MAX_MESSAGE_BYTES, bound.limit)
         self._site = dict(config.kafka or {})
-        self._settings = consumer_settings(address, self._site, self.buffer_limit // 4 // 1024)
+        self._settings = consumer_settings(address, self._site, bound.limit // 4 // 1024)
         self._consumer: Consumer | None = None
         self._position: StartPosition = "from_start_of_run"
         self._lower: int | None = None  # pulses before this time (ns) are not delivered
-        self._feed = BufferedSource(
-            self.name, address, "the Kafka broker", buffer_bytes=self.buffer_limit, clock=self.clock, log=_log
-        )
+        self._feed = BufferedSource(self.name, address, "the Kafka broker", bound=bound, clock=self.clock, log=_log)
         self._mean_message = 65536.0  # bytes: a running mean of the messages consumed (consumer thread only)
         # --- guarded by the core's lock -------------------------------------------------------------------------
-        self._state = ReadState({}, self.buffer_limit, self._feed.warn)
+        self._state = ReadState({}, bound.limit, self._feed.warn)
         self._located = False
         self._unreachable_since: float | None = None
         # --- consumer thread only -------------------------------------------------------------------------------
@@ -180,8 +179,10 @@ class KafkaEventListener(Listener):
         feed = self._feed
         feed.check()
         with feed.lock:
+            held = self._state.router.buffered_bytes
             taken = self._state.router.take()
-            feed.taken()
+            feed.taken(held)
+            self._state.router.buffer_limit = feed.buffer_bytes  # the automatic bound may have grown
         id_range = (0, 0)  # no run, no events: no pixels
         if taken.run is not None:  # the run start's detector ids, else the widest range
             id_range = chunk.capped_range(*(taken.run.start.detector_ids or (0, chunk.MAX_PIXELS - 1)))
@@ -419,7 +420,7 @@ class KafkaEventListener(Listener):
         if feed.wait_for_room(lambda: self._state.router.buffered_bytes):
             return
         with feed.lock:
-            room = self.buffer_limit - self._state.router.buffered_bytes
+            room = feed.buffer_bytes - self._state.router.buffered_bytes
             losses = self._state.losses
             for (topic, partition), offset in self._state.to_verify():  # seek back to each partition's mark
                 self._consumer.seek(TopicPartition(topic, partition, offset))
