@@ -88,11 +88,14 @@ class SourceHealth:
         healthy: False while the source is not delivering as it should (connection lost, broker unreachable).
         counters: cumulative counts since ``start()``, e.g. ``bytes``, ``packets``, ``events``,
             ``packets_skipped``; names are source-specific, values non-negative integers.
+        offset_lag: Kafka: messages between the consumer's position and the end of each partition it reads, by
+            ``"topic[partition]"`` (e.g. ``{"SANS2D_events[0]": 12}``); empty for other sources.
     """
 
     state: str
     healthy: bool = True
     counters: Mapping[str, int] = field(default_factory=dict)
+    offset_lag: Mapping[str, int] = field(default_factory=dict)
 
 
 class Listener(ABC):
