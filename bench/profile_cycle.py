@@ -6,7 +6,7 @@ same calls in its ``MonitorLiveData`` thread), with the configuration and script
 ``bench_replay.py`` configurations, until the end of the file. Each step is timed by wrapping the function the
 cycle calls:
 
-* ``read``: the HDF5 read of the chunk's events (``FileEventDataListener._read``);
+* ``read``: the HDF5 read of the chunk's events (``EventFile._read`` of the listener's open file);
 * ``extract``: the whole ``listener.extract()`` (read + building the chunk: weights, bins, metadata);
 * ``proc``: the proc script; ``histogram``: the engine's histogramming (``preserve_events`` false);
 * ``accumulate``: ``Accumulator.accumulate``; ``post_proc``: the post_proc script;
@@ -76,7 +76,7 @@ def make_loader(path: Path) -> LiveDataLoader:
 def instrument(loader: LiveDataLoader) -> Timer:
     """Wrap the steps of the loader's cycle with a :class:`Timer`."""
     timer = Timer()
-    timer.wrap(loader.listener, "_read", "read")
+    timer.wrap(loader.listener._file, "_read", "read")
     timer.wrap(loader.listener, "extract", "extract")
     timer.wrap(loader, "_process", "proc")
     timer.wrap(cycle_module, "histogram_events", "histogram")
@@ -88,14 +88,14 @@ def instrument(loader: LiveDataLoader) -> Timer:
 def run_cycles(loader: LiveDataLoader, timer: Timer, profile: cProfile.Profile | None) -> tuple[int, float, dict]:
     """Run cycles to the end of the run, printing one line each; returns (events, cycle seconds, step totals)."""
     totals: dict[str, float] = defaultdict(float)
-    events_total, cycles_total, replace = 0, 0.0, True
+    events_total, cycles_total = 0, 0.0
     print(f"{'chunk':>5}{'events':>12}{'cycle s':>9}" + "".join(f"{step:>12}" for step in STEPS))
     for chunk in range(1, 1_000_000):
         timer.cycle.clear()
         if profile is not None:
             profile.enable()
         started = time.perf_counter()
-        result = loader.run(replace)
+        result = loader.run()
         counted = time.perf_counter()
         event_count(loader.accumulator.accumulation)
         ended = time.perf_counter()
@@ -104,7 +104,6 @@ def run_cycles(loader: LiveDataLoader, timer: Timer, profile: cProfile.Profile |
         timer.cycle["event_count"] = ended - counted
         if result.error is not None:
             raise SystemExit(f"chunk {chunk}: {result.error}")
-        replace = not result.accumulated
         events_total += result.events
         cycles_total += ended - started
         for step in STEPS:
