@@ -248,9 +248,11 @@ class FakeClock:
         return self.wall_origin + self.now
 
     def wait(self, event: threading.Event, timeout: float | None) -> bool:
-        """Advance by ``timeout`` instead of sleeping; an unbounded wait (a wait for a stop) sets ``event``, as the
-        stop that would end it, so that a test never hangs."""
+        """Return at once if ``event`` is set; else advance by ``timeout`` instead of sleeping; an unbounded wait (a
+        wait for a stop) sets ``event``, as the stop that would end it, so that a test never hangs."""
         self.waits.append(timeout)
+        if event.is_set():  # as Event.wait: a set event returns at once
+            return True
         if timeout is None:
             event.set()
         else:

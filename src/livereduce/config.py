@@ -163,6 +163,9 @@ class Config(BaseModel):
     """Refuse world-writable scripts, ``script_dir`` and configuration (like sshd's StrictModes)."""
     keep_paused_events: StrictBool = False
     """ADARA: keep the events the SMS sends while the run is paused (Mantid's ``livelistener.keeppausedevents``)."""
+    early_chunks: StrictBool = True
+    """``accum_method`` Add: when the source's buffer is full before a cycle is due, take the chunk early (proc and
+    accumulate; post_proc keeps its ``update_every`` cadence) instead of pausing the source."""
     source_buffer_mb: _within(1, 1 << 20) | None = None
     """MiB a network source may buffer between the socket/consumer and the cycle; beyond it, reading pauses.
     Default: automatic, from 256 MiB up to what a cycle of the stream needs within the memory limit."""

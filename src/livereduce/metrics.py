@@ -22,6 +22,10 @@ cycle, because a once-a-second status cannot see every cycle: the cycle-duration
 | ``livereduce_cycle_errors_total`` | counter | | cycles that ended with an error |
 | ``livereduce_script_errors_total`` | counter | script | failed cycles by step: proc, post_proc, accumulate |
 | ``livereduce_cycle_duration_seconds`` | histogram | | duration of each cycle (scipp engine) |
+| ``livereduce_lag_seconds`` | gauge | | newest pulse accumulated to its cycle's output (absent while unknown) |
+| ``livereduce_cycle_lag_seconds`` | histogram | | the lag after each cycle (scipp engine) |
+| ``livereduce_lagging`` | gauge | | 1 while live data falls behind real time (the log says why) |
+| ``livereduce_kafka_offset_lag`` | gauge | partition | messages between the consumer and each partition's end |
 | ``livereduce_engine_restarts_total`` | counter | reason | scripts, memory, failures, signals, watcher |
 | ``livereduce_rss_bytes`` | gauge | | resident memory with children |
 | ``livereduce_memory_limit_bytes`` | gauge | | the memory limit (absent without one) |
@@ -52,6 +56,8 @@ _log = logging.getLogger("livereduce")
 
 CYCLE_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
 """Upper bounds (seconds) of the cycle-duration histogram's buckets."""
+LAG_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0)
+"""Upper bounds (seconds) of the lag histogram's buckets."""
 STEPS = ("proc", "post_proc", "accumulate")
 SUPERVISOR_STATES = (
     "starting",
@@ -83,6 +89,12 @@ class Metrics:
             buckets=CYCLE_BUCKETS,
             registry=self.registry,
         )
+        self._lag_seconds = Histogram(
+            "livereduce_cycle_lag_seconds",
+            "Lag after each cycle: its output time minus the newest pulse accumulated",
+            buckets=LAG_BUCKETS,
+            registry=self.registry,
+        )
         self._script_errors = Counter(
             "livereduce_script_errors",
             "Cycles that failed, by the step that failed",
@@ -101,6 +113,8 @@ class Metrics:
             self._cycle_seconds.observe(done.duration)
         if done.failed is not None:
             self._script_errors.labels(done.failed).inc()
+        if done.lag is not None:
+            self._lag_seconds.observe(done.lag)
 
     def serve(self, address: str, port: int) -> str | None:
         """Start the HTTP endpoint in a thread; returns its URL, or None (logged) if it cannot listen."""
@@ -174,6 +188,19 @@ class _StatusCollector(Collector):
             "livereduce_source_healthy", "1 while the source delivers", value=int(engine.source_healthy)
         )
         yield _labelled("livereduce_source_count", "The source's own counters", "counter", engine.source_counters)
+        if engine.lag is not None:
+            yield GaugeMetricFamily(
+                "livereduce_lag_seconds", "Newest pulse accumulated to its cycle's output", value=engine.lag
+            )
+        yield GaugeMetricFamily(
+            "livereduce_lagging", "1 while live data falls behind real time", value=int(bool(engine.lagging))
+        )
+        offsets = GaugeMetricFamily(
+            "livereduce_kafka_offset_lag", "Messages between the consumer and the partition's end", labels=["partition"]
+        )
+        for partition, behind in engine.offset_lag.items():
+            offsets.add_metric([partition], behind)
+        yield offsets
         yield CounterMetricFamily(
             "livereduce_log_records_lost", "Log records that could not be written", value=status.log_records_lost
         )

@@ -147,6 +147,10 @@ class EngineStatus(Health):
             last_error=_text(data.get("last_error")),
             last_error_time=_number(data.get("last_error_time")),
             errors=_int(data.get("errors")),
+            lag=_number(data.get("lag")),
+            lag_basis=_text(data.get("lag_basis")),
+            lagging=_text(data.get("lagging")),
+            offset_lag=_counts(data.get("offset_lag")),
         )
 
 

@@ -78,6 +78,17 @@ def _accumulation(engine: EngineStatus) -> str:
     return engine.accumulation or "none yet"
 
 
+def _lag(engine: EngineStatus) -> str:
+    """E.g. ``"0.4 s (pulse times)"``, ``"95.2 s (pulse times), FALLING BEHIND: <cause>"``, ``"unknown"``; for
+    Kafka the consumer's offset lag per partition follows."""
+    text = "unknown" if engine.lag is None else f"{seconds(engine.lag)} ({engine.lag_basis or 'pulse times'})"
+    if engine.lagging:
+        text += f", FALLING BEHIND: {engine.lagging}"
+    if engine.offset_lag:
+        text += "; consumer behind by " + ", ".join(f"{key} {n}" for key, n in engine.offset_lag.items())
+    return text
+
+
 def _engine_rows(engine: EngineStatus, now: float) -> list[tuple[str, str]]:
     rows = [
         ("engine", f"{engine.name or 'unknown'} ({engine.state or 'unknown'})"),
@@ -92,6 +103,7 @@ def _engine_rows(engine: EngineStatus, now: float) -> list[tuple[str, str]]:
     if last is not None and engine.last_cycle_duration is not None:
         cycle += f", took {seconds(engine.last_cycle_duration)}"
     rows.append(("last cycle", cycle))
+    rows.append(("lag", _lag(engine)))
     rows.append(("errors", f"{engine.errors} failed cycles"))
     if engine.last_error:
         rows.append(("last error", f"{one_line(engine.last_error)} ({_local_time(engine.last_error_time, now)})"))

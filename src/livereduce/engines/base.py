@@ -44,6 +44,13 @@ class Health:
         errors: cycles that ended with an error since the engine started.
         source_healthy: False while the source is not delivering as it should (e.g. connection lost).
         source_counters: the source's cumulative counters (bytes, packets, messages, ...).
+        lag: seconds between the newest pulse accumulated and the output of its cycle, or None before the first
+            pulse (see ``engines/scipp/lag.py``).
+        lag_basis: ``"pulse times"`` (the source's clock is real time) or ``"relative"`` (to the smallest lag
+            seen: a replay of old data); "" while unknown.
+        lagging: while live data falls behind real time, the cause and the key that fixes it; "" otherwise.
+        offset_lag: Kafka: messages between the consumer's position and each partition's end, by
+            ``"topic[partition]"``.
     """
 
     state: EngineState = EngineState.STARTING
@@ -61,6 +68,10 @@ class Health:
     errors: int = 0
     source_healthy: bool = True
     source_counters: dict[str, int] = field(default_factory=dict)
+    lag: float | None = None
+    lag_basis: str = ""
+    lagging: str = ""
+    offset_lag: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -99,10 +110,12 @@ class CycleCompleted:
     Attributes:
         duration: seconds the cycle took, or None when the engine cannot measure it (mantid).
         failed: the step that failed (``proc``, ``post_proc``, ``accumulate``), or None.
+        lag: the lag after the cycle (seconds; see :attr:`Health.lag`), or None when unknown.
     """
 
     duration: float | None = None
     failed: str | None = None
+    lag: float | None = None
 
 
 EngineEvent = EngineStarted | EngineFinished | EngineFailed | CycleCompleted

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -20,7 +21,8 @@ from livereduce.scripts import ProcessingScripts, load_script
 
 
 class Scripted(Listener):
-    """Plays a list of steps: each an Extracted-like tuple (status, ids, dropped, ended) or an exception."""
+    """Plays a list of steps: each an Extracted-like tuple (status, ids, dropped, ended[, more_buffered[, full]])
+    or an exception; ``full``: the buffer fills again right after that extract (the engine's callback is called)."""
 
     name = "Scripted"
 
@@ -30,6 +32,10 @@ class Scripted(Listener):
         self.cycle_seconds = cycle_seconds
         self.extracts: list[float] = []
         self.stop_after_steps: threading.Event | None = None
+        self.full: Callable[[], None] | None = None
+
+    def on_buffer_full(self, callback: Callable[[], None]) -> None:
+        self.full = callback
 
     def connect(self) -> None:
         return
@@ -46,8 +52,11 @@ class Scripted(Listener):
         step = self.steps.pop(0)
         if isinstance(step, Exception):
             raise step
-        status, ids, dropped, ended = step
-        return Extracted(_chunk(ids), status, (0, 9), dropped=dropped, ended=ended)
+        status, ids, dropped, ended, *more = step  # more: (more_buffered, buffer full after this extract)
+        more_buffered, full = (*more, False, False)[:2]
+        if full and self.full is not None:
+            self.full()  # the reader found the buffer full again (an engine that takes no early chunk: no one hears)
+        return Extracted(_chunk(ids), status, (0, 9), dropped=dropped, ended=ended, more_buffered=more_buffered)
 
 
 def _chunk(ids: list[int]):
@@ -164,3 +173,44 @@ def test_a_chunk_of_no_run_says_so(caplog):
     messages = [r.getMessage() for r in caplog.records if r.name == "livereduce.MonitorLiveData"]
     assert any(m.startswith("Initial chunk: 0 events in 0 pulses (no run);") for m in messages), messages
     assert any(m.startswith("Chunk 0: 2 events in 2 pulses (run 3, Running);") for m in messages), messages
+
+
+def test_a_chunk_that_ends_a_run_with_the_next_run_buffered_behind_it_is_followed_at_once(caplog):
+    end_with_more = (RunStatus.EndRun, [3], {}, False, True)
+    _, listener, _, _ = run_loop([RUNNING, end_with_more, RUNNING, RUNNING], caplog)
+    # the new run's first data is taken right after the end of the previous one, not a cycle later
+    assert listener.extracts == [0, 10, 10, 20, 30]
+    _, plain, _, _ = run_loop([RUNNING, (RunStatus.EndRun, [3], {}, False), RUNNING], caplog)
+    assert plain.extracts == [0, 10, 20, 30]  # nothing buffered behind the end: the schedule as always
+
+
+def _post_proc_counting(tmp_path):
+    post_proc = tmp_path / "post_proc.py"
+    post_proc.write_text("mtd['post_proc runs'] = mtd.get('post_proc runs', 0) + 1\noutput = input\n")
+    return ProcessingScripts(None, load_script("post_proc", post_proc))
+
+
+@pytest.mark.parametrize(
+    ("accum_method", "early_chunks", "early"), [("Add", True, 2), ("Add", False, 0), ("Replace", True, 0)]
+)
+def test_a_full_buffer_takes_an_early_chunk_for_add_and_post_proc_keeps_its_cadence(
+    tmp_path, caplog, accum_method, early_chunks, early
+):
+    caplog.set_level(logging.INFO)
+    clock = FakeClock()
+    full = (RunStatus.Running, [1, 2], {}, False, False, True)
+    listener = Scripted([RUNNING, full, full, RUNNING, RUNNING], clock)
+    config = Config(update_every=10, accum_method=accum_method, early_chunks=early_chunks)
+    engine = ScippEngine(config, listener=listener, clock=clock)
+    listener.stop_after_steps = engine._stop
+    engine.start(_post_proc_counting(tmp_path), [].append)
+    engine._thread.join(10)
+    messages = [r.getMessage() for r in caplog.records if "early part" in r.getMessage()]
+    assert len(messages) == early
+    health = engine.health()
+    assert health.events == 10  # every event of the five extracts accumulated, early or not
+    assert engine._loader.workspaces["post_proc runs"] == health.chunks  # post_proc only on the cycles
+    if early:
+        assert messages[0].startswith("Chunk 1, early part 1 (source buffer full): 2 events in 2 pulses")
+        assert listener.extracts == [0, 10, 10, 10, 20, 30]  # the early parts at once, the cycles on schedule
+        assert health.chunks == 4

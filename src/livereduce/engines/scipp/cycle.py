@@ -56,6 +56,9 @@ class CycleResult:
         finished: set when the engine must end (``run_transition`` Stop at a run transition): the reason.
         error: the error that ended the cycle early, or None.
         failed: the step that failed: ``proc``, ``accumulate`` (histogramming or accumulating) or ``post_proc``.
+        newest_pulse_s: time of the chunk's newest pulse (Unix seconds), or None when it holds no pulse.
+        more_buffered: the source already holds data beyond this chunk (the next run's).
+        post_processed: whether post_proc ran (not for an early chunk in the middle of a run).
     """
 
     status: RunStatus
@@ -70,6 +73,14 @@ class CycleResult:
     finished: str | None = None
     error: ScriptError | AccumulationError | None = None
     failed: str | None = None
+    newest_pulse_s: float | None = None
+    more_buffered: bool = False
+    post_processed: bool = True
+
+    @property
+    def transition(self) -> bool:
+        """The chunk ended a run (the next chunk starts a new accumulation)."""
+        return self.status in (RunStatus.EndRun, RunStatus.BeginRun)
 
 
 class LiveDataLoader:
@@ -92,14 +103,19 @@ class LiveDataLoader:
         self._replace_next = True  # the first chunk, after a data reset or a run transition: Replace
         self._previous_run = 0  # run of the last transition (for Rename's ``result_<run>_post``)
 
-    def run(self) -> CycleResult:
+    def run(self, *, early: bool = False) -> CycleResult:
         """Run one cycle: extract, process, accumulate, post-process, then apply a run transition.
+
+        Args:
+            early: an early chunk (the source's buffer is full before the cycle is due, ``accum_method`` Add):
+                post_proc runs only if the chunk ends a run (the run's last output is never skipped).
 
         Raises:
             SourceError: the listener failed (the engine cannot go on).
         """
         extracted = self.listener.extract()
         chunk = extracted.chunk
+        post_process = not early or extracted.status in (RunStatus.EndRun, RunStatus.BeginRun)
         self._replace_next |= extracted.data_reset
         error: ScriptError | AccumulationError | None = None
         failed: str | None = None
@@ -113,9 +129,11 @@ class LiveDataLoader:
             accumulation = self.accumulator.accumulate(processed, metadata_of(chunk), self._replace_next)
             accumulated = True
             self._replace_next = False
-            failed = "post_proc"
-            self.workspaces[OUTPUT_WORKSPACE] = self._post_process(accumulation)
             failed = None
+            if post_process:
+                failed = "post_proc"
+                self.workspaces[OUTPUT_WORKSPACE] = self._post_process(accumulation)
+                failed = None
         except (ScriptError, AccumulationError) as err:
             error = err
         finished = self._transition(extracted.status, extracted.run_number)
@@ -132,6 +150,9 @@ class LiveDataLoader:
             finished=finished,
             error=error,
             failed=failed,
+            newest_pulse_s=_newest_pulse_s(chunk),
+            more_buffered=extracted.more_buffered,
+            post_processed=post_process,
         )
 
     def _transition(self, status: RunStatus, run: int) -> str | None:
@@ -192,6 +213,12 @@ class LiveDataLoader:
         if name not in self.workspaces:
             raise ScriptFailed(f"'{path}': 'output' names workspace '{name}', which does not exist in mtd", "")
         return self.workspaces[name]
+
+
+def _newest_pulse_s(chunk: sc.DataArray) -> float | None:
+    """Unix seconds of the chunk's newest pulse (its ``event_time_zero``, ns), or None without pulses."""
+    times = chunk.coords[PULSE_DIM].values
+    return float(times.max().astype("datetime64[ns]").astype("int64")) / 1e9 if times.size else None
 
 
 def _checked(path: object, output: object) -> object:

@@ -39,6 +39,7 @@ from livereduce.engines.base import (
     Notify,
 )
 from livereduce.engines.scipp.cycle import CycleResult, LiveDataLoader
+from livereduce.engines.scipp.lag import CycleLag, LagMeter
 from livereduce.engines.scipp.listeners import create_listener
 from livereduce.engines.scipp.listeners.base import Listener, RunStatus
 from livereduce.errors import LiveReduceError
@@ -67,6 +68,8 @@ class ScippEngine:
         self.clock = clock or SystemClock()
         self.listener = listener if listener is not None else create_listener(config, self.clock)
         self._stop = threading.Event()
+        self._wake = threading.Event()  # set by stop() and by a full source buffer (early chunks)
+        self._lag = LagMeter(config.update_every, self._buffer_hint)
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
         self._health = Health()
@@ -85,6 +88,7 @@ class ScippEngine:
         """Ask the cycle thread to stop after the current cycle (interrupting a source that is being opened);
         True if it ended within ``timeout`` seconds."""
         self._stop.set()
+        self._wake.set()
         self.listener.interrupt()
         if self._thread is not None:
             self._thread.join(timeout)
@@ -103,7 +107,15 @@ class ScippEngine:
             copy = dataclasses.replace(health, dropped_events=dict(health.dropped_events))
         source = self.listener.health()
         copy.source, copy.source_healthy, copy.source_counters = source.state, source.healthy, dict(source.counters)
+        copy.offset_lag = dict(source.offset_lag)
         return copy
+
+    def _buffer_hint(self) -> str:
+        """How the source's buffer is bounded now, for the lag warning."""
+        limit = self.listener.health().counters.get("buffer_limit_bytes", 0) / 2**20
+        if self.config.source_buffer_mb is not None:
+            return f"{limit:.0f} MiB, source_buffer_mb"
+        return f"{limit:.0f} MiB, automatic within the memory limit"
 
     # --- the MonitorLiveData loop -----------------------------------------------------------------------------
     def _monitor(self, scripts: ProcessingScripts, notify: Notify) -> None:
@@ -148,34 +160,75 @@ class ScippEngine:
 
     def _loop(self, notify: Notify) -> None:
         interval, clock = self.config.update_every, self.clock
+        if self.config.accum_method == "Add" and self.config.early_chunks:
+            self.listener.on_buffer_full(self._wake.set)
         number: int | None = None  # None: StartLiveData's initial chunk; then MonitorLiveData's 0, 1, 2, ...
         while not self._stop.is_set():
             started = clock.monotonic()
             if number is not None:
                 _log.info("Loading live data chunk %d at %s", number, datetime.now().strftime("%H:%M:%S"))
-            result = self._loader.run()
-            duration = clock.monotonic() - started
-            self._record(number, result, duration)
-            notify(CycleCompleted(duration, result.failed))
-            if result.finished is not None:
-                self._set(state=EngineState.FINISHED)
-                notify(EngineFinished(result.finished))
+            result = self._cycle(notify, "Initial chunk" if number is None else f"Chunk {number}", started)
+            if result is None:
                 return
-            if result.ended:
-                _log.info("The source has ended: no more data; live data stays idle until it is stopped")
-                self._set(state=EngineState.IDLE)
-                clock.wait(self._stop, None)
-                return
-            # start-to-start; after the first chunk from its end (MonitorLiveData); a late cycle owes nothing
+            # start-to-start; after the first chunk from its end (MonitorLiveData); a late cycle owes nothing; a
+            # chunk that ended a run with the next run's data behind it: that data at once
             next_start = (clock.monotonic() if number is None else started) + interval
+            if result.transition and result.more_buffered:
+                next_start = clock.monotonic()
             number = 0 if number is None else number + 1
-            clock.wait(self._stop, max(0.0, next_start - clock.monotonic()))
+            if not self._wait_taking_early_chunks(notify, next_start, number):
+                return
 
-    def _record(self, number: int | None, result: CycleResult, duration: float) -> None:
-        label = "Initial chunk" if number is None else f"Chunk {number}"
+    def _wait_taking_early_chunks(self, notify: Notify, until: float, number: int) -> bool:
+        """Wait until the monotonic time ``until``; each time the source's buffer fills meanwhile (Add with
+        ``early_chunks``), take an early chunk. False when the engine must end (stopped, finished, source ended)."""
+        clock, part = self.clock, 0
+        while not self._stop.is_set():
+            left = until - clock.monotonic()
+            if left <= 0 or not clock.wait(self._wake, left):
+                return not self._stop.is_set()
+            self._wake.clear()
+            if self._stop.is_set():
+                return False
+            part += 1
+            if self._cycle(notify, f"Chunk {number}, early part {part} (source buffer full)", early=True) is None:
+                return False
+        return False
+
+    def _cycle(
+        self, notify: Notify, label: str, started: float | None = None, *, early: bool = False
+    ) -> CycleResult | None:
+        """Run one cycle (or an early chunk) and report it; None when the engine must end."""
+        clock = self.clock
+        started = clock.monotonic() if started is None else started
+        result = self._loader.run(early=early)
+        duration = clock.monotonic() - started
+        lag = self._lag.cycle(
+            CycleLag(
+                result.newest_pulse_s,
+                clock.time(),
+                duration,
+                self.listener.health().counters.get("back_pressure_ms", 0),
+            )
+        )
+        self._record(label, result, duration)
+        notify(CycleCompleted(duration, result.failed, lag))
+        if result.finished is not None:
+            self._set(state=EngineState.FINISHED)
+            notify(EngineFinished(result.finished))
+            return None
+        if result.ended:
+            _log.info("The source has ended: no more data; live data stays idle until it is stopped")
+            self._set(state=EngineState.IDLE)
+            clock.wait(self._stop, None)
+            return None
+        return result
+
+    def _record(self, label: str, result: CycleResult, duration: float) -> None:
         with self._lock:
             health = self._health
-            health.chunks += 1
+            health.chunks += result.post_processed
+            health.lag, health.lag_basis, health.lagging = self._lag.seconds, self._lag.basis, self._lag.lagging
             health.events += result.events
             health.run_number = result.run_number
             health.accumulated_events = result.accumulated_events
@@ -202,7 +255,7 @@ class ScippEngine:
         held = f"{result.accumulated_events} events" if result.accumulated_events else result.accumulation
         run = "no run" if result.status is RunStatus.NoRun else f"run {result.run_number}, {result.status.name}"
         _log.info(
-            "%s: %d events in %d pulses (%s)%s; accumulation: %s; %.3f s",
+            "%s: %d events in %d pulses (%s)%s; accumulation: %s; %.3f s%s",
             label,
             result.events,
             result.pulses,
@@ -210,6 +263,7 @@ class ScippEngine:
             "" if result.accumulated else ", not accumulated",
             held,
             duration,
+            "" if self._lag.seconds is None else f"; lag {self._lag.seconds:.1f} s",
         )
 
     def _report(self, label: str, error: Exception) -> None:

@@ -24,10 +24,12 @@ Service (SMS), as Mantid's listener of the same name reads it.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import socket
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -178,15 +180,19 @@ class SNSLiveEventDataListener(Listener):
             segment = client.take()
             metadata = SegmentMetadata.of(client, segment)
             self._feed.taken(held)
+            more = client.pending_bytes > 0
         self._range = segment.id_range or self._range
         result, invalid = extracted(segment, metadata, self._range)
         if invalid:
             self._feed.count("events_dropped", invalid)
-        return result
+        return dataclasses.replace(result, more_buffered=more) if more else result
 
     def interrupt(self) -> None:
         """End a connect, a wait for the GEOMETRY or the reader's waits promptly (thread-safe)."""
         self._feed.interrupt()
+
+    def on_buffer_full(self, callback: Callable[[], None]) -> None:
+        self._feed.on_full = callback
 
     def disconnect(self) -> None:
         """Stop the reader thread and close the connection (safe to call more than once)."""

@@ -22,7 +22,7 @@ and reported per chunk in :attr:`Extracted.dropped` by reason; they never reach 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import IntEnum
@@ -63,6 +63,8 @@ class Extracted:
         dropped: events the source delivered for this chunk but dropped at the boundary, by reason (e.g.
             ``{"event_id outside 0..4095": 12}``); empty when none.
         ended: the source will deliver nothing more (a replayed file has been read to its end).
+        more_buffered: data beyond this chunk is already buffered (a chunk that ends a run, with the next run's
+            data behind it): the engine takes it at once instead of a cycle later.
     """
 
     chunk: sc.DataArray
@@ -71,6 +73,7 @@ class Extracted:
     data_reset: bool = False
     dropped: Mapping[str, int] = field(default_factory=dict)
     ended: bool = False
+    more_buffered: bool = False
 
     @property
     def run_number(self) -> int:
@@ -136,6 +139,11 @@ class Listener(ABC):
     def interrupt(self) -> None:
         """Make a ``connect()`` or ``start()`` in progress on another thread give up promptly (default: nothing
         to interrupt). Thread-safe; the listener is then only fit for :meth:`disconnect`."""
+        return
+
+    def on_buffer_full(self, callback: Callable[[], None]) -> None:  # noqa: ARG002 - default: never called
+        """Have ``callback`` called (from the reader thread) whenever the source's buffer is full and reading pauses,
+        so that the engine may take an early chunk (default: a source without a buffer never calls it)."""
         return
 
     def disconnect(self) -> None:
