@@ -14,6 +14,7 @@ from livereduce.protocols.kafka.partitions import Partitions, mark
 from livereduce.protocols.kafka.reading import ReadState
 from livereduce.protocols.kafka.runs import (
     LIMBO_FRACTION,
+    MAX_PENDING_RUNS,
     NEVER,
     OUTSIDE_A_RUN,
     STOP_LATENCY_S,
@@ -28,6 +29,7 @@ from livereduce.protocols.kafka.topics import broker_states
 S = 1_000_000_000
 T0 = 1_800_000_000 * S
 BLOCK_BYTES = 100
+KEY, KEY_1, RUN_INFO = ("X_events", 0), ("X_events", 1), ("X_runInfo", 0)
 
 
 def start(at: int, run: str = "1", job: str = "", stop: int | None = None, ns: bool = False) -> RunStart:
@@ -100,14 +102,18 @@ def test_run_number_from_digits_else_zero():
     assert start(T0, run="run 7").run_number == 0
 
 
-def test_a_run_start_while_a_run_is_open_ends_it_with_begin_run_and_splits_a_straddling_message():
+def test_a_run_start_while_a_run_is_open_stops_it_there_and_it_ends_with_begin_run_once_the_data_passed():
     router = Router()
     router.start(start(T0, run="1", job="a"))
     router.events(block([T0 + 1 * S, T0 + 5 * S]), monitor=False)  # both in run 1 while it is open
     router.start(start(T0 + 3 * S, run="2", job="b"))  # moves the pulse at 5 s to run 2
     router.events(block([T0 + 2 * S, T0 + 4 * S]), monitor=False)  # straddles the boundary: split
 
-    assert summary(router.take()) == ("BeginRun", 1, False, [1.0, 2.0])
+    # (was: BeginRun at once) run 1 ends only once its data partition has passed 3 s: until then it is running
+    assert summary(router.take()) == ("Running", 1, False, [1.0, 2.0])
+    assert router.take().run.stop_ns == T0 + 3 * S
+    router.check_stop([(T0 + 4 * S, False)], T0 + 10 * S, router.now)
+    assert summary(router.take()) == ("BeginRun", 1, False, [])
     assert summary(router.take()) == ("Running", 2, True, [5.0, 4.0])
     assert router.current.number == 2
     assert router.take().run.stop_ns is None
@@ -119,6 +125,7 @@ def test_a_run_start_after_a_known_stop_ends_the_run_with_end_run():
     router.events(block([T0 + S]), monitor=False)
     router.stop(stop(T0 + 2 * S, run="1"))
     router.start(start(T0 + 3 * S, run="2"))
+    router.check_stop([(T0 + 2 * S, False)], T0 + 10 * S, router.now)  # (was: ended by the run start at once)
     assert summary(router.take()) == ("EndRun", 1, False, [1.0])
     assert router.take().run.number == 2
 
@@ -233,9 +240,163 @@ def test_runs_that_end_without_data_before_they_are_taken_coalesce():
     for i in range(2, 10_002):  # a flood of run starts without data
         router.start(start(T0 + i * S, run=str(i)))
     router.events(block([T0 + 10_002 * S]), monitor=False)  # data of the last one
+    assert router.pending_runs == 10_001  # (was: coalesced at each run start) they end once the data passed them
+    router.check_stop([(T0 + 10_002 * S, False)], T0 + 10_003 * S, router.now)
+    assert router.pending_runs == 1
     assert summary(router.take()) == ("BeginRun", 1, False, [1.0])
     assert summary(router.take()) == ("Running", 10_001, True, [10_002.0])
     assert router.counters["run_transitions_coalesced"] == 9_999
+
+
+# --- run-info read ahead of the data (a consumer that lags) ------------------------------------------------------
+def per_run(takes: list[Taken]) -> dict[int, list[float]]:
+    """Pulse times (s from T0) delivered per run number, sorted."""
+    runs: dict[int, list[float]] = {}
+    for taken in takes:
+        if taken.run is not None:
+            runs.setdefault(taken.run.number, []).extend((t - T0) / S for t in times(taken))
+    return {number: sorted(pulses) for number, pulses in runs.items()}
+
+
+def transitions(takes: list[Taken]) -> list[tuple[str, int]]:
+    """(status, run) of every chunk that ends a run, and ("reset", run) of every chunk that starts one."""
+    seen = []
+    for taken in takes:
+        if taken.reset:
+            seen.append(("reset", taken.run.number))
+        if taken.status in ("BeginRun", "EndRun"):
+            seen.append((taken.status, taken.run.number))
+    return seen
+
+
+def test_run_starts_read_runs_ahead_of_the_data_lose_none_of_it():
+    """The run-info topic read three runs ahead of the events (the bug: each run start ended the run before at
+    once, and its events read afterwards were dropped as late): every run gets its own events, in its own chunks."""
+    router = Router()
+    for n in range(1, 5):
+        router.start(start(T0 + 10 * (n - 1) * S, run=str(n)))
+    router.stop(stop(T0 + 40 * S, run="4"))
+    assert router.pending_runs == 4
+    takes = []
+    for i in range(40):  # one data partition, read in time order, a chunk taken after each message
+        router.events(block([T0 + i * S]), monitor=False)
+        router.check_stop([(T0 + i * S, False)], T0 + 100 * S, router.now)
+        takes.append(router.take())
+    router.check_stop([(T0 + 39 * S, True)], T0 + 100 * S, router.now + STOP_LATENCY_S)  # at its end since
+    takes.append(router.take())
+
+    assert per_run(takes) == {n: [float(t) for t in range(10 * (n - 1), 10 * n)] for n in range(1, 5)}
+    assert transitions(takes) == [
+        ("BeginRun", 1), ("reset", 2), ("BeginRun", 2), ("reset", 3), ("BeginRun", 3), ("reset", 4), ("EndRun", 4)
+    ]  # fmt: skip
+    assert router.counters["events_late"] == router.counters["events_outside_run"] == 0
+    assert not any(taken.dropped for taken in takes)
+    assert router.pending_runs == 0
+
+
+def test_a_run_waits_for_every_partition_and_the_partitions_past_its_stop_are_paused():
+    state = ReadState({KEY: "events", KEY_1: "events", RUN_INFO: "runInfo"}, 10**6, lambda kind, message: None)
+    for key in state.partitions.states:
+        state.partitions.sent(key, 0)
+    router = state.router
+    router.begin(None, None, [], 0.0)
+    router.run_start(start(T0, run="1"), 0.0)
+    router.run_start(start(T0 + 10 * S, run="2"), 0.0)
+    assert router.waiting_stop == T0 + 10 * S
+    state.message(KEY, 0, lambda: mark(0, 1, b"a"), block([T0 + S, T0 + 11 * S]), 0.0, size=1)  # past run 1's stop
+    state.message(KEY_1, 0, lambda: mark(0, 1, b"b"), block([T0 + 2 * S]), 0.0, size=1)  # behind it
+    router.check_stop(state.partitions.data(), T0 + 100 * S, 10.0)
+    assert state.paused() == {KEY}  # only partition 1 is read until it has passed 10 s too
+    assert summary(router.take()) == ("Running", 1, False, [1.0, 2.0])
+    assert router.pending_bytes == 0  # run 2's data does not hold back the partition run 1 waits for
+    assert router.buffered_bytes > 0
+
+    state.message(KEY_1, 1, lambda: mark(1, 1, b"c"), block([T0 + 9 * S, T0 + 12 * S]), 0.0, size=1)
+    router.check_stop(state.partitions.data(), T0 + 100 * S, 10.0)
+    assert state.paused() == set()  # run 2's stop is not known: nothing is ahead of it
+    assert summary(router.take()) == ("BeginRun", 1, False, [9.0])
+    assert summary(router.take()) == ("Running", 2, True, [11.0, 12.0])
+
+
+def test_a_flood_of_run_starts_ahead_of_the_data_pauses_run_info():
+    state = ReadState({KEY: "events", RUN_INFO: "runInfo"}, 10**6, lambda kind, message: None)
+    for key in state.partitions.states:
+        state.partitions.sent(key, 0)
+    state.router.begin(None, None, [], 0.0)
+    for i in range(MAX_PENDING_RUNS):
+        state.message(RUN_INFO, i, lambda: mark(0, 1, b""), start(T0 + i * S, run=str(i + 1)), 0.0, size=1)
+    assert state.paused() == {RUN_INFO}  # until the data has caught up
+    state.message(KEY, 0, lambda: mark(0, 1, b""), block([T0 + 50 * S + S // 2]), 0.0, size=1)
+    state.router.check_stop(state.partitions.data(), T0 + 10**3 * S, 0.0)
+    assert state.router.counters["run_transitions_coalesced"] == 50  # runs 1..50 ended without data
+    assert state.router.pending_runs == MAX_PENDING_RUNS - 50
+    assert state.paused() == set()
+    assert summary(state.router.take()) == ("Running", 51, False, [50.5])
+
+
+def simulate(lag: dict[tuple[str, int], int], limit: int, *, old_policy: bool = False) -> tuple[list[Taken], int]:
+    """The listener's reading policy on :class:`ReadState`, without a broker, until everything was delivered or a
+    step bound passed: each step reads the next message of every partition that is not paused
+    (:meth:`ReadState.paused`), unless the bytes counting against the bound (:attr:`RunRouter.pending_bytes`)
+    reach ``limit`` (back-pressure), checks the stops and takes a chunk. Run-info: 3 runs (10 s each) and the
+    last one's stop; two event partitions with one pulse (2 events) per message and second, partition 1 at
+    half-seconds; partition ``key`` offers nothing until step ``lag[key]``. ``old_policy``: nothing paused, every
+    byte counts. Returns (the chunks, the largest buffer seen in bytes); the chunks end with None when it stalled."""
+    log: dict[tuple[str, int], list] = {
+        RUN_INFO: [start(T0 + 10 * n * S, run=str(n + 1)) for n in range(3)] + [stop(T0 + 30 * S, run="3")],
+        KEY: [block([T0 + i * S]) for i in range(30)],
+        KEY_1: [block([T0 + i * S + S // 2]) for i in range(30)],
+    }
+    state = ReadState({key: "runInfo" if key == RUN_INFO else "events" for key in log}, limit, lambda k, m: None)
+    for key in log:
+        state.partitions.sent(key, 0)
+    state.router.begin(None, None, [], 0.0)
+    position = dict.fromkeys(log, 0)
+    takes: list[Taken] = []
+    largest = 0
+    for step in range(1000):
+        pending = state.router.buffered_bytes if old_policy else state.router.pending_bytes
+        if pending < limit:
+            paused = set() if old_policy else state.paused()
+            for key, messages in log.items():
+                if key in paused or step < lag.get(key, 0):
+                    continue
+                if position[key] == len(messages):
+                    state.partitions.ended(key)
+                    continue
+                item = messages[position[key]]
+                state.message(key, position[key], lambda: mark(0, 1, b""), item, float(step), size=BLOCK_BYTES)
+                position[key] += 1
+            state.router.check_stop(state.partitions.data(), T0 + 100 * S, float(step))
+        largest = max(largest, state.router.buffered_bytes)
+        takes.append(state.router.take())
+        if takes[-1].status == "EndRun" and takes[-1].run.number == 3:
+            return takes, largest
+    return [*takes, None], largest
+
+
+def test_interleaved_partitions_deliver_every_run_whole():
+    takes, _ = simulate({KEY_1: 3}, 10**6)
+    assert per_run(takes) == {n: [t + d for t in range(10 * (n - 1), 10 * n) for d in (0, 0.5)] for n in (1, 2, 3)}
+    assert transitions(takes) == [("BeginRun", 1), ("reset", 2), ("BeginRun", 2), ("reset", 3), ("EndRun", 3)]
+    assert not any(taken.dropped for taken in takes)
+
+
+@pytest.mark.parametrize("old_policy", [False, True], ids=["paused-ahead", "old-policy-deadlocks"])
+def test_a_buffer_full_of_the_next_run_cannot_hold_back_the_partition_the_run_waits_for(old_policy: bool):
+    """Partition 1 lags 40 steps; partition 0 reads run 2's data meanwhile. With every byte counted and nothing
+    paused the buffer fills with run 2's data, reading stops, and run 1 waits forever for partition 1 (the
+    deadlock); paused past run 1's stop, partition 0 stops at one message of run 2, and the buffer never exceeds
+    its bound by more than a message per partition."""
+    limit = 6 * (BLOCK_BYTES + 16)
+    takes, largest = simulate({KEY_1: 40}, limit, old_policy=old_policy)
+    if old_policy:
+        assert takes[-1] is None
+        return
+    assert per_run(takes) == {n: [t + d for t in range(10 * (n - 1), 10 * n) for d in (0, 0.5)] for n in (1, 2, 3)}
+    assert transitions(takes) == [("BeginRun", 1), ("reset", 2), ("BeginRun", 2), ("reset", 3), ("EndRun", 3)]
+    assert not any(taken.dropped for taken in takes)
+    assert largest <= limit + 2 * (BLOCK_BYTES + 16)
 
 
 # --- held pulses, late pulses --------------------------------------------------------------------------------
@@ -332,7 +493,6 @@ def test_last_run_start_at_or_before_the_bound_and_the_stops_after_it():
 
 
 # --- partitions ---------------------------------------------------------------------------------------------------
-KEY = ("X_events", 0)
 
 
 def test_offsets_that_jump_or_go_back_are_counted_and_going_back_replays_nothing():
@@ -389,6 +549,18 @@ def test_a_position_beyond_the_end_is_a_wrong_start_or_a_lost_log():
     assert parts.states[KEY].next_offset == 3
     parts.arrived(KEY, 3, lambda: mark(3, 1, b"a"))
     assert parts.high_watermark(KEY, 2) == "reset"  # confirmed: the partition lost its log
+
+
+def test_offset_lag_is_the_messages_from_the_read_position_to_the_last_high_watermark_known():
+    parts = Partitions({KEY: "events", RUN_INFO: "runInfo"})
+    parts.sent(KEY, 5)
+    assert parts.offset_lag() == {}  # no high watermark known yet
+    assert parts.high_watermark(KEY, 12) is None
+    assert parts.high_watermark(RUN_INFO, 3) is None  # no position yet: left out
+    assert parts.offset_lag() == {"X_events[0]": 7}
+    parts.arrived(KEY, 5, lambda: mark(5, 1, b"a"))
+    parts.high_watermark(KEY, -1)  # unknown now: the last one known stays
+    assert parts.offset_lag() == {"X_events[0]": 6}
 
 
 def test_message_id_gaps_per_source():

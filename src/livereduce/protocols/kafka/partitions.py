@@ -58,6 +58,7 @@ class Partition:
         mark: the last message read, or None.
         verifying: sought back to ``mark`` after a lost connection; the next message decides.
         catching_up: read again from its beginning after a reset, and not at its end since.
+        high: the high watermark from the last fetch response (-1: not known yet).
     """
 
     role: Role
@@ -69,6 +70,7 @@ class Partition:
     mark: Mark | None = None
     verifying: bool = False
     catching_up: bool = False
+    high: int = -1
 
 
 Verdict = Literal["new", "same", "replaced"]
@@ -182,7 +184,10 @@ class Partitions:
         ``end`` (a start never confirmed by a message: continue at ``high``, done here) or ``reset`` (confirmed:
         the log was lost)."""
         state = self.states[key]
-        if state.next_offset is None or high < 0:
+        if high < 0:
+            return None
+        state.high = high
+        if state.next_offset is None:
             return None
         if state.next_offset <= high:
             state.catching_up = state.catching_up and state.next_offset < high
@@ -225,6 +230,15 @@ class Partitions:
     def run_control_settled(self) -> bool:
         """Whether every runInfo partition is verified and, if it was read again from its beginning, at its end."""
         return not any(s.role == "runInfo" and (s.verifying or s.catching_up) for s in self.states.values())
+
+    def offset_lag(self) -> dict[str, int]:
+        """Messages between each partition's read position and its high watermark (the last one known), by
+        ``"topic[partition]"``; partitions with neither known yet are left out."""
+        return {
+            f"{topic}[{partition}]": max(0, state.high - state.next_offset)
+            for (topic, partition), state in self.states.items()
+            if state.next_offset is not None and state.high >= 0
+        }
 
     def data(self) -> list[tuple[int, bool]]:
         """(latest data time, at its end) of each data partition (not runInfo), for the run stop check."""

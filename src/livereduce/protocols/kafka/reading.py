@@ -12,7 +12,7 @@ from collections import Counter
 from collections.abc import Callable
 
 from livereduce.protocols.kafka.partitions import Key, Mark, Partitions
-from livereduce.protocols.kafka.runs import Block, RunRouter, Warn
+from livereduce.protocols.kafka.runs import MAX_PENDING_RUNS, Block, RunRouter, Warn
 from livereduce.protocols.kafka.schemas import Decoded, LogValue, RunStart, RunStop, Skipped
 from livereduce.protocols.kafka.topics import Role
 
@@ -109,6 +109,30 @@ class ReadState:
             return []
         self._verify = False
         return self.partitions.verify()
+
+    def paused(self) -> set[Key]:
+        """The partitions the listener keeps paused now (it resumes the others):
+
+        * every data partition while run control is not settled (:meth:`Partitions.run_control_settled`): the data
+          of a new log never runs ahead of its run start into an old run;
+        * the data partitions whose data has passed the stop the oldest run that has not ended waits for
+          (:attr:`RunRouter.waiting_stop`): they hold only data of later runs, which no chunk can take before that
+          run ends, so the partitions behind it are read meanwhile, however much of the later runs' data the buffer
+          holds (which :attr:`RunRouter.pending_bytes` does not count: no deadlock under back-pressure);
+        * the runInfo partitions while :data:`MAX_PENDING_RUNS` runs wait for their data (a flood of run starts
+          read ahead of the data cannot pile up).
+        """
+        states = self.partitions.states
+        data = {key for key, state in states.items() if state.role != "runInfo"}
+        if not self.partitions.run_control_settled():
+            return data
+        paused = set()
+        stop = self.router.waiting_stop
+        if stop is not None:
+            paused = {key for key in data if states[key].max_time >= stop}
+        if self.router.pending_runs >= MAX_PENDING_RUNS:
+            paused |= states.keys() - data
+        return paused
 
     def counts(self) -> Counter[str]:
         """Every counter: these, the partitions' and the router's."""

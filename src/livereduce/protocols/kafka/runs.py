@@ -5,14 +5,20 @@ The listener reads the topics (partitions, offsets, the consumer thread) and fee
 client library, no threads, no clocks here: "now" (ns since the Unix epoch) and the monotonic time (s) are passed
 in, so every rule runs in process (``test/kafka/test_runs.py``). Semantics (``docs/architecture.md``, "Runs"):
 
-* A pl72 (:meth:`RunRouter.run_start`) opens a run. The first run is no transition. A run still open ends just
-  before the new start: its last chunk is ``BeginRun`` (``EndRun`` when its stop was known already). A repeated
-  pl72 of the same run is ignored; one that does not start after the current run is skipped
+* Runs are routed by the data's own times, whatever order the topics are read in: the run-info topic may be read
+  runs ahead of the data (a consumer that lags), and no run's data is lost for it.
+* A pl72 (:meth:`RunRouter.run_start`) opens a run. The first run is no transition. A run still open stops at the
+  new start, as if a 6s4t had said so: its last chunk is ``BeginRun`` (``EndRun`` when a stop of its own was
+  known). A repeated pl72 of the same run is ignored; one that does not start after the newest run is skipped
   (``skipped_stale_run_start``); one that stopped before the start position is skipped without a transition.
-* A 6s4t (:meth:`RunRouter.run_stop`) gives the open run its stop (matched by ``job_id``, else ``run_name``; else
-  ``skipped_unmatched_stop``); :meth:`RunRouter.check_stop` ends it once every data partition has passed the
-  stop time, or has been at its end for :data:`STOP_LATENCY_S` with the wall clock past it (Mantid waits 1 s).
-  A stop before the start position skips the run.
+* A 6s4t (:meth:`RunRouter.run_stop`) gives the newest run not yet ended that it matches (``job_id``, else
+  ``run_name``; else ``skipped_unmatched_stop``) its stop (the earlier, if the next pl72 gave it one).
+* A run ends (its last chunk is sealed) in :meth:`RunRouter.check_stop`, oldest first, once every data partition
+  has passed its stop time, or has been at its end for :data:`STOP_LATENCY_S` with the wall clock past it (Mantid
+  waits 1 s). A stop before the start position skips the run. While the oldest run waits for a partition, the
+  partitions already past its stop should not be read (:attr:`RunRouter.waiting_stop`; the listener pauses them),
+  and the data of the later runs does not count against the buffer's bound (:attr:`RunRouter.pending_bytes`), so
+  a buffer full of the next run's data cannot keep the partition behind from being read (no deadlock).
 * Pulses at or after a run's start (and before its stop) belong to it; a message's pulses that straddle a
   boundary are split. Pulses before the start position are dropped (``pulses_before_start``). Pulses no known
   run claims are held, within :data:`LIMBO_FRACTION` of the buffer (oldest dropped first), until a run start
@@ -21,8 +27,9 @@ in, so every rule runs in process (``test/kafka/test_runs.py``). Semantics (``do
 * Log values go to the run they fall in; the first chunk of a run also gets each source's value in force at its
   start (the seed).
 * The first chunk of each run has ``data_reset``, unless it is the very first chunk taken. A run that ended
-  without data before anything of it was taken gets no chunk (``run_transitions_coalesced``): a flood of run
-  starts cannot pile up segments.
+  without data before anything of it was taken gets no chunk (``run_transitions_coalesced``) once a later run is
+  known. Runs that wait for their data are bounded by the listener, which stops reading run-info while
+  :data:`MAX_PENDING_RUNS` do (:attr:`RunRouter.pending_runs`): a flood of run starts cannot pile up segments.
 """
 
 from __future__ import annotations
@@ -46,6 +53,9 @@ LIMBO_FRACTION: Final = 0.25
 """Share of the buffer that may hold pulses no known run claims yet."""
 MAX_SOURCES: Final = 10_000
 """Most log sources (and event sources, in the listener) tracked: a hostile stream could name millions."""
+MAX_PENDING_RUNS: Final = 100
+"""Most runs that may wait for their data to be read (run-info read ahead of the data): beyond, the listener stops
+reading run-info until the data has caught up."""
 OUTSIDE_A_RUN: Final = "outside a run"
 """The drop reason of pulses no run claims, as the chunk reports it."""
 NEVER: Final = -(2**63)
@@ -62,12 +72,15 @@ Warn = Callable[[str, str], None]
 
 @dataclass
 class Run:
-    """A run as the router knows it: its pl72, its stop (ns, once known), when the stop became known (the
-    monotonic time passed in, s), and whether it has ended (its last chunk is sealed)."""
+    """A run as the router knows it: its pl72, its stop (ns, once known: a 6s4t, the pl72's own stop time, or the
+    next run's start), when the stop became known (the monotonic time passed in, s), whether a stop of its own was
+    given (it ends with ``EndRun``, else ``BeginRun``: the next run began), and whether it has ended (its last chunk
+    is sealed)."""
 
     start: RunStart
     stop_ns: int | None = None
     stop_known_at: float = 0.0
+    stopped: bool = False
     closed: bool = False
 
     @property
@@ -160,6 +173,11 @@ class Segment:
         (self.monitors if monitor else self.events).append(block)
         self.nbytes += block.nbytes
 
+    @property
+    def coalescible(self) -> bool:
+        """The run has ended without data and nothing of it was taken: it needs no chunk of its own."""
+        return self.closing is not None and not (self.delivered or self.events or self.monitors or self.logs)
+
 
 @dataclass(frozen=True)
 class Taken:
@@ -232,8 +250,8 @@ class RunRouter:
     Attributes:
         counters: ``logs`` (values kept), ``pulses_before_start``, ``events_outside_run``, ``events_late``,
             ``skipped_stale_run_start``, ``skipped_unmatched_stop``, ``skipped_invalid`` (log sources beyond
-            :data:`MAX_SOURCES`), ``run_transitions_coalesced`` (runs that ended without data before their last
-            chunk was taken: no chunk of their own).
+            :data:`MAX_SOURCES`), ``run_transitions_coalesced`` (runs that ended without data before anything of
+            them was taken: no chunk of their own).
         lower: pulses before this time (ns) are not delivered (the start position); None: any.
     """
 
@@ -261,6 +279,32 @@ class RunRouter:
         """Bytes the segments and the held pulses cost."""
         return sum(segment.nbytes for segment in self._segments) + self._limbo_bytes
 
+    @property
+    def pending_bytes(self) -> int:
+        """Bytes that count against the buffer's bound: the held pulses and the segments up to the oldest run that
+        has not ended, not those of the runs after it. Their data comes only from partitions past that run's stop,
+        which the listener pauses (:attr:`waiting_stop`; one batch at most each before it does), so the buffer may
+        exceed the bound by what was read of later runs before the stop was known; in exchange, ``take()`` always
+        makes room for the partitions the oldest run waits for."""
+        total = self._limbo_bytes
+        for segment in self._segments:
+            total += segment.nbytes
+            if segment.closing is None:
+                break
+        return total
+
+    @property
+    def waiting_stop(self) -> int | None:
+        """The stop (ns) of the oldest run that has not ended, if known: a data partition whose data has passed it
+        holds nothing more of that run, only data of later runs (None: no such run, or its stop is not known)."""
+        head = next((segment.run for segment in self._segments if segment.closing is None), None)
+        return None if head is None else head.stop_ns
+
+    @property
+    def pending_runs(self) -> int:
+        """Runs that have not ended (waiting for their stop, or for every data partition to pass it)."""
+        return sum(segment.closing is None for segment in self._segments)
+
     def begin(self, lower: int | None, found: RunStart | None, stops: Iterable[RunStop], monotonic: float) -> None:
         """Where reading starts: pulses from ``lower`` (ns; None: any), in the run ``found`` (the last run start at
         or before it), unless one of ``stops`` (the run stops written after it) ended it before ``lower``: then
@@ -275,8 +319,8 @@ class RunRouter:
             self.run_start(found, monotonic)
 
     def run_start(self, start: RunStart, monotonic: float) -> None:
-        """A pl72: open a run, ending the open one (``BeginRun``, or ``EndRun`` if it had a stop), and let it
-        claim held pulses."""
+        """A pl72: open a run, stopping the newest one at its start if it had no earlier stop (it ends in
+        :meth:`check_stop`), and let it claim the pulses after that stop and the held pulses."""
         previous = self._last_run
         if (previous is not None and _same_run(previous.start, start)) or (
             self._over is not None and _same_run(self._over, start)
@@ -284,27 +328,26 @@ class RunRouter:
             return
         if previous is not None and start.start_ns <= previous.start.start_ns:
             self.counters["skipped_stale_run_start"] += 1
-            self._warn("stale", f"Kafka: run start '{start.run_name}' is not after the current run's start: ignored")
+            self._warn("stale", f"Kafka: run start '{start.run_name}' is not after the newest run's start: ignored")
             return
         if start.nanosecond_times:
             self._warn("ns", f"Kafka: run start '{start.run_name}' has times in ns (Mantid's reading), not ms")
         if self.lower is not None and start.stop_ns is not None and start.stop_ns <= self.lower:
             _log.info("Kafka: run %s ended before the start position: skipped", start.run_name)
             return
-        run = Run(start, stop_ns=start.stop_ns, stop_known_at=monotonic)
+        run = Run(start, stop_ns=start.stop_ns, stop_known_at=monotonic, stopped=start.stop_ns is not None)
         segment = Segment(run)
         segment.seed = {name: entry for name, entry in self._latest_logs.items() if entry[0] < start.start_ns}
-        if previous is not None and not previous.closed:
-            self._close(previous, "EndRun" if previous.stop_ns is not None else "BeginRun")
-            if previous.stop_ns is None or previous.stop_ns > start.start_ns:
-                previous.stop_ns = start.start_ns
-            self._move_beyond_stop(previous, segment)
-        last = self._segments[-1] if self._segments else None
-        if last is not None and last.closing and not (last.delivered or last.events or last.monitors or last.logs):
-            self._segments.pop()  # a run without data: no transition of its own (a flood of run starts cannot pile up)
-            self.counters["run_transitions_coalesced"] += 1
         self._segments.append(segment)
         self._last_run = run
+        if (
+            previous is not None
+            and not previous.closed
+            and (previous.stop_ns is None or previous.stop_ns > start.start_ns)
+        ):
+            previous.stop_ns, previous.stop_known_at = start.start_ns, monotonic
+            self._move_beyond_stop(previous)
+        self._coalesce()
         held, self._limbo, self._limbo_bytes = self._limbo, deque(), 0
         for block, monitor in held:
             self._route(block, monitor)
@@ -320,11 +363,13 @@ class RunRouter:
         )
 
     def run_stop(self, stop: RunStop, monotonic: float) -> None:
-        """A 6s4t: the open run stops at ``stop.stop_ns`` (it ends in :meth:`check_stop`)."""
-        run = self._last_run
-        if run is None and self._over is not None and _stops(stop, self._over):
+        """A 6s4t: the newest run it matches that has not ended stops at ``stop.stop_ns`` (or earlier, if the next
+        run starts earlier); it ends in :meth:`check_stop`."""
+        open_runs = (segment.run for segment in reversed(self._segments) if not segment.run.closed)
+        run = next((run for run in open_runs if _stops(stop, run.start)), None)
+        if run is None and self._last_run is None and self._over is not None and _stops(stop, self._over):
             return
-        if run is None or run.closed or not _stops(stop, run.start):
+        if run is None:
             self.counters["skipped_unmatched_stop"] += 1
             self._warn("stop", f"Kafka: run stop '{stop.run_name}' matches no open run: ignored")
             return
@@ -337,27 +382,33 @@ class RunRouter:
                 self._last_run = None
                 _log.info("Kafka: run %d ended before the start position: skipped", run.number)
                 return
-        run.stop_ns, run.stop_known_at = stop.stop_ns, monotonic
-        _log.info("Kafka: run %d stops at %s", run.number, iso(stop.stop_ns))
-        self._move_beyond_stop(run, None)
+        run.stopped = True
+        if run.stop_ns is None or stop.stop_ns < run.stop_ns:
+            run.stop_ns, run.stop_known_at = stop.stop_ns, monotonic
+            self._move_beyond_stop(run)
+        _log.info("Kafka: run %d stops at %s", run.number, iso(run.stop_ns))
 
     def check_stop(self, partitions: Iterable[tuple[int, bool]], now_ns: int, monotonic: float) -> None:
-        """End the stopping run once every data partition has passed its stop time.
+        """End each run whose stop every data partition has passed, oldest first (a later run's stop is later).
 
         Args:
             partitions: each data partition's (latest data time read, ns; whether it is at its end).
             now_ns: the wall clock, ns since the Unix epoch.
             monotonic: the monotonic clock, s (the same clock as :meth:`run_stop`'s).
         """
-        run = self._last_run
-        if run is None or run.closed or run.stop_ns is None:
-            return
-        waited = monotonic - run.stop_known_at >= STOP_LATENCY_S and now_ns >= run.stop_ns
-        for newest, at_end in partitions:
-            if newest < run.stop_ns and not (at_end and waited):
-                return
-        self._close(run, "EndRun")
-        _log.info("Kafka: run %d ended at %s", run.number, iso(run.stop_ns))
+        partitions = list(partitions)
+        for segment in list(self._segments):
+            run = segment.run
+            if run.closed:
+                continue
+            if run.stop_ns is None:
+                break
+            waited = monotonic - run.stop_known_at >= STOP_LATENCY_S and now_ns >= run.stop_ns
+            if any(newest < run.stop_ns and not (at_end and waited) for newest, at_end in partitions):
+                break
+            self._close(run)
+            _log.info("Kafka: run %d ended at %s", run.number, iso(run.stop_ns))
+        self._coalesce()
 
     def events(self, block: Block, monitor: bool) -> None:
         """Pulses of a message: those from the start position on, routed to the runs they belong to."""
@@ -396,7 +447,8 @@ class RunRouter:
                     segment.seed[name] = entry
 
     def take(self) -> Taken:
-        """Detach the head segment's data; a segment whose run has ended goes with its last chunk."""
+        """Detach the head segment's data; a segment whose run has ended goes with its last chunk. The data of
+        later runs waits (a chunk never spans two runs)."""
         dropped, self._dropped = self._dropped, Counter()
         handed_out, self._handed_out = self._handed_out, True
         if not self._segments:
@@ -459,11 +511,12 @@ class RunRouter:
         self.counters[counter] += n_events
         self._dropped[OUTSIDE_A_RUN] += n_events
 
-    def _move_beyond_stop(self, run: Run, into: Segment | None) -> None:
-        """Buffered pulses of ``run`` at or after its (new) stop go to ``into`` (or are held)."""
+    def _move_beyond_stop(self, run: Run) -> None:
+        """Buffered pulses of ``run`` at or after its (new) stop are routed again (to a later run, or held)."""
         segment = next((s for s in self._segments if s.run is run), None)
         if segment is None or run.stop_ns is None:
             return
+        moved: list[tuple[Block, bool]] = []
         for kind, monitor in ((segment.events, False), (segment.monitors, True)):
             kept = []
             for block in kind:
@@ -471,22 +524,33 @@ class RunRouter:
                 if not beyond.any():
                     kept.append(block)
                     continue
-                moved = block.take(beyond)
-                if into is not None and into.run.covers(moved.times).all():
-                    into.add(moved, monitor)
-                else:
-                    self._hold(moved, monitor)
+                moved.append((block.take(beyond), monitor))
                 segment.nbytes -= block.nbytes
                 if not beyond.all():
                     kept.append(block.take(~beyond))
                     segment.nbytes += kept[-1].nbytes
             kind[:] = kept
+        for block, monitor in moved:
+            self._route(block, monitor)
 
-    def _close(self, run: Run, status: Status) -> None:
+    def _close(self, run: Run) -> None:
         run.closed = True
         for segment in self._segments:
             if segment.run is run:
-                segment.closing = status
+                segment.closing = "EndRun" if run.stopped else "BeginRun"
+
+    def _coalesce(self) -> None:
+        """Runs that ended without data, before anything of them was taken, and have a later run (which carries the
+        transition), get no chunk: a flood of run starts cannot pile up. Ended runs are the oldest (they end in
+        order), so only those are looked at."""
+        kept: deque[Segment] = deque()
+        while self._segments and self._segments[0].closing is not None:
+            segment = self._segments.popleft()
+            if segment.coalescible and self._segments:
+                self.counters["run_transitions_coalesced"] += 1
+            else:
+                kept.append(segment)
+        self._segments.extendleft(reversed(kept))
 
 
 def last_run_start(

@@ -14,6 +14,7 @@ ends the thread, and the next ``extract()`` raises a recoverable ``SourceError``
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections import Counter
 from collections.abc import Callable
@@ -103,6 +104,7 @@ class KafkaEventListener(Listener):
         self._unreachable_since: float | None = None
         # --- consumer thread only -------------------------------------------------------------------------------
         self._reseeked: set[Key] = set()  # partitions sought during this batch (rest of it is stale)
+        self._paused: set[Key] = set()  # partitions paused (ReadState.paused)
         self._holding = False  # the data partitions are paused until run control is settled
         self._last_check = 0.0
 
@@ -179,10 +181,11 @@ class KafkaEventListener(Listener):
         feed = self._feed
         feed.check()
         with feed.lock:
-            held = self._state.router.buffered_bytes
-            taken = self._state.router.take()
-            feed.taken(held)
-            self._state.router.buffer_limit = feed.buffer_bytes  # the automatic bound may have grown
+            router = self._state.router
+            held = router.buffered_bytes
+            taken = router.take()
+            feed.taken(held - router.buffered_bytes)  # later runs' data stays
+            router.buffer_limit = feed.buffer_bytes  # the automatic bound may have grown
         id_range = (0, 0)  # no run, no events: no pixels
         if taken.run is not None:  # the run start's detector ids, else the widest range
             id_range = chunk.capped_range(*(taken.run.start.detector_ids or (0, chunk.MAX_PIXELS - 1)))
@@ -211,10 +214,14 @@ class KafkaEventListener(Listener):
     def health(self) -> SourceHealth:
         """State line and counters: the core's (:data:`~livereduce.engines.scipp.listeners.buffered.COUNTERS`) with
         the read state's (:class:`ReadState`), ``broker_errors`` and ``skipped_too_large`` (by the client); names
-        in ``docs/architecture.md`` (Kafka, "Faults")."""
+        in ``docs/architecture.md`` (Kafka, "Faults"). ``offset_lag``: messages from each partition's read position
+        to its high watermark as the last fetch response gave it (no broker request here), and their sum as the
+        counter ``offset_lag``."""
         with self._feed.lock:
             extra = self._state.counts()
             extra["buffered_bytes"] = self._state.router.buffered_bytes
+            lags = self._state.partitions.offset_lag()
+            extra["offset_lag"] = sum(lags.values())
             run = self._state.router.current
             healthy = self._unreachable_since is None
             if not healthy:
@@ -227,7 +234,7 @@ class KafkaEventListener(Listener):
                 state = f"reading run {run.number} up to its stop at {iso(run.stop_ns)} ({self.address})"
             else:
                 state = f"reading run {run.number} from {self.address}"
-        return self._feed.health(state, extra, healthy=healthy)
+        return dataclasses.replace(self._feed.health(state, extra, healthy=healthy), offset_lag=lags)
 
     # --- extract --------------------------------------------------------------------------------------------
     def _chunk(self, taken: Taken, id_range: tuple[int, int]) -> tuple[sc.DataArray, Counter[str]]:
@@ -417,14 +424,14 @@ class KafkaEventListener(Listener):
     def _step(self) -> None:
         """One round: wait for space if the buffer is full (back-pressure), else consume a batch and sort it in."""
         feed = self._feed
-        if feed.wait_for_room(lambda: self._state.router.buffered_bytes):
+        if feed.wait_for_room(lambda: self._state.router.pending_bytes):
             return
         with feed.lock:
-            room = feed.buffer_bytes - self._state.router.buffered_bytes
+            room = feed.buffer_bytes - self._state.router.pending_bytes
             losses = self._state.losses
             for (topic, partition), offset in self._state.to_verify():  # seek back to each partition's mark
                 self._consumer.seek(TopicPartition(topic, partition, offset))
-            self._hold_data()
+            self._pause()
         messages = self._consumer.consume(max(1, min(BATCH, int(room / self._mean_message))), POLL_S)
         if messages:
             size = sum(len(message.value() or b"") for message in messages) / len(messages)
@@ -444,7 +451,7 @@ class KafkaEventListener(Listener):
                 if key in self._state.partitions.states and key not in self._reseeked:
                     self._state.partitions.read(key, _mark(message))
             self._state.router.check_stop(self._state.partitions.data(), self._now_ns(), self.clock.monotonic())
-            self._hold_data()
+            self._pause()
             feed.changed.notify_all()
         now = self.clock.monotonic()
         if now - self._last_check >= CHECK_EVERY_S:
@@ -542,23 +549,32 @@ class KafkaEventListener(Listener):
         _log.warning("Kafka: %s [%d] %s: reading it again from offset %d", *key, why, start)
         self._consumer.seek(TopicPartition(*key, start))
         self._reseeked.add(key)
-        self._hold_data()
+        self._pause()
 
-    def _hold_data(self) -> None:
-        """Pause the data partitions while run control is not settled (:meth:`Partitions.run_control_settled`),
-        sought back to where they are (what they fetched is read again), and resume them once it is (lock held)."""
-        hold = not self._state.partitions.run_control_settled()
-        if hold == self._holding:
+    def _pause(self) -> None:
+        """Pause the partitions :meth:`ReadState.paused` names (while run control is not settled, the data
+        partitions; those past the stop the oldest run waits for; runInfo while too many runs wait for their data),
+        each sought back to where it is (what it fetched is read again), and resume the others (lock held)."""
+        wanted = self._state.paused()
+        pause, resume = wanted - self._paused, self._paused - wanted
+        if not pause and not resume:
             return
-        self._holding = hold
-        data = [(key, s.next_offset) for key, s in self._state.partitions.states.items() if s.role != "runInfo"]
-        if hold:
-            for key, offset in data:
-                if offset is not None:
-                    self._consumer.seek(TopicPartition(*key, offset))
-                self._reseeked.add(key)
-        (self._consumer.pause if hold else self._consumer.resume)([TopicPartition(*key) for key, _ in data])
-        _log.info("Kafka: data partitions %s until run control is read again", "held" if hold else "released")
+        for key in pause:
+            offset = self._state.partitions.states[key].next_offset
+            if offset is not None:
+                self._consumer.seek(TopicPartition(*key, offset))
+            self._reseeked.add(key)
+        if pause:
+            self._consumer.pause([TopicPartition(*key) for key in sorted(pause)])
+        if resume:
+            self._consumer.resume([TopicPartition(*key) for key in sorted(resume)])
+        self._paused = wanted
+        hold = not self._state.partitions.run_control_settled()
+        if hold != self._holding:
+            self._holding = hold
+            _log.info("Kafka: data partitions %s until run control is read again", "held" if hold else "released")
+        else:
+            _log.debug("Kafka: partitions paused %s, resumed %s", sorted(pause), sorted(resume))
 
     def _now_ns(self) -> int:
         return int(self.clock.time() * 1e9)
