@@ -203,14 +203,10 @@ class ScippEngine:
         started = clock.monotonic() if started is None else started
         result = self._loader.run(early=early)
         duration = clock.monotonic() - started
-        lag = self._lag.cycle(
-            CycleLag(
-                result.newest_pulse_s,
-                clock.time(),
-                duration,
-                self.listener.health().counters.get("back_pressure_ms", 0),
-            )
-        )
+        lag = self._lag.seconds
+        if result.post_processed:  # the lag of what the scientist sees: at an output, not at an early part
+            pressure = self.listener.health().counters.get("back_pressure_ms", 0)
+            lag = self._lag.cycle(CycleLag(result.newest_pulse_s, clock.time(), duration, pressure))
         self._record(label, result, duration)
         notify(CycleCompleted(duration, result.failed, lag))
         if result.finished is not None:

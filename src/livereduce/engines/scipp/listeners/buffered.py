@@ -236,7 +236,12 @@ class BufferedSource:
                 "memory short",
                 f"{self.name}: {HEADROOM_CYCLES} cycles of this stream need {self.bound.wanted / 2**20:.0f} MiB of "
                 f"buffer; the memory limit leaves {self.bound.cap / 2**20:.0f} MiB (system_mem_limit_perc, "
-                f"mem_limit_mb): a full buffer pauses reading (accum_method Add: the engine takes an early chunk)",
+                f"mem_limit_mb): "
+                + (
+                    "a full buffer is taken early (early_chunks)"
+                    if self.on_full is not None
+                    else "a full buffer pauses reading until the next cycle, and the data falls behind"
+                ),
             )
         self._paused_since_take = False
         self.changed.notify_all()
