@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import threading
@@ -181,6 +182,84 @@ def test_two_runs_back_to_back(kafka_broker: Broker, kafka_topics, sans2d: Path)
     assert [s[1] for s in seen if s[2]] == [7, 8]  # and with no other
     per_run = {run: sum(e.chunk.bins.size().sum().value for e in got if e.run_number == run) for run in (7, 8)}
     assert per_run == {7: SANS2D_EVENTS, 8: SANS2D_EVENTS}
+
+
+def test_a_consumer_that_lags_by_several_runs_delivers_every_event_of_every_run(
+    kafka_broker: Broker, kafka_topics, sans2d: Path
+):
+    """Issue 15: three runs written before the listener starts at the first one's start, with a 1 MiB buffer. Its
+    run-info topic is read at once, three runs ahead of the events (which come 1 MiB per extract); the old router
+    ended each run at the next run start and dropped the rest of its events as late."""
+    topics = kafka_topics()
+    start = datetime(2026, 5, 4, 3, 2, 1, tzinfo=UTC)
+    replay(kafka_broker, topics, "--speed=0", "--loops=3", "--run-number=7", f"--start-time={start.isoformat()}",
+           file=str(sans2d))  # fmt: skip
+    source = listener(kafka_broker, topics, source_buffer_mb=1)
+    source.start(start)
+    ahead = []  # chunks of run 7 taken while the listener had read run 9's start already
+    try:
+
+        def ended_run_9(got: list) -> bool:
+            if got[-1].run_number == 7 and got[-1].chunk.sizes[PULSE_DIM]:
+                ahead.append(source.health().state.startswith("reading run 9"))
+            return got[-1].status is RunStatus.EndRun and got[-1].run_number == 9
+
+        got = drain(source, until=ended_run_9)
+        lag = poll_until(lambda: source.health().offset_lag, "the offset lags", timeout=10)
+    finally:
+        source.disconnect()
+
+    assert any(ahead)  # the run-info topic was read runs ahead of the events
+    per_run = {run: sum(e.chunk.bins.size().sum().value for e in got if e.run_number == run) for run in (7, 8, 9)}
+    assert per_run == {7: SANS2D_EVENTS, 8: SANS2D_EVENTS, 9: SANS2D_EVENTS}
+    assert [(s[0], s[1]) for s in statuses(got) if s[0] == "EndRun"] == [("EndRun", 7), ("EndRun", 8), ("EndRun", 9)]
+    assert [s[1] for s in statuses(got) if s[2]] == [8, 9]  # the first chunk of each later run starts afresh
+    runs = [e.run_number for e in got if e.chunk.sizes[PULSE_DIM]]
+    assert runs == sorted(runs)  # each run in its own chunks, in order
+    counters = source.health().counters
+    assert not any(e.dropped for e in got)
+    assert counters["events_dropped"] == counters.get("events_late", 0) == counters.get("events_outside_run", 0) == 0
+    assert counters["back_pressure_pauses"] >= 1
+    assert set(lag) == {f"{topic}[0]" for topic in topics.values()}
+    assert counters["offset_lag"] == sum(source.health().offset_lag.values())
+
+
+def test_two_event_partitions_read_runs_behind_their_run_starts_deliver_every_run_whole(
+    kafka_broker: Broker, kafka_topics, caplog: pytest.LogCaptureFixture
+):
+    """Two event partitions, three runs written before the listener starts, 1 MiB of buffer for 7 MB of events: a
+    partition past the stop the oldest run waits for is paused (and sought back to where it is) until the other has
+    passed it too; nothing is lost or read twice across the pauses."""
+    caplog.set_level(logging.DEBUG, "livereduce.KafkaEventListener")
+    topics = {**kafka_topics(("runInfo", "sampleEnv")), **kafka_topics(("events",), partitions=2)}
+    t0 = (time.time_ns() // SECOND - 120) * SECOND
+    starts = [run_start(t0 + 10 * n * SECOND, run=str(n + 1), job=f"j{n}") for n in range(3)]
+    send(kafka_broker, topics["runInfo"], [*starts, run_stop(t0 + 30 * SECOND, run="3", job="j2")])
+    step = SECOND // 100
+    for partition in (0, 1):  # 10 pulses of 300 events per message, partition 1 5 ms after partition 0
+        times = [t0 + partition * step // 2 + i * step for i in range(3000)]
+        messages = [pulses(times[i : i + 10], per_pulse=300, message_id=i // 10) for i in range(0, 3000, 10)]
+        send(kafka_broker, topics["events"], messages, partition=partition)
+    source = listener(kafka_broker, topics, source_buffer_mb=1)
+    source.start(datetime.fromtimestamp(t0 / SECOND, UTC))
+    try:
+        got = drain(source, until=lambda got: got[-1].status is RunStatus.EndRun and got[-1].run_number == 3)
+    finally:
+        source.disconnect()
+
+    per_run = {run: sum(e.chunk.bins.size().sum().value for e in got if e.run_number == run) for run in (1, 2, 3)}
+    assert per_run == {1: 600_000, 2: 600_000, 3: 600_000}  # 1000 pulses of 300 events per partition and run
+    ends = [(status, run) for status, run, *_ in statuses(got) if status != "Running"]
+    assert ends == [("BeginRun", 1), ("BeginRun", 2), ("EndRun", 3)]  # runs 1 and 2 ended by the next start
+    for run in (1, 2, 3):
+        times = pulse_times([e for e in got if e.run_number == run])
+        assert np.unique(times).size == times.size == 2000
+        assert times.min() >= t0 + 10 * (run - 1) * SECOND
+        assert times.max() < t0 + 10 * run * SECOND
+    counters = source.health().counters
+    assert counters["events_dropped"] == counters.get("events_late", 0) == counters.get("events_outside_run", 0) == 0
+    assert counters["back_pressure_pauses"] >= 1
+    assert any("partitions paused [('" in record.getMessage() for record in caplog.records)
 
 
 def test_a_run_start_while_a_run_is_open_is_begin_run(kafka_broker: Broker, kafka_topics):
