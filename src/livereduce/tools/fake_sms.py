@@ -5,6 +5,11 @@ livereduce.tools.fake_sms``). Each file is one run (``--loops`` repeats the list
 ``--run-number``, else the first file's run number, else 1. A client connects to ``--host:--port`` (default
 127.0.0.1:31415; port 0 picks a free one, printed) and gets the stream as the SMS sends it.
 
+Without files, ``--synthetic RATE`` serves runs of random events made on the fly at RATE events/s
+(``livereduce.tools.synthetic``): ``--pixels`` pixels, ``--pulse-rate`` Hz, runs of ``--run-seconds`` 1 s apart.
+``--start-in S`` puts the timeline on the wall clock (``--speed`` 1): the first run begins S seconds after start
+and every pulse is stamped with the wall-clock time at which it is sent.
+
 The command line only: the runs and their packets are ``sms_stream.py`` (files read with livereduce's validated
 NeXus reader), the server, the conversation with each client and the fault injection ``sms_server.py``.
 
@@ -26,7 +31,8 @@ from types import FrameType
 
 from livereduce.errors import SourceError
 from livereduce.tools.sms_server import DEFAULT_PORT, FakeSms, Options
-from livereduce.tools.sms_stream import MAX_RUN_NUMBER, Stream, load_run
+from livereduce.tools.sms_stream import MAX_RUN_NUMBER, Run, Stream, load_run
+from livereduce.tools.synthetic import PulsePool, pulse_events, synthetic_run
 
 PROG = "livereduce-fake-sms"
 _log = logging.getLogger("livereduce.fake_sms")
@@ -65,7 +71,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         prog=PROG,
         description="Serve NeXus event files as an ADARA live stream, like SNS's Stream Management Service.",
     )
-    parser.add_argument("files", nargs="+", type=Path, help="NeXus files with NXevent_data (ISIS or SNS layout)")
+    parser.add_argument("files", nargs="*", type=Path, help="NeXus files with NXevent_data (ISIS or SNS layout)")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default %(default)s)")
     parser.add_argument("--port", type=int, default=DEFAULT_PORT, help="TCP port (default %(default)s; 0: any free)")
     parser.add_argument("--speed", type=_positive(float), default=1.0, help="timeline speed (0: as fast as possible)")
@@ -79,7 +85,18 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--drop-after", type=_positive(int), help="break the first connection after N pulses")
     parser.add_argument("--corrupt", type=_positive(int), default=0, help="malformed packets per connection")
     parser.add_argument("--pause-at", type=_pause, help="pause before pulse P, resume before Q (P or P:Q)")
+    parser.add_argument("--synthetic", type=_positive(float), metavar="RATE", help="random events/s instead of files")
+    parser.add_argument("--pixels", type=int, default=100_000, help="pixels of --synthetic (default %(default)s)")
+    parser.add_argument("--pulse-rate", type=float, default=60.0, help="Hz of --synthetic (default %(default)s)")
+    parser.add_argument("--run-seconds", type=float, default=90.0, help="run length of --synthetic (default 90)")
+    parser.add_argument("--start-in", type=_positive(float), help="wall-clock timeline: first run in S seconds")
     args = parser.parse_args(argv)
+    if bool(args.files) == (args.synthetic is not None):
+        parser.error("give either files or --synthetic RATE")
+    if args.synthetic is not None and not (1 <= args.pixels <= 2**32 and args.pulse_rate > 0 and args.run_seconds > 0):
+        parser.error("--synthetic needs --pixels within 1..2**32, --pulse-rate > 0 and --run-seconds > 0")
+    if args.start_in is not None and args.speed != 1:
+        parser.error("--start-in needs --speed 1 (the timeline is the wall clock)")
     if not args.heartbeat > 0:
         parser.error("--heartbeat must be > 0")
     if args.eof_every < 1:
@@ -89,14 +106,26 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
+def _runs(args: argparse.Namespace) -> list[Run]:
+    """The runs to serve: the files, or one synthetic run.
+
+    Raises:
+        SourceError: a file cannot be read.
+    """
+    if args.synthetic is None:
+        return [
+            load_run(path, pulse_charge_pc=args.pulse_charge, monitor_events=args.monitor_events) for path in args.files
+        ]
+    pool = PulsePool.make(pulse_events(args.synthetic, args.pulse_rate), args.pixels)
+    return [synthetic_run(pool, seconds=args.run_seconds, pulse_rate=args.pulse_rate)]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``livereduce-fake-sms``; returns the exit code (0 after SIGTERM/SIGINT, 2 bad arguments, 3 bad file)."""
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stdout, format=f"{PROG}: %(levelname)s: %(message)s")
     try:
-        runs = [
-            load_run(path, pulse_charge_pc=args.pulse_charge, monitor_events=args.monitor_events) for path in args.files
-        ]
+        runs = _runs(args)
     except SourceError as err:
         print(f"{PROG}: {err}", file=sys.stderr, flush=True)
         return 3
@@ -109,6 +138,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         drop_after=args.drop_after,
         corrupt=args.corrupt,
         pause=args.pause_at,
+        start_in=args.start_in,
     )
     try:
         server = FakeSms(
@@ -128,11 +158,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     events = sum(run.events for run in runs)
     pulses = sum(run.pulse_ns.size for run in runs)
     _log.info(
-        "listening on %s:%d: %s, %d file(s), %d pulses, %d events, speed %g, loops %s, runs from %d",
+        "listening on %s:%d: %s, %s, %d pulses, %d events, speed %g, loops %s, runs from %d",
         args.host,
         server.port,
         server.stream.instrument,
-        len(runs),
+        f"{len(runs)} file(s)" if args.files else f"synthetic {runs[0].events // pulses} events per pulse",
         pulses,
         events,
         args.speed,

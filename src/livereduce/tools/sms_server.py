@@ -12,6 +12,10 @@ A client connects and sends CLIENT_HELLO v0 or v1 [NP 5.12, 5.13]; then, as the 
   ``eof_every`` pulses RUN_EOF, SYNC, RUN_BOF and the repeated prologue, then RUN_STATUS END_RUN;
 * HEARTBEAT whenever nothing was sent for ``heartbeat_s`` seconds, also after the last run.
 
+Each run a client was served ends with an INFO line (logger ``livereduce.fake_sms.sent``): the pulses sent and how
+late the latest was against its time (a sender or a client that cannot keep up shows there). Synthetic runs
+(``tools/synthetic.py``) are sent as made, one pulse at a time: a fresh header, then the pool pulse's payload.
+
 Fault injection (:class:`Options`): ``drop_after`` (the first connection breaks off in the middle of the packet
 after N pulses), ``corrupt`` (N malformed packets of different kinds spread over each connection's first run;
 each must be dropped whole by the client), ``pause`` (pause annotation before pulse P of each run, resume before
@@ -49,8 +53,11 @@ from livereduce.protocols.adara.packets import (
     parse_header,
 )
 from livereduce.tools.sms_stream import EPICS_EPOCH_NS, LogValue, Placed, Stream, Timeline
+from livereduce.tools.synthetic import SyntheticRun
 
 _log = logging.getLogger("livereduce.fake_sms")
+_sent_log = logging.getLogger("livereduce.fake_sms.sent")
+"""What each run sent to each client (a logger of its own: the session's story stays on ``_log``)."""
 DEFAULT_PORT = 31415
 """The SMS's port (``livestream.service``) [impl]."""
 DEVICE_ID = 8192
@@ -78,6 +85,8 @@ class Options:
         drop_after: the first connection breaks off after this many pulses (None: never).
         corrupt: malformed packets in each connection's first run.
         pause: ``(P, Q)``: a pause annotation before pulse P of each run, resume before Q (None: no pause).
+        start_in: the timeline is the wall clock and the first run begins this many seconds after the server is made
+            (``speed`` 1; None: the runs keep their files' times).
     """
 
     speed: float = 1.0
@@ -88,6 +97,7 @@ class Options:
     drop_after: int | None = None
     corrupt: int = 0
     pause: tuple[int, int] | None = None
+    start_in: float | None = None
 
 
 class ClientGone(Exception):
@@ -120,6 +130,8 @@ class Session:
         self.first = first
         self.no_pause_data = False
         self._last_send = time.monotonic()
+        self._pulses_sent = 0  # of the run being sent
+        self._latest_ns = 0  # how late the latest pulse of that run was sent against its time (stream ns)
 
     # --- sending ------------------------------------------------------------------------------------------
     def send(self, data: bytes | memoryview) -> None:
@@ -284,6 +296,24 @@ class Session:
         return encode.runinfo_xml(placed.number, proposal_id=run.proposal, run_title=run.title)
 
     def stream_run(self, placed: Placed, first: int, fresh: bool, corrupt: int) -> None:
+        """Send run ``placed`` from pulse ``first`` (with its NEW_RUN if ``fresh``); log what was sent."""
+        self._pulses_sent = self._latest_ns = 0
+        ended = "cut off"
+        try:
+            self._stream_run(placed, first, fresh, corrupt)
+            ended = "ended"
+        finally:
+            speed = self.options.speed or 1
+            _sent_log.info(
+                "client %s: run %d %s: %d pulses sent, at most %.3f s after their time",
+                self.peer,
+                placed.number,
+                ended,
+                self._pulses_sent,
+                self._latest_ns / speed / NS_PER_S,
+            )
+
+    def _stream_run(self, placed: Placed, first: int, fresh: bool, corrupt: int) -> None:
         run, options = placed.run, self.options
         epics_start = placed.start_ns // NS_PER_S - EPICS_EPOCH_OFFSET_S
         n = run.pulse_ns.size
@@ -384,11 +414,21 @@ class Session:
         while position < end:
             if self.options.speed > 0:
                 self.wait_until(placed.pulse_ns(position))
-                due = int(np.searchsorted(run.pulse_ns, self.timeline.now_ns() - placed.shift_ns, "right"))
+                now = self.timeline.now_ns()
+                due = int(np.searchsorted(run.pulse_ns, now - placed.shift_ns, "right"))
                 stop = min(end, max(due, position + 1))
+                self._latest_ns = max(self._latest_ns, now - placed.pulse_ns(position))
             else:
                 stop = end
-            self.send(self.packet_bytes(placed, int(starts[position]), int(run.ends[stop - 1])))
+            if isinstance(run, SyntheticRun):
+                for i in range(position, stop):
+                    header, payload = run.packet(i, placed.pulse_ns(i))
+                    self.send(header)
+                    self.send(payload)
+                    self._pulses_sent += 1
+            else:
+                self.send(self.packet_bytes(placed, int(starts[position]), int(run.ends[stop - 1])))
+                self._pulses_sent += stop - position
             position = stop
 
     def packet_bytes(self, placed: Placed, begin: int, end: int) -> memoryview:
@@ -444,7 +484,10 @@ class FakeSms:
     def __init__(self, stream: Stream, options: Options, *, host: str = "127.0.0.1", port: int = DEFAULT_PORT) -> None:
         self.stream = stream
         self.options = options
-        self.timeline = Timeline(stream.runs, loops=options.loops, speed=options.speed, first_number=options.run_number)
+        start_ns = None if options.start_in is None else time.time_ns() + round(options.start_in * NS_PER_S)
+        self.timeline = Timeline(
+            stream.runs, loops=options.loops, speed=options.speed, first_number=options.run_number, start_ns=start_ns
+        )
         self.stopping = threading.Event()
         self._listener = socket.create_server((host, port))
         self._listener.settimeout(0.2)

@@ -12,7 +12,9 @@ Runs follow each other on one timeline: the first keeps the file's pulse times, 
 file's run number, else 1) upwards; ADARA's run numbers are u32 [NP 5.8, 5.9] and a client reads 0 as no run
 (``protocols/adara/client.py``), so the numbers stay within ``1..2**32-1`` (a file's run number outside it is
 ignored; numbers past the top start again at 1). The timeline's clock advances with the wall clock times the speed
-from the moment it is made (speed 0: it stands at the beginning).
+from the moment it is made (speed 0: it stands at the beginning). A timeline given a start time instead is the wall
+clock itself (speed 1): the first run is shifted to begin then, and every pulse is stamped with the wall-clock time
+at which it is due, as the SMS stamps a pulse when the beam makes it.
 """
 
 from __future__ import annotations
@@ -313,13 +315,31 @@ def next_run_number(first: int, k: int) -> int:
 
 
 class Timeline:
-    """The runs one after another (``loops`` times the list; 0: forever), and the stream's clock."""
+    """The runs one after another (``loops`` times the list; 0: forever), and the stream's clock.
 
-    def __init__(self, runs: list[Run], *, loops: int, speed: float, first_number: int | None = None) -> None:
+    ``start_ns`` (Unix ns; None: the first run keeps its files' times): the first run's NEW_RUN is at that time and
+    the clock is the wall clock (``time.time_ns()``; ``speed`` must be 1).
+
+    Raises:
+        ValueError: ``start_ns`` with a speed other than 1.
+    """
+
+    def __init__(
+        self,
+        runs: list[Run],
+        *,
+        loops: int,
+        speed: float,
+        first_number: int | None = None,
+        start_ns: int | None = None,
+    ) -> None:
+        if start_ns is not None and speed != 1:
+            raise ValueError(f"a timeline on the wall clock runs at speed 1, not {speed:g}")
         self.runs = runs
         self.loops = loops
         self.speed = speed
         self.first_number = first_number or next_run_number(runs[0].number, 0)
+        self.start_ns = start_ns
         self._placed: list[Placed] = []
         self._lock = threading.Lock()
         self.origin_ns = self.at(0).start_ns if self.at(0) else 0
@@ -334,12 +354,16 @@ class Timeline:
                 n = len(self._placed)
                 run = self.runs[n % len(self.runs)]
                 first = int(run.pulse_ns[0]) if run.pulse_ns.size else 0
-                shift = 0 if n == 0 else self._placed[-1].end_ns + RUN_GAP_NS - (first - RUN_EDGE_NS)
+                begin = self._placed[-1].end_ns + RUN_GAP_NS if n else self.start_ns  # NEW_RUN; None: unshifted
+                shift = 0 if begin is None else begin - (first - RUN_EDGE_NS)
                 self._placed.append(Placed(run, next_run_number(self.first_number, n), shift))
             return self._placed[k]
 
     def now_ns(self) -> int:
-        """The stream's current time (Unix ns): the origin advanced by the wall clock times ``speed``."""
+        """The stream's current time (Unix ns): the origin advanced by the wall clock times ``speed``, or the wall
+        clock itself for a timeline given a start time."""
+        if self.start_ns is not None:
+            return time.time_ns()
         return self.origin_ns + int((time.monotonic() - self._started) * self.speed * NS_PER_S)
 
     def current(self, now: int) -> int:
