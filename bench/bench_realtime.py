@@ -55,7 +55,7 @@ import sys
 import threading
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -227,7 +227,15 @@ def started(args: list[str], log: Path, env: dict[str, str] | None = None) -> It
         stop(process)
 
 
-def wait_for(predicate: object, what: str, timeout: float) -> None:
+def logged(log: Path, pattern: str | re.Pattern[str]) -> Callable[[], bool]:
+    """A predicate: whether ``log`` contains ``pattern`` (a string or a regular expression)."""
+    if isinstance(pattern, str):
+        return lambda: pattern in log.read_text()
+    return lambda: pattern.search(log.read_text()) is not None
+
+
+def wait_for(predicate: Callable[[], bool], what: str, timeout: float) -> None:
+    """Poll ``predicate`` every 0.1 s; RuntimeError after ``timeout`` s."""
     deadline = time.monotonic() + timeout
     while not predicate():
         if time.monotonic() > deadline:
@@ -423,7 +431,7 @@ def measure(setup: Setup, args: argparse.Namespace, workdir: Path) -> Result:
         if setup.source == "adara":
             generator = enter(started(adara_source(setup, args, runs), generator_log))
             launched = time.time()
-            wait_for(lambda: "listening on 127.0.0.1:" in generator_log.read_text(), "the fake SMS", 60)
+            wait_for(logged(generator_log, "listening on 127.0.0.1:"), "the fake SMS", 60)
             port = re.search(r"listening on 127\.0\.0\.1:(\d+)", generator_log.read_text()).group(1)
             address = f"127.0.0.1:{port}"
         else:
@@ -431,7 +439,7 @@ def measure(setup: Setup, args: argparse.Namespace, workdir: Path) -> Result:
             result.compression = kafka_compression(setup.rate, seconds)
             generator = enter(started(kafka_source(setup, args, runs, address, result.compression), generator_log))
             launched = time.time()
-            wait_for(lambda: "run(s) of" in generator_log.read_text(), "the producer", 60)
+            wait_for(logged(generator_log, "run(s) of"), "the producer", 60)
         config = daemon_config(setup, workdir, address, args.pixels, metrics_port)
         daemon = enter(started([sys.executable, str(DAEMON), str(config)], workdir / "daemon.stdout", env))
         sampler = Sampler(daemon.pid, generator.pid, broker_process.pid if broker_process else None)
@@ -657,49 +665,53 @@ def probe(args: argparse.Namespace, workdir: Path) -> list[dict[str, object]]:
     """Each generator alone at each rate for ``--probe-seconds`` (see the module description)."""
     workdir.mkdir(parents=True, exist_ok=True)
     rows = []
+    lead = 2.0  # s from the generator's start to its run: imports and the pool are not counted
     for source, rate in [(s, r) for s in ("adara", "kafka") for r in args.probe_rates]:
         setup = Setup(source, rate, 1.0, None)
-        probe_args = argparse.Namespace(**{**vars(args), "run_seconds": args.probe_seconds, "start_in": 1.0})
+        probe_args = argparse.Namespace(**{**vars(args), "run_seconds": args.probe_seconds, "start_in": lead})
         log = workdir / f"probe-{source}-{rate:.0e}.log"
+        compression = "none" if source == "adara" else kafka_compression(rate, args.probe_seconds)
         with ExitStack() as stack:
             enter = stack.enter_context
+            stopping = threading.Event()
             if source == "adara":
                 generator = enter(started(adara_source(setup, probe_args, 1), log))
-                wait_for(lambda: "listening on 127.0.0.1:" in log.read_text(), "the fake SMS", 60)  # noqa: B023
+                wait_for(logged(log, "listening on 127.0.0.1:"), "the fake SMS", 60)
                 port = int(re.search(r"listening on 127\.0\.0\.1:(\d+)", log.read_text()).group(1))
-                stopping = threading.Event()
-                reader = threading.Thread(target=null_client, args=(port, stopping), daemon=True)
-                reader.start()
-                done = lambda: bool(SMS_RUN.search(log.read_text()))  # noqa: E731, B023
+                threading.Thread(target=null_client, args=(port, stopping), daemon=True).start()
+                pattern = SMS_RUN
             else:
-                _, address = enter(broker(workdir))
-                generator = enter(started(kafka_source(setup, probe_args, 1, address, "none"), log))
-                done = lambda: "done; CPU" in log.read_text()  # noqa: E731, B023
-            process = psutil.Process(generator.pid)
-            began, cpu0 = time.time(), cpu_seconds(process)
+                broker_process, address = enter(broker(workdir))
+                generator = enter(started(kafka_source(setup, probe_args, 1, address, compression), log))
+                wait_for(logged(log, "run(s) of"), "the producer", 60)
+                pattern = re.compile(KAFKA_RUN.pattern, re.M)
+            processes = [psutil.Process(generator.pid)] + (
+                [] if source == "adara" else [psutil.Process(broker_process.pid)]
+            )
+            time.sleep(lead)
+            began, cpu0 = time.time(), [cpu_seconds(p) for p in processes]
             with suppress(RuntimeError):
-                wait_for(done, "the run's end", args.probe_seconds * 4 + 30)
-            cpu = (cpu_seconds(process) - cpu0) / (time.time() - began)
-            if source == "adara":
-                stopping.set()
-                reader.join()
-        pattern = SMS_RUN if source == "adara" else re.compile(KAFKA_RUN.pattern, re.M)
+                wait_for(logged(log, pattern), "the run's end", args.probe_seconds * 4 + 30)
+            cores = [(cpu_seconds(p) - c) / (time.time() - began) for p, c in zip(processes, cpu0, strict=True)]
+            stopping.set()
         match = pattern.search(log.read_text())
         due = round(args.probe_seconds * args.pulse_rate)
         pulses, late = (int(match["pulses"]), float(match["late"])) if match else (0, math.nan)
-        rows.append(
-            {
-                "source": source,
-                "rate": rate,
-                "pulses_due": due,
-                "pulses_sent": pulses,
-                "latest_s": late,
-                "cpu_cores": cpu,
-            }
-        )
+        row = {
+            "source": source,
+            "rate": rate,
+            "compression": compression,
+            "pulses_due": due,
+            "pulses_sent": pulses,
+            "latest_s": late,
+            "generator_cpu_cores": cores[0],
+            "broker_cpu_cores": cores[1] if len(cores) > 1 else None,
+        }
+        rows.append(row)
+        broker_cpu = f", broker {cores[1]:.2f}" if len(cores) > 1 else ""
         print(
-            f"{source} at {rate:.0e} events/s alone: {pulses} of {due} pulses sent, the latest {late:.3f} s after its "
-            f"time, generator CPU {cpu:.2f} cores",
+            f"{source} at {rate:.0e} events/s alone ({compression}): {pulses} of {due} pulses sent, the latest "
+            f"{late:.3f} s after its time; CPU: generator {cores[0]:.2f} cores{broker_cpu}",
             flush=True,
         )
     return rows
