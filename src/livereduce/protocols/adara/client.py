@@ -233,16 +233,22 @@ class ClientState:
             self._sealed_bytes -= taken.nbytes
             return taken
         taken = self._current
-        self._current = self._new_segment(every_log=False)
+        self._current = self._new_segment(every_log=False, expected=taken.events.count)
         return taken
 
-    def _event_arrays(self) -> EventArrays:
-        return EventArrays(self._allocate, self._segment_events)
+    def _event_arrays(self, expected: int = 0) -> EventArrays:
+        """Arrays for ``segment_events``, or for ``expected`` events and a quarter more when that is larger: a
+        segment that continues one just taken expects as many (the same stream over about one cycle), so it is
+        not grown (copied) from ``segment_events`` up; memory not written costs nothing."""
+        return EventArrays(self._allocate, max(self._segment_events, expected + expected // 4))
 
-    def _new_segment(self, *, every_log: bool) -> Segment:
+    def _new_segment(self, *, every_log: bool, expected: int = 0) -> Segment:
         """A segment of the current run; ``every_log``: it starts an accumulation, so its chunk holds the value
-        in force of every log (else only of those that change in it)."""
-        return Segment(self._run_number, self._run_start_ns, self._range, self._event_arrays(), every_log=every_log)
+        in force of every log (else only of those that change in it); ``expected``: events it will likely hold
+        (see :meth:`_event_arrays`)."""
+        return Segment(
+            self._run_number, self._run_start_ns, self._range, self._event_arrays(expected), every_log=every_log
+        )
 
     def _seal(self, transition: Transition) -> None:
         """Seal the current segment as ``transition``; one without data replaces a sealed one without data

@@ -659,5 +659,24 @@ def event_arrays(
         exact = words[:, 0] + np.cumsum(steps[:n])
         np.divide(exact, 10.0, out=tof, casting="same_kind")
     else:
-        np.divide(words[:, 0], 10.0, out=tof, casting="unsafe")
+        _tof_us(words[:, 0], tof)
     return words[:, 1], tof
+
+
+def _tof_us(tof_words: np.ndarray, out: np.ndarray) -> None:
+    """``out[:] = float32(tof_words / 10)``, correctly rounded, for u32 TOF words in 100 ns -> µs.
+
+    Words below 2**24 are exact in float32, and a float32 division of them is correctly rounded, as the float64
+    division rounded to float32 is (double rounding is harmless for a quotient when 53 >= 2 * 24 + 2): so they are
+    converted and divided in float32, in place (cheaper than float64 with a cast, and ``out`` stays in cache).
+    If any word is 2**24 or more (a TOF of 1.68 s and more, not seen in real streams), all are divided in float64.
+    """
+    np.copyto(out, tof_words, casting="unsafe")
+    if out.size and out.max() >= _EXACT_FLOAT32:
+        np.divide(tof_words, 10.0, out=out, casting="unsafe")
+    else:
+        out /= np.float32(10)
+
+
+_EXACT_FLOAT32 = np.float32(2**24)
+"""The smallest float32 that may be a rounded integer: integers below it convert to float32 exactly."""

@@ -1,8 +1,9 @@
 """The data of an ADARA client between two hand-overs: a :class:`Segment` of pulses, events (decoded as they
 arrive into :class:`EventArrays`), monitors and logs, and how it ended (:class:`Transition`).
 
-Memory follows what was received: a segment's event arrays start at :data:`DEFAULT_SEGMENT_EVENTS` and double
-when full; :attr:`Segment.nbytes` counts what it holds (:data:`SEGMENT_BYTES` before any data).
+Memory follows what was received: a segment's event arrays start at :data:`DEFAULT_SEGMENT_EVENTS` (a segment that
+continues one just taken: at that one's events and a quarter more) and double when full; :attr:`Segment.nbytes`
+counts what it holds (:data:`SEGMENT_BYTES` before any data).
 """
 
 from __future__ import annotations
@@ -75,7 +76,7 @@ class EventArrays:
             first += count
         end = self.count + n
         pixel, _ = decode.event_arrays(pairs, runs or None, out=self.tof[self.count : end])
-        np.copyto(self.pixel[self.count : end], pixel, casting="unsafe")
+        np.copyto(self.pixel[self.count : end].view(np.uint32), pixel)  # the words as they are: no cast
         self.count = end
 
     def _grow(self, needed: int) -> None:
