@@ -414,13 +414,14 @@ def stream_plan(args: argparse.Namespace) -> tuple[int, float]:
     return runs, runs * (args.run_seconds + 1)
 
 
-def measure(setup: Setup, args: argparse.Namespace, workdir: Path) -> Result:
-    """Run one configuration (see the module description)."""
+def measure(setup: Setup, args: argparse.Namespace, workdir: Path) -> None:
+    """Run one configuration (see the module description); what :func:`evaluate` needs besides the record file and
+    the logs goes to ``raw.json`` in ``workdir``."""
     workdir.mkdir(parents=True, exist_ok=True)
-    for stale in ("record.txt", "daemon.log", "status.json"):
+    for stale in ("record.txt", "daemon.log", "status.json", "raw.json"):
         (workdir / stale).unlink(missing_ok=True)
     runs, seconds = stream_plan(args)
-    result = Result(setup.name, args.minutes)
+    raw: dict[str, object] = {"minutes": args.minutes, "runs": runs, "compression": "", "errors": []}
     record = workdir / "record.txt"
     env = dict(os.environ, BENCH_RECORD=str(record))
     metrics_port = free_port()
@@ -436,8 +437,8 @@ def measure(setup: Setup, args: argparse.Namespace, workdir: Path) -> Result:
             address = f"127.0.0.1:{port}"
         else:
             broker_process, address = enter(broker(workdir))
-            result.compression = kafka_compression(setup.rate, seconds)
-            generator = enter(started(kafka_source(setup, args, runs, address, result.compression), generator_log))
+            raw["compression"] = kafka_compression(setup.rate, seconds)
+            generator = enter(started(kafka_source(setup, args, runs, address, raw["compression"]), generator_log))
             launched = time.time()
             wait_for(logged(generator_log, "run(s) of"), "the producer", 60)
         config = daemon_config(setup, workdir, address, args.pixels, metrics_port)
@@ -455,28 +456,46 @@ def measure(setup: Setup, args: argparse.Namespace, workdir: Path) -> Result:
         done_at = None  # when the source had sent everything
         while time.time() < deadline:
             if daemon.poll() is not None:
-                result.errors.append(f"daemon exited {daemon.returncode} during the stream")
+                raw["errors"].append(f"daemon exited {daemon.returncode} during the stream")
                 break
             if done_at is None and generator_done(generator_log, setup.source, runs):
                 done_at = time.time()
             if done_at is not None and last_output(record) > done_at + setup.update_every:
                 break  # a whole cycle after the last pulse was sent
             time.sleep(0.5)
-        result.rss_peak_mib = vm_hwm(daemon.pid) / 2**20
-        result.status_command = lag_lines(status_command(config))
-        result.metrics_lag = lag_lines(fetch_metrics(metrics_port))
-        result.status_lag = lag_fields(workdir / "status.json")
+        raw["rss_peak_mib"] = vm_hwm(daemon.pid) / 2**20
+        raw["status_command"] = lag_lines(status_command(config))
+        raw["metrics_lag"] = lag_lines(fetch_metrics(metrics_port))
+        raw["status_lag"] = lag_fields(workdir / "status.json")
         sampler.stopping.set()
         sampler.join()
+    raw["first_run"] = first_run
+    raw["samples"] = [asdict(sample) for sample in sampler.samples]
+    (workdir / "raw.json").write_text(json.dumps(raw))
+
+
+def evaluate(setup: Setup, args: argparse.Namespace, workdir: Path) -> Result:
+    """The figures of a configuration measured into ``workdir`` (see the module description)."""
+    raw = json.loads((workdir / "raw.json").read_text())
+    result = Result(
+        setup.name,
+        raw["minutes"],
+        rss_peak_mib=raw["rss_peak_mib"],
+        status_lag=raw["status_lag"],
+        status_command=raw["status_command"],
+        metrics_lag=raw["metrics_lag"],
+        compression=raw["compression"],
+        errors=list(raw["errors"]),
+    )
     analyse(
         result,
         setup,
-        record=record,
-        generator_log=generator_log,
+        record=workdir / "record.txt",
+        generator_log=workdir / "generator.log",
         daemon_log=workdir / "daemon.log",
-        samples=sampler.samples,
-        first_run=first_run,
-        args=args,
+        samples=[Sample(**sample) for sample in raw["samples"]],
+        first_run=raw["first_run"],
+        pulse_rate=args.pulse_rate,
     )
     return result
 
@@ -553,12 +572,12 @@ def analyse(
     daemon_log: Path,
     samples: list[Sample],
     first_run: float,
-    args: argparse.Namespace,
+    pulse_rate: float,
 ) -> None:
     """Fill ``result`` from the record file, the logs and the samples."""
     from livereduce.tools.synthetic import pulse_events
 
-    per = pulse_events(setup.rate, args.pulse_rate)
+    per = pulse_events(setup.rate, pulse_rate)
     text = generator_log.read_text()
     if setup.source == "adara":
         sent = {int(m["run"]): (int(m["pulses"]), float(m["late"])) for m in SMS_RUN.finditer(text)}
@@ -610,7 +629,7 @@ def analyse(
         result.latency_last_third_s = float(np.median(late))
         result.latency_max_s = float(latency.max())
         if len(cycles) >= 3:
-            result.latency_slope_s_per_min = float(np.polyfit((walls - walls[0]) / 60, latency, 1)[0])
+            result.latency_slope_s_per_min = theil_sen((walls - walls[0]) / 60, latency)
 
     window = [s for s in samples if first_run <= s.wall <= (first_run + result.span_s + 1 if cycles else math.inf)]
     if len(window) >= 2:
@@ -639,6 +658,15 @@ def analyse(
             result.caught_up.append(message)
         elif match["level"] in ("ERROR", "CRITICAL") or (match["level"] == "WARNING" and "drop" in message.lower()):
             result.errors.append(message)
+
+
+def theil_sen(x: np.ndarray, y: np.ndarray) -> float:
+    """The median of the slopes between all pairs of points: a line through the bulk of the cycles that the few
+    slow ones (a run's last pulses wait for the next cycle) do not tilt."""
+    i, j = np.triu_indices(x.size, 1)
+    dx = x[j] - x[i]
+    keep = dx > 0
+    return float(np.median((y[j] - y[i])[keep] / dx[keep]))
 
 
 # --- generators alone ---------------------------------------------------------------------------------------------
@@ -775,6 +803,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--start-in", type=float, default=10.0, help="s from the source's start to the first run")
     parser.add_argument("--workdir", type=Path, default=OUT)
     parser.add_argument("--probe", action="store_true", help="measure the generators alone instead")
+    parser.add_argument("--reanalyse", action="store_true", help="recompute the figures of earlier runs in --workdir")
     parser.add_argument("--probe-rates", type=float, nargs="+", default=[1e7, 3e7, 1e8])
     parser.add_argument("--probe-seconds", type=float, default=20.0)
     args = parser.parse_args(argv)
@@ -786,7 +815,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for setup in args.configs:
             print(f"{setup.name}: {args.minutes:g} min", flush=True)
-            result = measure(setup, args, args.workdir / setup.tag)
+            if not args.reanalyse:
+                measure(setup, args, args.workdir / setup.tag)
+            result = evaluate(setup, args, args.workdir / setup.tag)
             results.append(result)
             print(table([result]).splitlines()[-1], flush=True)
             print(f"  lag reporting: {lag_summary(result)}", flush=True)
