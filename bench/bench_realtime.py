@@ -20,8 +20,10 @@ pixels, 60 Hz, whose pulses are stamped with the wall-clock time at which they a
   scientist's screen. Reported: median over the first and the last third of the stream, the slope of a
   least-squares line through all cycles (s of latency per minute of stream: 0 when the daemon keeps up), maximum.
   **Run starts**: for each run, output time of the first cycle holding it - its first pulse.
-* **events**: sent (the source's per-run pulse counts x events per pulse), reduced (the histograms' sums);
-  events/s = events / the stream's span (first to last pulse sent).
+* **events**: sent (the source's per-run pulse counts x events per pulse), reduced (the histograms' sums, by the
+  time the harness stops the daemon: one ``update_every`` after the source's last run, at most 2 x
+  ``update_every`` + 15 s after the stream's planned end); events/s = events / the seconds of beam sent (pulses
+  sent / pulse rate: the gaps between runs do not count).
 * **CPU** (psutil, all threads, sampled every second): daemon, generator (fake SMS or producer), broker, in cores
   over the stream; **RSS** of the daemon: at the first cycle with data, at the end, peak (``VmHWM``).
 * **lag reporting**: the daemon's WARNING lines about falling behind (containing ``behind`` or ``lag``) and its
@@ -618,8 +620,10 @@ def analyse(
     result.run_start_latency_s = [round(run_seen[r] - first_of_run[r], 3) for r in sorted(run_seen)]
     if first_pulse < last_pulse:
         result.span_s = last_pulse - first_pulse
-        result.events_per_s_reduced = result.events_reduced / result.span_s
-        result.events_per_s_sent = result.events_sent / result.span_s
+    if result.pulses_sent:
+        beam_s = result.pulses_sent / pulse_rate
+        result.events_per_s_reduced = result.events_reduced / beam_s
+        result.events_per_s_sent = result.events_sent / beam_s
     if cycles:
         walls = np.array([w for w, _ in cycles])
         latency = np.array([w - n for w, n in cycles])
