@@ -260,6 +260,7 @@ def test_two_event_partitions_read_runs_behind_their_run_starts_deliver_every_ru
     assert counters["events_dropped"] == counters.get("events_late", 0) == counters.get("events_outside_run", 0) == 0
     assert counters["back_pressure_pauses"] >= 1
     assert any("partitions paused [('" in record.getMessage() for record in caplog.records)
+    assert counters.get("partition_resets", 0) == counters.get("offset_gaps", 0) == 0  # resumed where it was
 
 
 def test_a_run_start_while_a_run_is_open_is_begin_run(kafka_broker: Broker, kafka_topics):
