@@ -19,7 +19,9 @@ pixels, 60 Hz, whose pulses are stamped with the wall-clock time at which they a
   of the newest chunk proc has seen), over the cycles whose chunk holds pulses: the age of the freshest data on the
   scientist's screen. Reported: median over the first and the last third of the stream, the slope of a
   least-squares line through all cycles (s of latency per minute of stream: 0 when the daemon keeps up), maximum.
-  **Run starts**: for each run, output time of the first cycle holding it - its first pulse.
+  Cycles whose newest pulse is the last of its run are left out of these (that pulse waits for the next cycle, up
+  to ``update_every``, with nothing newer to show) and reported apart: **run ends**, output - the run's last pulse;
+  **run starts**: output of the first cycle holding a run - its first pulse.
 * **events**: sent (the source's per-run pulse counts x events per pulse), reduced (the histograms' sums, by the
   time the harness stops the daemon: one ``update_every`` after the source's last run, at most 2 x
   ``update_every`` + 15 s after the stream's planned end); events/s = events / the seconds of beam sent (pulses
@@ -182,6 +184,7 @@ class Result:
     latency_max_s: float = math.nan
     latency_slope_s_per_min: float = math.nan
     run_start_latency_s: list[float] = field(default_factory=list)
+    run_end_latency_s: list[float] = field(default_factory=list)
     daemon_cpu_cores: float = math.nan
     generator_cpu_cores: float = math.nan
     broker_cpu_cores: float = math.nan
@@ -590,10 +593,10 @@ def analyse(
     result.events_sent = result.pulses_sent * per
     result.generator_latest_s = max((late for _, late in sent.values()), default=math.nan)
 
-    cycles: list[tuple[float, float]] = []  # (output wall s, newest pulse s)
+    cycles: list[tuple[float, float, int]] = []  # (output wall s, newest pulse s, its run)
     first_of_run: dict[int, float] = {}  # run -> its first pulse (s)
     run_seen: dict[int, float] = {}  # run -> output time of the first cycle holding it
-    newest, pending, last_pulse, first_pulse = 0.0, False, 0.0, math.inf
+    newest, newest_run, pending, last_pulse, first_pulse = 0.0, 0, False, 0.0, math.inf
     waiting: list[int] = []
     for line in record.read_text().splitlines() if record.exists() else []:
         fields = line.split()
@@ -601,8 +604,7 @@ def analyse(
             run, pulses, first, last, events = (int(v) for v in fields[2:7])
             result.events_reduced += events
             if pulses:
-                newest = max(newest, last / 1e9)
-                pending = True
+                newest, newest_run, pending = max(newest, last / 1e9), run, True
                 first_pulse = min(first_pulse, first / 1e9)
                 last_pulse = max(last_pulse, last / 1e9)
                 if run not in first_of_run:
@@ -611,13 +613,17 @@ def analyse(
         elif fields[0] == "O":
             wall = float(fields[1])
             if pending:
-                cycles.append((wall, newest))
+                cycles.append((wall, newest, newest_run))
                 pending = False
-            for run in waiting:
-                run_seen[run] = wall
+            run_seen.update(dict.fromkeys(waiting, wall))
             waiting = []
-    result.cycles = len(cycles)
+    result.cycles = len(cycles)  # all cycles with pulses
     result.run_start_latency_s = [round(run_seen[r] - first_of_run[r], 3) for r in sorted(run_seen)]
+    # a cycle whose newest pulse is its run's last (the next chunk with pulses is another run's, or none): that pulse
+    # waited for the cycle with nothing newer to show; the others measure how far behind the stream the daemon is
+    ends = [i == len(cycles) - 1 or cycles[i + 1][2] != cycles[i][2] for i in range(len(cycles))]
+    result.run_end_latency_s = [round(w - n, 3) for (w, n, _), end in zip(cycles, ends, strict=True) if end]
+    cycles = [cycle for cycle, end in zip(cycles, ends, strict=True) if not end]
     if first_pulse < last_pulse:
         result.span_s = last_pulse - first_pulse
     if result.pulses_sent:
@@ -625,8 +631,8 @@ def analyse(
         result.events_per_s_reduced = result.events_reduced / beam_s
         result.events_per_s_sent = result.events_sent / beam_s
     if cycles:
-        walls = np.array([w for w, _ in cycles])
-        latency = np.array([w - n for w, n in cycles])
+        walls = np.array([w for w, _, _ in cycles])
+        latency = np.array([w - n for w, n, _ in cycles])
         third = (walls[-1] - walls[0]) / 3
         early, late = latency[walls <= walls[0] + third], latency[walls >= walls[-1] - third]
         result.latency_first_third_s = float(np.median(early))
@@ -769,23 +775,25 @@ def lag_summary(result: Result) -> str:
 
 
 def table(results: list[Result]) -> str:
+    def spread(values: list[float]) -> str:
+        return f"{statistics.median(values):.2f}, {max(values):.2f} s" if values else "n/a"
+
     rows = [
-        "| configuration | latency median, first → last third | slope | max | run start (median, max) | events "
-        "reduced / sent (M/s) | daemon CPU | generator CPU (latest pulse) | RSS start / end / peak (MiB) |",
+        "| configuration | latency median, first → last third | slope | max | run end, run start (median, max) | "
+        "events/s reduced / sent (events) | daemon CPU | generator CPU (latest pulse) | RSS start / end / peak |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
-        starts = r.run_start_latency_s
-        start = f"{statistics.median(starts):.2f} s, {max(starts):.2f} s" if starts else "n/a"
         broker = f" + broker {r.broker_cpu_cores:.2f}" if r.broker_cpu_cores and r.broker_cpu_cores > 0 else ""
         compression = f" ({r.compression})" if r.compression and r.compression != "none" else ""
         rows.append(
             f"| {r.setup}{compression} | {r.latency_first_third_s:.3f} → {r.latency_last_third_s:.3f} s | "
-            f"{r.latency_slope_s_per_min:+.3f} s/min | {r.latency_max_s:.2f} s | {start} | "
-            f"{r.events_per_s_reduced / 1e6:.2f} / {r.events_per_s_sent / 1e6:.2f} "
+            f"{r.latency_slope_s_per_min:+.3f} s/min | {r.latency_max_s:.2f} s | {spread(r.run_end_latency_s)}; "
+            f"{spread(r.run_start_latency_s)} | {r.events_per_s_reduced / 1e6:.2f} M / "
+            f"{r.events_per_s_sent / 1e6:.2f} M "
             f"({r.events_reduced:,} of {r.events_sent:,}) | {r.daemon_cpu_cores:.2f} | "
             f"{r.generator_cpu_cores:.2f}{broker} ({r.generator_latest_s:.3f} s) | "
-            f"{r.rss_start_mib:.0f} / {r.rss_end_mib:.0f} / {r.rss_peak_mib:.0f} |"
+            f"{r.rss_start_mib:.0f} / {r.rss_end_mib:.0f} / {r.rss_peak_mib:.0f} MiB |"
         )
     return "\n".join(rows)
 
@@ -847,7 +855,10 @@ def main(argv: list[str] | None = None) -> int:
             )
             print("\n" + table(results))
             for r in results:
-                print(f"* {r.setup}: run starts {r.run_start_latency_s}; lag reporting: {lag_summary(r)}")
+                print(
+                    f"* {r.setup}: run ends {r.run_end_latency_s}, starts {r.run_start_latency_s}; "
+                    f"lag reporting: {lag_summary(r)}"
+                )
     return 0 if all(not r.errors for r in results) else 1
 
 
