@@ -114,7 +114,9 @@ def test_a_run_start_while_a_run_is_open_stops_it_there_and_it_ends_with_begin_r
     assert router.take().run.stop_ns == T0 + 3 * S
     router.check_stop([(T0 + 4 * S, False)], T0 + 10 * S, router.now)
     assert summary(router.take()) == ("BeginRun", 1, False, [])
+    assert router.pulses_waiting  # run 2's pulses are behind the chunk that ended run 1: the engine takes them now
     assert summary(router.take()) == ("Running", 2, True, [5.0, 4.0])
+    assert not router.pulses_waiting
     assert router.current.number == 2
     assert router.take().run.stop_ns is None
 

@@ -446,6 +446,11 @@ class RunRouter:
                 if seed is None or seed[0] <= time_ns:
                     segment.seed[name] = entry
 
+    @property
+    def pulses_waiting(self) -> bool:
+        """The run at the head of the buffer holds pulses (what the next :meth:`take` would hand out)."""
+        return bool(self._segments) and bool(self._segments[0].events or self._segments[0].monitors)
+
     def take(self) -> Taken:
         """Detach the head segment's data; a segment whose run has ended goes with its last chunk. The data of
         later runs waits (a chunk never spans two runs)."""

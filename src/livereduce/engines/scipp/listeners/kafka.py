@@ -186,17 +186,22 @@ class KafkaEventListener(Listener):
             taken = router.take()
             feed.taken(held - router.buffered_bytes)  # later runs' data stays
             router.buffer_limit = feed.buffer_bytes  # the automatic bound may have grown
+            more = router.pulses_waiting
         id_range = (0, 0)  # no run, no events: no pixels
         if taken.run is not None:  # the run start's detector ids, else the widest range
             id_range = chunk.capped_range(*(taken.run.start.detector_ids or (0, chunk.MAX_PIXELS - 1)))
         data, dropped = self._chunk(taken, id_range)
         feed.count("events_dropped", sum(dropped.values()))
-        return Extracted(data, RunStatus[taken.status], id_range, data_reset=taken.reset, dropped=dict(dropped))
+        status = RunStatus[taken.status]
+        return Extracted(data, status, id_range, data_reset=taken.reset, dropped=dict(dropped), more_buffered=more)
 
     def interrupt(self) -> None:
         """End a ``connect()`` or ``start()`` in progress, and every wait of the consumer thread, within
         ``SLICE_S``."""
         self._feed.interrupt()
+
+    def on_buffer_full(self, callback: Callable[[], None]) -> None:
+        self._feed.on_full = callback
 
     def disconnect(self) -> None:
         """Stop the consumer thread and close the consumer (safe to call more than once)."""
