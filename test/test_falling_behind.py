@@ -88,7 +88,7 @@ def test_a_stream_too_fast_for_the_buffer_is_reported_as_falling_behind_with_its
     assert count >= 3
     paused = re.search(r'^livereduce_source_count_total\{counter="back_pressure_ms"\} ([\d.e+]+)$', metrics, re.M)
     assert float(paused.group(1)) > 0
-    limit = re.search(r'^livereduce_source_count_total\{counter="buffer_limit_bytes"\} ([\d.e+]+)$', metrics, re.M)
+    limit = re.search(r'^livereduce_source_level\{level="buffer_limit_bytes"\} ([\d.e+]+)$', metrics, re.M)
     assert float(limit.group(1)) == 2**20  # an explicit source_buffer_mb is a hard bound
 
     run.send(15)

@@ -33,8 +33,11 @@ def test_the_metrics_are_read_from_the_typed_status() -> None:
             errors=1,
             run_number=7,
             dropped_events={"event_id negative": 3},
-            source_counters={"pulses": 60},
+            source_counters={"pulses": 60, "buffered_bytes": 4096, "offset_lag": 12},
             last_cycle_end=1.0,
+            lag=95.5,
+            lagging="the data arrives late",
+            offset_lag={"SANS2D_events[0]": 12},
         ),
         restarts={"scripts": 1, "failures": 2},
         rss_bytes=123,
@@ -42,7 +45,7 @@ def test_the_metrics_are_read_from_the_typed_status() -> None:
         log_records_lost=5,
     )
     metrics = Metrics(lambda: status, "SANS2D")
-    metrics.cycle(CycleCompleted(duration=0.3, failed="proc"))
+    metrics.cycle(CycleCompleted(duration=0.3, failed="proc", lag=95.5))
     shown = samples(metrics)
     assert shown[("livereduce_info", (("engine", "scipp"), ("instrument", "SANS2D"), ("version", "2.0.0")))] == 1
     assert shown[("livereduce_state", (("livereduce_state", "connecting"),))] == 1
@@ -53,6 +56,14 @@ def test_the_metrics_are_read_from_the_typed_status() -> None:
     assert shown[("livereduce_cycle_errors_total", ())] == 1
     assert shown[("livereduce_events_dropped_total", (("reason", "event_id negative"),))] == 3
     assert shown[("livereduce_source_count_total", (("counter", "pulses"),))] == 60
+    assert ("livereduce_source_count_total", (("counter", "buffered_bytes"),)) not in shown  # a level, not a count
+    assert shown[("livereduce_source_level", (("level", "buffered_bytes"),))] == 4096
+    assert shown[("livereduce_source_level", (("level", "offset_lag"),))] == 12
+    assert shown[("livereduce_lag_seconds", ())] == 95.5
+    assert shown[("livereduce_lagging", ())] == 1
+    assert shown[("livereduce_cycle_lag_seconds_bucket", (("le", "120.0"),))] == 1
+    assert shown[("livereduce_cycle_lag_seconds_bucket", (("le", "60.0"),))] == 0
+    assert shown[("livereduce_kafka_offset_lag", (("partition", "SANS2D_events[0]"),))] == 12
     assert shown[("livereduce_engine_restarts_total", (("reason", "failures"),))] == 2
     assert shown[("livereduce_run_number", ())] == 7
     assert shown[("livereduce_update_every_seconds", ())] == 2

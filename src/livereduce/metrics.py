@@ -35,6 +35,7 @@ cycle, because a once-a-second status cannot see every cycle: the cycle-duration
 | ``livereduce_run_number`` | gauge | | run of the last chunk (0: none) |
 | ``livereduce_source_healthy`` | gauge | | 1 while the source delivers as it should |
 | ``livereduce_source_count_total`` | counter | counter | the source's own counters (bytes, packets, ...) |
+| ``livereduce_source_level`` | gauge | level | ``buffered_bytes``, ``buffer_limit_bytes``, ``offset_lag`` now |
 | ``livereduce_log_records_lost_total`` | counter | | log records a failing handler could not write |
 """
 
@@ -70,6 +71,8 @@ SUPERVISOR_STATES = (
     "stopped",
     "stop timed out",
 )
+SOURCE_LEVELS = frozenset({"buffered_bytes", "buffer_limit_bytes", "offset_lag"})
+"""Entries of a source's counters that are levels (they go down as well as up): gauges, not counters."""
 ENGINE_STATES = ("starting", "connecting", "running", "idle", "finished", "failed", "stopped")
 
 
@@ -187,7 +190,13 @@ class _StatusCollector(Collector):
         yield GaugeMetricFamily(
             "livereduce_source_healthy", "1 while the source delivers", value=int(engine.source_healthy)
         )
-        yield _labelled("livereduce_source_count", "The source's own counters", "counter", engine.source_counters)
+        counts = {k: v for k, v in engine.source_counters.items() if k not in SOURCE_LEVELS}
+        yield _labelled("livereduce_source_count", "The source's own counters", "counter", counts)
+        levels = GaugeMetricFamily("livereduce_source_level", "The source's levels (held now)", labels=["level"])
+        for name, value in engine.source_counters.items():
+            if name in SOURCE_LEVELS:
+                levels.add_metric([name], value)
+        yield levels
         if engine.lag is not None:
             yield GaugeMetricFamily(
                 "livereduce_lag_seconds", "Newest pulse accumulated to its cycle's output", value=engine.lag
