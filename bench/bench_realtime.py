@@ -819,6 +819,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--probe-rates", type=float, nargs="+", default=[1e7, 3e7, 1e8])
     parser.add_argument("--probe-seconds", type=float, default=20.0)
     args = parser.parse_args(argv)
+    signal.signal(signal.SIGTERM, lambda signum, _: sys.exit(128 + signum))  # unwinds: every process is stopped
     if args.probe:
         rows = probe(args, args.workdir / "probe")
         (args.workdir / "probe.json").write_text(json.dumps(rows, indent=1))
