@@ -798,6 +798,17 @@ def table(results: list[Result]) -> str:
     return "\n".join(rows)
 
 
+def code_version() -> str:
+    """The checkout the daemon ran from: HEAD, and whether files of the package differed from it (at the end)."""
+    head = subprocess.run(
+        ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False
+    )
+    dirty = subprocess.run(
+        ["git", "-C", str(REPO), "status", "--porcelain", "--", "src"], capture_output=True, text=True, check=False
+    )
+    return head.stdout.strip() + (" with uncommitted changes in src/" if dirty.stdout.strip() else "")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n", 1)[0])
     parser.add_argument(
@@ -843,6 +854,7 @@ def main(argv: list[str] | None = None) -> int:
                 "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
                 "python": platform.python_version(),
                 "date": time.strftime("%Y-%m-%d %H:%M"),
+                "code": code_version(),
             }
             (args.workdir / "results.json").write_text(
                 json.dumps(
