@@ -10,7 +10,8 @@ Measured, in one run of this script:
   each packet, whose offsets the anchor is given) + ``np.concatenate`` + ``np.bincount`` (100,000 bins); best of 3;
 * **decode alone**: the listener's reading path in process, from the same bytes: framer (1 MiB pieces, as from
   ``recv_into``) -> client state -> the NXevent_data chunk (``extracted``); best of 3; split into reading
-  (framing, walking, copying events) and chunk building;
+  (framing, walking, copying events) and chunk building; and the same with default-sized segments, taken and made
+  a chunk every :data:`TAKE_EVERY` packets while reading, as the daemon's cycles take them;
 * **end to end**: ``livereduce-fake-sms FILE --speed 0`` and the daemon (``SNSLiveEventDataListener``,
   ``from_start_of_run``, proc ``flat_events(input).hist(event_id=...)``, ``preserve_events`` false, Add,
   ``run_transition`` Stop, ``update_every`` 0.05) as separate processes: events / (time of the last chunk's log
@@ -46,6 +47,7 @@ from livereduce.protocols.adara import decode, encode
 from livereduce.protocols.adara.client import ClientState
 from livereduce.protocols.adara.geometry import minimal_idf
 from livereduce.protocols.adara.packets import RunStatusCode
+from livereduce.protocols.adara.segments import Segment
 from livereduce.tools.sms_stream import load_run
 
 REPO = Path(__file__).resolve().parent.parent
@@ -54,6 +56,8 @@ OUT = REPO / "bench" / "data" / "adara"
 TARGET_RATIO = 0.5
 TARGET_DECODE = 7.5e7
 PIECE = 1 << 20
+TAKE_EVERY = 300
+"""Packets (pulses) per chunk of ``decode_alone``'s daemon-like variant: 5 M events, about one end-to-end cycle."""
 LINE = re.compile(
     r"^(?P<time>\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) - (?P<logger>[\w.]+) - (?P<level>\w+) - (?P<message>.*)$"
 )
@@ -99,9 +103,13 @@ def anchor(stream: bytes, starts: np.ndarray, ends: np.ndarray, pixels: int) -> 
     return bench_replay.best_of(3, run)
 
 
-def decode_alone(stream: bytes, pixels: int) -> tuple[float, float, int]:
+def decode_alone(stream: bytes, pixels: int, take_every: int | None = None) -> tuple[float, float, int]:
     """(total s, reading s, events) for the listener's path in process, best of 3 by total. The stream is
-    preceded by what the fake SMS sends before the run's first pulse (STATE, GEOMETRY, NEW_RUN)."""
+    preceded by what the fake SMS sends before the run's first pulse (STATE, GEOMETRY, NEW_RUN).
+
+    ``take_every``: None, one segment sized for the whole stream, its chunks built at the end; N, as the daemon's
+    cycles do: segments of the default size, a ``take()`` and its chunk every N packets while reading (reading s
+    then includes those chunks)."""
     best = (float("inf"), 0.0, 0)
     first = decode.parse_header(stream).unix_ns
     prologue = (
@@ -111,10 +119,12 @@ def decode_alone(stream: bytes, pixels: int) -> tuple[float, float, int]:
     )
     view = memoryview(prologue + stream)
     for _ in range(3):
-        client = ClientState("from_start_of_run", allocate=scipp_event_arrays, segment_events=1 << 25)
+        sizing = {} if take_every else {"segment_events": 1 << 25}
+        client = ClientState("from_start_of_run", allocate=scipp_event_arrays, **sizing)
         client.connected()
         framer = decode.Framer()
         began = time.perf_counter()
+        events, packets = 0, 0
         for at in range(0, len(view), PIECE):
             target = framer.writable(PIECE)
             n = min(PIECE, len(view) - at)
@@ -122,17 +132,25 @@ def decode_alone(stream: bytes, pixels: int) -> tuple[float, float, int]:
             framer.wrote(n)
             for frame in framer.frames():
                 client.handle(frame)
+                packets += 1
+                if take_every and packets % take_every == 0:
+                    events += _take_chunk(client)[1]
         read = time.perf_counter() - began
-        events = 0
         while True:
-            segment = client.take()
-            result, _ = extracted(segment, SegmentMetadata.of(client, segment), client.id_range or (0, 0))
-            events += int(result.chunk.bins.size().sum().value) if result.chunk.sizes["event_time_zero"] else 0
+            segment, taken = _take_chunk(client)
+            events += taken
             if segment.transition is None:
                 break
         total = time.perf_counter() - began
         best = min(best, (total, read, events))
     return best
+
+
+def _take_chunk(client: ClientState) -> tuple[Segment, int]:
+    """Take a segment and build its chunk, as the listener's ``extract()`` does; (segment, events in the chunk)."""
+    segment = client.take()
+    result, _ = extracted(segment, SegmentMetadata.of(client, segment), client.id_range or (0, 0))
+    return segment, int(result.chunk.bins.size().sum().value) if result.chunk.sizes["event_time_zero"] else 0
 
 
 def start_sms(path: Path, workdir: Path) -> tuple[subprocess.Popen, int]:
@@ -242,6 +260,8 @@ def main(argv: list[str] | None = None) -> int:
     anchor_s = anchor(stream, starts, ends, args.pixels)
     total_s, read_s, decoded = decode_alone(stream, args.pixels)
     assert decoded == args.events, f"decoded {decoded} events, expected {args.events}"
+    cycles_s, _, decoded = decode_alone(stream, args.pixels, take_every=TAKE_EVERY)
+    assert decoded == args.events, f"decoded {decoded} events taking every {TAKE_EVERY} packets"
     del stream
     anchor_rate, decode_rate = args.events / anchor_s, args.events / total_s
     print(f"numpy anchor (frombuffer + concatenate + bincount): {anchor_rate / 1e6:.1f} M events/s ({anchor_s:.3f} s)")
@@ -249,6 +269,10 @@ def main(argv: list[str] | None = None) -> int:
         f"decode alone: {decode_rate / 1e6:.1f} M events/s ({total_s:.3f} s: reading {read_s:.3f} s, chunks "
         f"{total_s - read_s:.3f} s); target {TARGET_DECODE / 1e6:.0f} M: "
         f"{'met' if decode_rate >= TARGET_DECODE else 'MISSED'}"
+    )
+    print(
+        f"decode as the daemon's cycles take it (default segments, a chunk every {TAKE_EVERY} packets): "
+        f"{args.events / cycles_s / 1e6:.1f} M events/s ({cycles_s:.3f} s)"
     )
     baseline = end_to_end(tiny, OUT, args.pixels, args.buffers[0], "baseline")
     print(f"baseline (tiny stream): peak RSS {baseline.peak_rss_mib:.0f} MiB")
@@ -295,6 +319,7 @@ def main(argv: list[str] | None = None) -> int:
         "decode_s": total_s,
         "decode_read_s": read_s,
         "decode_events_per_s": decode_rate,
+        "decode_cycles_s": cycles_s,
         "baseline": asdict(baseline),
         "runs": [asdict(r) for r in runs],
         "summary": summary,
