@@ -32,10 +32,10 @@ class Scripted(Listener):
         self.cycle_seconds = cycle_seconds
         self.extracts: list[float] = []
         self.stop_after_steps: threading.Event | None = None
-        self.full: Callable[[], None] | None = None
+        self.ready: Callable[[str], None] | None = None
 
-    def on_buffer_full(self, callback: Callable[[], None]) -> None:
-        self.full = callback
+    def on_data_ready(self, callback: Callable[[str], None]) -> None:
+        self.ready = callback
 
     def connect(self) -> None:
         return
@@ -54,8 +54,8 @@ class Scripted(Listener):
             raise step
         status, ids, dropped, ended, *more = step  # more: (more_buffered, buffer full after this extract)
         more_buffered, full = (*more, False, False)[:2]
-        if full and self.full is not None:
-            self.full()  # the reader found the buffer full again (an engine that takes no early chunk: no one hears)
+        if full and self.ready is not None:  # (an engine that takes no early chunk: no one hears)
+            self.ready("source buffer half full")  # the reader found the buffer half full again
         return Extracted(_chunk(ids), status, (0, 9), dropped=dropped, ended=ended, more_buffered=more_buffered)
 
 
@@ -196,7 +196,7 @@ def _post_proc_counting(tmp_path):
 def test_a_full_buffer_takes_an_early_chunk_for_add_and_post_proc_keeps_its_cadence(
     tmp_path, caplog, accum_method, early_chunks, early
 ):
-    caplog.set_level(logging.INFO)
+    caplog.set_level(logging.DEBUG)
     clock = FakeClock()
     full = (RunStatus.Running, [1, 2], {}, False, False, True)
     listener = Scripted([RUNNING, full, full, RUNNING, RUNNING], clock)
@@ -205,12 +205,15 @@ def test_a_full_buffer_takes_an_early_chunk_for_add_and_post_proc_keeps_its_cade
     listener.stop_after_steps = engine._stop
     engine.start(_post_proc_counting(tmp_path), [].append)
     engine._thread.join(10)
-    messages = [r.getMessage() for r in caplog.records if "early part" in r.getMessage()]
+    messages = [r.getMessage() for r in caplog.records if ", early part " in r.getMessage()]
     assert len(messages) == early
+    assert all(r.levelno == logging.DEBUG for r in caplog.records if ", early part " in r.getMessage())
     health = engine.health()
     assert health.events == 10  # every event of the five extracts accumulated, early or not
     assert engine._loader.workspaces["post_proc runs"] == health.chunks  # post_proc only on the cycles
     if early:
-        assert messages[0].startswith("Chunk 1, early part 1 (source buffer full): 2 events in 2 pulses")
+        assert messages[0].startswith("Chunk 1, early part 1 (source buffer half full): 2 events in 2 pulses")
         assert listener.extracts == [0, 10, 10, 10, 20, 30]  # the early parts at once, the cycles on schedule
         assert health.chunks == 4
+        cycle = next(r.getMessage() for r in caplog.records if r.getMessage().startswith("Chunk 1: "))
+        assert "(run 3, Running) (and 4 events in 2 early parts before); accumulation" in cycle

@@ -8,9 +8,9 @@ import threading
 
 import pytest
 
-from conftest import FakeClock
+from conftest import FakeClock, poll_until
 from livereduce.engines.scipp.lag import LAGGING_CYCLES, CycleLag, LagMeter
-from livereduce.engines.scipp.listeners.buffered import BufferedSource
+from livereduce.engines.scipp.listeners.buffered import READY_BUFFER, READY_RUN_END, BufferedSource
 from livereduce.engines.scipp.listeners.sizing import FLOOR_BYTES, HEADROOM_CYCLES, PEAK_FACTOR, BufferBound
 
 MiB = 2**20
@@ -62,33 +62,45 @@ def _source(bound: BufferBound) -> BufferedSource:
     )
 
 
-def test_a_full_buffer_calls_on_full_and_counts_the_pause_time_and_taken_grows_the_automatic_bound(caplog) -> None:
+def test_a_full_buffer_pauses_reading_until_a_take_which_grows_the_automatic_bound(caplog) -> None:
     caplog.set_level(logging.INFO)
     feed = _source(BufferBound(None, memory_limit=16 * GiB, resident=lambda: 0))
     pending = [FLOOR_BYTES]  # a full buffer
-    calls: list[str] = []
-    freed = threading.Event()
-
-    def engine_takes_it() -> None:  # the engine's early chunk, from the reader thread's callback
-        calls.append("full")
-        threading.Thread(target=take, daemon=True).start()
-
-    def take() -> None:
-        with feed.lock:
-            held, pending[0] = pending[0], 0
-            feed.taken(held)
-        freed.set()
-
-    feed.on_full = engine_takes_it
-    feed.wait_for_room(lambda: pending[0])  # returns once the engine took the data (a pause, or the take was first)
-    assert freed.wait(5)
-    assert calls == ["full"]
-    counters = feed.health().counters
-    assert counters["buffer_limit_bytes"] == feed.bound.limit
-    assert feed.bound.limit >= HEADROOM_CYCLES * FLOOR_BYTES  # the cycle took a full buffer: the bound grew
+    waited: list[bool] = []
+    reader = threading.Thread(target=lambda: waited.append(feed.wait_for_room(lambda: pending[0])), daemon=True)
+    reader.start()
+    poll_until(lambda: feed.health().counters["back_pressure_pauses"], "the reader to pause")
+    assert "reading paused: buffer full (256 MiB)" in feed.health().state
+    with feed.lock:  # the cycle's extract()
+        held, pending[0] = pending[0], 0
+        feed.taken(held)
+    reader.join(5)
+    assert waited == [True]
+    assert feed.bound.limit == 2 * FLOOR_BYTES  # the cycle took a full buffer: the stream sent more, doubled
+    assert feed.health().counters["buffer_limit_bytes"] == 2 * FLOOR_BYTES
     assert any("buffer bound raised from 256 MiB" in r.getMessage() for r in caplog.records)
-    assert not feed.wait_for_room(lambda: pending[0])  # room again: no pause, no callback
-    assert calls == ["full"]
+    assert not feed.wait_for_room(lambda: pending[0])  # room again: no pause
+
+
+def test_an_engine_taking_early_chunks_is_told_at_half_a_buffer_and_at_a_run_end_and_the_bound_stays() -> None:
+    feed = _source(BufferBound(None, memory_limit=16 * GiB, resident=lambda: 0))
+    told: list[str] = []
+    feed.on_ready = told.append
+    pending = [FLOOR_BYTES // 2 - 1]
+    assert not feed.wait_for_room(lambda: pending[0])
+    assert told == []  # under half: nothing
+    pending[0] = FLOOR_BYTES // 2
+    assert not feed.wait_for_room(lambda: pending[0])  # half full: the engine is told, reading goes on
+    assert not feed.wait_for_room(lambda: pending[0])
+    assert told == [READY_BUFFER]  # once until the engine takes the data
+    with feed.lock:
+        feed.taken(pending[0])
+    assert feed.bound.limit == FLOOR_BYTES  # early chunks keep the buffer small: no growth
+    assert not feed.wait_for_room(lambda: pending[0])
+    assert told == [READY_BUFFER, READY_BUFFER]
+    feed.run_ended()
+    assert told[-1] == READY_RUN_END
+    assert feed.health().counters["back_pressure_pauses"] == 0
 
 
 # --- the lag ----------------------------------------------------------------------------------------------------------

@@ -68,7 +68,9 @@ class ScippEngine:
         self.clock = clock or SystemClock()
         self.listener = listener if listener is not None else create_listener(config, self.clock)
         self._stop = threading.Event()
-        self._wake = threading.Event()  # set by stop() and by a full source buffer (early chunks)
+        self._wake = threading.Event()  # set by stop() and by a source asking for an early chunk
+        self._ready_reason = ""
+        self._early_parts = (0, 0)  # early parts since the last output: (count, events)
         self._lag = LagMeter(config.update_every, self._buffer_hint)
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
@@ -161,7 +163,7 @@ class ScippEngine:
     def _loop(self, notify: Notify) -> None:
         interval, clock = self.config.update_every, self.clock
         if self.config.accum_method == "Add" and self.config.early_chunks:
-            self.listener.on_buffer_full(self._wake.set)
+            self.listener.on_data_ready(self._ready)
         number: int | None = None  # None: StartLiveData's initial chunk; then MonitorLiveData's 0, 1, 2, ...
         while not self._stop.is_set():
             started = clock.monotonic()
@@ -179,9 +181,15 @@ class ScippEngine:
             if not self._wait_taking_early_chunks(notify, next_start, number):
                 return
 
+    def _ready(self, reason: str) -> None:
+        """The source asks for an early chunk (its buffer is half full, or a run ended): wake the cycle thread."""
+        self._ready_reason = reason
+        self._wake.set()
+
     def _wait_taking_early_chunks(self, notify: Notify, until: float, number: int) -> bool:
-        """Wait until the monotonic time ``until``; each time the source's buffer fills meanwhile (Add with
-        ``early_chunks``), take an early chunk. False when the engine must end (stopped, finished, source ended)."""
+        """Wait until the monotonic time ``until``; each time the source asks meanwhile (Add with ``early_chunks``:
+        its buffer is half full, or a run ended), take an early chunk. False when the engine must end (stopped,
+        finished, source ended)."""
         clock, part = self.clock, 0
         while not self._stop.is_set():
             left = until - clock.monotonic()
@@ -191,7 +199,7 @@ class ScippEngine:
             if self._stop.is_set():
                 return False
             part += 1
-            if self._cycle(notify, f"Chunk {number}, early part {part} (source buffer full)", early=True) is None:
+            if self._cycle(notify, f"Chunk {number}, early part {part} ({self._ready_reason})", early=True) is None:
                 return False
         return False
 
@@ -250,12 +258,20 @@ class ScippEngine:
             )
         held = f"{result.accumulated_events} events" if result.accumulated_events else result.accumulation
         run = "no run" if result.status is RunStatus.NoRun else f"run {result.run_number}, {result.status.name}"
-        _log.info(
-            "%s: %d events in %d pulses (%s)%s; accumulation: %s; %.3f s%s",
+        parts = ""
+        if result.post_processed and self._early_parts[0]:
+            parts = f" (and {self._early_parts[1]} events in {self._early_parts[0]} early parts before)"
+            self._early_parts = (0, 0)
+        elif not result.post_processed:  # an early part: one DEBUG line, summed in the cycle's line
+            self._early_parts = (self._early_parts[0] + 1, self._early_parts[1] + result.events)
+        _log.log(
+            logging.INFO if result.post_processed else logging.DEBUG,
+            "%s: %d events in %d pulses (%s)%s%s; accumulation: %s; %.3f s%s",
             label,
             result.events,
             result.pulses,
             run,
+            parts,
             "" if result.accumulated else ", not accumulated",
             held,
             duration,

@@ -258,6 +258,7 @@ class RunRouter:
     def __init__(self, buffer_limit: int, warn: Warn) -> None:
         self.buffer_limit = buffer_limit
         self.counters: Counter[str] = Counter()
+        self.runs_closed = 0  # runs whose last chunk is known (for the engine's early take of it)
         self.lower: int | None = None
         self._warn = warn
         self._segments: deque[Segment] = deque()
@@ -540,6 +541,7 @@ class RunRouter:
 
     def _close(self, run: Run) -> None:
         run.closed = True
+        self.runs_closed += 1
         for segment in self._segments:
             if segment.run is run:
                 segment.closing = "EndRun" if run.stopped else "BeginRun"

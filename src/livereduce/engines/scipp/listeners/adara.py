@@ -191,8 +191,8 @@ class SNSLiveEventDataListener(Listener):
         """End a connect, a wait for the GEOMETRY or the reader's waits promptly (thread-safe)."""
         self._feed.interrupt()
 
-    def on_buffer_full(self, callback: Callable[[], None]) -> None:
-        self._feed.on_full = callback
+    def on_data_ready(self, callback: Callable[[str], None]) -> None:
+        self._feed.on_ready = callback
 
     def disconnect(self) -> None:
         """Stop the reader thread and close the connection (safe to call more than once)."""
@@ -282,8 +282,11 @@ class SNSLiveEventDataListener(Listener):
                 return f"connection closed by the SMS{lost}"
             last_bytes = time.monotonic()
             framer.wrote(n)
+            stops = client.counters["run_stops"]
             if error := self._handle(client, framer, n):
                 return error
+            if client.counters["run_stops"] > stops:
+                feed.run_ended()
             if client.counters["pulses"] > pulses:
                 pulses = client.counters["pulses"]
                 feed.connected_well()

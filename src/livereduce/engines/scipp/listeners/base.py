@@ -141,9 +141,10 @@ class Listener(ABC):
         to interrupt). Thread-safe; the listener is then only fit for :meth:`disconnect`."""
         return
 
-    def on_buffer_full(self, callback: Callable[[], None]) -> None:  # noqa: ARG002 - default: never called
-        """Have ``callback`` called (from the reader thread) whenever the source's buffer is full and reading pauses,
-        so that the engine may take an early chunk (default: a source without a buffer never calls it)."""
+    def on_data_ready(self, callback: Callable[[str], None]) -> None:  # noqa: ARG002 - default: never called
+        """Have ``callback(reason)`` called (from the reader thread) when data should be taken before the next
+        cycle: the source's buffer is half full, or a run ended; the engine then takes an early chunk (default: a
+        source without a buffer never calls it)."""
         return
 
     def disconnect(self) -> None:

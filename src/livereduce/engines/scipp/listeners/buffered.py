@@ -14,7 +14,8 @@ protocol is the same for every source, and lives here, once (:class:`BufferedSou
   when the data not yet extracted reaches the bound, the reader stops reading (:meth:`BufferedSource.wait_for_room`)
   until ``extract()`` takes it; the source then buffers (the SMS, the broker), as it would for a slow Mantid. The
   state says so (``reading paused``), ``back_pressure_pauses`` counts the pauses and ``back_pressure_ms`` their
-  time, and the engine is told (:attr:`BufferedSource.on_full`: it may take an early chunk).
+  time. An engine that takes early chunks (:attr:`BufferedSource.on_ready`) is told when the buffer is half full
+  and when a run ends, and then the bound stays where it is: the buffer never needs to hold a whole cycle.
 * **counters** with one vocabulary for every source (:data:`COUNTERS`), shown the same in the status file and at
   ``/metrics``; ``skipped_<reason>`` per kind of message skipped, summed in ``messages_skipped``.
 * **the health line**: the reader's phase (``connecting to ...``, ``receiving from ...``), ``reconnecting to ... in
@@ -49,6 +50,10 @@ POLL_S = 0.25
 """Longest a reader or a connect blocks before it looks at the stop flag again (seconds)."""
 JOIN_S = 2.0
 """Seconds :meth:`BufferedSource.stop` waits for the reader thread (every wait of it is at most :data:`POLL_S`)."""
+READY_BUFFER = "source buffer half full"
+"""Why the engine is told to take data early: the buffer is half full."""
+READY_RUN_END = "run ended"
+"""Why the engine is told to take data early: a run ended (its last output need not wait for the next cycle)."""
 WARN_EVERY_S = 60.0
 """A repeating warning (same key) is logged at most once per this many seconds."""
 
@@ -100,8 +105,9 @@ class BufferedSource:
         counters: cumulative counts (guarded by :attr:`lock`); see :data:`COUNTERS`.
         stopping: set by :meth:`interrupt`/:meth:`stop`; every wait here ends when it is set.
         backoff: the reconnect delays of this source.
-        on_full: called (from the reader thread, without the lock) when reading pauses on a full buffer; the
-            engine sets it to take an early chunk (``accum_method`` Add).
+        on_ready: called (from the reader thread, without the lock) with :data:`READY_BUFFER` when the buffer is
+            half full and :data:`READY_RUN_END` when a run ended; the engine sets it to take early chunks
+            (``accum_method`` Add, ``early_chunks``).
     """
 
     def __init__(
@@ -111,7 +117,8 @@ class BufferedSource:
         self.where = where
         self.peer = peer
         self.bound = bound
-        self.on_full: Callable[[], None] | None = None
+        self.on_ready: Callable[[str], None] | None = None
+        self._told = False  # on_ready(READY_BUFFER) was called since the last extract()
         self.clock = clock
         self.log = log
         self.lock = threading.Lock()
@@ -194,14 +201,19 @@ class BufferedSource:
         return self.bound.limit
 
     def wait_for_room(self, pending: Callable[[], int]) -> bool:
-        """Back-pressure: if ``pending()`` bytes (read under the lock) reach the buffer bound, stop reading until
-        ``extract()`` takes data (it notifies :attr:`changed`) or the listener stops; :attr:`on_full` is called
-        first. Returns True if it waited (time blocked on purpose is not silence: liveness clocks restart)."""
+        """Before each read: tell the engine when the buffer is half full (:attr:`on_ready`, once per
+        ``extract()``: it takes an early chunk while reading goes on); and back-pressure: if ``pending()`` bytes
+        (read under the lock) reach the bound, stop reading until ``extract()`` takes data (it notifies
+        :attr:`changed`) or the listener stops. Returns True if it waited (time blocked on purpose is not silence:
+        liveness clocks restart)."""
         with self.lock:
-            if pending() < self.buffer_bytes:
-                return False
-        if self.on_full is not None:
-            self.on_full()
+            held = pending()
+            ready = self.on_ready is not None and not self._told and 2 * held >= self.buffer_bytes
+            self._told |= ready
+        if ready:
+            self.on_ready(READY_BUFFER)
+        if held < self.buffer_bytes:
+            return False
         with self.changed:
             if pending() < self.buffer_bytes:
                 return False
@@ -219,9 +231,23 @@ class BufferedSource:
             self._paused = False
             return True
 
+    def run_ended(self) -> None:
+        """The reader saw a run end (call without the lock): the engine may take the run's last chunk now
+        (:attr:`on_ready`), so that its final output does not wait for the next cycle."""
+        if self.on_ready is not None:
+            self.on_ready(READY_RUN_END)
+
     def taken(self, nbytes: int) -> None:
         """``extract()`` took ``nbytes`` of buffered data (call with :attr:`lock` held): size the automatic bound
-        (:meth:`~.sizing.BufferBound.cycle`) and wake a reader waiting for room."""
+        (:meth:`~.sizing.BufferBound.cycle`; not while the engine takes early chunks, which keep the buffer small)
+        and wake a reader waiting for room."""
+        self._told = False
+        if self.on_ready is None:
+            self._size(nbytes)
+        self._paused_since_take = False
+        self.changed.notify_all()
+
+    def _size(self, nbytes: int) -> None:
         before = self.bound.limit
         if self.bound.cycle(nbytes, self._paused_since_take):
             self.log.info(
@@ -236,15 +262,9 @@ class BufferedSource:
                 "memory short",
                 f"{self.name}: {HEADROOM_CYCLES} cycles of this stream need {self.bound.wanted / 2**20:.0f} MiB of "
                 f"buffer; the memory limit leaves {self.bound.cap / 2**20:.0f} MiB (system_mem_limit_perc, "
-                f"mem_limit_mb): "
-                + (
-                    "a full buffer is taken early (early_chunks)"
-                    if self.on_full is not None
-                    else "a full buffer pauses reading until the next cycle, and the data falls behind"
-                ),
+                f"mem_limit_mb): a full buffer pauses reading until the next cycle, and the data falls behind "
+                f"(accum_method Add with early_chunks takes it early instead)",
             )
-        self._paused_since_take = False
-        self.changed.notify_all()
 
     # --- connections --------------------------------------------------------------------------------------------
     def connect_tcp(self, host: str, port: int, timeout: float) -> socket.socket:

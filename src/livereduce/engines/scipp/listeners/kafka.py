@@ -200,8 +200,8 @@ class KafkaEventListener(Listener):
         ``SLICE_S``."""
         self._feed.interrupt()
 
-    def on_buffer_full(self, callback: Callable[[], None]) -> None:
-        self._feed.on_full = callback
+    def on_data_ready(self, callback: Callable[[str], None]) -> None:
+        self._feed.on_ready = callback
 
     def disconnect(self) -> None:
         """Stop the consumer thread and close the consumer (safe to call more than once)."""
@@ -434,6 +434,7 @@ class KafkaEventListener(Listener):
         with feed.lock:
             room = feed.buffer_bytes - self._state.router.pending_bytes
             losses = self._state.losses
+            closed = self._state.router.runs_closed
             for (topic, partition), offset in self._state.to_verify():  # seek back to each partition's mark
                 self._consumer.seek(TopicPartition(topic, partition, offset))
             self._pause()
@@ -458,6 +459,9 @@ class KafkaEventListener(Listener):
             self._state.router.check_stop(self._state.partitions.data(), self._now_ns(), self.clock.monotonic())
             self._pause()
             feed.changed.notify_all()
+            ended = self._state.router.runs_closed > closed
+        if ended:
+            feed.run_ended()
         now = self.clock.monotonic()
         if now - self._last_check >= CHECK_EVERY_S:
             self._last_check = now
