@@ -786,9 +786,10 @@ def table(results: list[Result]) -> str:
     for r in results:
         broker = f" + broker {r.broker_cpu_cores:.2f}" if r.broker_cpu_cores and r.broker_cpu_cores > 0 else ""
         compression = f" ({r.compression})" if r.compression and r.compression != "none" else ""
+        slope = "n/a" if math.isnan(r.latency_slope_s_per_min) else f"{r.latency_slope_s_per_min:+.3f} s/min"
         rows.append(
             f"| {r.setup}{compression} | {r.latency_first_third_s:.3f} → {r.latency_last_third_s:.3f} s | "
-            f"{r.latency_slope_s_per_min:+.3f} s/min | {r.latency_max_s:.2f} s | {spread(r.run_end_latency_s)}; "
+            f"{slope} | {r.latency_max_s:.2f} s | {spread(r.run_end_latency_s)}; "
             f"{spread(r.run_start_latency_s)} | {r.events_per_s_reduced / 1e6:.2f} M / "
             f"{r.events_per_s_sent / 1e6:.2f} M "
             f"({r.events_reduced:,} of {r.events_sent:,}) | {r.daemon_cpu_cores:.2f} | "
