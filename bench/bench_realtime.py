@@ -199,6 +199,7 @@ class Result:
     status_command: list[str] = field(default_factory=list)
     metrics_lag: list[str] = field(default_factory=list)
     compression: str = ""
+    code: str = ""
     errors: list[str] = field(default_factory=list)
 
 
@@ -426,7 +427,14 @@ def measure(setup: Setup, args: argparse.Namespace, workdir: Path) -> None:
     for stale in ("record.txt", "daemon.log", "status.json", "raw.json"):
         (workdir / stale).unlink(missing_ok=True)
     runs, seconds = stream_plan(args)
-    raw: dict[str, object] = {"minutes": args.minutes, "runs": runs, "compression": "", "errors": []}
+    raw: dict[str, object] = {
+        "minutes": args.minutes,
+        "runs": runs,
+        "compression": "",
+        "errors": [],
+        "code": code_version(),
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+    }
     record = workdir / "record.txt"
     env = dict(os.environ, BENCH_RECORD=str(record))
     metrics_port = free_port()
@@ -491,6 +499,7 @@ def evaluate(setup: Setup, args: argparse.Namespace, workdir: Path) -> Result:
         metrics_lag=raw["metrics_lag"],
         compression=raw["compression"],
         errors=list(raw["errors"]),
+        code=f"{raw.get('code', '')}, {raw.get('date', '')}",
     )
     analyse(
         result,
@@ -800,7 +809,7 @@ def table(results: list[Result]) -> str:
 
 
 def code_version() -> str:
-    """The checkout the daemon ran from: HEAD, and whether files of the package differed from it (at the end)."""
+    """The checkout the daemon runs from: HEAD, and whether files of the package differ from it."""
     head = subprocess.run(
         ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False
     )
@@ -854,8 +863,6 @@ def main(argv: list[str] | None = None) -> int:
                 "cpus": psutil.cpu_count(),
                 "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
                 "python": platform.python_version(),
-                "date": time.strftime("%Y-%m-%d %H:%M"),
-                "code": code_version(),
             }
             (args.workdir / "results.json").write_text(
                 json.dumps(
