@@ -118,10 +118,12 @@ def test_the_fake_sms_sends_synthetic_runs_when_their_pulses_are_due(sms, caplog
     assert times[15] - times[14] > RUN_GAP_NS
     for k, (_, _, pixel) in enumerate(pulses):
         assert np.array_equal(pixel, pool.event_id[k % 15 % 3])
-    sent = poll_until(
-        lambda: [r.getMessage() for r in caplog.records if r.name == "livereduce.fake_sms.sent"][:2] or None,
-        "the lines of what was sent",
-    )
+
+    def lines() -> list[str] | None:  # the server logs a run's line after sending its END_RUN: wait for both
+        found = [r.getMessage() for r in caplog.records if r.name == "livereduce.fake_sms.sent"]
+        return found if len(found) >= 2 else None
+
+    sent = poll_until(lines, "the lines of what was sent")
     assert [line.split(": ", 1)[1].split(", at most")[0] for line in sent] == [
         "run 1 ended: 15 pulses sent",
         "run 2 ended: 15 pulses sent",
