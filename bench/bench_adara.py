@@ -43,7 +43,7 @@ import psutil
 import bench_replay
 import make_events
 from livereduce.engines.scipp.listeners.adara import SegmentMetadata, extracted, scipp_event_arrays
-from livereduce.protocols.adara import decode, encode
+from livereduce.protocols.adara import decode, encode, framing
 from livereduce.protocols.adara.client import ClientState
 from livereduce.protocols.adara.geometry import minimal_idf
 from livereduce.protocols.adara.packets import RunStatusCode
@@ -122,7 +122,7 @@ def decode_alone(stream: bytes, pixels: int, take_every: int | None = None) -> t
         sizing = {} if take_every else {"segment_events": 1 << 25}
         client = ClientState("from_start_of_run", allocate=scipp_event_arrays, **sizing)
         client.connected()
-        framer = decode.Framer()
+        framer = framing.Framer()
         began = time.perf_counter()
         events, packets = 0, 0
         for at in range(0, len(view), PIECE):

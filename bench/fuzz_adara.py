@@ -40,7 +40,7 @@ import numpy as np
 import psutil
 
 from livereduce.engines.scipp.listeners.adara import SegmentMetadata, extracted, scipp_event_arrays
-from livereduce.protocols.adara import decode, encode
+from livereduce.protocols.adara import decode, encode, framing
 from livereduce.protocols.adara.client import ClientState
 from livereduce.protocols.adara.packets import (
     ERROR_BANK,
@@ -86,7 +86,7 @@ def capture(pulses: int = 60, seed: int = 1) -> bytes:
         with socket.create_connection(("127.0.0.1", server.port), timeout=30) as sock:
             sock.sendall(encode.client_hello(1, T0))
             data = bytearray()
-            framer = decode.Framer()
+            framer = framing.Framer()
             ends = 0
             while ends < 2:
                 piece = sock.recv(1 << 16)
@@ -124,7 +124,7 @@ def extra_packets() -> list[bytes]:
 
 
 def packets_of(stream: bytes) -> list[bytes]:
-    framer = decode.Framer()
+    framer = framing.Framer()
     out = []
     for frame in framer.feed(stream):
         out.append(
@@ -231,7 +231,7 @@ class Harness:
     def __init__(self, start: object = "from_start_of_run", keep_paused_events: bool = False) -> None:
         self.client = ClientState(start, keep_paused_events=keep_paused_events, allocate=scipp_event_arrays)
         self.client.connected()
-        self.framer = decode.Framer(max_payload=1 << 20)
+        self.framer = framing.Framer(max_payload=1 << 20)
         self.resyncs = 0
         self.chunks = 0
         self.events = 0
@@ -246,9 +246,9 @@ class Harness:
             try:
                 for frame in self.framer.feed(piece):
                     self.client.handle(frame)
-            except decode.FramingError:
+            except framing.FramingError:
                 self.resyncs += 1
-                self.framer = decode.Framer(max_payload=1 << 20)
+                self.framer = framing.Framer(max_payload=1 << 20)
                 self.client.connected()
 
     def extract(self) -> None:

@@ -13,7 +13,7 @@ import pytest
 from streaming_data_types import deserialise_ev44
 
 from conftest import poll_until
-from livereduce.protocols.adara import decode, encode
+from livereduce.protocols.adara import decode, encode, framing
 from livereduce.protocols.adara.packets import HELLO_START_OF_RUN, PacketType, RunStatusCode
 from livereduce.tools import fake_sms
 from livereduce.tools.kafka_synthetic import Template
@@ -91,7 +91,7 @@ def test_the_fake_sms_sends_synthetic_runs_when_their_pulses_are_due(sms, caplog
     pulses, statuses = [], []
     with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
         sock.sendall(encode.client_hello(HELLO_START_OF_RUN, time.time_ns()))
-        framer = decode.Framer()
+        framer = framing.Framer()
         while (RunStatusCode.END_RUN, 2) not in statuses:
             n = sock.recv_into(framer.writable())
             assert n, "the server closed the connection"
@@ -156,8 +156,8 @@ def test_an_ev44_template_is_stamped_in_place():
     assert deserialise_ev44(template.stamped(8, 5)).message_id == 8
 
 
-def _frames(data: bytes) -> list[decode.Frame]:
-    framer = decode.Framer()
+def _frames(data: bytes) -> list[framing.Frame]:
+    framer = framing.Framer()
     target = framer.writable(len(data))
     target[: len(data)] = data
     framer.wrote(len(data))

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from livereduce.protocols import skipped_counter
-from livereduce.protocols.adara import decode, encode
+from livereduce.protocols.adara import decode, encode, framing
 from livereduce.protocols.adara.client import MAX_PROCESS_VARIABLES, PAUSED, SPECIAL_BANK_REASONS, ClientState
 from livereduce.protocols.adara.geometry import minimal_idf
 from livereduce.protocols.adara.packets import (
@@ -34,7 +34,7 @@ VALUE_AT = T0 - 10 * S
 
 
 def feed(client: ClientState, *packets: bytes) -> None:
-    framer = decode.Framer()
+    framer = framing.Framer()
     for frame in framer.feed(b"".join(packets)):
         client.handle(frame)
     assert not framer.skipped
@@ -468,12 +468,12 @@ def test_segment_memory_follows_what_was_received():
 
 GEOMETRY_MEMORY = """
 import resource, sys
-from livereduce.protocols.adara import decode
+from livereduce.protocols.adara import framing
 from livereduce.protocols.adara.client import ClientState
 packet = open(sys.argv[1], "rb").read()
 client = ClientState("now")
 client.connected()
-framer = decode.Framer(max_payload=48 << 20)
+framer = framing.Framer(max_payload=48 << 20)
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 for frame in framer.feed(packet):
     client.handle(frame)

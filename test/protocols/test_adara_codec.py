@@ -8,7 +8,7 @@ import struct
 import numpy as np
 import pytest
 
-from livereduce.protocols.adara import decode, encode
+from livereduce.protocols.adara import decode, encode, framing
 from livereduce.protocols.adara.geometry import GeometryError, detector_ids, minimal_idf
 from livereduce.protocols.adara.packets import (
     EPICS_EPOCH_OFFSET_S,
@@ -26,12 +26,12 @@ from livereduce.protocols.adara.packets import (
 T0 = (EPICS_EPOCH_OFFSET_S + 1_000_000_000) * 1_000_000_000 + 123_456_789  # 2021-09-09, Unix ns
 
 
-def frames_of(stream: bytes, **framer_args: int) -> list[decode.Frame]:
-    framer = decode.Framer(**framer_args)
-    return [decode.Frame(f.header, memoryview(bytes(f.payload))) for f in framer.feed(stream)]
+def frames_of(stream: bytes, **framer_args: int) -> list[framing.Frame]:
+    framer = framing.Framer(**framer_args)
+    return [framing.Frame(f.header, memoryview(bytes(f.payload))) for f in framer.feed(stream)]
 
 
-def only(stream: bytes) -> decode.Frame:
+def only(stream: bytes) -> framing.Frame:
     (frame,) = frames_of(stream)
     return frame
 
@@ -58,7 +58,7 @@ def test_format_word_of_client_hello_v1_is_0x00400601():
 def test_framer_splits_packets_split_and_joined_anywhere():
     stream = b"".join([encode.heartbeat(T0), encode.geometry(minimal_idf("X", 0, 3), T0), encode.heartbeat(T0)])
     for cut in range(1, len(stream)):
-        framer = decode.Framer(capacity=64)
+        framer = framing.Framer(capacity=64)
         kinds = [f.header.packet_type for piece in (stream[:cut], stream[cut:]) for f in framer.feed(piece)]
         assert kinds == [PacketType.HEARTBEAT, PacketType.GEOMETRY, PacketType.HEARTBEAT]
         assert framer.pending == 0
@@ -66,7 +66,7 @@ def test_framer_splits_packets_split_and_joined_anywhere():
 
 def test_framer_grows_for_a_packet_larger_than_its_buffer():
     big = encode.geometry(minimal_idf("X", 0, 100_000), T0)
-    framer = decode.Framer(capacity=4096)
+    framer = framing.Framer(capacity=4096)
     assert len(big) > 4 * 4096
     (frame,) = [decode.decode_geometry(f.payload) for piece in (big[:5000], big[5000:]) for f in framer.feed(piece)]
     assert bytes(frame[:5]) == b"<?xml"
@@ -74,26 +74,26 @@ def test_framer_grows_for_a_packet_larger_than_its_buffer():
 
 def test_oversize_packet_of_a_known_type_is_discarded_and_the_stream_goes_on():
     huge = HEADER.pack(64 << 20, format_word(PacketType.GEOMETRY, 0), 0, 0) + bytes(64 << 20)
-    framer = decode.Framer(max_payload=1 << 20)
+    framer = framing.Framer(max_payload=1 << 20)
     kinds = [f.header.packet_type for f in framer.feed(huge + encode.heartbeat(T0))]
     assert kinds == [PacketType.HEARTBEAT]
     assert framer.skipped == {"oversize": 1}
 
 
 def test_oversize_packet_of_an_unknown_type_is_not_trusted():
-    framer = decode.Framer(max_payload=1 << 20)
-    with pytest.raises(decode.FramingError, match="unknown type 0x7777"):
+    framer = framing.Framer(max_payload=1 << 20)
+    with pytest.raises(framing.FramingError, match="unknown type 0x7777"):
         list(framer.feed(HEADER.pack(2 << 20, format_word(0x7777, 0), 0, 0)))
 
 
 def test_length_not_a_multiple_of_4_is_skipped_if_the_next_header_is_plausible():
     bad = HEADER.pack(5, format_word(PacketType.RUN_INFO, 0), 0, 0) + b"12345"
-    framer = decode.Framer()
+    framer = framing.Framer()
     assert [f.header.packet_type for f in framer.feed(bad + encode.heartbeat(T0))] == [PacketType.HEARTBEAT]
     assert framer.skipped == {"length not a multiple of 4": 1}
     garbage = bytes(range(16))
-    with pytest.raises(decode.FramingError, match="implausible header after a packet with a bad length"):
-        list(decode.Framer().feed(bad + garbage))
+    with pytest.raises(framing.FramingError, match="implausible header after a packet with a bad length"):
+        list(framing.Framer().feed(bad + garbage))
 
 
 def test_unknown_types_and_versions_are_framed_for_the_caller_to_skip():
@@ -420,7 +420,7 @@ def test_bad_geometry(xml):
 
 
 def test_writable_gives_at_least_the_space_asked_for_with_a_packet_pending():
-    framer = decode.Framer(capacity=64)
+    framer = framing.Framer(capacity=64)
     packet = encode.geometry(minimal_idf("X", 0, 3), T0)
     assert not list(framer.feed(packet[:40]))  # an incomplete packet stays in the buffer
     view = framer.writable(1000)

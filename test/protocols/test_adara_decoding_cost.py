@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from livereduce.protocols.adara import decode, encode
+from livereduce.protocols.adara import decode, encode, framing
 from livereduce.protocols.adara.client import ClientState
 from livereduce.protocols.adara.geometry import minimal_idf
 from livereduce.protocols.adara.packets import EPICS_EPOCH_OFFSET_S, RunStatusCode
@@ -69,7 +69,7 @@ def test_a_segment_that_continues_a_taken_one_is_sized_for_as_many_events() -> N
 
 
 def feed(client: ClientState, *packets: bytes) -> None:
-    framer = decode.Framer()
+    framer = framing.Framer()
     for frame in framer.feed(b"".join(packets)):
         client.handle(frame)
     assert not framer.skipped

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from conftest import SANS2D_EVENTS, poll_until
-from livereduce.protocols.adara import decode, encode
+from livereduce.protocols.adara import decode, encode, framing
 from livereduce.protocols.adara.packets import EPICS_EPOCH_OFFSET_S, ClientFlags, PacketType, RunStatusCode
 from livereduce.tools.sms_server import ClientFailed, ClientGone, connection_ended
 from livereduce.tools.sms_stream import MAX_RUN_NUMBER, Timeline, make_run, next_run_number
@@ -38,13 +38,13 @@ def small_run(pulses: int = 30, logs: list | None = None) -> object:
     )
 
 
-def conversation(port: int, hello: bytes, *, until: Callable[[decode.Frame], bool] | None = None) -> list[tuple]:
+def conversation(port: int, hello: bytes, *, until: Callable[[framing.Frame], bool] | None = None) -> list[tuple]:
     """Connect, send ``hello``, and read (type, decoded) until ``until`` or the first heartbeat after END_RUN."""
     received: list[tuple] = []
     ended = False
     with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
         sock.sendall(hello)
-        framer = decode.Framer()
+        framer = framing.Framer()
         while True:
             n = sock.recv_into(framer.writable())
             assert n, "the server closed the connection"
@@ -112,7 +112,7 @@ def test_loops_are_placed_one_after_another_with_new_numbers(sms):
     received = []
     with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
         sock.sendall(encode.client_hello(1, T0))
-        framer = decode.Framer()
+        framer = framing.Framer()
         ends = 0
         while ends < 2:
             n = sock.recv_into(framer.writable())

@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from livereduce.protocols import skipped_counter
-from livereduce.protocols.adara import decode, encode
+from livereduce.protocols.adara import decode, encode, framing
 from livereduce.protocols.adara.packets import HANDLED_VERSIONS, HEADER, format_word
 
 _spec = importlib.util.spec_from_file_location(
@@ -93,7 +93,7 @@ def test_huge_counts_in_banked_events_drop_the_packet_whole(counts, huge, where)
     packet = bytearray(encode.banked_event(T0, banks))
     words = len(packet) // 4
     struct.pack_into("<I", packet, 4 * (8 + where % (words - 8)), huge)  # somewhere in the sections
-    (frame,) = decode.Framer().feed(bytes(packet))
+    (frame,) = framing.Framer().feed(bytes(packet))
     try:
         walked = decode.walk_banked_events(frame.header, frame.payload)
     except decode.PacketError:
@@ -112,7 +112,7 @@ def test_banked_event_round_trip(sections, offset, cor):
     banks = {}
     for bank, n in sections:
         banks[bank] = (rng.integers(0, 2**31, n).astype(np.uint32), rng.integers(0, 2**32, n).astype(np.uint32))
-    (frame,) = decode.Framer().feed(encode.banked_event(T0, banks, cor=cor, tof_offset=offset))
+    (frame,) = framing.Framer().feed(encode.banked_event(T0, banks, cor=cor, tof_offset=offset))
     walked = decode.walk_banked_events(frame.header, frame.payload)
     pairs = b"".join(bytes(frame.payload[at : at + 8 * n]) for at, n, _, _ in walked.sections)
     first = np.cumsum([0] + [n for _, n, _, _ in walked.sections])

@@ -14,7 +14,7 @@ import xml.etree.ElementTree as ET
 import numpy as np
 import pytest
 
-from livereduce.protocols.adara import decode
+from livereduce.protocols.adara import decode, framing
 from livereduce.protocols.adara.packets import (
     ERROR_BANK,
     AnnotationType,
@@ -193,11 +193,11 @@ DEVICE_DESCRIPTOR = (
 )
 
 
-def one_frame(packet: bytes) -> decode.Frame:
+def one_frame(packet: bytes) -> framing.Frame:
     """The packet through the framer, fed one byte at a time (TCP may split anywhere): exactly one frame."""
-    framer = decode.Framer()
+    framer = framing.Framer()
     frames = [
-        decode.Frame(frame.header, memoryview(bytes(frame.payload)))
+        framing.Frame(frame.header, memoryview(bytes(frame.payload)))
         for i in range(len(packet))
         for frame in framer.feed(packet[i : i + 1])
     ]
@@ -207,7 +207,7 @@ def one_frame(packet: bytes) -> decode.Frame:
     return frames[0]
 
 
-def check_header(frame: decode.Frame, packet: bytes, packet_type: PacketType, seconds: int, nanoseconds: int) -> None:
+def check_header(frame: framing.Frame, packet: bytes, packet_type: PacketType, seconds: int, nanoseconds: int) -> None:
     """Mantid's basicPacketTests: type, packet and payload length, pulse id."""
     assert frame.header.packet_type == packet_type
     assert frame.header.payload_len == len(packet) - 16 == len(frame.payload)
@@ -380,7 +380,7 @@ def test_unused_and_malformed_packets_between_good_ones_keep_the_stream_in_step(
     multVariableStringPacket has a payload length of 51 (not a multiple of 4): consumed, counted, and the next
     packet is read correctly."""
     stream = MULT_VARIABLE_U32 + VARIABLE_U32 + MULT_VARIABLE_STRING_BAD_LENGTH + BANKED_EVENT_V0
-    framer = decode.Framer()
+    framer = framing.Framer()
     frames = [(f.header.packet_type, len(f.payload)) for f in framer.feed(stream)]
     assert frames == [
         (PacketType.MULT_VAR_VALUE_U32, 144),

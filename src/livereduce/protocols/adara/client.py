@@ -44,7 +44,8 @@ import numpy as np
 
 from livereduce.protocols import skipped_counter
 from livereduce.protocols.adara import decode, encode
-from livereduce.protocols.adara.decode import Frame, PacketError
+from livereduce.protocols.adara.decode import PacketError
+from livereduce.protocols.adara.framing import Frame
 from livereduce.protocols.adara.geometry import DetectorIds, GeometryError, detector_ids
 from livereduce.protocols.adara.packets import (
     CHARGE_UNIT_PC,

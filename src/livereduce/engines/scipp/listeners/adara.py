@@ -53,7 +53,7 @@ from livereduce.engines.scipp.listeners.buffered import POLL_S, BufferedSource
 from livereduce.engines.scipp.listeners.sizing import buffer_bound
 from livereduce.errors import ConfigError, SourceError
 from livereduce.protocols.adara.client import ClientState
-from livereduce.protocols.adara.decode import Framer, FramingError
+from livereduce.protocols.adara.framing import Framer, FramingError
 from livereduce.protocols.adara.segments import EventArrays, LogValue, Segment, Transition
 
 _log = logging.getLogger("livereduce.SNSLiveEventDataListener")
