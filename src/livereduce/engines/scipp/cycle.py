@@ -80,7 +80,7 @@ class CycleResult:
     @property
     def transition(self) -> bool:
         """The chunk ended a run (the next chunk starts a new accumulation)."""
-        return self.status in (RunStatus.EndRun, RunStatus.BeginRun)
+        return self.status.ends_run
 
 
 class LiveDataLoader:
@@ -115,7 +115,7 @@ class LiveDataLoader:
         """
         extracted = self.listener.extract()
         chunk = extracted.chunk
-        post_process = not early or extracted.status in (RunStatus.EndRun, RunStatus.BeginRun)
+        post_process = not early or extracted.status.ends_run
         self._replace_next |= extracted.data_reset
         error: ScriptError | AccumulationError | None = None
         failed: str | None = None
@@ -161,7 +161,7 @@ class LiveDataLoader:
         Returns:
             The reason the engine must end (``Stop``), else None.
         """
-        if status not in (RunStatus.EndRun, RunStatus.BeginRun):
+        if not status.ends_run:
             return None
         _log.info("Run #%d ended. RunTransitionBehavior %s.", run, self.run_transition)
         if self.run_transition == "Stop":

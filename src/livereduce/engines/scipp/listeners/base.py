@@ -46,6 +46,11 @@ class RunStatus(IntEnum):
     Running = 2
     EndRun = 4
 
+    @property
+    def ends_run(self) -> bool:
+        """The chunk ended a run (EndRun or BeginRun): the next chunk starts a new accumulation."""
+        return self in (RunStatus.EndRun, RunStatus.BeginRun)
+
 
 @dataclass(frozen=True)
 class Extracted:
