@@ -22,7 +22,8 @@ from livereduce.scripts import ProcessingScripts, load_script
 
 class Scripted(Listener):
     """Plays a list of steps: each an Extracted-like tuple (status, ids, dropped, ended[, more_buffered[, full]])
-    or an exception; ``full``: the buffer fills again right after that extract (the engine's callback is called)."""
+    or an exception; ``full``: the buffer fills again right after that extract (the engine's callback is called),
+    or the reason the source gives the engine (a string)."""
 
     name = "Scripted"
 
@@ -55,7 +56,7 @@ class Scripted(Listener):
         status, ids, dropped, ended, *more = step  # more: (more_buffered, buffer full after this extract)
         more_buffered, full = (*more, False, False)[:2]
         if full and self.ready is not None:  # (an engine that takes no early chunk: no one hears)
-            self.ready("source buffer half full")  # the reader found the buffer half full again
+            self.ready(full if isinstance(full, str) else "source buffer half full")  # e.g. the buffer is half full
         return Extracted(_chunk(ids), status, (0, 9), dropped=dropped, ended=ended, more_buffered=more_buffered)
 
 
@@ -182,6 +183,20 @@ def test_a_chunk_that_ends_a_run_with_the_next_run_buffered_behind_it_is_followe
     assert listener.extracts == [0, 10, 10, 20, 30]
     _, plain, _, _ = run_loop([RUNNING, (RunStatus.EndRun, [3], {}, False), RUNNING], caplog)
     assert plain.extracts == [0, 10, 20, 30]  # nothing buffered behind the end: the schedule as always
+
+
+def test_an_early_part_that_ends_a_run_with_the_next_run_behind_it_is_followed_by_a_cycle_at_once(caplog):
+    caplog.set_level(logging.DEBUG)
+    told_run_end = (RunStatus.Running, [1, 2], {}, False, False, "run ended")
+    end_with_more = (RunStatus.EndRun, [3], {}, False, True)
+    _, listener, _, _ = run_loop([RUNNING, told_run_end, end_with_more, RUNNING, RUNNING], caplog)
+    # chunk 0 at 10; the run ends meanwhile: its last part at once, and the next run's first cycle right after it
+    assert listener.extracts == [0, 10, 10, 10, 20, 30]
+    messages = [r.getMessage() for r in caplog.records if r.levelno == logging.INFO]
+    assert any(m.startswith("Chunk 1, early part 1 (run ended): 1 events in 1 pulses (run 3, EndRun)") for m in messages)
+    assert any(m.startswith("Chunk 1: 2 events") for m in messages)  # the next run's data, post-processed
+    _, plain, _, _ = run_loop([RUNNING, told_run_end, (RunStatus.EndRun, [3], {}, False), RUNNING], caplog)
+    assert plain.extracts == [0, 10, 10, 20, 30]  # nothing behind the end: the next cycle on schedule
 
 
 def _post_proc_counting(tmp_path):

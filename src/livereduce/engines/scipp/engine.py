@@ -188,8 +188,9 @@ class ScippEngine:
 
     def _wait_taking_early_chunks(self, notify: Notify, until: float, number: int) -> bool:
         """Wait until the monotonic time ``until``; each time the source asks meanwhile (Add with ``early_chunks``:
-        its buffer is half full, or a run ended), take an early chunk. False when the engine must end (stopped,
-        finished, source ended)."""
+        its buffer is half full, or a run ended), take an early chunk. An early chunk that ended a run with the next
+        run's data behind it ends the wait at once, so that data's first cycle follows (as in :meth:`_loop`). False
+        when the engine must end (stopped, finished, source ended)."""
         clock, part = self.clock, 0
         while not self._stop.is_set():
             left = until - clock.monotonic()
@@ -199,8 +200,11 @@ class ScippEngine:
             if self._stop.is_set():
                 return False
             part += 1
-            if self._cycle(notify, f"Chunk {number}, early part {part} ({self._ready_reason})", early=True) is None:
+            result = self._cycle(notify, f"Chunk {number}, early part {part} ({self._ready_reason})", early=True)
+            if result is None:
                 return False
+            if result.transition and result.more_buffered:
+                return True
         return False
 
     def _cycle(
