@@ -17,7 +17,13 @@ Measured, in one run of this script:
   ``run_transition`` Stop, ``update_every`` 0.05) as separate processes: events / (time of the last chunk's log
   line - time of the daemon's "Connected to the SMS" line), i.e. socket -> decode -> chunk -> proc ->
   accumulate; its ratio to the anchor; peak RSS of the daemon (``ru_maxrss`` via bench_replay's wrapper) against
-  a baseline run on a 60,000-event file; CPU of both processes. Repeated ``--repeat`` times (median, best).
+  a baseline run on a 60,000-event file; CPU of both processes, and where the daemon's CPU went in that window
+  (its threads, sampled every 20 ms with psutil: the busiest is the reader or the cycle, the rest scipp's worker
+  threads and the supervisor) and how many of the machine's cores both processes used. Repeated ``--repeat``
+  times (median, best);
+* **bare TCP client**: a client that sends the hello and only receives the same fake SMS's stream (``recv_into``
+  a 1 MiB buffer, discarded): the stream's bytes / (last byte - first byte), best of 3: what the socket alone
+  allows on this machine, beside the anchor that has no socket.
 
 Usage::
 
@@ -30,9 +36,11 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import socket
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -43,10 +51,10 @@ import psutil
 import bench_replay
 import make_events
 from livereduce.engines.scipp.listeners.adara import SegmentMetadata, extracted, scipp_event_arrays
-from livereduce.protocols.adara import decode, encode, framing
+from livereduce.protocols.adara import encode, framing
 from livereduce.protocols.adara.client import ClientState
 from livereduce.protocols.adara.geometry import minimal_idf
-from livereduce.protocols.adara.packets import RunStatusCode
+from livereduce.protocols.adara.packets import RunStatusCode, parse_header
 from livereduce.protocols.adara.segments import Segment
 from livereduce.tools.sms_stream import load_run
 
@@ -62,8 +70,11 @@ LINE = re.compile(
     r"^(?P<time>\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) - (?P<logger>[\w.]+) - (?P<level>\w+) - (?P<message>.*)$"
 )
 CHUNK = re.compile(
-    r"^(?:Initial chunk|Chunk \d+): (?P<events>\d+) events in (?P<pulses>\d+) pulses \((?P<status>[^)]*)\)"
+    r"^(?:Initial chunk|Chunk \d+)(?:, early part \d+ \([^)]*\))?: (?P<events>\d+) events in (?P<pulses>\d+) pulses "
+    r"\((?P<status>[^)]*)\)(?: \(and (?P<early>\d+) events in \d+ early parts before\))?"
 )
+"""The engine's INFO line of a cycle, or of an early part that ended a run; the events of the early parts before it
+(DEBUG lines) are in ``early``."""
 HIST_PROC = bench_replay.HIST_PROC
 
 
@@ -79,6 +90,10 @@ class EndToEnd:
     user_s: float
     sys_s: float
     sms_cpu_s: float
+    threads_cpu_s: list[float] = field(default_factory=list)
+    """CPU seconds of each daemon thread in the measured window, busiest first."""
+    cores_used: float = 0.0
+    """(daemon + fake SMS CPU seconds in the window) / the window."""
     errors: list[str] = field(default_factory=list)
 
 
@@ -111,7 +126,7 @@ def decode_alone(stream: bytes, pixels: int, take_every: int | None = None) -> t
     cycles do: segments of the default size, a ``take()`` and its chunk every N packets while reading (reading s
     then includes those chunks)."""
     best = (float("inf"), 0.0, 0)
-    first = decode.parse_header(stream).unix_ns
+    first = parse_header(stream).unix_ns
     prologue = (
         encode.run_status(0, 0, RunStatusCode.STATE, first)
         + encode.geometry(minimal_idf("BENCH", 0, pixels - 1), first)
@@ -168,6 +183,63 @@ def start_sms(path: Path, workdir: Path) -> tuple[subprocess.Popen, int]:
     return process, int(line.split("127.0.0.1:")[1].split(":")[0])
 
 
+def bare_client(path: Path, workdir: Path, stream_bytes: int) -> float:
+    """Seconds from the first to the last byte of ``stream_bytes`` received from the fake SMS by a client that
+    sends the hello (start of run) and discards what it receives; best of 3."""
+    best = float("inf")
+    for _ in range(3):
+        sms, port = start_sms(path, workdir)
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+                sock.sendall(encode.client_hello(1, time.time_ns()))
+                buffer = memoryview(bytearray(1 << 20))
+                received, first = 0, None
+                while received < stream_bytes:
+                    n = sock.recv_into(buffer)
+                    if n == 0:
+                        raise RuntimeError(f"the fake SMS closed after {received} of {stream_bytes} bytes")
+                    first = time.perf_counter() if first is None else first
+                    received += n
+                best = min(best, time.perf_counter() - first)
+        finally:
+            sms.terminate()
+            sms.communicate(timeout=30)
+    return best
+
+
+class _ThreadSampler:
+    """Samples the CPU times of every thread of the process(es) below ``root`` and of ``other`` every 20 ms, so
+    that a window given afterwards in wall-clock seconds can be read off: (per-thread CPU s, other's CPU s)."""
+
+    def __init__(self, root: int, other: int) -> None:
+        self.root, self.other = psutil.Process(root), psutil.Process(other)
+        self.samples: list[tuple[float, dict[int, float], float]] = []
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._done.wait(0.02):
+            try:
+                threads = {t.id: t.user_time + t.system_time for c in self.root.children() for t in c.threads()}
+                times = self.other.cpu_times()
+            except psutil.Error:
+                continue
+            self.samples.append((time.time(), threads, times.user + times.system))
+
+    def stop(self) -> None:
+        self._done.set()
+        self._thread.join()
+
+    def window(self, begin: float, end: float) -> tuple[list[float], float]:
+        if not self.samples:
+            return [], 0.0
+        a = min(self.samples, key=lambda sample: abs(sample[0] - begin))
+        z = min(self.samples, key=lambda sample: abs(sample[0] - end))
+        threads = sorted((cpu - a[1].get(tid, 0.0) for tid, cpu in z[1].items()), reverse=True)
+        return [t for t in threads if t >= 0.005], z[2] - a[2]
+
+
 def end_to_end(path: Path, workdir: Path, pixels: int, buffer_mb: float, tag: str) -> EndToEnd:
     """One run of the fake SMS and the daemon (see the module description)."""
     sms, port = start_sms(path, workdir)
@@ -194,7 +266,7 @@ def end_to_end(path: Path, workdir: Path, pixels: int, buffer_mb: float, tag: st
             "system_mem_limit_perc": 0,
         }
         (workdir / f"{tag}.json").write_text(json.dumps(config))
-        wrapper = subprocess.run(
+        wrapper = subprocess.Popen(
             [
                 sys.executable,
                 "-c",
@@ -204,11 +276,15 @@ def end_to_end(path: Path, workdir: Path, pixels: int, buffer_mb: float, tag: st
                 str(DAEMON),
                 str(workdir / f"{tag}.json"),
             ],
-            capture_output=True,
+            stdout=subprocess.PIPE,
             text=True,
-            check=True,
         )
-        usage = json.loads(wrapper.stdout)
+        sampler = _ThreadSampler(wrapper.pid, sms.pid)
+        out, _ = wrapper.communicate(timeout=600)
+        sampler.stop()
+        if wrapper.returncode != 0:
+            raise RuntimeError(f"the daemon's wrapper failed ({wrapper.returncode})")
+        usage = json.loads(out)
         cpu = psutil.Process(sms.pid).cpu_times()
         sms_cpu = cpu.user + cpu.system
     finally:
@@ -220,10 +296,12 @@ def end_to_end(path: Path, workdir: Path, pixels: int, buffer_mb: float, tag: st
     errors = [m["message"] for m in lines if m["level"] == "ERROR"]
     if usage["returncode"] != 0:
         errors.append(f"exit code {usage['returncode']}")
-    events = sum(int(c["events"]) for _, c in chunks)
-    seconds = 0.0
+    events = sum(int(c["events"]) + int(c["early"] or 0) for _, c in chunks)
+    seconds, threads, sms_window = 0.0, [], 0.0
     if connected and chunks:
-        seconds = bench_replay._log_time(chunks[-1][0]["time"]) - bench_replay._log_time(connected[0]["time"])
+        begin, end = bench_replay._log_time(connected[0]["time"]), bench_replay._log_time(chunks[-1][0]["time"])
+        seconds = end - begin
+        threads, sms_window = sampler.window(begin, end)
     return EndToEnd(
         buffer_mb,
         usage["returncode"],
@@ -235,6 +313,8 @@ def end_to_end(path: Path, workdir: Path, pixels: int, buffer_mb: float, tag: st
         usage["user_s"],
         usage["sys_s"],
         sms_cpu,
+        threads,
+        (sum(threads) + sms_window) / seconds if seconds > 0 else 0.0,
         errors,
     )
 
@@ -262,6 +342,7 @@ def main(argv: list[str] | None = None) -> int:
     assert decoded == args.events, f"decoded {decoded} events, expected {args.events}"
     cycles_s, _, decoded = decode_alone(stream, args.pixels, take_every=TAKE_EVERY)
     assert decoded == args.events, f"decoded {decoded} events taking every {TAKE_EVERY} packets"
+    stream_bytes = len(stream)
     del stream
     anchor_rate, decode_rate = args.events / anchor_s, args.events / total_s
     print(f"numpy anchor (frombuffer + concatenate + bincount): {anchor_rate / 1e6:.1f} M events/s ({anchor_s:.3f} s)")
@@ -273,6 +354,11 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"decode as the daemon's cycles take it (default segments, a chunk every {TAKE_EVERY} packets): "
         f"{args.events / cycles_s / 1e6:.1f} M events/s ({cycles_s:.3f} s)"
+    )
+    bare_s = bare_client(data, OUT, stream_bytes)
+    print(
+        f"bare TCP client (receive and discard the stream): {args.events / bare_s / 1e6:.1f} M events/s "
+        f"({bare_s:.3f} s, {stream_bytes / bare_s / 2**20:,.0f} MiB/s) = {anchor_s / bare_s:.2f} x anchor"
     )
     baseline = end_to_end(tiny, OUT, args.pixels, args.buffers[0], "baseline")
     print(f"baseline (tiny stream): peak RSS {baseline.peak_rss_mib:.0f} MiB")
@@ -287,7 +373,10 @@ def main(argv: list[str] | None = None) -> int:
                 f"{run.seconds:.2f} s, {run.events_per_s / 1e6:.1f} M events/s = "
                 f"{run.events_per_s / anchor_rate:.2f} x anchor; peak RSS {run.peak_rss_mib:.0f} MiB; "
                 f"daemon CPU {run.user_s:.1f}+{run.sys_s:.1f} s, "
-                f"fake SMS CPU {run.sms_cpu_s:.1f} s{'; ERRORS ' + str(run.errors) if run.errors else ''}",
+                f"fake SMS CPU {run.sms_cpu_s:.1f} s; in the window: daemon threads "
+                f"{' + '.join(f'{t:.2f}' for t in run.threads_cpu_s)} s, {run.cores_used:.2f} cores used; "
+                f"{run.events_per_s * bare_s / args.events:.2f} x the bare TCP client"
+                f"{'; ERRORS ' + str(run.errors) if run.errors else ''}",
                 flush=True,
             )
     summary = {}
@@ -320,6 +409,7 @@ def main(argv: list[str] | None = None) -> int:
         "decode_read_s": read_s,
         "decode_events_per_s": decode_rate,
         "decode_cycles_s": cycles_s,
+        "bare_client_s": bare_s,
         "baseline": asdict(baseline),
         "runs": [asdict(r) for r in runs],
         "summary": summary,
