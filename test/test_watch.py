@@ -78,6 +78,28 @@ def test_reading_a_script_is_no_event(watched):
     assert received.get(timeout=10).paths == {path}
 
 
+def test_a_log_appended_beside_the_scripts_wakes_the_watcher_only_when_closed(watched):
+    path, received, watcher = watched
+    seen: list[str] = []
+    touched = watcher._touched
+    watcher._touched = lambda *paths: (seen.extend(str(p) for p in paths if p), touched(*paths))
+    log = path.with_name("livereduce.log")
+    log.touch()  # created before (its creation is an event)
+    path.write_text("a = 4\n")
+    assert received.get(timeout=10).paths == {path}
+    seen.clear()
+    with log.open("a") as f:
+        for line in range(50):  # the daemon's log, written every cycle, open all the time
+            f.write(f"line {line}\n")
+            f.flush()
+        path.write_text("a = 5\n")  # inotify delivers in order: once this is seen, so are the appends
+        assert received.get(timeout=10).paths == {path}
+        assert str(log) not in seen
+    path.write_text("a = 6\n")
+    assert received.get(timeout=10).paths == {path}
+    assert str(log) in seen  # positive control: its close after writing is an event
+
+
 def test_a_fifo_in_place_of_a_watched_file_never_blocks_the_watcher(watched):
     path, received, watcher = watched
     path.unlink()

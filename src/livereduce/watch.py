@@ -1,9 +1,9 @@
 """Watching the processing scripts and the configuration file: inotify (the ``watchdog`` library) plus polling.
 
-Every file-system event on a watched path (in-place write, close after write, create, delete, rename into or
-out of place, as rsync, ``mv`` and editors saving through a temporary file do) marks the watcher dirty. Once
-no event has arrived for ``settle`` seconds (0.5 s), the content hashes are compared with the last ones seen,
-and one :class:`FilesChanged` is posted per real change: a half-written file that is still being written is
+Every file-system event on a watched path (close after a write in place, create, delete, rename into or out of
+place, as rsync, ``mv`` and editors saving through a temporary file do; see :data:`CHANGES`) marks the watcher
+dirty. Once no event has arrived for ``settle`` seconds (0.5 s), the content hashes are compared with the last ones
+seen, and one :class:`FilesChanged` is posted per real change: a half-written file that is still being written is
 not looked at, and an identical re-save changes nothing. The hashes are also compared every ``poll_interval``
 seconds, so that edits made on another host of a network file system (invisible to inotify) are seen.
 
@@ -21,8 +21,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from watchdog.events import (
-    EVENT_TYPE_CLOSED_NO_WRITE,
-    EVENT_TYPE_OPENED,
+    FileClosedEvent,
+    FileCreatedEvent,
+    FileDeletedEvent,
+    FileMovedEvent,
     FileSystemEvent,
     FileSystemEventHandler,
 )
@@ -32,7 +34,12 @@ from livereduce.files import read_regular_file
 
 _log = logging.getLogger("livereduce")
 
-_READS = (EVENT_TYPE_OPENED, EVENT_TYPE_CLOSED_NO_WRITE)
+CHANGES = [FileClosedEvent, FileCreatedEvent, FileDeletedEvent, FileMovedEvent]
+"""The events asked of inotify: close after write (``IN_CLOSE_WRITE``), create, delete, rename into or out of place.
+Not every write (``IN_MODIFY``), open or read: a watched directory may also hold a log that is appended to, or
+outputs and scripts that are read every cycle, and each such event would cost the daemon a Python wake-up
+(measured: ~10 % of the daemon's samples in ``bench/bench_kafka.py``, whose log sits beside the scripts). A file
+written in place is seen when it is closed, and the poll every ``poll_interval`` sees any other change."""
 SETTLE_SECONDS = 0.5
 """Quiet time after the last file-system event before hashes are compared."""
 
@@ -107,7 +114,7 @@ class FileWatcher:
         watched = []
         for directory in sorted({path.parent for path in self.paths}):
             if directory.is_dir():
-                self._observer.schedule(handler, str(directory), recursive=False)
+                self._observer.schedule(handler, str(directory), recursive=False, event_filter=CHANGES)
                 watched.append(str(directory))
             else:
                 _log.warning("Directory '%s' does not exist: it is polled every %g s", directory, self._poll_interval)
@@ -191,6 +198,4 @@ class _Handler(FileSystemEventHandler):
         self._watcher = watcher
 
     def on_any_event(self, event: FileSystemEvent) -> None:
-        if event.event_type in _READS:  # Mantid reads the scripts every cycle: that is no change
-            return
         self._watcher._touched(event.src_path, getattr(event, "dest_path", None))
