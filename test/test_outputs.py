@@ -9,9 +9,11 @@ same end to end, the real daemon running the demo scripts killed during its writ
 
 from __future__ import annotations
 
+import logging
 import os
 import random
 import re
+import runpy
 import signal
 import subprocess
 import sys
@@ -34,12 +36,15 @@ from PIL import Image  # Pillow comes with matplotlib
 
 from conftest import Daemon, poll_until
 from livereduce import outputs
+from livereduce.engines.scipp.accumulate import Accumulator
+from livereduce.engines.scipp.chunk import RunMetadata, flat_events, log_series, make_chunk, metadata_of, monitor_events
 from livereduce.outputs import atomic_path, save_figure, save_nexus
 
 matplotlib.use("Agg")
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "demo"
+SANS2D_DEMO = DEMO / "sans2d_live"
 
 
 def tof_spectrum() -> sc.DataArray:
@@ -527,12 +532,206 @@ def test_each_mantid_entry_item_is_what_the_cited_mantid_reader_line_needs(
         assert check(f), source
 
 
+# --- save_nexus: monitors and the other metadata of live chunks ------------------------------------------------
+# The scipp engine sets the run metadata on the accumulation (on every member of a DataGroup): the latest chunk's
+# beam monitors as a 0-D ``monitors`` coordinate (dtype PyObject) holding a DataGroup of event tables, and the
+# logs as 0-D DataArrays. Chunks are built with the engine's own functions and accumulated by its Accumulator.
+
+T0_NS = 1_775_000_000 * 10**9
+PULSE_NS = T0_NS + np.arange(4, dtype=np.int64) * 100_000_000  # four pulses at 10 Hz
+MONITOR_TOF_US = np.array([100.5, 2000.25, 3.0, 4.5, 16_000.0, 7.0], np.float32)
+
+
+def monitors_of_a_chunk() -> dict[str, sc.DataArray]:
+    """ADARA's ``monitor1`` (events in pulse order, pulse 2 without any) and a Kafka source name whose two
+    messages came in out of time order (pulse 1, then pulse 0)."""
+    return {
+        "monitor1": monitor_events(PULSE_NS[[0, 0, 1, 1, 1, 3]], MONITOR_TOF_US),
+        "monitor_2": monitor_events(PULSE_NS[[1, 0, 0]], MONITOR_TOF_US[:3]),
+    }
+
+
+def live_chunk(*, proton_charge: bool = True, monitors: dict[str, sc.DataArray] | None = None) -> sc.DataArray:
+    """A chunk as the listeners make it: 6 events in 4 pulses of SANS2D-like pixels, run 42, logs of three shapes
+    (a number, a string, an array per time), and the given monitors (default :func:`monitors_of_a_chunk`)."""
+    metadata = RunMetadata(
+        run_number=42,
+        start_time=np.datetime64(T0_NS, "ns"),
+        instrument_name="SANS2D",
+        logs={
+            "temperature": log_series([(T0_NS, 300.5), (T0_NS + 10**8, 301.0)], "K"),
+            "sample_name": log_series([(T0_NS, "silver behenate")]),
+            "waveform": log_series([(T0_NS, np.array([1.0, 2.0])), (T0_NS + 10**8, np.array([3.0, 4.0]))]),
+        },
+        monitors=monitors_of_a_chunk() if monitors is None else monitors,
+    )
+    return make_chunk(
+        np.array([1, 5, 5, 9, 2, 3], np.int32),
+        np.array([10.0, 20.0, 30.0, 40.0, 50.0, 60.0], np.float32),
+        PULSE_NS,
+        np.array([0, 2, 2, 5]),
+        metadata=metadata,
+        proton_charge=np.full(4, 12340.0) if proton_charge else None,
+    )
+
+
+def accumulated(chunk: sc.DataArray, processed: sc.DataArray | sc.DataGroup) -> sc.DataArray | sc.DataGroup:
+    """``processed`` as the engine's accumulation after the first chunk: with the chunk's run metadata."""
+    return Accumulator("Add", 0).accumulate(processed, metadata_of(chunk), replace=True)
+
+
+def demo_histograms(chunk: sc.DataArray) -> sc.DataGroup:
+    events = flat_events(chunk)
+    return sc.DataGroup(
+        {
+            "pixels": events.hist(event_id=sc.arange("event_id", 0, 11, unit=None, dtype="int32")),
+            "tof": events.hist(event_time_offset=sc.linspace("event_time_offset", 0.0, 100.0, 6, unit="us")),
+        }
+    )
+
+
+def monitor_back(events: sc.DataArray) -> sc.DataArray:
+    """A monitor as scippnexus loads it (events binned by pulse) as the chunks carry it: one flat event table
+    with each event's ``event_time_zero``."""
+    pulse = sc.bins_like(events, events.coords["event_time_zero"])
+    return events.bins.assign_coords(event_time_zero=pulse).bins.concat().value
+
+
+@pytest.mark.parametrize("shape", ["DataArray", "DataGroup"])
+def test_monitors_of_a_live_chunk_are_nxmonitor_events(tmp_path: Path, shape: str) -> None:
+    chunk = live_chunk()
+    if shape == "DataArray":  # preserve_events false without a proc script: counts per pixel
+        data = accumulated(
+            chunk, flat_events(chunk).hist(event_id=sc.arange("event_id", 0, 11, unit=None, dtype="int32"))
+        )
+    else:  # the demo's proc: every member carries the monitors, written once
+        data = accumulated(chunk, demo_histograms(chunk))
+    path = save_nexus(data, tmp_path / "live.nxs")
+
+    with h5py.File(path, "r") as f:
+        entry = f["entry"]
+        assert sorted(entry) == sorted([*(["data"] if shape == "DataArray" else ["pixels", "tof"]),
+                                        "DASlogs", "monitor1", "monitor_2"])  # fmt: skip
+        monitor = entry["monitor1"]
+        assert monitor.attrs["NX_class"] == "NXmonitor"
+        assert sorted(monitor) == ["event_index", "event_time_offset", "event_time_zero", "integral"]
+        assert monitor["event_time_offset"].dtype == np.float32
+        assert monitor["event_time_offset"].attrs["units"] == "µs"
+        assert monitor["event_time_zero"].attrs["units"] == "ns"
+        assert monitor["event_time_zero"].attrs["offset"] == "1970-01-01T00:00:00Z"
+        assert monitor["event_time_zero"][()].tolist() == PULSE_NS[[0, 1, 3]].tolist()  # pulse 2 had no event
+        assert monitor["event_index"][()].tolist() == [0, 2, 5]
+        assert monitor["integral"][()] == 6
+        assert entry["monitor_2"]["event_time_zero"][()].tolist() == PULSE_NS[[1, 0]].tolist()  # order kept
+        assert entry["monitor_2"]["event_index"][()].tolist() == [0, 1]
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # scippnexus reads every group without a warning
+        loaded = snx.load(path, root="entry")
+    for name, sent in monitors_of_a_chunk().items():
+        assert sc.identical(monitor_back(loaded[name]["events"]), sent), name
+        assert loaded[name]["integral"].value == sent.sizes["event"]
+
+
+def test_logs_of_live_chunks_numbers_strings_and_arrays_are_nxlogs(tmp_path: Path) -> None:
+    chunk = live_chunk()
+    path = save_nexus(accumulated(chunk, demo_histograms(chunk)), tmp_path / "live.nxs")
+
+    logs = snx.load(path, root="entry")["DASlogs"]
+    assert sorted(logs) == ["sample_name", "temperature", "waveform"]
+    for name in ("temperature", "sample_name"):
+        assert sc.identical(logs[name], chunk.coords[name].value), name
+    waveform = logs["waveform"]  # one bin of values per time, all of one length: NXlog's (time, n) value
+    assert waveform.values.tolist() == [[1.0, 2.0], [3.0, 4.0]]
+    assert sc.identical(waveform.coords["time"], chunk.coords["waveform"].value.coords["time"])
+
+
+@pytest.mark.parametrize("source", ["ADARA", "Kafka"])
+def test_the_demo_scripts_save_the_monitors_of_a_live_chunk(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, source: str
+) -> None:
+    """The demo's proc and post_proc on a chunk with monitors, as the daemon runs them: ADARA's chunks have a
+    proton charge (the proc adds a scalar member, the post_proc saves the arrays), Kafka's do not."""
+    monkeypatch.setenv("LIVEREDUCE_OUTPUT_DIR", str(tmp_path))
+    chunk = live_chunk(proton_charge=source == "ADARA")
+    proc = runpy.run_path(str(SANS2D_DEMO / "reduce_SANS2D_live_proc.py"), {"input": chunk, "output": "result"})
+    accumulation = accumulated(chunk, proc["output"])
+    post_proc = SANS2D_DEMO / "reduce_SANS2D_live_post_proc.py"
+    assert runpy.run_path(str(post_proc), {"input": accumulation, "output": "result"})["output"] is accumulation
+
+    loaded = snx.load(tmp_path / "SANS2D_42_live.h5", root="entry")
+    assert loaded["pixels"].sum().value == 6
+    for name, sent in monitors_of_a_chunk().items():
+        assert sc.identical(monitor_back(loaded[name]["events"]), sent), name
+
+
+def test_what_nexus_has_no_place_for_is_left_out_with_one_warning_per_name(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(outputs, "_left_out", set())
+    good = monitors_of_a_chunk()["monitor1"]
+    monitors = {
+        "monitor1": good,
+        "weighted": good * 2.0,  # weights NXmonitor events cannot hold
+        "histogram": tof_spectrum(),  # not events
+        "tof": good,  # the name of a member
+        ".": good,  # not an HDF5 name
+    }
+    chunk = live_chunk(monitors=monitors)
+    ragged = sc.DataArray(  # an array per time, of lengths 1 and 2
+        sc.bins(begin=sc.array(dims=["time"], values=[0, 1], unit=None), dim="value", data=sc.arange("value", 3.0)),
+        coords={"time": sc.datetimes(dims=["time"], values=[T0_NS, T0_NS + 1], unit="ns")},
+    )
+    data = accumulated(chunk, demo_histograms(chunk))
+    for member in data.values():
+        for name, value in {
+            "ragged": sc.scalar(ragged),
+            "settings": sc.scalar({"gain": 2}),
+            "nested": sc.scalar(sc.DataGroup({"monitor1": good})),
+        }.items():
+            member.coords[name] = value
+            member.coords.set_aligned(name, False)
+
+    left_out = {
+        "log 'ragged'": "arrays of different lengths per time",
+        "coordinate 'settings'": "a 0-D dict",
+        "coordinate 'nested'": "a 0-D DataGroup",
+        "monitor 'weighted'": "weights other than 1",
+        "monitor 'histogram'": "exactly the coordinates event_time_offset and event_time_zero",
+        "monitor 'tof'": "already has a group 'tof'",
+        "monitor '.'": "not a valid HDF5 name",
+    }
+    with caplog.at_level(logging.WARNING, logger="livereduce.outputs"):
+        for cycle in range(3):
+            save_nexus(data, tmp_path / "live.nxs")
+            warned = [record.getMessage() for record in caplog.records if record.name == "livereduce.outputs"]
+            assert len(warned) == len(left_out), (cycle, warned)  # the first cycle's, none after
+            for what, reason in left_out.items():
+                assert sum(f"leaves out {what}: " in message and reason in message for message in warned) == 1, what
+
+    with h5py.File(tmp_path / "live.nxs", "r") as f:
+        assert sorted(f["entry"]) == ["DASlogs", "monitor1", "pixels", "tof"]
+        assert sorted(f["entry/DASlogs"]) == ["sample_name", "temperature", "waveform"]
+        assert f["entry/tof"].attrs["NX_class"] == "NXdata"  # the member, not the monitor of that name
+
+
 # --- save_nexus: refusals leave nothing behind ---------------------------------------------------------------
 
 BINNED = sc.data.table_xyz(10).bin(x=2)
 MASKED = tof_spectrum().assign_masks(bad=sc.array(dims=["event_time_offset"], values=[False, True, False]))
 VECTORS = tof_spectrum().assign_coords(position=sc.vectors(dims=["event_time_offset"], values=np.zeros((3, 3))))
-MONITORS = tof_spectrum().assign_coords(monitors=sc.scalar(sc.DataGroup({"monitor1": tof_spectrum()})))
+
+
+def with_monitors(monitor: sc.DataArray) -> sc.DataArray:
+    return tof_spectrum().assign_coords(monitors=sc.scalar(sc.DataGroup({"monitor1": monitor})))
+
+
+TWO_MONITORS = sc.DataGroup(
+    {
+        "a": with_monitors(monitor_events(PULSE_NS[:1], MONITOR_TOF_US[:1])),
+        "b": with_monitors(monitor_events(PULSE_NS[:1], MONITOR_TOF_US[1:2])),
+    }
+)
 
 
 @pytest.mark.parametrize(
@@ -541,7 +740,7 @@ MONITORS = tof_spectrum().assign_coords(monitors=sc.scalar(sc.DataGroup({"monito
         (BINNED, TypeError, "binned .* histogram it first"),
         (MASKED, TypeError, r"masks \['bad'\].*drop_masks"),
         (VECTORS, TypeError, r"coordinate 'position' of dtype vector3 .*drop_coords\('position'\)"),
-        (MONITORS, TypeError, r"coordinate 'monitors' .*drop_coords\('monitors'\)"),
+        (TWO_MONITORS, ValueError, "two members carry different monitors named 'monitor1'"),
         (sc.DataArray(sc.array(dims=["x"], values=["a", "b"])), TypeError, "not numeric"),
         (sc.DataArray(sc.scalar(1.0)), ValueError, "0-D"),
         (sc.DataGroup({"a/b": tof_spectrum()}), ValueError, "not a valid HDF5 name"),

@@ -10,11 +10,11 @@ reading the file it opened (the old inode) and holds no lock on the new one, so 
 On any error the temporary file is removed and the target is left as it was.
 
 * :func:`save_nexus`: a scipp ``DataArray``, ``Dataset`` or ``DataGroup`` as a NeXus file (``NXentry`` with one
-  ``NXdata`` per array), read by h5py, scippnexus and NeXpy (nexusformat); h5web finds the default plot through
-  the same attributes. Beside it, each array that a Mantid ``Workspace2D`` can hold (1-D or 2-D) is written again
-  as ``/mantid_workspace_<k>`` in Mantid's processed layout, for ``LoadNexusProcessed(Filename=..., EntryNumber=k)``
-  (see :func:`save_nexus` for why ``EntryNumber`` is needed; derived from Mantid's source, not tested against a
-  Mantid installation).
+  ``NXdata`` per array, the logs as ``NXlog``, the beam monitors' events as ``NXmonitor``), read by h5py,
+  scippnexus and NeXpy (nexusformat); h5web finds the default plot through the same attributes. Beside it,
+  each array that a Mantid ``Workspace2D`` can hold (1-D or 2-D) is written again as ``/mantid_workspace_<k>`` in
+  Mantid's processed layout, for ``LoadNexusProcessed(Filename=..., EntryNumber=k)`` (see :func:`save_nexus` for
+  why ``EntryNumber`` is needed; derived from Mantid's source, not tested against a Mantid installation).
 * :func:`save_figure`: a matplotlib ``Figure``, in the format named by the path's suffix.
 * :func:`atomic_path`: the same guarantee for any writer that takes a path.
 
@@ -27,8 +27,11 @@ which scippnexus reads but does not write, are set here.
 Source of the layout: the NeXus ``NXdata`` base class (NeXus definitions, base_classes/NXdata.nxdl.xml:
 group attributes ``signal``, ``axes`` with ``"."`` for a dimension without a scale, ``AXISNAME_indices``;
 a dimension scale has length n or n + 1 (bin edges); the ``errors`` field holds the standard deviations of
-the signal) and the NIAC2014 "How to find default data" convention (``default`` attributes on the root and
-on ``NXentry``). The Mantid entries follow what Mantid's reader needs, read from its source
+the signal), the ``NXlog`` and ``NXmonitor`` base classes (``NXmonitor`` defines ``integral``, the total
+counts, and a histogram ``data``, no events; the events are ``NXevent_data``'s fields ``event_time_offset``,
+``event_time_zero`` with ``@offset`` and ``event_index`` placed in the ``NXmonitor``, as SNS event files hold
+them and scippnexus reads them) and the NIAC2014 "How to find default data" convention (``default`` attributes
+on the root and on ``NXentry``). The Mantid entries follow what Mantid's reader needs, read from its source
 (github.com/mantidproject/mantid, main of 2024-2025): Framework/DataHandling/src/LoadNexusProcessed.cpp
 (``confidence``, ``execLoader``, ``loadEntry``, ``loadNonEventEntry``, ``loadNonSpectraAxis``), the writer it
 mirrors, Framework/Nexus/src/NexusFileIO.cpp (``writeNexusProcessedHeader``, ``writeNexusProcessedData2D``),
@@ -43,6 +46,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime
+import logging
 import os
 import re
 import secrets
@@ -75,10 +79,22 @@ STALE_AFTER_SEC = 3600.0
 """Age (s, by modification time) after which a temporary file of a killed writer is removed by the next write."""
 _TOKEN_BYTES = 6
 
+MONITORS = "monitors"
+"""The 0-D coordinate in which the scipp engine's chunks carry beam-monitor events: a ``DataGroup`` (dtype
+PyObject) of monitor name -> ``DataArray`` of events (``livereduce.engines.scipp.chunk.monitor_events``)."""
+EPOCH = "1970-01-01T00:00:00Z"
+"""``@offset`` of a monitor's ``event_time_zero`` (NXevent_data: an ISO 8601 time the values count from)."""
+
+_log = logging.getLogger(__name__)
+_left_out: set[str] = set()
+"""What :func:`_leave_out` has warned about in this process (one warning per name, not one per cycle)."""
+
 _NUMERIC = (sc.DType.float64, sc.DType.float32, sc.DType.int64, sc.DType.int32, sc.DType.bool)
 _FIELD_DTYPES = (*_NUMERIC, sc.DType.datetime64, sc.DType.string)
 _MANTID_RESERVED = re.compile(MANTID_ENTRY.format(r"[0-9]+"))
 _AXIS_DTYPES = (sc.DType.float64, sc.DType.float32, sc.DType.int64, sc.DType.int32)
+_OBJECT_DTYPES = (sc.DType.DataArray, sc.DType.Dataset, sc.DType.Variable, sc.DType.PyObject)
+"""Dtypes of a 0-D coordinate holding an object (a log, the monitors, ...) rather than a value."""
 _MANTID_UNITS: tuple[tuple[frozenset[str], sc.Unit, str], ...] = (
     (frozenset({"tof", "time_of_flight", "event_time_offset"}), sc.Unit("us"), "TOF"),
     (frozenset({"wavelength"}), sc.Unit("angstrom"), "Wavelength"),
@@ -218,12 +234,27 @@ def save_nexus(
                              a scale (the name NeXus readers give it)
           DASlogs NXcollection   0-D coordinates that hold a time-series DataArray (the scipp engine's
             LOG  NXlog             sample-environment logs): ``time`` (datetime64 as above) and ``value``
+                                   (rank 1, or (time, n) for an array per time)
+          MONITOR NXmonitor    each monitor of the ``monitors`` coordinate (a DataGroup, monitor name ->
+                               DataArray of events), its events as NXevent_data fields without event_id:
+            event_time_offset    each event's time of flight, as given (float32, @units = "µs")
+            event_time_zero      each pulse's time, int64 [ns] from @offset = "1970-01-01T00:00:00Z"
+            event_index          int64, the first event of each pulse (consecutive events of one time)
+            integral             int64 [counts], the number of events
         /mantid_workspace_K NXentry  the K-th member that a Mantid Workspace2D can hold, again (below)
 
     ``NAME`` is the ``DataArray``'s name (``"data"`` when it has none), each item's name for a ``Dataset``, each
     member's key for a ``DataGroup`` (one ``NXdata`` per member, in order; the first is the default plot).
     ``scippnexus.load(path, root=ENTRY)["NAME"]`` gives the DataArray back with its coordinates and variances
-    (``scippnexus.load(path)`` of the whole file also reads the Mantid entries, with warnings about their units).
+    (``scippnexus.load(path)`` of the whole file also reads the Mantid entries, with warnings about their units);
+    ``scippnexus.load(path, root=ENTRY)["MONITOR"]["events"]`` a monitor's events, binned by pulse.
+
+    Logs and monitors are written once per file, however many members carry them (the scipp engine sets them on
+    every member); what NeXus has no place for is left out, with one warning per name and process on the logger
+    ``livereduce.outputs`` (not one per cycle): a 0-D coordinate holding another object (a dict, a Dataset, a
+    DataGroup not named ``monitors``), a log whose arrays per time differ in length, a monitor that is not a table
+    of events with weights 1 and exactly the coordinates ``event_time_offset`` and ``event_time_zero``, or whose
+    name is not an HDF5 name or is a member's or ``DASlogs``.
 
     Mantid: with ``mantid`` (the default), each member of 1 or 2 dimensions with no empty dimension is also
     written in the layout of Mantid's SaveNexusProcessed, as ``mantid_workspace_1``, ``_2``, ... in member order
@@ -256,7 +287,8 @@ def save_nexus(
         data: a ``DataArray`` with dense numeric data (float64/32, int64/32, bool) of 1 or more dimensions
             (e.g. counts (y: 64, x: 64) or (event_time_offset: 200) with bin edges (201,) in µs); or a
             ``Dataset``/``DataGroup`` of such arrays. Coordinates: float64/32, int64/32, bool, datetime64,
-            string, or 0-D holding a time-series ``DataArray`` (dimension ``time``).
+            string, or 0-D holding an object: a time-series ``DataArray`` (dimension ``time``), the ``monitors``
+            ``DataGroup`` of the scipp engine's chunks, or anything else (left out, see above).
         path: target file (``.nxs``, ``.h5``, ...); its directory must exist.
         entry: name of the ``NXentry`` group.
         mantid: also write the members in Mantid's processed layout (``mantid_workspace_K``; see above). The
@@ -266,12 +298,12 @@ def save_nexus(
         ``path`` as a ``Path``.
 
     Raises:
-        TypeError: binned data, a data dtype that is not numeric, a coordinate that cannot be written (vectors,
-            nested DataGroups such as ``monitors``: drop it with ``data.drop_coords(name)``), masks (NXdata has
+        TypeError: binned data, a data dtype that is not numeric, a coordinate of 1 or more dimensions that
+            cannot be written (vectors, objects: drop it with ``data.drop_coords(name)``), masks (NXdata has
             none: apply them and ``data.drop_masks(list(data.masks))``), or a member that is not a DataArray.
         ValueError: a 0-D array, an empty Dataset/DataGroup, a name that is not a valid HDF5 name or that
             clashes (``data``, ``errors``, ``DASlogs``; an ``entry`` named ``mantid_workspace_<digits>``), or two
-            members with different logs of the same name.
+            members with different logs, or different monitors, of the same name.
         OSError: the file cannot be written (the target is left as it was).
     """
     arrays = _members(data)
@@ -285,13 +317,10 @@ def save_nexus(
         nexus.attrs["file_time"] = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
         group = snx.create_class(nexus, entry, "NXentry")
         group.attrs["default"] = next(iter(arrays))
-        logs: dict[str, sc.DataArray] = {}
+        metadata = _Metadata()
         for name, array in arrays.items():
-            _write_nxdata(group, name, array, logs)
-        if logs:
-            collection = snx.create_class(group, LOGS, "NXcollection")
-            for name, log in logs.items():
-                _write_nxlog(collection, name, log)
+            _write_nxdata(group, name, array, metadata)
+        metadata.write(group, taken=set(arrays))
         if mantid:
             number = 0
             for name, array in arrays.items():
@@ -329,8 +358,9 @@ def _check_name(name: str, what: str) -> None:
         raise ValueError(f"save_nexus: {what} name {name[:200]!r} is not a valid HDF5 name (empty, '/', '.')")
 
 
-def _write_nxdata(parent: h5py.Group, name: str, array: sc.DataArray, logs: dict[str, sc.DataArray]) -> None:
-    """Write one ``NXdata`` group; collect the array's time-series logs into ``logs``."""
+def _write_nxdata(parent: h5py.Group, name: str, array: sc.DataArray, metadata: _Metadata) -> None:
+    """Write one ``NXdata`` group; collect the array's logs and monitors (0-D object coordinates) into
+    ``metadata``."""
     where = f"save_nexus: {name!r}"
     if array.bins is not None:
         raise TypeError(
@@ -363,8 +393,8 @@ def _write_nxdata(parent: h5py.Group, name: str, array: sc.DataArray, logs: dict
         _check_name(coord_name, f"{name!r}: coordinate")
         if coord_name in {SIGNAL, ERRORS}:
             raise ValueError(f"{where}: a coordinate may not be named {coord_name!r} (the NXdata signal/errors)")
-        if coord.ndim == 0 and coord.dtype == sc.DType.DataArray:
-            _collect_log(logs, coord_name, coord.value)
+        if coord.ndim == 0 and coord.dtype in _OBJECT_DTYPES:
+            metadata.add(coord_name, coord.value)
             continue
         if coord.dtype not in _FIELD_DTYPES:
             raise TypeError(
@@ -392,25 +422,146 @@ def _label(dataset: h5py.Dataset, dims: tuple[str, ...], labels: dict[str, str])
         dataset.dims[index].label = labels[dim]
 
 
-def _collect_log(logs: dict[str, sc.DataArray], name: str, log: sc.DataArray) -> None:
-    """Add a time-series log (written once per file, however many members carry it)."""
-    time = log.coords.get(log.dim) if log.ndim == 1 else None
-    if log.bins is not None or log.dtype not in _NUMERIC or time is None or time.dtype not in _FIELD_DTYPES:
-        raise TypeError(
-            f"save_nexus: coordinate {name!r} holds a DataArray that is not a 1-D numeric series with a coordinate "
-            f"along its dimension (a time-series log); drop it first: data.drop_coords({name!r})"
+class _Metadata:
+    """What the members' 0-D object coordinates add to the ``NXentry``, each written once however many members
+    carry it: time-series logs (``NXlog`` in ``DASlogs``) and beam monitors (``NXmonitor``). What NeXus has no
+    place for is left out with one warning per name and process (:func:`_leave_out`)."""
+
+    def __init__(self) -> None:
+        self.logs: dict[str, sc.DataArray] = {}
+        self.monitors: dict[str, sc.DataArray] = {}
+
+    def add(self, name: str, value: object) -> None:
+        """Collect the value of the 0-D coordinate ``name``: a log (a DataArray), the monitors (a DataGroup named
+        :data:`MONITORS`), else nothing (with a warning).
+
+        Raises:
+            ValueError: a log or monitor of this name, collected from another member, is different.
+        """
+        if isinstance(value, sc.DataArray):
+            log = _as_nxlog(value)
+            if isinstance(log, str):
+                _leave_out(f"log {name!r}", log)
+            else:
+                _add_once(self.logs, name, log, "logs")
+        elif name == MONITORS and isinstance(value, sc.DataGroup):
+            for monitor_name, monitor in value.items():
+                problem = _event_monitor_problem(str(monitor_name), monitor)
+                if problem is None:
+                    _add_once(self.monitors, str(monitor_name), monitor, "monitors")
+                else:
+                    _leave_out(f"monitor {monitor_name!r}", problem)
+        else:
+            _leave_out(f"coordinate {name!r}", f"a 0-D {type(value).__name__}, which NeXus has no field for")
+
+    def write(self, entry: h5py.Group, taken: set[str]) -> None:
+        """Write the logs into ``ENTRY/DASlogs`` and each monitor as ``ENTRY/<name>`` unless a member (``taken``)
+        or ``DASlogs`` has that name."""
+        if self.logs:
+            collection = snx.create_class(entry, LOGS, "NXcollection")
+            for name, log in self.logs.items():
+                _write_nxlog(collection, name, log)
+        for name, monitor in self.monitors.items():
+            if name in taken or name == LOGS:
+                _leave_out(f"monitor {name!r}", f"the NXentry already has a group {name!r}")
+            else:
+                _write_nxmonitor(entry, name, monitor)
+
+
+def _add_once(collected: dict[str, sc.DataArray], name: str, value: sc.DataArray, what: str) -> None:
+    if name in collected and not sc.identical(collected[name], value):
+        raise ValueError(f"save_nexus: two members carry different {what} named {name!r}; only one can be written")
+    collected[name] = value
+
+
+def _as_nxlog(log: sc.DataArray) -> sc.DataArray | str:
+    """``log`` as ``NXlog`` can hold it, or the reason it cannot.
+
+    ``NXlog`` (NeXus base class): ``value`` over ``time`` (its first dimension), of rank 1, or more for an array
+    per time. A log with one bin of values per time (an array-valued process variable) is made 2-D (time, value)
+    when every bin has the same length; ragged bins have no ``NXlog`` form.
+    """
+    time = log.coords.get(log.dims[0]) if log.ndim else None
+    if time is None or time.dims != log.dims[:1] or time.dtype not in _FIELD_DTYPES:
+        return "not a time series (a DataArray with a coordinate along its first dimension)"
+    if log.masks:
+        return "a time series with masks, which NXlog cannot hold"
+    if log.bins is not None:
+        sizes = log.bins.size().values
+        if log.ndim != 1 or np.unique(sizes).size > 1:
+            return "arrays of different lengths per time, which NXlog cannot hold"
+        constituents = log.data.bins.constituents
+        content = constituents["data"]
+        buffer = content.data if isinstance(content, sc.DataArray) else content
+        take = constituents["begin"].values[:, np.newaxis] + np.arange(sizes[0] if sizes.size else 0)
+        variances = None if buffer.variances is None else buffer.variances[take]
+        values = sc.array(
+            dims=[log.dim, constituents["dim"]], values=buffer.values[take], variances=variances, unit=buffer.unit
         )
-    if name in logs and not sc.identical(logs[name], log):
-        raise ValueError(f"save_nexus: two members carry different logs named {name!r}; only one can be written")
-    _check_name(name, "log")
-    logs[name] = log
+        log = sc.DataArray(values, coords={log.dim: time})
+    if log.dtype not in _FIELD_DTYPES:
+        return f"values of dtype {log.dtype}, which NXlog cannot hold"
+    return log
 
 
 def _write_nxlog(parent: h5py.Group, name: str, log: sc.DataArray) -> None:
     """Write a time series as ``NXlog``: ``value`` and its time axis ``time`` (NeXus ``NXlog`` base class)."""
     group = snx.create_class(parent, name, "NXlog")
     snx.create_field(group, "value", log.data)
-    snx.create_field(group, "time", log.coords[log.dim])
+    snx.create_field(group, "time", log.coords[log.dims[0]])
+
+
+def _event_monitor_problem(name: str, monitor: object) -> str | None:
+    """Why ``monitor`` cannot be written as the events of an ``NXmonitor``, or None if it can.
+
+    It can when it is a monitor's events as the scipp engine makes them (``chunk.monitor_events``): a 1-D
+    DataArray of weights 1 (no variances, or variances 1), coordinates ``event_time_offset`` (numeric) and
+    ``event_time_zero`` (datetime64) along its dimension and no others, no masks, and ``name`` is an HDF5 name.
+    """
+    if not name or "/" in name or name in {".", ".."}:
+        return "its name is not a valid HDF5 name (empty, '/', '.')"
+    if not isinstance(monitor, sc.DataArray) or monitor.ndim != 1 or monitor.bins is not None:
+        return f"a {type(monitor).__name__} that is not a 1-D table of events"
+    coords = monitor.coords
+    if set(coords) != {"event_time_offset", "event_time_zero"} or monitor.masks:
+        return "events need exactly the coordinates event_time_offset and event_time_zero, and no masks"
+    tof, pulse = coords["event_time_offset"], coords["event_time_zero"]
+    if tof.dims != monitor.dims or tof.dtype not in _AXIS_DTYPES:
+        return "event_time_offset must be numeric, one per event"
+    if pulse.dims != monitor.dims or pulse.dtype != sc.DType.datetime64:
+        return "event_time_zero must be datetime64, one per event"
+    weights_one = monitor.dtype in _NUMERIC and bool(np.all(monitor.values == 1))
+    if not weights_one or (monitor.variances is not None and not np.all(monitor.variances == 1)):
+        return "its events have weights other than 1, which NXmonitor events cannot hold"
+    return None
+
+
+def _write_nxmonitor(parent: h5py.Group, name: str, events: sc.DataArray) -> None:
+    """Write a monitor's events as an ``NXmonitor`` holding the ``NXevent_data`` fields without ``event_id``
+    (as SNS event files do; scippnexus reads them as the monitor's events).
+
+    ``event_time_offset`` as given (e.g. float32 µs); consecutive events of the same ``event_time_zero`` form a
+    pulse: ``event_time_zero`` (int64 ns since ``@offset``, the Unix epoch) and ``event_index`` (int64, the first
+    event of each pulse). Events are kept in their order; pulses may repeat or go back in time. ``integral``
+    (``NXmonitor``: total monitor counts): the number of events, int64 [counts].
+    """
+    group = snx.create_class(parent, name, "NXmonitor")
+    pulse = events.coords["event_time_zero"].to(unit="ns", copy=False).values.astype(np.int64)
+    first = np.flatnonzero(pulse[1:] != pulse[:-1]) + 1
+    index = np.concatenate([[0], first]) if pulse.size else first
+    snx.create_field(group, "event_time_offset", events.coords["event_time_offset"])
+    zero = group.create_dataset("event_time_zero", data=pulse[index])
+    zero.attrs["units"] = "ns"
+    zero.attrs["offset"] = EPOCH
+    group.create_dataset("event_index", data=index.astype(np.int64))
+    snx.create_field(group, "integral", sc.scalar(pulse.size, unit="counts"))
+
+
+def _leave_out(what: str, reason: str) -> None:
+    """Log once per process that ``what`` (a log, monitor or coordinate name) is not written, and why."""
+    if what not in _left_out:
+        _left_out.add(what)
+        _log.warning("save_nexus leaves out %s: %s (warned once per process)", what, reason)
 
 
 # --- Mantid's processed layout (what LoadNexusProcessed reads) ---------------------------------------------------
