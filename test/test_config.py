@@ -71,6 +71,27 @@ def test_start_accepts_iso_times_and_assumes_utc():
     assert Config(start="now").start == "now"
 
 
+@pytest.mark.parametrize(
+    ("topics", "start", "message"),
+    [
+        ({"runInfo": None}, "from_start_of_run", "start 'from_start_of_run' needs run information"),
+        ({"events": None}, "now", "'events' needs a topic"),
+        ({"events": ["a", "a"]}, "now", "topic 'a' is named twice"),
+        ({"events": "a", "sampleEnv": ["a"]}, "now", "topic 'a' is named for both events and sampleEnv"),
+        ({"events": "a b"}, "now", "key 'topics.events.0' = \"a b\": expected a Kafka topic name"),
+        ({"events": []}, "now", "key 'topics.events' = \\[\\]: List should have at least 1 item"),
+    ],
+)
+def test_kafka_topics_each_once_and_run_information_for_from_start_of_run(topics, start, message):
+    with pytest.raises(ConfigError, match=message):
+        validate({"topics": topics, "start": start}, "t.conf")
+
+
+def test_kafka_topics_are_a_name_a_list_or_null():
+    topics = validate({"topics": {"events": ["b0", "b1"], "sampleEnv": "logs", "runInfo": None}, "start": "now"}, "x")
+    assert topics.topics == {"events": ["b0", "b1"], "sampleEnv": ["logs"], "runInfo": None}
+
+
 def test_numbers_given_as_strings_are_accepted_as_upstream_did():
     assert validate({"update_every": "3"}, "x").update_every == 3
 

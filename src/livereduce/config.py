@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -70,6 +71,19 @@ Number = Annotated[float, BeforeValidator(_not_boolean), Field(allow_inf_nan=Fal
 Integer = Annotated[int, BeforeValidator(_not_boolean)]
 StartOption = Literal["from_start_of_run", "now"] | datetime
 TopicRole = Literal["events", "runInfo", "sampleEnv", "monitors"]
+_TOPIC_NAME = re.compile(r"[A-Za-z0-9._\-]{1,249}")
+
+
+def _topic_name(value: str) -> str:
+    if not _TOPIC_NAME.fullmatch(value):
+        raise ValueError("expected a Kafka topic name (letters, digits, '.', '_' and '-', at most 249 characters)")
+    return value
+
+
+TopicName = Annotated[str, AfterValidator(_topic_name)]
+"""A Kafka topic name: letters, digits, ``.``, ``_`` and ``-``, at most 249 characters (Kafka's own rule)."""
+TopicSpec = Annotated[list[TopicName], Field(min_length=1, max_length=64)] | None
+"""The topics of one role: 1 to 64 names (one name is read as a list of one), or null (not read)."""
 DAY = 86400.0
 
 MAX_CONFIG_BYTES = 1 << 20
@@ -169,8 +183,10 @@ class Config(BaseModel):
     source_buffer_mb: _within(1, 1 << 20) | None = None
     """MiB a network source may buffer between the socket/consumer and the cycle; beyond it, reading pauses.
     Default: automatic, from 256 MiB up to what a cycle of the stream needs within the memory limit."""
-    topics: dict[TopicRole, Annotated[str, Field(min_length=1, max_length=249)]] | None = None
-    """Kafka topics by role (``events``, ``runInfo``, ``sampleEnv``, ``monitors``); default ``<INSTRUMENT>_<role>``."""
+    topics: dict[TopicRole, TopicSpec] | None = None
+    """Kafka topics by role (``events``, ``runInfo``, ``sampleEnv``, ``monitors``): a name, a list of names (e.g.
+    LOKI's nine detector-bank topics), or null (not read; ``runInfo`` null: the stream has no run information);
+    default ``<INSTRUMENT>_<role>``."""
     kafka: dict[Annotated[str, Field(min_length=1, max_length=200)], str | int | float | bool] | None = None
     """Extra librdkafka consumer settings (security protocol, SASL, TLS); values never logged in clear."""
     metrics_port: Annotated[Integer, Field(ge=0, le=65535)] | None = None
@@ -202,6 +218,39 @@ class Config(BaseModel):
         if value is not None and "\0" in value:
             raise ValueError("expected a string without NUL characters")
         return value
+
+    @field_validator("topics", mode="before")
+    @classmethod
+    def _one_topic_is_a_list_of_one(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            return {role: [names] if isinstance(names, str) else names for role, names in value.items()}
+        return value
+
+    @field_validator("topics")
+    @classmethod
+    def _topics_once_each(cls, value: dict[str, list[str] | None] | None) -> dict[str, list[str] | None] | None:
+        if value is None:
+            return None
+        if "events" in value and value["events"] is None:
+            raise ValueError("'events' needs a topic (null is allowed for runInfo, sampleEnv and monitors)")
+        seen: dict[str, str] = {}
+        for role, names in value.items():
+            for name in names or []:
+                if name in seen:
+                    where = "twice" if seen[name] == role else f"for both {seen[name]} and {role}"
+                    raise ValueError(f"topic '{name[:MAX_QUOTED]}' is named {where}")
+                seen[name] = role
+        return value
+
+    @model_validator(mode="after")
+    def _run_information_for_from_start_of_run(self) -> Config:
+        if self.topics is not None and "runInfo" in self.topics and self.topics["runInfo"] is None:
+            if self.start == "from_start_of_run":
+                raise ValueError(
+                    'start \'from_start_of_run\' needs run information, but "topics": {"runInfo": null} says the '
+                    'stream has none: use "start": "now" or a start time'
+                )
+        return self
 
     @field_validator("start", mode="before")
     @classmethod

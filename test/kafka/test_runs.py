@@ -13,6 +13,7 @@ from streaming_data_types import serialise_6s4t, serialise_pl72
 from livereduce.protocols.kafka.partitions import Partitions, mark
 from livereduce.protocols.kafka.reading import ReadState
 from livereduce.protocols.kafka.runs import (
+    AFTER_THEIR_RUN,
     LIMBO_FRACTION,
     MAX_PENDING_RUNS,
     NEVER,
@@ -436,9 +437,57 @@ def test_late_pulses_of_a_run_already_handed_out_are_dropped_and_counted():
     assert router.take().status == "EndRun"
     router.events(block([T0 + 5 * S, T0 + 15 * S]), monitor=False)  # 5 s: run 1's, too late; 15 s: held
     assert router.counters["events_late"] == 2
-    assert dict(router.take().dropped) == {OUTSIDE_A_RUN: 2}
+    assert dict(router.take().dropped) == {AFTER_THEIR_RUN: 2}
     router.start(start(T0 + 12 * S, run="2"))
     assert summary(router.take()) == ("Running", 2, True, [15.0])
+
+
+def test_pulses_between_runs_are_outside_a_run_not_late():
+    router = Router()
+    router.start(start(T0))
+    router.events(block([T0 + S]), monitor=False)
+    router.stop(stop(T0 + 10 * S))
+    router.check_stop([(T0 + 11 * S, False)], T0 + 20 * S, 5.0)
+    router.start(start(T0 + 12 * S, run="2"))
+    assert router.take().status == "EndRun"
+    router.events(block([T0 + 11 * S, T0 + 5 * S]), monitor=False)  # 11 s: between the runs; 5 s: run 1's, late
+    assert router.counters["events_outside_run"] == 2
+    assert router.counters["events_late"] == 2
+    assert dict(router.take().dropped) == {OUTSIDE_A_RUN: 2, AFTER_THEIR_RUN: 2}
+
+
+def test_log_values_read_before_their_run_start_are_held_for_it():
+    router = Router()
+    router.log(LogValue("temp", T0 - S, np.array(20.0)))  # before the run: its value at the start
+    router.log(LogValue("temp", T0 + 2 * S, np.array(21.0)))  # in the run, read before its pl72
+    router.events(block([T0 + S]), monitor=False)
+    router.start(start(T0))
+    taken = router.take()
+    assert summary(taken) == ("Running", 1, False, [1.0])
+    assert taken.logs == {"temp": [(T0 - S, 20.0), (T0 + 2 * S, 21.0)]}  # (was: only the latest, 21.0, as a seed)
+
+
+def test_held_log_values_share_the_held_part_of_the_buffer_and_are_counted_when_dropped():
+    router = Router(buffer_limit=4 * 24)  # a quarter holds one value of 24 bytes
+    router.log(LogValue("a", T0 + S, np.array(1.0)))
+    router.log(LogValue("a", T0 + 2 * S, np.array(2.0)))  # the older one is dropped
+    assert router.counters["logs_outside_run"] == 1
+    router.start(start(T0))
+    assert router.take().logs == {"a": [(T0 + 2 * S, 2.0)]}
+
+
+def test_a_stream_without_run_information_is_one_open_ended_run_of_no_run_from_the_start_position():
+    router = RunRouter(10**6, lambda kind, message: None)
+    router.begin(T0, None, [], 0.0, open_ended=True)
+    router.events(block([T0 - S, T0 + S, T0 + 100_000 * S]), monitor=False)  # before the start: not delivered
+    router.log(LogValue("temp", T0 + 2 * S, np.array(3.0)))
+    router.check_stop([(T0 + 200_000 * S, True)], T0 + 300_000 * S, 10**6)  # it never ends
+    taken = router.take()
+    assert summary(taken) == ("NoRun", 0, False, [1.0, 100_000.0])
+    assert taken.logs == {"temp": [(T0 + 2 * S, 3.0)]}
+    assert router.counters["pulses_before_start"] == 1
+    assert not taken.dropped
+    assert router.runs_closed == 0
 
 
 def test_pulses_of_the_stopped_run_after_its_stop_move_out_of_it():
@@ -611,9 +660,10 @@ def test_taken_blocks_as_the_arrays_of_a_chunk():
     router.events(block([T0 + 5, T0 + 6], per_pulse=1), monitor=True)
     taken = router.take()
 
-    times, index = taken.pulses()
+    times, index, order = taken.pulses()
     assert times.tolist() == [T0 + 1, T0 + 2, T0 + 3]
     assert index.tolist() == [0, 2, 4]
+    assert order is None  # one source in time order: the events stay where they are
     ids = np.empty(taken.n_events, np.int32)
     taken.pixel_ids(out=ids)
     assert ids.tolist() == [4, 4, 4, 4, 9, 9, 9]
@@ -622,6 +672,25 @@ def test_taken_blocks_as_the_arrays_of_a_chunk():
     assert tof.tolist() == [1.0, 2.0, 1.0, 2.0, 1.0, 2.0, 3.0]  # ns -> µs
     ((source, (monitor_tof, monitor_zero)),) = taken.monitor_events().items()
     assert (source, monitor_tof.tolist(), monitor_zero.tolist()) == ("bank", [1.0, 1.0], [T0 + 5, T0 + 6])
+
+
+def test_pulses_of_the_same_time_from_several_topics_are_one_pulse_in_time_order():
+    router = Router()
+    router.start(start(T0))
+    router.events(block([T0 + 1, T0 + 2], per_pulse=2, pixel=4), monitor=False)  # bank 0's topic
+    router.events(block([T0 + 2, T0 + 1, T0 + 3], per_pulse=1, pixel=9), monitor=False)  # bank 1's, out of order
+    taken = router.take()
+    times, index, order = taken.pulses()
+    assert times.tolist() == [T0 + 1, T0 + 2, T0 + 3]
+    ids = np.empty(taken.n_events, np.int32)
+    taken.pixel_ids(out=ids)
+    assert ids.tolist() == [4, 4, 4, 4, 9, 9, 9]
+    events = ids[order]
+    assert [events[a:b].tolist() for a, b in zip(index, [*index[1:], events.size], strict=True)] == [
+        [4, 4, 9],  # the pulse at 1: bank 0's two events, then bank 1's
+        [4, 4, 9],
+        [9],
+    ]
 
 
 # --- the read state per message ----------------------------------------------------------------------------------

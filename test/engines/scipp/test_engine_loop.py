@@ -193,7 +193,8 @@ def test_an_early_part_that_ends_a_run_with_the_next_run_behind_it_is_followed_b
     # chunk 0 at 10; the run ends meanwhile: its last part at once, and the next run's first cycle right after it
     assert listener.extracts == [0, 10, 10, 10, 20, 30]
     messages = [r.getMessage() for r in caplog.records if r.levelno == logging.INFO]
-    assert any(m.startswith("Chunk 1, early part 1 (run ended): 1 events in 1 pulses (run 3, EndRun)") for m in messages)
+    ended = "Chunk 1, early part 1 (run ended): 1 events in 1 pulses (run 3, EndRun)"
+    assert any(m.startswith(ended) for m in messages)
     assert any(m.startswith("Chunk 1: 2 events") for m in messages)  # the next run's data, post-processed
     _, plain, _, _ = run_loop([RUNNING, told_run_end, (RunStatus.EndRun, [3], {}, False), RUNNING], caplog)
     assert plain.extracts == [0, 10, 10, 20, 30]  # nothing behind the end: the next cycle on schedule

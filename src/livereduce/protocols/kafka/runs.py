@@ -25,7 +25,12 @@ in, so every rule runs in process (``test/kafka/test_runs.py``). Semantics (``do
   claims them; those dropped, and pulses of a run that come after its last chunk was taken, are counted
   (``events_outside_run``, ``events_late``) and reported with the next chunk as ``outside a run``.
 * Log values go to the run they fall in; the first chunk of a run also gets each source's value in force at its
-  start (the seed).
+  start (the seed). Log values no known run claims are held like pulses (in the same share of the buffer) until a
+  run start claims them: the run-info topic may be read after the logs of its run.
+* Pulses no run claims that fall in a run whose last chunk was taken are ``events_late``; the others (between runs)
+  ``events_outside_run``.
+* A stream without run information (``"topics": {"runInfo": null}``; :meth:`RunRouter.begin` with ``open_ended``)
+  is one run from the start position that never ends: run number 0, chunks with the status ``NoRun``.
 * The first chunk of each run has ``data_reset``, unless it is the very first chunk taken. A run that ended
   without data before anything of it was taken gets no chunk (``run_transitions_coalesced``) once a later run is
   known. Runs that wait for their data are bounded by the listener, which stops reading run-info while
@@ -58,6 +63,10 @@ MAX_PENDING_RUNS: Final = 100
 reading run-info until the data has caught up."""
 OUTSIDE_A_RUN: Final = "outside a run"
 """The drop reason of pulses no run claims, as the chunk reports it."""
+AFTER_THEIR_RUN: Final = "after their run ended"
+"""The drop reason of pulses of a run read after its last chunk was taken, as the chunk reports it."""
+MAX_ENDED_RUNS: Final = 100
+"""Ended runs remembered, to tell late pulses (of an ended run) from pulses between runs."""
 NEVER: Final = -(2**63)
 """A time before every time (ns)."""
 
@@ -74,14 +83,16 @@ Warn = Callable[[str, str], None]
 class Run:
     """A run as the router knows it: its pl72, its stop (ns, once known: a 6s4t, the pl72's own stop time, or the
     next run's start), when the stop became known (the monotonic time passed in, s), whether a stop of its own was
-    given (it ends with ``EndRun``, else ``BeginRun``: the next run began), and whether it has ended (its last chunk
-    is sealed)."""
+    given (it ends with ``EndRun``, else ``BeginRun``: the next run began), whether it has ended (its last chunk
+    is sealed), and whether it is the one open-ended run of a stream without run information (run number 0; its
+    chunks have the status ``NoRun``)."""
 
     start: RunStart
     stop_ns: int | None = None
     stop_known_at: float = 0.0
     stopped: bool = False
     closed: bool = False
+    open_ended: bool = False
 
     @property
     def number(self) -> int:
@@ -180,6 +191,17 @@ class Segment:
 
 
 @dataclass(frozen=True)
+class _Held:
+    """Something no known run claims yet: pulses (``block``, of a monitor or not) or a log value (``log``: source
+    name and entry), costing ``nbytes`` of the buffer."""
+
+    block: Block | None
+    monitor: bool
+    log: tuple[str, LogEntry] | None
+    nbytes: int
+
+
+@dataclass(frozen=True)
 class Taken:
     """What :meth:`RunRouter.take` hands out: the head run's data since the previous take.
 
@@ -189,7 +211,7 @@ class Taken:
         reset: the chunk starts a new accumulation.
         events, monitors: blocks in arrival order.
         logs: source name -> entries (the seed first, when it goes out).
-        dropped: events dropped since the previous take, by reason (``outside a run``).
+        dropped: events dropped since the previous take, by reason (``outside a run``, ``after their run ended``).
     """
 
     run: Run | None
@@ -204,13 +226,29 @@ class Taken:
     def n_events(self) -> int:
         return sum(block.n_events for block in self.events)
 
-    def pulses(self) -> tuple[np.ndarray, np.ndarray]:
-        """Pulse times (int64 ns, shape (n_pulses,)) and each pulse's first event among all events (int64)."""
+    def pulses(self) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """The chunk's pulses: (times, first event of each, event order).
+
+        Times are int64 ns, ascending, each once: pulses of the same time from several blocks (the detector banks
+        of an ESS instrument on several topics, or several sources on one) are one pulse. The first events index
+        the events (int64, shape (n_pulses,)) in the order ``order`` gives: None when the blocks' events
+        (:meth:`pixel_ids`, :meth:`time_of_flight_us`) are in that order already (the usual case: one source, in
+        time order), else the permutation that puts them in it (int64, shape (n_events,)).
+        """
         if not self.events:
-            return np.empty(0, np.int64), np.empty(0, np.int64)
+            return np.empty(0, np.int64), np.empty(0, np.int64), None
         firsts = np.cumsum([0] + [block.n_events for block in self.events[:-1]])
         index = np.concatenate([block.index + first for block, first in zip(self.events, firsts, strict=True)])
-        return np.concatenate([block.times for block in self.events]), index
+        times = np.concatenate([block.times for block in self.events])
+        if times.size < 2 or bool(np.all(times[1:] > times[:-1])):
+            return times, index, None
+        counts = np.diff(np.append(index, self.n_events))
+        by_time = np.argsort(times, kind="stable")
+        counts, starts = counts[by_time], index[by_time]
+        new_starts = np.cumsum(counts) - counts
+        order = np.repeat(starts - new_starts, counts) + np.arange(self.n_events)
+        unique, first_of_each = np.unique(times[by_time], return_index=True)
+        return unique, new_starts[first_of_each], order
 
     def pixel_ids(self, out: np.ndarray | None = None) -> np.ndarray:
         """All events' pixel ids, shape (n_events,): into ``out`` (int32) when given, else in their common dtype
@@ -248,7 +286,8 @@ class RunRouter:
         warn: how warnings go out (rate-limited by the listener).
 
     Attributes:
-        counters: ``logs`` (values kept), ``pulses_before_start``, ``events_outside_run``, ``events_late``,
+        counters: ``logs`` (values kept), ``logs_outside_run`` (values no run claimed, dropped from the held share
+            of the buffer), ``pulses_before_start``, ``events_outside_run``, ``events_late``,
             ``skipped_stale_run_start``, ``skipped_unmatched_stop``, ``skipped_invalid`` (log sources beyond
             :data:`MAX_SOURCES`), ``run_transitions_coalesced`` (runs that ended without data before anything of
             them was taken: no chunk of their own).
@@ -262,8 +301,9 @@ class RunRouter:
         self.lower: int | None = None
         self._warn = warn
         self._segments: deque[Segment] = deque()
-        self._limbo: deque[tuple[Block, bool]] = deque()  # (block, monitor) not claimed by any known run
+        self._limbo: deque[_Held] = deque()  # pulses and log values not claimed by any known run, oldest first
         self._limbo_bytes = 0
+        self._ended: deque[tuple[int, int]] = deque(maxlen=MAX_ENDED_RUNS)  # (start, stop) ns of ended runs
         self._last_run: Run | None = None
         self._over: RunStart | None = None  # the run current at the start position, found already stopped
         self._handed_out = False  # take() was called before
@@ -306,11 +346,27 @@ class RunRouter:
         """Runs that have not ended (waiting for their stop, or for every data partition to pass it)."""
         return sum(segment.closing is None for segment in self._segments)
 
-    def begin(self, lower: int | None, found: RunStart | None, stops: Iterable[RunStop], monotonic: float) -> None:
+    def begin(
+        self,
+        lower: int | None,
+        found: RunStart | None,
+        stops: Iterable[RunStop],
+        monotonic: float,
+        *,
+        open_ended: bool = False,
+    ) -> None:
         """Where reading starts: pulses from ``lower`` (ns; None: any), in the run ``found`` (the last run start at
         or before it), unless one of ``stops`` (the run stops written after it) ended it before ``lower``: then
-        it is not a run of this listener (Mantid's FromNow), and its own start and stop are not counted again."""
+        it is not a run of this listener (Mantid's FromNow), and its own start and stop are not counted again.
+        ``open_ended``: the stream has no run information; everything from ``lower`` is one run that never ends."""
         self.lower = lower
+        if open_ended:
+            start = RunStart("", "", NEVER if lower is None else lower, None, "", "", None)
+            run = Run(start, stop_known_at=monotonic, open_ended=True)
+            self._segments.append(Segment(run))
+            self._last_run = run
+            _log.info("Kafka: no run information: one open-ended run (run number 0) from %s", iso(start.start_ns))
+            return
         if found is None:
             return
         if lower is not None and any(_stops(stop, found) and stop.stop_ns <= lower for stop in stops):
@@ -350,8 +406,11 @@ class RunRouter:
             self._move_beyond_stop(previous)
         self._coalesce()
         held, self._limbo, self._limbo_bytes = self._limbo, deque(), 0
-        for block, monitor in held:
-            self._route(block, monitor)
+        for item in held:
+            if item.block is not None:
+                self._route(item.block, item.monitor)
+            elif item.log is not None:
+                self._place_log(*item.log, hold=True)
         ids = start.detector_ids
         _log.info(
             "Kafka: run %d (run_name '%s', %s) started %s%s; %s",
@@ -436,6 +495,12 @@ class RunRouter:
         latest = self._latest_logs.get(name)
         if latest is None or latest[0] <= time_ns:
             self._latest_logs[name] = entry
+        self._place_log(name, entry, hold=True)
+
+    def _place_log(self, name: str, entry: LogEntry, *, hold: bool) -> None:
+        """Put a log value in the run it falls in, and in the seed of each later run it precedes; with ``hold``, a
+        value no known run claims that a run not known yet may claim (at or after the frontier) is held."""
+        time_ns, value = entry
         size = 16 + (value.nbytes if isinstance(value, np.ndarray) else len(value) if isinstance(value, str) else 8)
         for segment in reversed(self._segments):
             if segment.run.covers(np.array([time_ns]))[0]:
@@ -446,6 +511,9 @@ class RunRouter:
                 seed = segment.seed.get(name)
                 if seed is None or seed[0] <= time_ns:
                     segment.seed[name] = entry
+        frontier = self._frontier()
+        if hold and (frontier is None or time_ns >= frontier):
+            self._hold(_Held(None, False, (name, entry), size))
 
     @property
     def pulses_waiting(self) -> bool:
@@ -467,7 +535,7 @@ class RunRouter:
         for name in [name for name in segment.seed if pulses or name in logs]:  # the value in force at the start
             logs.setdefault(name, []).insert(0, segment.seed.pop(name))
             segment.seeded.add(name)
-        status = segment.closing or "Running"
+        status = segment.closing or ("NoRun" if segment.run.open_ended else "Running")
         taken = Taken(
             segment.run, status, segment.reset and handed_out, segment.events, segment.monitors, logs, dropped
         )
@@ -489,13 +557,24 @@ class RunRouter:
                 remaining = remaining.take(~inside)
         frontier = self._frontier()
         if frontier is not None:
-            late = remaining.times < frontier
-            if late.any():
-                self._drop(remaining.take(late).n_events, "events_late")
-                if late.all():
+            past = remaining.times < frontier
+            if past.any():
+                self._drop_past(remaining.take(past))
+                if past.all():
                     return
-                remaining = remaining.take(~late)
-        self._hold(remaining, monitor)
+                remaining = remaining.take(~past)
+        self._hold(_Held(remaining, monitor, None, remaining.nbytes))
+
+    def _drop_past(self, block: Block) -> None:
+        """Pulses before the frontier that no run in the buffer claims: late if an ended run covers them, else
+        between runs."""
+        late = np.zeros(block.times.size, bool)
+        for start, stop in self._ended:
+            late |= (block.times >= start) & (block.times < stop)
+        if late.any():
+            self._drop(block.take(late).n_events, "events_late", AFTER_THEIR_RUN)
+        if not late.all():
+            self._drop(block.take(~late).n_events, "events_outside_run", OUTSIDE_A_RUN)
 
     def _frontier(self) -> int | None:
         """Earliest time a run not known yet may claim: the newest run's stop, else its start (None: any time)."""
@@ -504,18 +583,22 @@ class RunRouter:
             return None
         return run.stop_ns if run.stop_ns is not None else run.start.start_ns
 
-    def _hold(self, block: Block, monitor: bool) -> None:
-        """Keep pulses no known run claims, within :data:`LIMBO_FRACTION` of the buffer (oldest dropped first)."""
-        self._limbo.append((block, monitor))
-        self._limbo_bytes += block.nbytes
+    def _hold(self, item: _Held) -> None:
+        """Keep pulses or a log value no known run claims, within :data:`LIMBO_FRACTION` of the buffer (oldest
+        dropped first: pulses as ``events_outside_run``, log values as ``logs_outside_run``)."""
+        self._limbo.append(item)
+        self._limbo_bytes += item.nbytes
         while self._limbo_bytes > self.buffer_limit * LIMBO_FRACTION and self._limbo:
-            old, _ = self._limbo.popleft()
+            old = self._limbo.popleft()
             self._limbo_bytes -= old.nbytes
-            self._drop(old.n_events, "events_outside_run")
+            if old.block is not None:
+                self._drop(old.block.n_events, "events_outside_run", OUTSIDE_A_RUN)
+            else:
+                self.counters["logs_outside_run"] += 1
 
-    def _drop(self, n_events: int, counter: str) -> None:
+    def _drop(self, n_events: int, counter: str, reason: str) -> None:
         self.counters[counter] += n_events
-        self._dropped[OUTSIDE_A_RUN] += n_events
+        self._dropped[reason] += n_events
 
     def _move_beyond_stop(self, run: Run) -> None:
         """Buffered pulses of ``run`` at or after its (new) stop are routed again (to a later run, or held)."""
@@ -542,6 +625,8 @@ class RunRouter:
     def _close(self, run: Run) -> None:
         run.closed = True
         self.runs_closed += 1
+        if run.stop_ns is not None:
+            self._ended.append((run.start.start_ns, run.stop_ns))
         for segment in self._segments:
             if segment.run is run:
                 segment.closing = "EndRun" if run.stopped else "BeginRun"

@@ -2,7 +2,8 @@
 
 Topic names follow Mantid's KafkaEventListener (``KafkaEventListener.cpp``, suffix constants): the instrument
 name followed by ``_events`` (neutron events), ``_runInfo`` (run start/stop), ``_sampleEnv`` (logs) and
-``_monitors`` (beam-monitor events), each overridable by role with the ``topics`` configuration key.
+``_monitors`` (beam-monitor events), each overridable by role with the ``topics`` configuration key: a name, a
+list of names (ESS instruments spread detector banks and logs over several topics), or null (not read).
 
 Client settings: librdkafka's names (``CONFIGURATION.md`` of librdkafka), defaults chosen here (below), then the
 site's own from the ``kafka`` configuration key, which win. Values of settings that hold secrets are never
@@ -13,7 +14,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Literal
 
 Role = Literal["events", "runInfo", "sampleEnv", "monitors"]
@@ -28,6 +29,20 @@ Settings = dict[str, str | int | float | bool]
 
 _SECRET = re.compile(r"password|secret|token|jaas|credential|\.key\b|key\.pem|keystore|sasl\.username", re.IGNORECASE)
 """Setting names whose values are never logged (SASL passwords and users, OAuth secrets, TLS keys, keystores)."""
+
+
+def topic_lists(
+    instrument: str, overrides: Mapping[str, str | Sequence[str] | None] | None
+) -> dict[Role, tuple[str, ...]]:
+    """The topics a listener reads for each role: ``<instrument>_<role>`` unless ``overrides`` (the ``topics``
+    configuration key) names one topic, a list of topics (ESS: one per detector bank), or None (the role is not
+    read: ``runInfo`` None means the stream has no run information); the empty tuple for a role not read."""
+    chosen = dict(overrides or {})
+    lists: dict[Role, tuple[str, ...]] = {}
+    for role in ROLES:
+        named = chosen.get(role, f"{instrument}_{role}")
+        lists[role] = () if named is None else (named,) if isinstance(named, str) else tuple(named)
+    return lists
 
 
 def topic_names(instrument: str, overrides: Mapping[str, str] | None) -> dict[Role, str]:

@@ -44,7 +44,7 @@ from livereduce.protocols.kafka.topics import (
     broker_states,
     consumer_settings,
     redacted,
-    topic_names,
+    topic_lists,
 )
 
 _log = logging.getLogger("livereduce.KafkaEventListener")
@@ -87,8 +87,9 @@ class KafkaEventListener(Listener):
             raise ConfigError(f"listener KafkaEventListener needs the key 'address' (no broker known for {info.name})")
         self.address = address
         self.instrument = info.name
-        self.topics = topic_names(info.name, config.topics)
-        self._roles: dict[str, Role] = {topic: role for role, topic in self.topics.items()}
+        self.topics = topic_lists(info.name, config.topics)
+        self._roles: dict[str, Role] = {topic: role for role, topics in self.topics.items() for topic in topics}
+        self._run_info = ", ".join(self.topics["runInfo"])  # "": the stream has no run information
         bound = buffer_bound(config)
         self.max_message = min(MAX_MESSAGE_BYTES, bound.limit)
         self._site = dict(config.kafka or {})
@@ -125,7 +126,7 @@ class KafkaEventListener(Listener):
             raise ConfigError(f"key 'kafka': librdkafka rejects the consumer settings: {err}") from None
         partitions: dict[Key, Role] = {}
         try:
-            for role, topic in self.topics.items():
+            for topic, role in self._roles.items():
                 found = self._patiently(lambda s, t=topic: consumer.list_topics(t, timeout=s))
                 found = found.topics.get(topic)
                 if found is None or found.error is not None or not found.partitions:
@@ -232,9 +233,11 @@ class KafkaEventListener(Listener):
             if not healthy:
                 state = f"broker unreachable since {iso(int(self._unreachable_since * 1e9))} ({self.address})"
             elif not self._located:
-                state = f"locating the run on {self.topics['runInfo']} ({self.address})"
+                state = f"locating the run on {self._run_info} ({self.address})"
+            elif run is not None and run.open_ended:
+                state = f"reading (no run information) from {self.address}"
             elif run is None or run.closed:
-                state = f"waiting for a run start on {self.topics['runInfo']} ({self.address})"
+                state = f"waiting for a run start on {self._run_info} ({self.address})"
             elif run.stop_ns is not None:
                 state = f"reading run {run.number} up to its stop at {iso(run.stop_ns)} ({self.address})"
             else:
@@ -244,7 +247,8 @@ class KafkaEventListener(Listener):
     # --- extract --------------------------------------------------------------------------------------------
     def _chunk(self, taken: Taken, id_range: tuple[int, int]) -> tuple[sc.DataArray, Counter[str]]:
         """Build the chunk from detached blocks (no lock: the consumer thread goes on meanwhile): one copy of the
-        pixel ids, the time of flight converted to µs in the same pass, straight into the chunk's variables."""
+        pixel ids, the time of flight converted to µs in the same pass, straight into the chunk's variables; one
+        more copy of both when pulses must be merged or put in time order (:meth:`Taken.pulses`)."""
         tof = sc.empty(sizes={chunk.EVENT_DIM: taken.n_events}, dtype="float32", unit="us")
         taken.time_of_flight_us(out=tof.values)
         if all(block.ids.dtype == np.int32 for block in taken.events):
@@ -252,7 +256,10 @@ class KafkaEventListener(Listener):
             taken.pixel_ids(out=ids.values)
         else:
             ids = taken.pixel_ids()
-        times, index = taken.pulses()
+        times, index, order = taken.pulses()
+        if order is not None:  # pulses of the same time from several topics or sources: one pulse each
+            ids = (ids.values if isinstance(ids, sc.Variable) else ids)[order]
+            tof = sc.array(dims=[chunk.EVENT_DIM], values=tof.values[order], unit="us")
         ids, tof, index, invalid = chunk.valid_events(ids, tof, index, id_range)
         if isinstance(ids, np.ndarray) and ids.dtype != np.int32:  # ev42's uint32, all within 0..2**31-1 now
             ids = ids.astype(np.int32)
@@ -322,7 +329,7 @@ class KafkaEventListener(Listener):
         if self._position == "from_start_of_run":
             self._lower = found[2].start_ns if found is not None else None
             if found is None:
-                _log.info("Kafka: no run start on %s yet; waiting for one", self.topics["runInfo"])
+                _log.info("Kafka: no run start on %s yet; waiting for one", self._run_info)
         if self._lower is not None:
             _log.info("Kafka: delivering pulses from %s on", iso(self._lower))
         offsets, times = self._state.partitions.start_offsets(
@@ -341,7 +348,9 @@ class KafkaEventListener(Listener):
             [TopicPartition(topic, partition, offset) for (topic, partition), offset in offsets.items()]
         )
         with self._feed.changed:
-            self._state.router.begin(self._lower, found[2] if found else None, stops, self.clock.monotonic())
+            self._state.router.begin(
+                self._lower, found[2] if found else None, stops, self.clock.monotonic(), open_ended=not self._run_info
+            )
             for key, offset in offsets.items():
                 self._state.partitions.sent(key, offset)
             self._located = True
