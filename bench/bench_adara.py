@@ -40,7 +40,6 @@ import socket
 import statistics
 import subprocess
 import sys
-import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -207,39 +206,6 @@ def bare_client(path: Path, workdir: Path, stream_bytes: int) -> float:
     return best
 
 
-class _ThreadSampler:
-    """Samples the CPU times of every thread of the process(es) below ``root`` and of ``other`` every 20 ms, so
-    that a window given afterwards in wall-clock seconds can be read off: (per-thread CPU s, other's CPU s)."""
-
-    def __init__(self, root: int, other: int) -> None:
-        self.root, self.other = psutil.Process(root), psutil.Process(other)
-        self.samples: list[tuple[float, dict[int, float], float]] = []
-        self._done = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while not self._done.wait(0.02):
-            try:
-                threads = {t.id: t.user_time + t.system_time for c in self.root.children() for t in c.threads()}
-                times = self.other.cpu_times()
-            except psutil.Error:
-                continue
-            self.samples.append((time.time(), threads, times.user + times.system))
-
-    def stop(self) -> None:
-        self._done.set()
-        self._thread.join()
-
-    def window(self, begin: float, end: float) -> tuple[list[float], float]:
-        if not self.samples:
-            return [], 0.0
-        a = min(self.samples, key=lambda sample: abs(sample[0] - begin))
-        z = min(self.samples, key=lambda sample: abs(sample[0] - end))
-        threads = sorted((cpu - a[1].get(tid, 0.0) for tid, cpu in z[1].items()), reverse=True)
-        return [t for t in threads if t >= 0.005], z[2] - a[2]
-
-
 def end_to_end(path: Path, workdir: Path, pixels: int, buffer_mb: float, tag: str) -> EndToEnd:
     """One run of the fake SMS and the daemon (see the module description)."""
     sms, port = start_sms(path, workdir)
@@ -279,7 +245,7 @@ def end_to_end(path: Path, workdir: Path, pixels: int, buffer_mb: float, tag: st
             stdout=subprocess.PIPE,
             text=True,
         )
-        sampler = _ThreadSampler(wrapper.pid, sms.pid)
+        sampler = bench_replay.ThreadSampler(wrapper.pid, sms.pid)
         out, _ = wrapper.communicate(timeout=600)
         sampler.stop()
         if wrapper.returncode != 0:

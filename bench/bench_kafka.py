@@ -47,6 +47,8 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from streaming_data_types import deserialise_ev44, serialise_6s4t, serialise_ev44, serialise_pl72
 from streaming_data_types.run_start_pl72 import DetectorSpectrumMap
 
+import bench_replay
+
 REPO = Path(__file__).resolve().parent.parent
 DAEMON = REPO / "scripts" / "livereduce.py"
 TARGET_RATIO = 0.9
@@ -163,8 +165,9 @@ def write_run(address: str, events: int, per_message: int, pixels: int) -> dict:
 
 
 # --- the two contenders ----------------------------------------------------------------------------------------
-def anchor(address: str, topic: str, pixels: int) -> tuple[float, int, np.ndarray]:
-    """Bare consume + deserialise_ev44 + bincount: (seconds, events, histogram)."""
+def anchor(address: str, topic: str, pixels: int, broker: psutil.Process) -> tuple[float, int, np.ndarray, float]:
+    """Bare consume + deserialise_ev44 + bincount: (seconds, events, histogram, cores used: this process's CPU
+    (all its threads, librdkafka's included) and the broker's, over the seconds)."""
     consumer = Consumer({"bootstrap.servers": address, "group.id": "bench", "enable.auto.commit": False,
                          "enable.partition.eof": True, "fetch.wait.max.ms": 100,
                          "fetch.message.max.bytes": 25_000_000, "fetch.max.bytes": 50_000_000,
@@ -172,7 +175,7 @@ def anchor(address: str, topic: str, pixels: int) -> tuple[float, int, np.ndarra
     histogram = np.zeros(pixels, np.int64)
     events = 0
     consumer.list_topics(topic, timeout=30)  # connected before the clock starts, as the daemon's listener is
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), _cpu(psutil.Process()) + _cpu(broker)
     consumer.assign([TopicPartition(topic, 0, 0)])
     done = False
     while not done:
@@ -186,12 +189,19 @@ def anchor(address: str, topic: str, pixels: int) -> tuple[float, int, np.ndarra
             histogram += np.bincount(data.pixel_id, minlength=pixels)
             events += data.pixel_id.size
     seconds = time.perf_counter() - started
+    cores = (_cpu(psutil.Process()) + _cpu(broker) - cpu) / seconds
     consumer.close()
-    return seconds, events, histogram
+    return seconds, events, histogram, cores
 
 
-def daemon(address: str, topics: dict, pixels: int, workdir: Path, events: int) -> dict:
-    """Run the daemon over the run; returns its timings and histogram."""
+def _cpu(process: psutil.Process) -> float:
+    times = process.cpu_times()
+    return times.user + times.system
+
+
+def daemon(address: str, topics: dict, pixels: int, workdir: Path, events: int, *, broker: psutil.Process) -> dict:
+    """Run the daemon over the run; returns its timings, histogram, and where the CPU went in the measured window
+    (the daemon's threads, busiest first, and the broker: ``bench_replay.ThreadSampler``)."""
     scripts = workdir / "scripts"
     scripts.mkdir(exist_ok=True)
     (scripts / "reduce_BENCH_live_proc.py").write_text(PROC.format(pixels=pixels))
@@ -207,14 +217,16 @@ def daemon(address: str, topics: dict, pixels: int, workdir: Path, events: int) 
     out = workdir / "histogram.npy"
     out.unlink(missing_ok=True)
     started = time.perf_counter()
-    result = subprocess.run(
+    process = subprocess.Popen(
         [sys.executable, str(DAEMON), str(workdir / "bench.conf")],
-        cwd=workdir, env=dict(os.environ, BENCH_OUT=str(out)), capture_output=True, text=True, timeout=1800,
-        check=False,
+        cwd=workdir, env=dict(os.environ, BENCH_OUT=str(out)), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
+    sampler = bench_replay.ThreadSampler(process.pid, broker.pid)
+    returncode = process.wait(timeout=1800)
+    sampler.stop()
     process_seconds = time.perf_counter() - started
-    if result.returncode != 0:
-        raise SystemExit(f"daemon exited {result.returncode}:\n{log.read_text()[-5000:]}")
+    if returncode != 0:
+        raise SystemExit(f"daemon exited {returncode}:\n{log.read_text()[-5000:]}")
     text = log.read_text()
     lines = FIRST_LINE.findall(text)
     first, last = log_time(lines[0]), log_time(lines[-1])
@@ -225,7 +237,10 @@ def daemon(address: str, topics: dict, pixels: int, workdir: Path, events: int) 
         if total >= events:
             end = log_time(match.group("time"))
             break
+    threads, broker_cpu = sampler.window(begin, end)
     return {
+        "threads_cpu_s": threads,
+        "cores_used": (sum(threads) + broker_cpu) / (end - begin),
         "seconds": end - begin,
         "events": total,
         "startup_seconds": begin - first,
@@ -245,20 +260,23 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench_kafka_") as tmp:
         workdir = Path(tmp)
         broker, address = start_broker(workdir)
+        tansu = psutil.Process(broker.pid)
         try:
             written = write_run(address, args.events, args.per_message, args.pixels)
             print(f"wrote {args.events:,} events in {written['messages']:,} ev44 messages of {args.per_message:,} "
                   f"events to tansu at {address} in {written['produce_seconds']:.1f} s", flush=True)  # fmt: skip
             anchors, daemons = [], []
             for round_ in range(args.repeat + 1):
-                a_seconds, a_events, a_hist = anchor(address, written["topics"]["events"], args.pixels)
-                d = daemon(address, written["topics"], args.pixels, workdir, args.events)
+                a_seconds, a_events, a_hist, a_cores = anchor(address, written["topics"]["events"], args.pixels, tansu)
+                d = daemon(address, written["topics"], args.pixels, workdir, args.events, broker=tansu)
                 ok = np.array_equal(d["histogram"], a_hist) and a_events == args.events == d["events"]
                 label = "warm-up" if round_ == 0 else f"round {round_}"
                 print(f"{label}: anchor {a_events / a_seconds / 1e6:6.1f} Mevents/s ({a_seconds:.2f} s), "
                       f"daemon {d['events'] / d['seconds'] / 1e6:6.1f} Mevents/s ({d['seconds']:.2f} s; start-up "
                       f"{d['startup_seconds']:.1f} s, run stop {d['stop_seconds']:.1f} s, process "
-                      f"{d['process_seconds']:.1f} s), histograms equal: {ok}", flush=True)  # fmt: skip
+                      f"{d['process_seconds']:.1f} s), histograms equal: {ok}; cores used: anchor + broker "
+                      f"{a_cores:.2f}, daemon + broker {d['cores_used']:.2f} (daemon threads "
+                      f"{' + '.join(f'{t:.2f}' for t in d['threads_cpu_s'])} s)", flush=True)  # fmt: skip
                 if not ok:
                     raise SystemExit("the daemon's histogram differs from the anchor's")
                 if round_:

@@ -56,6 +56,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
@@ -120,6 +121,43 @@ t = time.perf_counter(); a[:] = 2; again = time.perf_counter() - t
 print(json.dumps({"first_touch_MBps": n / first / 1e6, "rewrite_MBps": n / again / 1e6}))
 """
 """Write rate into fresh memory (page faults) and into the same memory again, in a fresh process."""
+
+
+class ThreadSampler:
+    """Samples, every 20 ms, the CPU times of every thread of process ``root`` and its descendants, and of the
+    process ``other`` (a source or a broker), so that a window given afterwards in wall-clock seconds can be read
+    off (:meth:`window`)."""
+
+    def __init__(self, root: int, other: int) -> None:
+        self.root, self.other = psutil.Process(root), psutil.Process(other)
+        self.samples: list[tuple[float, dict[int, float], float]] = []
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._done.wait(0.02):
+            try:
+                processes = [self.root, *self.root.children(recursive=True)]
+                threads = {t.id: t.user_time + t.system_time for p in processes for t in p.threads()}
+                times = self.other.cpu_times()
+            except psutil.Error:
+                continue
+            self.samples.append((time.time(), threads, times.user + times.system))
+
+    def stop(self) -> None:
+        self._done.set()
+        self._thread.join()
+
+    def window(self, begin: float, end: float) -> tuple[list[float], float]:
+        """(CPU seconds of each thread between the samples nearest ``begin`` and ``end`` (wall clock, s), busiest
+        first, those of at least 5 ms; CPU seconds of ``other`` between them)."""
+        if not self.samples:
+            return [], 0.0
+        a = min(self.samples, key=lambda sample: abs(sample[0] - begin))
+        z = min(self.samples, key=lambda sample: abs(sample[0] - end))
+        threads = sorted((cpu - a[1].get(tid, 0.0) for tid, cpu in z[1].items()), reverse=True)
+        return [t for t in threads if t >= 0.005], z[2] - a[2]
 
 
 @dataclass(frozen=True)
