@@ -169,42 +169,67 @@ def capped_range(first: int, last: int) -> tuple[int, int]:
 
 
 LogValue = int | float | str | np.ndarray
-"""One value of a log: a number, a string, or an array of numbers (a waveform)."""
+"""One value of a log: a number, a string, or a 1-d array of numbers or strings (a waveform); one that
+:func:`livereduce.protocols.log_values.check_log_value` accepts (the listeners drop and count the others)."""
+
+_INT64_MAX = np.iinfo(np.int64).max
 
 
 def log_series(entries: list[tuple[int, LogValue]], unit: str | None = None) -> sc.DataArray:
     """A time-series log, as chunks carry logs: values over dimension ``time`` with coordinate ``time``
-    (datetime64 [ns], UTC).
+    (datetime64 [ns], UTC). The same for every source (ADARA process variables, Kafka f144/f142).
 
     Args:
-        entries: (time in ns since the Unix epoch, value), at least one, sorted by time.
-        unit: the values' unit as text; one scipp cannot parse is left out (any text from the network).
+        entries: (time in ns since the Unix epoch, value), at least one, sorted by time; every value one that
+            :func:`livereduce.protocols.log_values.check_log_value` accepts.
+        unit: the values' unit as text; one scipp cannot parse is left out (any text from the network); strings
+            have none.
 
     Returns:
-        strings if any value is a string; one bin of float64 values per time (dimension ``value``) if any value is
-        an array (arrays of different lengths are kept as they are); int64 if every value is an integer, else
-        float64.
+        one value per time when no value is an array; else one bin of values per time (dimension ``value``; a
+        scalar among arrays is a bin of one; lengths may differ from time to time, every value is kept). The
+        dtype holds every value exactly (:func:`_exact_values`): string, int64, else float64.
     """
     times = sc.array(dims=["time"], values=np.array([t for t, _ in entries], np.int64), unit="ns", dtype="datetime64")
     values = [value for _, value in entries]
-    if any(isinstance(v, str) for v in values):
-        data = sc.array(dims=["time"], values=[v if isinstance(v, str) else str(v) for v in values])
-    elif any(isinstance(v, np.ndarray) for v in values):
-        arrays = [np.atleast_1d(np.asarray(v, np.float64)) for v in values]
-        sizes = np.array([a.size for a in arrays], np.int64)
-        flat = sc.array(dims=["value"], values=np.concatenate(arrays), unit=_unit(unit))
+    arrays = any(isinstance(value, np.ndarray) and value.ndim for value in values)
+    if arrays or any(isinstance(value, str) for value in values):
+        parts = [np.atleast_1d(np.asarray(value)) for value in values]
+    else:  # numbers only: one array at once (fast; numpy makes Python ints int64, uint64 or float64)
+        parts = [np.array(values)]
+    exact = _exact_values(parts)
+    flat_unit = None if isinstance(exact, list) else _unit(unit)
+    if not arrays:
+        data = sc.array(dims=["time"], values=exact, unit=flat_unit)
+    else:
+        sizes = np.array([part.size for part in parts], np.int64)
         ends = np.cumsum(sizes)
         data = sc.bins(
             begin=sc.array(dims=["time"], values=ends - sizes, unit=None),
             end=sc.array(dims=["time"], values=ends, unit=None),
             dim="value",
-            data=flat,
+            data=sc.array(dims=["value"], values=exact, unit=flat_unit),
         )
-    elif all(isinstance(v, int) for v in values):
-        data = sc.array(dims=["time"], values=np.array(values, np.int64), unit=_unit(unit))
-    else:
-        data = sc.array(dims=["time"], values=np.array(values, np.float64), unit=_unit(unit))
     return sc.DataArray(data, coords={"time": times})
+
+
+def _exact_values(parts: list[np.ndarray]) -> np.ndarray | list[str]:
+    """The 1-d ``parts`` as one sequence of the dtype that holds all of them exactly, as scipp has it (no unsigned or
+    8/16-bit integers):
+
+    * strings (a list: numpy's fixed-width text would give every string the longest one's size) if any part is
+      text, numbers as ``str()`` gives them;
+    * int64 if every part is boolean (0/1) or integer and every value lies within int64;
+    * float64 otherwise: floats (float16/32 widened exactly), uint64 values above 2**63 - 1, and integers mixed
+      with floats in one log (integers beyond 2**53 are then rounded to the nearest float64).
+    """
+    kinds = {part.dtype.kind for part in parts}
+    if "U" in kinds:
+        return [str(item) for part in parts for item in part.tolist()]
+    integers = kinds <= {"b", "i", "u"} and not any(
+        part.dtype.kind == "u" and part.size and int(part.max()) > _INT64_MAX for part in parts
+    )
+    return np.concatenate(parts, dtype=np.int64 if integers else np.float64, casting="unsafe")
 
 
 def monitor_events(pulse_ns: np.ndarray, tof_us: np.ndarray) -> sc.DataArray:

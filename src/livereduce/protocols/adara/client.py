@@ -27,7 +27,9 @@ Semantics (Mantid's, see ``docs/architecture.md``; protocol citations in :mod:`.
   segment began; a segment that starts an accumulation (the first, the first of a run, the first after a
   replay) holds the value in force of every log. So a cycle's cost for logs grows with what changed, not with
   the number of process variables. At most :data:`MAX_PROCESS_VARIABLES` process variables are tracked; those
-  declared beyond are ignored and counted (``skipped_process_variable_beyond_the_maximum``).
+  declared beyond are ignored and counted (``skipped_process_variable_beyond_the_maximum``). A value no chunk can
+  hold exactly (:mod:`livereduce.protocols.log_values`: an array beyond ``MAX_LOG_ELEMENTS``) is skipped and
+  counted (``skipped_log_too_long``).
 * **Memory** is bounded by what was received: a segment's event arrays start small and grow by doubling;
   :attr:`ClientState.pending_bytes` counts every segment not yet taken (with a fixed cost per segment).
 """
@@ -73,6 +75,7 @@ from livereduce.protocols.adara.segments import (
     Transition,
     numpy_arrays,
 )
+from livereduce.protocols.log_values import UnusableLog, check_log_value
 
 Start = Literal["from_start_of_run", "now"] | datetime
 
@@ -475,6 +478,10 @@ class ClientState:
         typed = _typed(variable.pv_type, value.value)
         if typed is None:
             raise PacketError("variable value of the wrong type", f"{variable.name}: {type(value.value).__name__}")
+        try:
+            check_log_value(typed)
+        except UnusableLog as err:  # an array beyond MAX_LOG_ELEMENTS (the packet types hold nothing else)
+            raise PacketError(err.reason, f"{variable.name}: {err.detail}") from None
         self._log(variable.name, frame.header.unix_ns, typed)
 
     def _annotation(self, frame: Frame) -> None:

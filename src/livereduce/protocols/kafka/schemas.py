@@ -36,6 +36,7 @@ from streaming_data_types import (
 from livereduce.protocols.kafka.f142 import deserialise_f142
 from livereduce.protocols.kafka.times import run_time_ns
 from livereduce.protocols.kafka.topics import Role
+from livereduce.protocols.log_values import LOG_DROP_REASONS, UnusableLog, check_log_value
 
 EVENT_SCHEMAS: Final = frozenset({"ev44", "ev42"})
 RUN_SCHEMAS: Final = frozenset({"pl72", "6s4t"})
@@ -57,11 +58,13 @@ SKIP_REASONS: Final = (
     "invalid",
     "implausible_time",
     "too_large",
+    *LOG_DROP_REASONS,
 )
 """Why a message is skipped: shorter than a FlatBuffers header (8 bytes); an identifier livereduce does not read;
 a schema this topic does not carry (e.g. f144 on the events topic); the library cannot decode it; its content
 is inconsistent (lengths, indices, a missing time, events without pixel ids where detector events belong); a time
-no real message has (:func:`check_times`); larger than the reader's limit (:func:`decode_checked`)."""
+no real message has (:func:`check_times`); larger than the reader's limit (:func:`decode_checked`); a log value no
+chunk can hold exactly (:data:`livereduce.protocols.log_values.LOG_DROP_REASONS`)."""
 
 TIME_WINDOW_NS: Final = 86_400 * 10**9
 """One day: how far a run's times may be from its message's record timestamp, and any time beyond the wall clock
@@ -163,12 +166,16 @@ class RunStop:
 
 @dataclass(frozen=True)
 class LogValue:
-    """One f144/f142 value.
+    """One f144/f142 value, as the schema's union allows it (ess-streaming-data-types 0.27.0 ``logdata_f144`` /
+    ``logdata_f142``), checked by :func:`livereduce.protocols.log_values.check_log_value`.
 
     Attributes:
         source_name: the log's name (e.g. an EPICS PV).
         time_ns: ns since the Unix epoch.
-        value: a number (0-d array), a 1-d array of numbers, or (f142 only) a string.
+        value: a number as a 0-d array (int64, uint64 or float64: the package reads a scalar of any width as a
+            Python number), a 1-d array as sent (int8 .. int64, uint8 .. uint64, float32, float64; at most
+            :data:`livereduce.protocols.log_values.MAX_LOG_ELEMENTS` elements), or (f142 only) a string or a 1-d
+            array of strings.
     """
 
     source_name: str
@@ -354,12 +361,12 @@ def _6s4t(buffer: bytes) -> RunStop:
 
 
 def _log(source: str, timestamp: int, value: object, schema: str) -> LogValue:
-    if isinstance(value, str):
-        return LogValue(source, int(timestamp), value)
-    array = np.asarray(value)
-    if array.ndim > 1 or array.dtype.kind not in "biuf" + ("U" if schema == "f142" else ""):
-        raise Skipped("invalid", f"{schema}: value of dtype {array.dtype} and {array.ndim} dimensions")
-    return LogValue(source, int(timestamp), array)
+    """A decoded value as :class:`LogValue`; one no chunk can hold exactly is skipped with its reason."""
+    try:
+        check_log_value(value)
+    except UnusableLog as err:
+        raise Skipped(err.reason, f"{schema} '{source[:100]}': {err.detail}") from None
+    return LogValue(source, int(timestamp), value if isinstance(value, str) else np.asarray(value))
 
 
 def _f144(buffer: bytes) -> LogValue:
