@@ -540,6 +540,44 @@ def test_unknown_units(tmp_path: Path) -> None:
         _connect_and_read(path)
 
 
+def test_a_block_that_cannot_be_read_fails_the_extract_of_its_own_chunk_though_read_ahead(tmp_path: Path) -> None:
+    path = tmp_path / "corrupt.nxs"
+    with h5py.File(path, "w") as f:
+        group = _sns_entry(f).create_group("bank1_events")
+        group.attrs["NX_class"] = "NXevent_data"
+        group.create_dataset("event_id", data=np.arange(40_000, dtype=np.uint32) % 500)
+        tof = group.create_dataset(
+            "event_time_offset", data=np.arange(40_000, dtype=np.float32), chunks=(10_000,), compression="gzip"
+        )
+        tof.attrs["units"] = "microsecond"
+        etz = group.create_dataset("event_time_zero", data=np.arange(400, dtype=np.float64) / 60)
+        etz.attrs["units"], etz.attrs["offset"] = "second", ZONE_OFFSET
+        group.create_dataset("event_index", data=np.arange(0, 40_000, 100, dtype=np.uint64))
+        stored = tof.id.get_chunk_info(2)  # the events of pulses 200..299
+    with path.open("r+b") as raw:
+        raw.seek(stored.byte_offset)
+        raw.write(b"\xff" * stored.size)
+    listener = _listener(path, replay_chunk_pulses=100)
+    listener.connect()
+    listener.start("from_start_of_run")
+    assert [listener.extract().chunk.sizes[PULSE_DIM] for _ in range(2)] == [100, 100]  # 200..299 read ahead
+    with pytest.raises(SourceError, match=r"cannot be read at pulses 200\.\.299"):
+        listener.extract()
+    listener.disconnect()
+
+
+def test_disconnect_while_reading_ahead_is_quiet(tmp_path: Path) -> None:
+    listener = _listener(_simple_file(tmp_path / "f.nxs", [i / 60 for i in range(200)]), replay_chunk_pulses=10)
+    listener.connect()
+    listener.start("from_start_of_run")
+    assert listener.extract().chunk.sizes[PULSE_DIM] == 10
+    listener.disconnect()  # the next chunk's read may be in progress: waited for, then the file closes
+    listener.connect()  # the position is kept: the replay goes on with pulse 10, read from the file opened again
+    listener.start("from_start_of_run")
+    ids = np.concatenate([_events(x.chunk)[0] for x in _drain(listener)])
+    np.testing.assert_array_equal(ids, np.arange(10, 200))
+
+
 def test_missing_filename_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match="filename"):
         FileEventDataListener(Config(listener="FileEventDataListener"))

@@ -11,16 +11,23 @@ file when it is opened (any violation a one-line :class:`~livereduce.errors.Sour
 pixel range (:attr:`Extracted.event_id_range`), the events dropped per chunk (:attr:`Extracted.dropped`), run
 metadata, logs and the proton charge per pulse. A block HDF5 cannot read is a ``SourceError`` naming the pulses;
 a file source is not ``recoverable`` (it would fail the same way at the same position).
+
+At ``replay_speed`` 0 the next chunk is known when one is handed out: it is read ahead in a thread while the
+engine reduces this one (h5py releases the GIL while HDF5 reads), so reading and the scripts overlap; one chunk
+more is in memory (at most ``source_buffer_mb``), and a read that fails raises at the ``extract()`` of its chunk.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections import Counter
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC
 from pathlib import Path
 
 import numpy as np
+import scipp as sc
 
 from livereduce.clock import Clock, SystemClock
 from livereduce.config import Config
@@ -62,6 +69,8 @@ class FileEventDataListener(Listener):
         self._origin = np.datetime64(0, "ns")  # file time of the first pulse replayed
         self._ended = False
         self._counters: Counter[str] = Counter()
+        self._reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="FileReadAhead")
+        self._ahead: tuple[tuple[int, int], Future[tuple[sc.DataArray, dict[str, int]]]] | None = None
 
     # --- Listener interface -----------------------------------------------------------------------------------
     def connect(self) -> None:
@@ -110,15 +119,12 @@ class FileEventDataListener(Listener):
         """
         file = self._opened()
         first = self._next
-        last = self._available(file)
-        if self.max_pulses is not None:
-            last = min(last, first + self.max_pulses)
-        if last > first + 1:  # the events of one chunk fit in source_buffer_mb (a single pulse is always read)
-            before = file.events_before
-            fitting = np.searchsorted(before, before[first] + self.max_events, "right") - 1
-            last = max(first + 1, min(last, int(fitting)))
-        chunk, dropped = file.read(first, last)
+        last = self._last(file, first)
+        chunk, dropped = self._read(file, first, last)
         self._next = last
+        if self.speed == 0 and last < file.n_pulses:  # the next chunk is known: read it while this one is reduced
+            ahead = (last, self._last(file, last))
+            self._ahead = (ahead, self._reader.submit(file.read, *ahead))
         self._counters.update(
             {"pulses": last - first, "events": event_count(chunk), "events_dropped": sum(dropped.values())}
         )
@@ -138,7 +144,12 @@ class FileEventDataListener(Listener):
         return self._pixel_range
 
     def disconnect(self) -> None:
-        """Close the file (safe to call more than once); the pixel range and the position stay known."""
+        """Close the file (safe to call more than once; after a read ahead in progress, at most one chunk's read);
+        the pixel range and the position stay known."""
+        ahead, self._ahead = self._ahead, None
+        if ahead is not None:
+            with contextlib.suppress(Exception):  # its chunk is not wanted any more, nor its failure
+                ahead[1].result()
         if self._file is not None:
             self._file.close()
             self._file = None
@@ -150,6 +161,32 @@ class FileEventDataListener(Listener):
         return SourceHealth(
             state, counters={key: self._counters[key] for key in ("pulses", "events", "events_dropped")}
         )
+
+    def _last(self, file: EventFile, first: int) -> int:
+        """Index after the last pulse of the chunk from pulse ``first``: what is available, at most
+        ``replay_chunk_pulses``, and events that fit in ``source_buffer_mb`` (a single pulse is always read)."""
+        last = self._available(file)
+        if self.max_pulses is not None:
+            last = min(last, first + self.max_pulses)
+        if last > first + 1:
+            before = file.events_before
+            fitting = np.searchsorted(before, before[first] + self.max_events, "right") - 1
+            last = max(first + 1, min(last, int(fitting)))
+        return last
+
+    def _read(self, file: EventFile, first: int, last: int) -> tuple[sc.DataArray, dict[str, int]]:
+        """Pulses ``first``..``last`` - 1 as a chunk: the one read ahead if it is that one, else read now.
+
+        Raises:
+            SourceError: the file cannot be read there (also when the read ahead failed).
+        """
+        ahead, self._ahead = self._ahead, None
+        if ahead is not None:
+            wanted, future = ahead
+            result = future.result()  # a failed read raises here, at the chunk it belongs to
+            if wanted == (first, last):
+                return result
+        return file.read(first, last)
 
     # --- the replay schedule ----------------------------------------------------------------------------------
     def _opened(self) -> EventFile:
