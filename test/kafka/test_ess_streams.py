@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 
 import numpy as np
 import pytest
-from streaming_data_types import serialise_ev44, serialise_f144
+from streaming_data_types import serialise_6s4t, serialise_ev44, serialise_f144
 
 from livereduce.engines.scipp.listeners.base import RunStatus
 
@@ -108,3 +108,40 @@ def test_a_stream_without_run_information_is_one_open_ended_run_number_0(
     assert log_values(got, "temperature") == [4.2]
     assert health.state.startswith("reading (no run information)")
     assert health.counters.get("events_outside_run", 0) == 0  # (were all dropped: "waiting for a run start")
+
+
+def test_a_run_stop_with_stop_time_0_ends_the_run_at_its_message_time(kafka_broker: Broker, kafka_topics):
+    topics = kafka_topics()
+    t0 = (time.time_ns() // SECOND - 60) * SECOND
+    send(kafka_broker, topics["runInfo"], [run_start(t0)])
+    source = listener(kafka_broker, topics)
+    source.start("from_start_of_run")
+    try:
+        send(kafka_broker, topics["events"], [bank([t0 + SECOND, t0 + 2 * SECOND], pixel=5)])
+        send(kafka_broker, topics["runInfo"], [serialise_6s4t("job", run_name="1", stop_time=0)])  # "stop now"
+        got = drain(source)
+    finally:
+        counters = source.health().counters
+        source.disconnect()
+    assert events_total(got) == 4
+    assert got[-1].status is RunStatus.EndRun  # (was: skipped as invalid; the run never ended)
+    assert counters.get("skipped_invalid", 0) == 0
+
+
+def test_events_without_pixel_ids_on_the_events_topic_are_skipped_with_their_own_reason(
+    kafka_broker: Broker, kafka_topics
+):
+    topics = kafka_topics()
+    t0 = (time.time_ns() // SECOND - 60) * SECOND
+    send(kafka_broker, topics["runInfo"], [run_start(t0)])
+    source = listener(kafka_broker, topics)
+    source.start("from_start_of_run")
+    monitor_like = serialise_ev44("cbm1", 0, [t0 + SECOND], [0], [1000, 2000], [])  # implicit pixel: a monitor
+    try:
+        send(kafka_broker, topics["events"], [monitor_like, bank([t0 + 2 * SECOND], pixel=5)])
+        got = drain(source, until=until_events(2))
+    finally:
+        counters = source.health().counters
+        source.disconnect()
+    assert flat(got)[0].tolist() == [5, 5]  # the detector's events; none invented for the monitor's
+    assert counters["skipped_no_pixel_ids"] == 1

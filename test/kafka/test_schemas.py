@@ -233,7 +233,7 @@ def test_decode_checked_adds_the_size_limit_the_times_and_pixel_ids_on_the_event
         return None
 
     assert reason(monitor, "monitors") is None
-    assert reason(monitor, "events") == "invalid"  # detector events need pixel ids
+    assert reason(monitor, "events") == "no_pixel_ids"  # detector events need pixel ids: a monitor's go to monitors
     assert reason(monitor, "monitors", max_bytes=len(monitor) - 1) == "too_large"
     assert reason(serialise_f144("t", 1.0, START_NS), "events") == "unexpected_schema"
     assert reason(serialise_6s4t("j", stop_time=START_NS // 10**6), "runInfo", record_ns=START_NS + 2 * DAY) == (
@@ -352,3 +352,11 @@ def test_the_logged_configuration_holds_no_secrets() -> None:
     assert shown["kafka"] == {"sasl.password": "***", "security.protocol": "SASL_SSL"}
     assert configuration["kafka"]["sasl.password"] == "hunter2"  # the configuration itself is unchanged
     assert without_secrets({"kafka": None}) == {"kafka": None}
+
+
+def test_a_run_stop_with_stop_time_0_stops_now_at_its_record_time() -> None:
+    stop = decode_checked(serialise_6s4t("job", run_name="7", stop_time=0), "runInfo", START_NS + 5, START_NS, 10_000)
+    assert isinstance(stop, RunStop)
+    assert (stop.stop_ns, stop.stop_now, stop.job_id) == (START_NS + 5, True, "job")  # (was: skipped as invalid)
+    later = decode_checked(serialise_6s4t("job", stop_time=START_NS // 10**6), "runInfo", START_NS, START_NS, 10_000)
+    assert (later.stop_ns, later.stop_now) == (START_NS, False)

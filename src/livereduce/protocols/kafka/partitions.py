@@ -17,7 +17,7 @@ The listener seeks and consumes; it tells :class:`Partitions` what arrived and d
   partition read again from its beginning would otherwise race ahead of the run start it belongs to).
 * A position beyond the high watermark: never confirmed by a message, it was a wrong start (continue at the end);
   confirmed, the partition lost its log (reset).
-* ev44 ``message_id`` that is not one more than the last of its source: ``message_id_gaps``.
+* ev44 ``message_id`` that is neither the last of its source nor one more: ``message_id_gaps``.
 """
 
 from __future__ import annotations
@@ -149,10 +149,11 @@ class Partitions:
         state.max_time = max(state.max_time, time_ns)
 
     def message_id(self, key: Key, source: str, message_id: int) -> None:
-        """An ev44/ev42 ``message_id`` of ``source``; at most :data:`MAX_SOURCES` sources are followed."""
+        """An ev44/ev42 ``message_id`` of ``source``; at most :data:`MAX_SOURCES` sources are followed. An id equal
+        to the last is no gap: a producer that does not number its messages sends one id always (ESS's fakes: 0)."""
         who = (*key, source)
         last = self._message_ids.get(who)
-        if last is not None and message_id != last + 1:
+        if last is not None and message_id not in (last, last + 1):
             self.counters["message_id_gaps"] += 1
         if last is not None or len(self._message_ids) < MAX_SOURCES:
             self._message_ids[who] = message_id

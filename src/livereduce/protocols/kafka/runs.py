@@ -446,6 +446,8 @@ class RunRouter:
         if run.stop_ns is None or stop.stop_ns < run.stop_ns:
             run.stop_ns, run.stop_known_at = stop.stop_ns, monotonic
             self._move_beyond_stop(run)
+        if stop.stop_now:
+            _log.info("Kafka: run %d: run stop with stop_time 0 (stop now): at the message's own time", run.number)
         _log.info("Kafka: run %d stops at %s", run.number, iso(run.stop_ns))
 
     def check_stop(self, partitions: Iterable[tuple[int, bool]], now_ns: int, monotonic: float) -> None:

@@ -20,6 +20,7 @@ struct.error, UnicodeDecodeError, TypeError, ...): all of it becomes ``Skipped("
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass
 from typing import Final
@@ -58,13 +59,17 @@ SKIP_REASONS: Final = (
     "invalid",
     "implausible_time",
     "too_large",
+    "no_pixel_ids",
     *LOG_DROP_REASONS,
 )
 """Why a message is skipped: shorter than a FlatBuffers header (8 bytes); an identifier livereduce does not read;
 a schema this topic does not carry (e.g. f144 on the events topic); the library cannot decode it; its content
 is inconsistent (lengths, indices, a missing time, events without pixel ids where detector events belong); a time
-no real message has (:func:`check_times`); larger than the reader's limit (:func:`decode_checked`); a log value no
-chunk can hold exactly (:data:`livereduce.protocols.log_values.LOG_DROP_REASONS`)."""
+no real message has (:func:`check_times`); larger than the reader's limit (:func:`decode_checked`); events
+without pixel ids on the events topic (ev44 schema: "can be empty ... if the pixel_id is implicit (e.g.
+single-pixel detector)": a monitor, which belongs on the monitors topic; esslivedata refuses it on detector topics
+too, and inventing a pixel would put counts on a real one); a log value no chunk can hold exactly
+(:data:`livereduce.protocols.log_values.LOG_DROP_REASONS`)."""
 
 TIME_WINDOW_NS: Final = 86_400 * 10**9
 """One day: how far a run's times may be from its message's record timestamp, and any time beyond the wall clock
@@ -154,14 +159,22 @@ class RunStart:
         return int(name) if name.isascii() and name.isdigit() and len(name) <= 18 else 0
 
 
+STOP_NOW: Final = 0
+"""A 6s4t ``stop_time`` of 0: "stop now" (ess-dmsc/streaming-data-types ``6s4t_run_stop.fbs``). :func:`decode`
+gives it as ``stop_ns`` 0; :func:`decode_checked` replaces it with the message's record timestamp (the wall clock
+when it has none)."""
+
+
 @dataclass(frozen=True)
 class RunStop:
-    """A 6s4t run stop: ``stop_ns`` ns since the Unix epoch; ``run_name``/``job_id`` name the run it stops."""
+    """A 6s4t run stop: ``stop_ns`` ns since the Unix epoch; ``run_name``/``job_id`` name the run it stops;
+    ``stop_now``: the message said "stop now" (``stop_time`` 0) and ``stop_ns`` is its record timestamp."""
 
     run_name: str
     job_id: str
     stop_ns: int
     nanosecond_times: bool = False
+    stop_now: bool = False
 
 
 @dataclass(frozen=True)
@@ -235,9 +248,15 @@ def decode_checked(buffer: bytes, role: Role, record_ns: int, now_ns: int, max_b
     if len(buffer) > max_bytes:
         raise Skipped("too_large", f"{len(buffer)} bytes (at most {max_bytes})")
     record = decode(buffer, ROLE_SCHEMAS[role])
+    if isinstance(record, RunStop) and record.stop_now:  # 6s4t "stop NOW": at the message's own time
+        record = dataclasses.replace(record, stop_ns=record_ns)
     check_times(record, record_ns, now_ns)
     if role == "events" and isinstance(record, Events) and record.n_events and not record.has_pixels:
-        raise Skipped("invalid", f"{record.schema}: events without pixel ids on the events topic")
+        raise Skipped(
+            "no_pixel_ids",
+            f"{record.schema} of source '{record.source_name[:100]}': events without pixel ids (a single-pixel "
+            "detector, i.e. a monitor: give its topic the role 'monitors')",
+        )
     return record
 
 
@@ -354,8 +373,8 @@ def _pl72(buffer: bytes) -> RunStart:
 
 def _6s4t(buffer: bytes) -> RunStop:
     data = deserialise_6s4t(buffer)
-    if data.stop_time <= 0:
-        raise Skipped("invalid", "6s4t without stop_time")
+    if data.stop_time <= 0:  # the schema: 'When set to 0, will trigger a "stop NOW" code path in the file writer'
+        return RunStop(run_name=data.run_name, job_id=data.job_id, stop_ns=STOP_NOW, stop_now=True)
     stop, in_ns = run_time_ns(data.stop_time)
     return RunStop(run_name=data.run_name, job_id=data.job_id, stop_ns=stop, nanosecond_times=in_ns)
 

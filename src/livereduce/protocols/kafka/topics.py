@@ -23,7 +23,13 @@ REQUIRED_ROLES: tuple[Role, ...] = ("events", "runInfo")
 """Topics that must exist; ``sampleEnv`` and ``monitors`` are read if present."""
 
 MAX_MESSAGE_BYTES = 25_000_000
-"""Largest message fetched (Mantid's KafkaEventListener uses the same 25 MB)."""
+"""Largest message decoded; a larger one is skipped and counted (``skipped_too_large``). Mantid sets librdkafka's
+``fetch.message.max.bytes`` to 25,000,000 (a later copy of its ``KafkaTopicSubscriber.cpp``: 200,000,000), which
+is no limit on what it reads: librdkafka grows a fetch for a larger message."""
+RECEIVE_MAX_BYTES = 200_000_512
+"""librdkafka's ``receive.message.max.bytes``: the largest message that can be received at all (esslivedata's
+consumers allow the same 200 MB + 512). A message larger than this could never be received, and the partition would
+stall behind it; up to it, a message over :data:`MAX_MESSAGE_BYTES` is received, skipped and counted."""
 
 Settings = dict[str, str | int | float | bool]
 
@@ -66,9 +72,10 @@ def consumer_settings(address: str, site: Mapping[str, str | int | float | bool]
 
     Defaults: ``group.id`` is required by the client but unused (no subscribe, no commits, no group join);
     ``fetch.wait.max.ms`` 100 (at the end of a partition the broker answers within 0.1 s instead of 0.5 s);
-    25 MB messages as Mantid; ``auto.offset.reset`` earliest (a position lost to retention continues with the
-    oldest data kept); partition EOF events (the run-stop logic needs them); statistics every second (broker
-    states for the health report).
+    fetches of 25 MB per partition and 50 MB in all, and messages up to :data:`RECEIVE_MAX_BYTES` received (those
+    over :data:`MAX_MESSAGE_BYTES` are then skipped, not stalled behind); ``auto.offset.reset`` earliest (a
+    position lost to retention continues with the oldest data kept); partition EOF events (the run-stop logic
+    needs them); statistics every second (broker states for the health report).
     """
     settings: Settings = {
         "bootstrap.servers": address,
@@ -80,7 +87,7 @@ def consumer_settings(address: str, site: Mapping[str, str | int | float | bool]
         "fetch.wait.max.ms": 100,
         "fetch.message.max.bytes": MAX_MESSAGE_BYTES,
         "fetch.max.bytes": 2 * MAX_MESSAGE_BYTES,
-        "receive.message.max.bytes": 2 * MAX_MESSAGE_BYTES + 1_000_000,
+        "receive.message.max.bytes": RECEIVE_MAX_BYTES,
         "queued.max.messages.kbytes": max(1024, queue_kib),
         "statistics.interval.ms": 1000,
         "client.id": "livereduce",
@@ -91,7 +98,8 @@ def consumer_settings(address: str, site: Mapping[str, str | int | float | bool]
 
 
 def producer_settings(address: str, site: Mapping[str, str | int | float | bool] | None) -> Settings:
-    """librdkafka producer settings of ``livereduce-kafka-replay``: 25 MB messages, then the site's settings."""
+    """librdkafka producer settings of ``livereduce-kafka-replay``: messages up to :data:`MAX_MESSAGE_BYTES`, then
+    the site's settings."""
     settings: Settings = {
         "bootstrap.servers": address,
         "message.max.bytes": MAX_MESSAGE_BYTES,
