@@ -1,6 +1,8 @@
 """Demo post-processing script for the SANS2D sample streamed live (ADARA or Kafka): after every chunk, a PNG plot
 and a NeXus file of the accumulation in ``$LIVEREDUCE_OUTPUT_DIR`` (default ``livereduce_output``), written
-atomically."""
+atomically. The NeXus file also holds the run metadata and logs the engine sets on the accumulation, and the beam
+monitors' events of the latest chunk as ``NXmonitor`` groups (``livereduce-fake-sms --monitor-events``, a Kafka
+``<INSTRUMENT>_monitors`` topic)."""
 
 import os
 from pathlib import Path
