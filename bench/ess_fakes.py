@@ -62,6 +62,13 @@ Usage (one core for the fakes, one for tansu and the record; heavier runs under 
     python3 bench/ess_fakes.py --instrument dummy --seconds 10 --interval-ms 700 --out /tmp/lead/ess_fakes.json
     python3 bench/ess_fakes.py --instrument dummy,odin --run-info start-stop --seconds 15 --hold
     python3 bench/ess_fakes.py --address 127.0.0.1:9092 --instrument dummy --seconds 20
+    python3 bench/ess_fakes.py --instrument dummy,odin --seconds 20 --daemon     # livereduce on it, compared
+
+``--daemon`` starts livereduce (``scripts/livereduce.py``, scipp engine, ``KafkaEventListener`` with the record's
+``topics`` key, ``start`` now without run information, else ``from_start_of_run``; a per-pixel histogram proc) on
+the broker before the fakes, and compares, once its accumulation holds as many events as were sent (or after
+``--seconds`` + 120 s): the pixel histogram with the record's (summed over the events topics), events and pulses,
+monitor events per source, every log value; in the record as ``daemon``, exit 1 unless all are equal.
 
 ``--hold`` keeps the broker (and its data) after the record is written, until Ctrl-C or SIGTERM, so that the
 daemon can be run against the same stream; the record's ``livereduce`` entry has the ``topics`` key for it (lists
@@ -365,6 +372,124 @@ def livereduce_topics(roles: dict[str, list[str]], run_info: str, run_info_topic
     return topics
 
 
+DAEMON_PROC = """
+import json, os
+from pathlib import Path
+import scipp as sc
+from livereduce.engines.scipp.chunk import flat_events
+events = flat_events(input)
+edges = sc.arange("event_id", 0, {pixels} + 1, unit=None, dtype="int32")
+output = sc.DataGroup({{"pixels": events.hist(event_id=edges)}})
+record = {{"pulses": input.sizes["event_time_zero"], "run": int(input.coords["run_number"].value), "logs": {{}},
+          "monitors": {{}}}}
+if "monitors" in input.coords:
+    record["monitors"] = {{name: int(m.sizes[m.dims[0]]) for name, m in input.coords["monitors"].value.items()}}
+for name, coord in input.coords.items():
+    if coord.dtype == sc.DType.DataArray and coord.value.bins is None:
+        log = coord.value
+        record["logs"][name] = [[int(t), v] for t, v in zip(log.coords["time"].values.astype("int64").tolist(),
+                                                            log.values.tolist())]
+with (Path(os.environ["LIVEREDUCE_OUTPUT_DIR"]) / "chunks.jsonl").open("a") as f:
+    f.write(json.dumps(record) + "\\n")
+"""
+"""The daemon's proc in ``--daemon`` mode: a per-pixel histogram accumulated (Add), and per chunk its pulses, run
+number, monitor events per source and log values, appended to ``chunks.jsonl``."""
+DAEMON_POST_PROC = """
+import os
+from pathlib import Path
+import scipp as sc
+out = Path(os.environ["LIVEREDUCE_OUTPUT_DIR"])
+sc.io.save_hdf5(input, out / "accumulation.tmp.h5")
+(out / "accumulation.tmp.h5").replace(out / "accumulation.h5")
+output = input
+"""
+
+
+def start_daemon(stack: ExitStack, workdir: Path, address: str, topics: dict[str, Any], *, run_info: str,
+                 pixels: int) -> Path:  # fmt: skip
+    """livereduce (``scripts/livereduce.py``, scipp engine) on the stream, started before the fakes; returns the
+    directory its scripts write to."""
+    scripts, out = workdir / "daemon", workdir / "daemon" / "out"
+    out.mkdir(parents=True, exist_ok=True)
+    for stale in out.iterdir():
+        stale.unlink()
+    (scripts / "reduce_LOKI_live_proc.py").write_text(DAEMON_PROC.format(pixels=pixels))
+    (scripts / "reduce_LOKI_live_post_proc.py").write_text(DAEMON_POST_PROC)
+    config = {
+        "instrument": "LOKI", "engine": "scipp", "listener": "KafkaEventListener", "address": address,
+        "topics": topics, "start": "now" if run_info == "none" else "from_start_of_run", "update_every": 1,
+        "run_transition": "Stop",  # with a run: the daemon ends with it, its last output the whole run's
+        "preserve_events": False, "script_dir": str(scripts), "log_file": str(scripts / "livereduce.log"),
+        "status_file": str(scripts / "status.json"),
+    }  # fmt: skip
+    (scripts / "livereduce.conf").write_text(json.dumps(config))
+    daemon = Path(__file__).resolve().parent.parent / "scripts" / "livereduce.py"
+    stack.enter_context(
+        started([sys.executable, str(daemon), str(scripts / "livereduce.conf")], scripts / "stdout.log",
+                env=dict(os.environ, LIVEREDUCE_OUTPUT_DIR=str(out)))
+    )  # fmt: skip
+    deadline = time.monotonic() + 60
+    while "Starting live data" not in (log := _text(scripts / "livereduce.log")):
+        if time.monotonic() > deadline:
+            raise SystemExit(f"livereduce did not start within 60 s:\n{log[-3000:]}")
+        time.sleep(0.2)
+    return out
+
+
+def _text(path: Path) -> str:
+    return path.read_text() if path.exists() else ""
+
+
+def compare(out: Path, record: dict[str, Any], hist: dict[str, np.ndarray], timeout: float) -> dict[str, Any]:
+    """What livereduce reduced against the record, once its accumulation holds every event sent (or ``timeout``)."""
+    import scipp as sc
+
+    events_topics = [t for t, s in record["topics"].items() if s["role"] == "events"]
+    expected = sum(record["topics"][t]["events"] for t in events_topics)
+    reference = np.zeros(max((hist[t].size for t in events_topics if t in hist), default=0), np.int64)
+    for topic in events_topics:
+        if topic in hist:
+            reference[: hist[topic].size] += hist[topic]
+
+    def reduced() -> np.ndarray | None:
+        try:
+            return sc.io.load_hdf5(out / "accumulation.h5")["pixels"].values
+        except (OSError, KeyError):
+            return None
+
+    deadline = time.monotonic() + timeout
+    while ((got := reduced()) is None or got.sum() < expected) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    got = np.zeros(0) if got is None else got
+    size = max(got.size, reference.size)
+    chunks = [json.loads(line) for line in _text(out / "chunks.jsonl").splitlines()]
+    monitors: dict[str, int] = defaultdict(int)
+    logs: dict[str, set] = defaultdict(set)
+    for chunk in chunks:
+        for name, count in chunk["monitors"].items():
+            monitors[name] += count
+        for name, entries in chunk["logs"].items():
+            logs[name].update((t, json.dumps(v)) for t, v in entries)
+    sent_monitors: dict[str, int] = defaultdict(int)  # by source name, over every monitors topic (as the chunks)
+    for stats in record["topics"].values():
+        for name, source in stats["sources"].items() if stats["role"] == "monitors" else ():
+            sent_monitors[name] += source["events"]
+    sent_logs = {name: {(t, json.dumps(v)) for t, v in log["values"]} for name, log in record["logs"].items()}
+    return {
+        "events_sent": expected,
+        "events_reduced": int(got.sum()),
+        "histogram_equal": bool(
+            np.array_equal(np.pad(got, (0, size - got.size)), np.pad(reference, (0, size - reference.size)))
+        ),
+        "pulses_sent": sum(record["topics"][t]["pulses"] for t in events_topics),
+        "pulses_reduced": sum(c["pulses"] for c in chunks),
+        "run_numbers": sorted({c["run"] for c in chunks}),
+        "monitors_sent": dict(sent_monitors),
+        "monitors_reduced": dict(monitors),
+        "logs_equal": {name: logs.get(name, set()) == values for name, values in sent_logs.items()},
+    }
+
+
 def interrupted(_signum: int, _frame: object) -> None:
     """SIGTERM as Ctrl-C: every process started is stopped on the way out."""
     raise KeyboardInterrupt
@@ -384,6 +509,7 @@ def main() -> int:
     parser.add_argument("--hold", action="store_true", help="keep the broker until Ctrl-C or SIGTERM")
     parser.add_argument("--out", type=Path, default=Path("ess_fakes.json"), help="the record (%(default)s)")
     parser.add_argument("--workdir", type=Path, help="logs of tansu and the fakes (beside --out)")
+    parser.add_argument("--daemon", action="store_true", help="livereduce reduces the stream too; compared at the end")
     args = parser.parse_args()
 
     instruments = [name.strip() for name in args.instrument.split(",") if name.strip()]
@@ -442,6 +568,13 @@ def main() -> int:
 
             pl72 = serialise_pl72(filename="ess_fakes.nxs", start_time=start_ms, instrument_name=instruments[0], **run)
             produce(address, run_info_topic, pl72)
+        topics_key = livereduce_topics(roles, args.run_info, run_info_topic)
+        if args.daemon:
+            banks = [bank for name in instruments for bank in described["instruments"][name]["banks"].values()]
+            daemon_out = start_daemon(
+                stack, workdir, address, topics_key, run_info=args.run_info, pixels=max(b[1] for b in banks) + 1
+            )
+            lap("daemon_start")
         processes = []
         record["fakes"] = []
         started_at = time.monotonic()
@@ -469,8 +602,12 @@ def main() -> int:
         record["livereduce"] = {
             "listener": "KafkaEventListener",
             "address": address,
-            "topics": livereduce_topics(roles, args.run_info, run_info_topic),
+            "topics": topics_key,
         }
+        if args.daemon:
+            record["daemon"] = compare(daemon_out, record, recorder.hist, timeout=120 + args.seconds)
+            lap("daemon_compare")
+            print(f"livereduce against the record: {json.dumps(record['daemon'])}")
         args.out.write_text(json.dumps(record, indent=1, default=str) + "\n")
         np.savez_compressed(args.out.with_suffix(".npz"), **{f"events/{t}": h for t, h in recorder.hist.items()})
         summary = {t: (s["messages"], s["events"], s["schemas"]) for t, s in record["topics"].items()}
@@ -480,7 +617,14 @@ def main() -> int:
             print(f"holding the broker at {address}; Ctrl-C or SIGTERM ends it", flush=True)
             with suppress(KeyboardInterrupt):
                 signal.pause()
-    return 1 if record["recorder_errors"] else 0
+    verdict = record.get("daemon", {})
+    exact = not verdict or (
+        verdict["histogram_equal"]
+        and verdict["events_reduced"] == verdict["events_sent"]
+        and verdict["monitors_reduced"] == verdict["monitors_sent"]
+        and all(verdict["logs_equal"].values())
+    )
+    return 1 if record["recorder_errors"] or not exact else 0
 
 
 if __name__ == "__main__":
