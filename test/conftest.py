@@ -14,7 +14,7 @@ import threading
 import time
 import types
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import h5py
@@ -470,3 +470,44 @@ def sms() -> Iterator[Callable[..., object]]:
     yield start
     for server in servers:
         server.stop()
+
+
+@dataclass
+class FakeSms:
+    """A ``livereduce-fake-sms`` subprocess: its port and every line it printed so far."""
+
+    process: subprocess.Popen
+    port: int
+    lines: list[str] = field(default_factory=list)
+
+    def output(self) -> str:
+        return "".join(self.lines)
+
+
+@pytest.fixture
+def fake_sms(sans2d: Path) -> Iterator[Callable[..., FakeSms]]:
+    """Start ``livereduce-fake-sms SANS2D ARGS`` (``python3 -m livereduce.tools.fake_sms``); stopped at the end."""
+    started: list[FakeSms] = []
+
+    def start(*args: str, port: int = 0) -> FakeSms:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "livereduce.tools.fake_sms", str(sans2d), "--port", str(port), *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        first = process.stdout.readline()
+        assert "listening on 127.0.0.1:" in first, first + process.stdout.read()
+        server = FakeSms(process, int(first.split("127.0.0.1:")[1].split(":")[0]), [first])
+        threading.Thread(target=lambda: server.lines.extend(iter(process.stdout.readline, "")), daemon=True).start()
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.process.terminate()
+        try:
+            server.process.wait(10)
+        except subprocess.TimeoutExpired:
+            server.process.kill()
+            server.process.wait()

@@ -9,18 +9,11 @@ from __future__ import annotations
 import re
 import signal
 import socket
-import subprocess
-import sys
-import threading
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
-import pytest
 import scipp as sc
 
-from conftest import SANS2D_EVENTS, Sans2dReference, poll_until
+from conftest import SANS2D_EVENTS, FakeSms, Sans2dReference, poll_until
 
 PULSE_CHARGE_PC = 12340.0
 TOF_EDGES = np.linspace(0.0, 100_000.0, 101)
@@ -50,45 +43,6 @@ HISTOGRAMS = """
         "monitor1": sc.scalar(float(monitors["monitor1"].sizes["event"]) if "monitor1" in monitors else 0.0),
     })
 """
-
-
-@dataclass
-class FakeSms:
-    process: subprocess.Popen
-    port: int
-    lines: list[str] = field(default_factory=list)
-
-    def output(self) -> str:
-        return "".join(self.lines)
-
-
-@pytest.fixture
-def fake_sms(sans2d: Path) -> Iterator[Callable[..., FakeSms]]:
-    """Start ``livereduce-fake-sms SANS2D ARGS`` (``python3 -m livereduce.tools.fake_sms``); stopped at the end."""
-    started: list[FakeSms] = []
-
-    def start(*args: str, port: int = 0) -> FakeSms:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "livereduce.tools.fake_sms", str(sans2d), "--port", str(port), *args],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        first = process.stdout.readline()
-        assert "listening on 127.0.0.1:" in first, first + process.stdout.read()
-        server = FakeSms(process, int(first.split("127.0.0.1:")[1].split(":")[0]), [first])
-        threading.Thread(target=lambda: server.lines.extend(iter(process.stdout.readline, "")), daemon=True).start()
-        started.append(server)
-        return server
-
-    yield start
-    for server in started:
-        server.process.terminate()
-        try:
-            server.process.wait(10)
-        except subprocess.TimeoutExpired:
-            server.process.kill()
-            server.process.wait()
 
 
 def live(port: int, **keys: object) -> dict:

@@ -11,21 +11,16 @@ sent, each once, exactly when every cycle with monitors saved them.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-import threading
 import warnings
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from pathlib import Path
 
 import h5py
 import numpy as np
-import pytest
 import scipp as sc
 import scippnexus as snx
 
-from conftest import SANS2D_EVENTS, Daemon, DaemonRun, Sans2dReference
+from conftest import SANS2D_EVENTS, Daemon, DaemonRun, FakeSms, Sans2dReference
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "demo"
@@ -119,43 +114,6 @@ MONITOR_EVENTS = 4
 FRAME_100NS = 166_666
 """The fake SMS's monitor events: MONITOR_EVENTS per pulse, evenly spaced in a 60 Hz frame, in 100 ns units
 (livereduce.tools.sms_stream)."""
-
-
-@dataclass
-class FakeSms:
-    process: subprocess.Popen
-    port: int
-    lines: list[str] = field(default_factory=list)
-
-
-@pytest.fixture
-def fake_sms(sans2d: Path) -> Iterator[Callable[..., FakeSms]]:
-    """``livereduce-fake-sms SANS2D ARGS`` on 127.0.0.1 and a free port; stopped at the end."""
-    started: list[FakeSms] = []
-
-    def start(*args: str) -> FakeSms:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "livereduce.tools.fake_sms", str(sans2d), "--host", "127.0.0.1", "--port", "0",
-             *args],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )  # fmt: skip
-        started.append(server := FakeSms(process, 0))
-        first = process.stdout.readline()
-        assert "listening on 127.0.0.1:" in first, first + process.stdout.read()
-        server.port = int(first.split("127.0.0.1:")[1].split(":")[0])
-        threading.Thread(target=lambda: server.lines.extend(iter(process.stdout.readline, "")), daemon=True).start()
-        return server
-
-    yield start
-    for server in started:
-        server.process.terminate()
-        try:
-            server.process.wait(10)
-        except subprocess.TimeoutExpired:
-            server.process.kill()
-            server.process.wait()
 
 
 def test_the_demo_saves_the_adara_monitors_in_every_cycle(

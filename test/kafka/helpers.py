@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
@@ -47,6 +48,16 @@ def listener(broker: Broker, topics: dict[str, str], **keys: object) -> KafkaEve
     source = KafkaEventListener(config)
     source.connect()
     return source
+
+
+def listener_in_a_run(broker: Broker, topics: dict[str, str], **keys: object) -> tuple[KafkaEventListener, int]:
+    """A run start written on ``topics["runInfo"]`` for a run that began a minute ago (whole seconds), and a
+    listener started ``from_start_of_run``: (the listener, the run's start in ns)."""
+    t0 = (time.time_ns() // SECOND - 60) * SECOND
+    send(broker, topics["runInfo"], [run_start(t0)])
+    source = listener(broker, topics, **keys)
+    source.start("from_start_of_run")
+    return source, t0
 
 
 def drain(

@@ -13,7 +13,18 @@ from streaming_data_types import serialise_6s4t, serialise_ev44, serialise_f144
 from livereduce.engines.scipp.listeners.base import RunStatus
 
 from .conftest import Broker
-from .helpers import SECOND, drain, events_total, flat, listener, run_start, run_stop, send, until_events
+from .helpers import (
+    SECOND,
+    drain,
+    events_total,
+    flat,
+    listener,
+    listener_in_a_run,
+    run_start,
+    run_stop,
+    send,
+    until_events,
+)
 
 
 def bank(times_ns: list[int], pixel: int, per_pulse: int = 2, message_id: int = 0) -> bytes:
@@ -112,10 +123,7 @@ def test_a_stream_without_run_information_is_one_open_ended_run_number_0(
 
 def test_a_run_stop_with_stop_time_0_ends_the_run_at_its_message_time(kafka_broker: Broker, kafka_topics):
     topics = kafka_topics()
-    t0 = (time.time_ns() // SECOND - 60) * SECOND
-    send(kafka_broker, topics["runInfo"], [run_start(t0)])
-    source = listener(kafka_broker, topics)
-    source.start("from_start_of_run")
+    source, t0 = listener_in_a_run(kafka_broker, topics)
     try:
         send(kafka_broker, topics["events"], [bank([t0 + SECOND, t0 + 2 * SECOND], pixel=5)])
         send(kafka_broker, topics["runInfo"], [serialise_6s4t("job", run_name="1", stop_time=0)])  # "stop now"
@@ -132,10 +140,7 @@ def test_events_without_pixel_ids_on_the_events_topic_are_skipped_with_their_own
     kafka_broker: Broker, kafka_topics
 ):
     topics = kafka_topics()
-    t0 = (time.time_ns() // SECOND - 60) * SECOND
-    send(kafka_broker, topics["runInfo"], [run_start(t0)])
-    source = listener(kafka_broker, topics)
-    source.start("from_start_of_run")
+    source, t0 = listener_in_a_run(kafka_broker, topics)
     monitor_like = serialise_ev44("cbm1", 0, [t0 + SECOND], [0], [1000, 2000], [])  # implicit pixel: a monitor
     try:
         send(kafka_broker, topics["events"], [monitor_like, bank([t0 + 2 * SECOND], pixel=5)])

@@ -6,7 +6,6 @@ listener, as a daemon gets them."""
 from __future__ import annotations
 
 import math
-import time
 
 import numpy as np
 import pytest
@@ -23,7 +22,7 @@ from livereduce.protocols.kafka.schemas import LOG_SCHEMAS, RunStart, Skipped, d
 from livereduce.protocols.log_values import MAX_LOG_ELEMENTS
 
 from .conftest import Broker
-from .helpers import SECOND, drain, listener, pulses, run_start, run_stop, send
+from .helpers import SECOND, drain, listener_in_a_run, pulses, run_stop, send
 
 INT64_MAX = 2**63 - 1
 
@@ -169,10 +168,7 @@ def test_every_f144_type_and_a_changing_array_length_reach_the_chunks_and_the_ru
     """A run with f144 values of every type on the sampleEnv topic, and a value beyond the bound (skipped and
     counted): every chunk is built (a log never fails one), every value arrives exactly, the run ends."""
     topics = kafka_topics()
-    t0 = (time.time_ns() // SECOND - 60) * SECOND
-    send(kafka_broker, topics["runInfo"], [run_start(t0)])
-    source = listener(kafka_broker, topics)
-    source.start("from_start_of_run")
+    source, t0 = listener_in_a_run(kafka_broker, topics)
     try:
         too_long = serialise_f144("camera", np.zeros(MAX_LOG_ELEMENTS + 1, np.uint8), t0 + SECOND)
         send(kafka_broker, topics["sampleEnv"], [*messages("f144", t0), too_long])
