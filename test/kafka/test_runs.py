@@ -19,12 +19,11 @@ from livereduce.protocols.kafka.runs import (
     NEVER,
     OUTSIDE_A_RUN,
     STOP_LATENCY_S,
-    Block,
     RunRouter,
-    Taken,
     last_run_start,
 )
 from livereduce.protocols.kafka.schemas import RUN_SCHEMAS, LogValue, RunStart, RunStop, Skipped, decode
+from livereduce.protocols.kafka.segments import Block, Taken
 from livereduce.protocols.kafka.topics import broker_states
 
 S = 1_000_000_000

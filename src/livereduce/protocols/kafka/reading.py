@@ -12,8 +12,9 @@ from collections import Counter
 from collections.abc import Callable
 
 from livereduce.protocols.kafka.partitions import Key, Mark, Partitions
-from livereduce.protocols.kafka.runs import MAX_PENDING_RUNS, Block, RunRouter, Warn
+from livereduce.protocols.kafka.runs import MAX_PENDING_RUNS, RunRouter, Warn
 from livereduce.protocols.kafka.schemas import Decoded, LogValue, RunStart, RunStop, Skipped
+from livereduce.protocols.kafka.segments import Block
 from livereduce.protocols.kafka.topics import Role
 
 

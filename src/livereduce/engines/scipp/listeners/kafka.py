@@ -34,8 +34,9 @@ from livereduce.engines.scipp.listeners.sizing import buffer_bound
 from livereduce.errors import ConfigError, SourceError
 from livereduce.protocols.kafka.partitions import Key, mark
 from livereduce.protocols.kafka.reading import ReadState
-from livereduce.protocols.kafka.runs import Block, Taken, last_run_start
+from livereduce.protocols.kafka.runs import last_run_start
 from livereduce.protocols.kafka.schemas import Decoded, Events, RunStart, RunStop, Skipped, decode_checked
+from livereduce.protocols.kafka.segments import Block, Taken
 from livereduce.protocols.kafka.times import NS_PER_MS, datetime_to_ns, iso, ns_to_datetime64
 from livereduce.protocols.kafka.topics import (
     MAX_MESSAGE_BYTES,
