@@ -219,11 +219,9 @@ class KafkaEventListener(Listener):
                 _log.warning("Closing the Kafka consumer: %s", err)
 
     def health(self) -> SourceHealth:
-        """State line and counters: the core's (:data:`~livereduce.engines.scipp.listeners.buffered.COUNTERS`) with
-        the read state's (:class:`ReadState`), ``broker_errors`` and ``skipped_too_large`` (by the client); names
-        in ``docs/architecture.md`` (Kafka, "Faults"). ``offset_lag``: messages from each partition's read position
-        to its high watermark as the last fetch response gave it (no broker request here), and their sum as the
-        counter ``offset_lag``."""
+        """State line and counters (the core's, the read state's, ``broker_errors``, ``skipped_too_large``; names in
+        ``docs/architecture.md``, Kafka "Faults"); ``offset_lag``: messages from each partition's position to its high
+        watermark in the last fetch response (no broker request), and their sum as the counter ``offset_lag``."""
         with self._feed.lock:
             extra = self._state.counts()
             extra["buffered_bytes"] = self._state.router.buffered_bytes
@@ -259,8 +257,7 @@ class KafkaEventListener(Listener):
             ids = taken.pixel_ids()
         times, index, order = taken.pulses()
         if order is not None:  # pulses of the same time from several topics or sources: one pulse each
-            ids = (ids.values if isinstance(ids, sc.Variable) else ids)[order]
-            tof = sc.array(dims=[chunk.EVENT_DIM], values=tof.values[order], unit="us")
+            ids, tof = (ids.values if isinstance(ids, sc.Variable) else ids)[order], tof.values[order]
         ids, tof, index, invalid = chunk.valid_events(ids, tof, index, id_range)
         if isinstance(ids, np.ndarray) and ids.dtype != np.int32:  # ev42's uint32, all within 0..2**31-1 now
             ids = ids.astype(np.int32)
