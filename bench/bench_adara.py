@@ -68,12 +68,6 @@ TAKE_EVERY = 300
 LINE = re.compile(
     r"^(?P<time>\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) - (?P<logger>[\w.]+) - (?P<level>\w+) - (?P<message>.*)$"
 )
-CHUNK = re.compile(
-    r"^(?:Initial chunk|Chunk \d+)(?:, early part \d+ \([^)]*\))?: (?P<events>\d+) events in (?P<pulses>\d+) pulses "
-    r"\((?P<status>[^)]*)\)(?: \(and (?P<early>\d+) events in \d+ early parts before\))?"
-)
-"""The engine's INFO line of a cycle, or of an early part that ended a run; the events of the early parts before it
-(DEBUG lines) are in ``early``."""
 HIST_PROC = bench_replay.HIST_PROC
 
 
@@ -258,11 +252,11 @@ def end_to_end(path: Path, workdir: Path, pixels: int, buffer_mb: float, tag: st
         sms.communicate(timeout=30)
     lines = [m for line in log.read_text().splitlines() if (m := LINE.match(line))]
     connected = [m for m in lines if m["message"].startswith("Connected to the SMS")]
-    chunks = [(m, c) for m in lines if (c := CHUNK.match(m["message"]))]
+    chunks = [(m, n) for m in lines if (n := bench_replay.cycle_events(m["message"])) is not None]
     errors = [m["message"] for m in lines if m["level"] == "ERROR"]
     if usage["returncode"] != 0:
         errors.append(f"exit code {usage['returncode']}")
-    events = sum(int(c["events"]) + int(c["early"] or 0) for _, c in chunks)
+    events = sum(n for _, n in chunks)
     seconds, threads, sms_window = 0.0, [], 0.0
     if connected and chunks:
         begin, end = bench_replay._log_time(connected[0]["time"]), bench_replay._log_time(chunks[-1][0]["time"])

@@ -74,13 +74,7 @@ output = input
 """
 LOG_TIME = r"^(?P<time>\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) - "
 STARTED = re.compile(LOG_TIME + r"livereduce\.KafkaEventListener - INFO - Kafka: delivering pulses from", re.M)
-CHUNK = re.compile(
-    LOG_TIME + r"livereduce\.MonitorLiveData - INFO - (?:Initial chunk|Chunk \d+)(?:, early part \d+ \([^)]*\))?: "
-    r"(?P<events>\d+) events in \d+ pulses \([^)]*\)(?: \(and (?P<early>\d+) events in \d+ early parts before\))?",
-    re.M,
-)
-"""The engine's INFO line of a cycle, or of an early part that ended a run; the events of the early parts before it
-(DEBUG lines) are in ``early``."""
+CYCLE = re.compile(LOG_TIME + r"livereduce\.MonitorLiveData - INFO - (?P<message>.*)$", re.M)
 FIRST_LINE = re.compile(LOG_TIME, re.M)
 
 
@@ -232,8 +226,8 @@ def daemon(address: str, topics: dict, pixels: int, workdir: Path, events: int, 
     first, last = log_time(lines[0]), log_time(lines[-1])
     begin = log_time(STARTED.search(text).group("time"))
     total, end = 0, begin
-    for match in CHUNK.finditer(text):
-        total += int(match.group("events")) + int(match.group("early") or 0)
+    for match in CYCLE.finditer(text):
+        total += bench_replay.cycle_events(match["message"]) or 0
         if total >= events:
             end = log_time(match.group("time"))
             break

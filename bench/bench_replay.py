@@ -97,6 +97,19 @@ CHUNK_LINE = re.compile(
 )
 """The engine's line for each cycle (``engine.py``, ``ScippEngine._record``): the first is ``Initial chunk``; what
 follows the duration (e.g. ``; lag 0.0 s``) is ignored."""
+CYCLE_EVENTS = re.compile(
+    r"^(?:Initial chunk|Chunk \d+)(?:, early part \d+ \([^)]*\))?: (?P<events>\d+) events in \d+ pulses \([^)]*\)"
+    r"(?: \(and (?P<early>\d+) events in \d+ early parts before\))?"
+)
+"""The message of the engine's INFO line of a cycle, or of an early part that ended a run."""
+
+
+def cycle_events(message: str) -> int | None:
+    """Events a cycle's INFO log message (``ScippEngine._record``) accounts for: its own and those of the early
+    parts before it (DEBUG lines, summed in ``(and E events in K early parts before)``); None for another message."""
+    match = CYCLE_EVENTS.match(message)
+    return None if match is None else int(match["events"]) + int(match["early"] or 0)
+
 
 WRAPPER = """\
 import json, os, sys, time
