@@ -49,12 +49,15 @@ class Script:
         path: absolute path of the file.
         sha256: hex SHA-256 of the file's bytes when it was read.
         code: the compiled code object (file name = ``path``).
+        md5: hex MD5 of the same bytes (upstream's word for a script's identity, "md5sum"; recorded in checkpoints
+            and outputs' provenance).
     """
 
     role: Role
     path: Path
     sha256: str
     code: CodeType
+    md5: str = ""
 
     @property
     def property_name(self) -> str:
@@ -149,7 +152,7 @@ def load_script(role: Role, path: Path, strict: bool = True) -> Script:
         raise ScriptError(f"{type(err).__name__} in '{path}'{where}: {err.msg}") from None
     except ValueError as err:  # e.g. source code containing null bytes
         raise ScriptError(f"'{path}' does not compile: {err}") from None
-    return Script(role, path, hashlib.sha256(raw).hexdigest(), code)
+    return Script(role, path, hashlib.sha256(raw).hexdigest(), code, hashlib.md5(raw).hexdigest())  # noqa: S324 - an identity, not a secret
 
 
 def load_scripts(script_dir: Path, short_name: str, strict: bool = True) -> ProcessingScripts:

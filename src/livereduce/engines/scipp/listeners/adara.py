@@ -48,7 +48,14 @@ from livereduce.engines.scipp.chunk import (
     monitor_events,
     valid_events,
 )
-from livereduce.engines.scipp.listeners.base import Extracted, Listener, RunStatus, SourceHealth, StartPosition
+from livereduce.engines.scipp.listeners.base import (
+    Extracted,
+    Listener,
+    RunStatus,
+    SourceHealth,
+    SourcePosition,
+    StartPosition,
+)
 from livereduce.engines.scipp.listeners.buffered import POLL_S, BufferedSource
 from livereduce.engines.scipp.listeners.sizing import buffer_bound
 from livereduce.errors import ConfigError, SourceError
@@ -131,7 +138,7 @@ class SNSLiveEventDataListener(Listener):
         self._feed.set_phase(f"connected to {self.address}")
         _log.info("Connected to the SMS at %s", self.address)
 
-    def start(self, position: StartPosition) -> None:
+    def start(self, position: StartPosition, resume: SourcePosition | None = None) -> None:  # noqa: ARG002 - resume: to do
         """Send the hello from ``position`` and start reading; wait for the GEOMETRY (the pixel range).
 
         Raises:

@@ -26,12 +26,23 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import IntEnum
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 import scipp as sc
 
 StartPosition = Literal["from_start_of_run", "now"] | datetime
 """Where to start: the start of the current run, now, or a time (Mantid's FromStartOfRun/FromNow/FromTime)."""
+
+SourcePosition = dict[str, Any]
+"""Where a source stands after a chunk, in the source's own terms (never the wall clock), as JSON-serialisable
+values: what a checkpoint stores so that a new process asks the source only for what follows. Each listener
+documents its own keys:
+
+* ``FileEventDataListener``: ``{"next_pulse": N}``, the index of the next pulse of the file (int);
+* ``SNSLiveEventDataListener``: ``{"last_pulse_ns": T}``, the last pulse accumulated, ns since the Unix epoch (int);
+* ``KafkaEventListener``: ``{"offsets": {"topic[partition]": offset}}``, the offset of the next message to read
+  per partition of every topic read (int).
+"""
 
 
 class RunStatus(IntEnum):
@@ -70,6 +81,8 @@ class Extracted:
         ended: the source will deliver nothing more (a replayed file has been read to its end).
         more_buffered: data beyond this chunk is already buffered (a chunk that ends a run, with the next run's
             data behind it): the engine takes it at once instead of a cycle later.
+        position: where the source stands after this chunk (see :data:`SourcePosition`): resuming from it
+            delivers exactly what follows the chunk. None from a source that cannot resume.
     """
 
     chunk: sc.DataArray
@@ -79,6 +92,7 @@ class Extracted:
     dropped: Mapping[str, int] = field(default_factory=dict)
     ended: bool = False
     more_buffered: bool = False
+    position: SourcePosition | None = None
 
     @property
     def run_number(self) -> int:
@@ -129,8 +143,20 @@ class Listener(ABC):
         """
 
     @abstractmethod
-    def start(self, position: StartPosition) -> None:
-        """Begin delivering data from ``position`` (background threads, if any, start here)."""
+    def start(self, position: StartPosition, resume: SourcePosition | None = None) -> None:
+        """Begin delivering data from ``position`` (background threads, if any, start here).
+
+        Args:
+            position: where to start without a checkpoint (the ``start`` key).
+            resume: a checkpoint's position (see :data:`SourcePosition`), for which :meth:`resume_refusal` returned
+                None: deliver exactly what follows it, in the run it belongs to (``position`` is then ignored).
+        """
+
+    def resume_refusal(self, position: SourcePosition) -> str | None:
+        """Called after :meth:`connect`: why the source cannot deliver what follows ``position`` (a phrase for the
+        log line ``checkpoint of run N not used: <phrase>``), or None when it can (default: a source that cannot
+        resume says so)."""
+        return f"listener {self.name} cannot resume from a position ({sorted(position)})"
 
     @abstractmethod
     def extract(self) -> Extracted:

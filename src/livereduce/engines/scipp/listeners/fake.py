@@ -25,7 +25,14 @@ import scipp as sc
 from livereduce.clock import Clock, SystemClock
 from livereduce.config import Config
 from livereduce.engines.scipp.chunk import RunMetadata, make_chunk
-from livereduce.engines.scipp.listeners.base import Extracted, Listener, RunStatus, SourceHealth, StartPosition
+from livereduce.engines.scipp.listeners.base import (
+    Extracted,
+    Listener,
+    RunStatus,
+    SourceHealth,
+    SourcePosition,
+    StartPosition,
+)
 
 PULSE_RATE = 60.0
 """Pulses per second (SNS)."""
@@ -55,7 +62,7 @@ class FakeEventDataListener(Listener):
     def connect(self) -> None:
         """Nothing to open: the data is generated."""
 
-    def start(self, position: StartPosition) -> None:  # noqa: ARG002 - the fake run starts now whatever is asked
+    def start(self, position: StartPosition, resume: SourcePosition | None = None) -> None:  # noqa: ARG002 - the fake run starts now; it cannot resume
         """Run 1 begins now (a fake source has no history)."""
         self._origin_ns = round(self.clock.time() * 1e9)
         self._origin_clock = self.clock.monotonic()

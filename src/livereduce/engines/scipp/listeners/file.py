@@ -32,7 +32,14 @@ import scipp as sc
 from livereduce.clock import Clock, SystemClock
 from livereduce.config import Config
 from livereduce.engines.scipp.chunk import event_count
-from livereduce.engines.scipp.listeners.base import Extracted, Listener, RunStatus, SourceHealth, StartPosition
+from livereduce.engines.scipp.listeners.base import (
+    Extracted,
+    Listener,
+    RunStatus,
+    SourceHealth,
+    SourcePosition,
+    StartPosition,
+)
 from livereduce.engines.scipp.listeners.sizing import FLOOR_BYTES
 from livereduce.engines.scipp.nexus_checks import NS_MAX
 from livereduce.engines.scipp.nexus_events import EventFile
@@ -97,11 +104,21 @@ class FileEventDataListener(Listener):
             file.pixel_source,
         )
 
-    def start(self, position: StartPosition) -> None:
-        """Start the replay clock at the first pulse replayed; a time skips the pulses before it
-        (``from_start_of_run`` and ``now``: the file's first pulse)."""
+    def resume_refusal(self, position: SourcePosition) -> str | None:
+        """None when ``position`` is ``{"next_pulse": N}`` with N within this file's pulses (0..n_pulses)."""
+        pulse = position.get("next_pulse")
+        if type(pulse) is not int or not 0 <= pulse <= self._pulses:
+            return f"position {position} is not a pulse of '{self.path}' (0..{self._pulses})"
+        return None
+
+    def start(self, position: StartPosition, resume: SourcePosition | None = None) -> None:
+        """Start the replay clock at the first pulse replayed: ``resume``'s ``next_pulse``; else a time skips the
+        pulses before it (``from_start_of_run`` and ``now``: the file's first pulse)."""
         times = self._opened().pulse_times
-        if not isinstance(position, str):
+        if resume is not None:
+            self._next = int(resume["next_pulse"])
+            self._ended = self._next == times.size and times.size > 0
+        elif not isinstance(position, str):
             when = np.datetime64(position.astimezone(UTC).replace(tzinfo=None), "ns")
             self._next = int(np.searchsorted(times, when))
         if self._next < times.size:
@@ -128,13 +145,13 @@ class FileEventDataListener(Listener):
         self._counters.update(
             {"pulses": last - first, "events": event_count(chunk), "events_dropped": sum(dropped.values())}
         )
-        pixels = file.pixel_range
+        pixels, position = file.pixel_range, {"next_pulse": last}
         if self._ended:
-            return Extracted(chunk, RunStatus.NoRun, pixels, dropped=dropped, ended=True)
+            return Extracted(chunk, RunStatus.NoRun, pixels, dropped=dropped, ended=True, position=position)
         if last == file.n_pulses:
             self._ended = True
-            return Extracted(chunk, RunStatus.EndRun, pixels, dropped=dropped, ended=True)
-        return Extracted(chunk, RunStatus.Running, pixels, dropped=dropped)
+            return Extracted(chunk, RunStatus.EndRun, pixels, dropped=dropped, ended=True, position=position)
+        return Extracted(chunk, RunStatus.Running, pixels, dropped=dropped, position=position)
 
     @property
     def pixel_range(self) -> tuple[int, int]:

@@ -28,7 +28,14 @@ from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, Consumer, KafkaError, Kafka
 from livereduce.clock import Clock, SystemClock
 from livereduce.config import Config
 from livereduce.engines.scipp import chunk
-from livereduce.engines.scipp.listeners.base import Extracted, Listener, RunStatus, SourceHealth, StartPosition
+from livereduce.engines.scipp.listeners.base import (
+    Extracted,
+    Listener,
+    RunStatus,
+    SourceHealth,
+    SourcePosition,
+    StartPosition,
+)
 from livereduce.engines.scipp.listeners.buffered import BufferedSource
 from livereduce.engines.scipp.listeners.sizing import buffer_bound
 from livereduce.errors import ConfigError, SourceError
@@ -153,7 +160,7 @@ class KafkaEventListener(Listener):
         counts = Counter(topic for topic, _ in partitions)
         _log.info("Kafka topics: %s", ", ".join(f"{t} ({self._roles[t]}, {n} partitions)" for t, n in counts.items()))
 
-    def start(self, position: StartPosition) -> None:
+    def start(self, position: StartPosition, resume: SourcePosition | None = None) -> None:  # noqa: ARG002 - resume: to do
         """Start the consumer thread from ``position`` (see the module docstring) and wait up to
         ``CONNECT_TIMEOUT_S`` until it has located the run, so that the first chunk knows it (a broker slower than
         that is no error: the thread goes on looking).
