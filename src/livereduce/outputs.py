@@ -59,7 +59,9 @@ import numpy as np
 import scipp as sc
 import scippnexus as snx
 
+from livereduce import provenance
 from livereduce.mantid_nexus import AXIS_DTYPES, mantid_axes, write_mantid_workspace
+from livereduce.provenance_nexus import PROCESS, write_process
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -93,6 +95,8 @@ _left_out: set[str] = set()
 _NUMERIC = (sc.DType.float64, sc.DType.float32, sc.DType.int64, sc.DType.int32, sc.DType.bool)
 _FIELD_DTYPES = (*_NUMERIC, sc.DType.datetime64, sc.DType.string)
 _MANTID_RESERVED = re.compile(MANTID_ENTRY.format(r"[0-9]+"))
+_RESERVED = {LOGS: "the logs", PROCESS: "the provenance"}
+"""Names of the ``NXentry``'s own groups, which no member or monitor may have."""
 _OBJECT_DTYPES = (sc.DType.DataArray, sc.DType.Dataset, sc.DType.Variable, sc.DType.PyObject)
 """Dtypes of a 0-D coordinate holding an object (a log, the monitors, ...) rather than a value."""
 
@@ -224,6 +228,9 @@ def save_nexus(
             event_time_zero      each pulse's time, int64 [ns] from @offset = "1970-01-01T00:00:00Z"
             event_index          int64, the first event of each pulse (consecutive events of one time)
             integral             int64 [counts], the number of events
+          livereduce NXprocess how the data were made: program, version, date, engine, instrument, run_number,
+                               scripts (path, md5), accumulation keys, source, first/last position and pulse,
+                               chunks, events (see :func:`livereduce.provenance_nexus.write_process`)
         /mantid_workspace_K NXentry  the K-th member that a Mantid Workspace2D can hold, again (below)
 
     ``NAME`` is the ``DataArray``'s name (``"data"`` when it has none), each item's name for a ``Dataset``, each
@@ -232,12 +239,16 @@ def save_nexus(
     (``scippnexus.load(path)`` of the whole file also reads the Mantid entries, with warnings about their units);
     ``scippnexus.load(path, root=ENTRY)["MONITOR"]["events"]`` a monitor's events, binned by pulse.
 
+    Provenance: ``livereduce`` records :func:`livereduce.provenance.current`, what the scipp engine set in the
+    thread that runs post_proc before it ran: the scripts, keys, source and pulses that made the accumulation.
+    Outside a live cycle (a script run by hand) it says so and holds only livereduce's version and the date.
+
     Logs and monitors are written once per file, however many members carry them (the scipp engine sets them on
     every member); what NeXus has no place for is left out, with one warning per name and process on the logger
     ``livereduce.outputs`` (not one per cycle): a 0-D coordinate holding another object (a dict, a Dataset, a
     DataGroup not named ``monitors``), a log whose arrays per time differ in length, a monitor that is not a table
     of events with weights 1 and exactly the coordinates ``event_time_offset`` and ``event_time_zero``, or whose
-    name is not an HDF5 name or is a member's or ``DASlogs``.
+    name is not an HDF5 name or is a member's, ``DASlogs`` or ``livereduce``.
 
     Mantid: with ``mantid`` (the default), each member of 1 or 2 dimensions with no empty dimension is also
     written in the layout of Mantid's SaveNexusProcessed, as ``mantid_workspace_1``, ``_2``, ... in member order
@@ -284,26 +295,31 @@ def save_nexus(
         TypeError: binned data, a data dtype that is not numeric, a coordinate of 1 or more dimensions that
             cannot be written (vectors, objects: drop it with ``data.drop_coords(name)``), masks (NXdata has
             none: apply them and ``data.drop_masks(list(data.masks))``), or a member that is not a DataArray.
+        TypeError: the current provenance holds a value that is not JSON-serialisable.
         ValueError: a 0-D array, an empty Dataset/DataGroup, a name that is not a valid HDF5 name or that
-            clashes (``data``, ``errors``, ``DASlogs``; an ``entry`` named ``mantid_workspace_<digits>``), or two
-            members with different logs, or different monitors, of the same name.
+            clashes (``data``, ``errors``, ``DASlogs``, ``livereduce``; an ``entry`` named
+            ``mantid_workspace_<digits>``), or two members with different logs, or different monitors, of the same
+            name.
         OSError: the file cannot be written (the target is left as it was).
     """
     arrays = _members(data)
     _check_name(entry, "entry")
     if _MANTID_RESERVED.fullmatch(entry):
         raise ValueError(f"save_nexus: the entry name {entry!r} is reserved for Mantid's entries; choose another")
+    made = provenance.current()
     with atomic_path(path) as temporary, h5py.File(temporary, "w") as nexus:
+        now = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
         nexus.attrs["default"] = entry
         nexus.attrs["creator"] = "livereduce.outputs.save_nexus"
         nexus.attrs["file_name"] = str(Path(path).absolute())
-        nexus.attrs["file_time"] = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+        nexus.attrs["file_time"] = now
         group = snx.create_class(nexus, entry, "NXentry")
         group.attrs["default"] = next(iter(arrays))
         metadata = _Metadata()
         for name, array in arrays.items():
             _write_nxdata(group, name, array, metadata)
         metadata.write(group, taken=set(arrays))
+        write_process(group, made, now)
         if mantid:
             number = 0
             for name, array in arrays.items():
@@ -325,8 +341,8 @@ def _members(data: object) -> dict[str, sc.DataArray]:
         raise ValueError(f"save_nexus: the {type(data).__name__} is empty: nothing to write")
     for name, member in members.items():
         _check_name(name, "member")
-        if name == LOGS:
-            raise ValueError(f"save_nexus: the name {LOGS!r} is reserved for the logs; rename the member")
+        if name in _RESERVED:
+            raise ValueError(f"save_nexus: the name {name!r} is reserved for {_RESERVED[name]}; rename the member")
         if not isinstance(member, sc.DataArray):
             raise TypeError(
                 f"save_nexus: member {name!r} is a {type(member).__name__}; each member must be a DataArray "
@@ -438,14 +454,14 @@ class _Metadata:
             _leave_out(f"coordinate {name!r}", f"a 0-D {type(value).__name__}, which NeXus has no field for")
 
     def write(self, entry: h5py.Group, taken: set[str]) -> None:
-        """Write the logs into ``ENTRY/DASlogs`` and each monitor as ``ENTRY/<name>`` unless a member (``taken``)
-        or ``DASlogs`` has that name."""
+        """Write the logs into ``ENTRY/DASlogs`` and each monitor as ``ENTRY/<name>`` unless a member (``taken``),
+        ``DASlogs`` or ``livereduce`` (the provenance) has that name."""
         if self.logs:
             collection = snx.create_class(entry, LOGS, "NXcollection")
             for name, log in self.logs.items():
                 _write_nxlog(collection, name, log)
         for name, monitor in self.monitors.items():
-            if name in taken or name == LOGS:
+            if name in taken or name in _RESERVED:
                 _leave_out(f"monitor {name!r}", f"the NXentry already has a group {name!r}")
             else:
                 _write_nxmonitor(entry, name, monitor)
