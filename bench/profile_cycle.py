@@ -37,6 +37,7 @@ from livereduce.engines.scipp.chunk import event_count
 from livereduce.engines.scipp.cycle import LiveDataLoader
 from livereduce.engines.scipp.listeners import create_listener
 from livereduce.engines.scipp.listeners.base import RunStatus
+from livereduce.provenance import origin
 from livereduce.scripts import load_scripts
 
 STEPS = ("read", "extract", "proc", "histogram", "accumulate", "post_proc", "event_count")
@@ -70,7 +71,7 @@ def make_loader(path: Path) -> LiveDataLoader:
     listener.start(config.start)
     scripts = load_scripts(config.resolved_script_dir(), config.instrument_info().short_name)
     reserve = int(psutil.virtual_memory().total * config.system_mem_limit_perc / 100)  # as the engine does
-    return LiveDataLoader(listener, scripts, config, reserve)
+    return LiveDataLoader(listener, scripts, config, reserve, origin(config, "scipp", {}, listener.name))
 
 
 def instrument(loader: LiveDataLoader) -> Timer:

@@ -205,6 +205,14 @@ def pytest_runtest_teardown(item: pytest.Item) -> Iterator[None]:
             pytest.fail("\n".join(_unmarked.pop(item.nodeid)), pytrace=False)
 
 
+@pytest.fixture(autouse=True)
+def _own_state_directory(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test's daemons keep their checkpoints to themselves: the default ``checkpoint_dir`` is per user
+    (``$XDG_STATE_HOME/livereduce/<instrument>``), so two tests replaying the same file would resume each other."""
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path_factory.mktemp("state")))
+    monkeypatch.delenv("STATE_DIRECTORY", raising=False)
+
+
 def poll_until(
     predicate: Callable[[], object], what: str | Callable[[], str], timeout: float = 60, interval: float = 0.05
 ) -> object:

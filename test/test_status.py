@@ -427,6 +427,7 @@ def status_json(**changes: object) -> dict[str, object]:
         },
         "engine": engine,
         "restarts": {"scripts": 1, "memory": 0, "failures": 0, "signals": 0},
+        "reloads": {"post_proc": 2},
         "rss_bytes": 812 * 1024 * 1024,
         "memory_limit_bytes": 4096 * 1024 * 1024,
     }

@@ -46,7 +46,7 @@ class FakeEngine:
         self.running = False
         self.health_now = Health(state=EngineState.STARTING)
 
-    def start(self, scripts, notify) -> None:
+    def start(self, scripts, notify, fresh=None) -> None:
         if self.fail_start is not None:
             raise self.fail_start
         assert FakeEngine.live == 0, "a second engine started while one runs"

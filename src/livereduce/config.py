@@ -95,6 +95,17 @@ _INSTRUMENT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_\-]{0,63}")
 part of a script file name, so a path separator or ``..`` could load a script from outside ``script_dir``."""
 
 
+def _zero_or_at_least(low: float) -> Any:
+    """A validator: 0 (disabled) or at least ``low``."""
+
+    def check(value: float) -> float:
+        if 0 < value < low:
+            raise ValueError(f"must be 0 (disabled) or at least {low:g}")
+        return value
+
+    return check
+
+
 def _within(low: float, high: float, *, low_inclusive: bool = True) -> Any:
     """A finite number in [low, high] (or (low, high] when ``low_inclusive`` is false)."""
     bound = Field(ge=low, le=high) if low_inclusive else Field(gt=low, le=high)
@@ -193,6 +204,12 @@ class Config(BaseModel):
     """TCP port of the Prometheus metrics endpoint (0: any free port); default: no endpoint."""
     metrics_address: str = "127.0.0.1"
     """Address the metrics endpoint binds to."""
+    checkpoint_every: Annotated[_within(0, DAY), AfterValidator(_zero_or_at_least(0.1))] = 60
+    """scipp engine: seconds between two checkpoints of the accumulation (also written at every clean stop), so
+    that a restart resumes the run; 0 disables checkpoints; else 0.1 to 86400."""
+    checkpoint_dir: str | None = None
+    """Directory of the checkpoints; default ``$STATE_DIRECTORY/<instrument>`` under systemd (``StateDirectory=``,
+    ``/var/lib/livereduce/<instrument>``), else ``$XDG_STATE_HOME/livereduce/<instrument>`` (``~/.local/state``)."""
 
     @model_validator(mode="before")
     @classmethod
@@ -210,7 +227,9 @@ class Config(BaseModel):
             )
         return value
 
-    @field_validator("log_file", "status_file", "filename", "script_dir", "address", "metrics_address")
+    @field_validator(
+        "log_file", "status_file", "filename", "script_dir", "address", "metrics_address", "checkpoint_dir"
+    )
     @classmethod
     def _not_empty(cls, value: str | None) -> str | None:
         if value is not None and not value.strip():
@@ -289,6 +308,22 @@ class Config(BaseModel):
         if not name or not name.strip():
             raise ConfigError("No instrument found in the configuration or Mantid.user.properties files")
         return instruments.resolve(name.strip(), default_facility=instruments.mantid_property("default.facility"))
+
+    def resolved_checkpoint_dir(self) -> Path:
+        """``checkpoint_dir`` made absolute, else ``$STATE_DIRECTORY/<instrument>`` (systemd's ``StateDirectory=``;
+        the first of several), else ``$XDG_STATE_HOME/livereduce/<instrument>`` (default ``~/.local/state``).
+
+        Raises:
+            ConfigError: no instrument is configured (the default directory is named after it).
+        """
+        if self.checkpoint_dir:
+            return Path(os.path.abspath(self.checkpoint_dir))
+        name = self.instrument_info().name
+        state = os.environ.get("STATE_DIRECTORY", "").split(":")[0]
+        if state:
+            return Path(state) / name
+        xdg = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
+        return Path(xdg) / "livereduce" / name
 
     def resolved_script_dir(self) -> Path:
         """``script_dir`` made absolute against the working directory, or ``/SNS/<short name>/shared/livereduce``."""

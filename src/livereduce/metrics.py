@@ -27,6 +27,7 @@ cycle, because a once-a-second status cannot see every cycle: the cycle-duration
 | ``livereduce_lagging`` | gauge | | 1 while live data falls behind real time (the log says why) |
 | ``livereduce_kafka_offset_lag`` | gauge | partition | messages between the consumer and each partition's end |
 | ``livereduce_engine_restarts_total`` | counter | reason | scripts, memory, failures, signals, watcher |
+| ``livereduce_script_reloads_total`` | counter | role | post_proc (edits applied without a restart) |
 | ``livereduce_rss_bytes`` | gauge | | resident memory with children |
 | ``livereduce_memory_limit_bytes`` | gauge | | the memory limit (absent without one) |
 | ``livereduce_last_cycle_end_timestamp_seconds`` | gauge | | Unix time of the last completed cycle |
@@ -168,6 +169,7 @@ class _StatusCollector(Collector):
         yield _labelled("livereduce_events_dropped", "Events dropped at the source", "reason", engine.dropped_events)
         yield CounterMetricFamily("livereduce_cycle_errors", "Cycles that ended with an error", value=engine.errors)
         yield _labelled("livereduce_engine_restarts", "Engine restarts by reason", "reason", status.restarts)
+        yield _labelled("livereduce_script_reloads", "Script edits applied without a restart", "role", status.reloads)
         yield GaugeMetricFamily(
             "livereduce_rss_bytes", "Resident memory of the daemon and its children", value=status.rss_bytes or 0
         )

@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from livereduce.config import Config
+from livereduce.errors import ConfigError
 from livereduce.scripts import ProcessingScripts
 
 _current = threading.local()
@@ -120,16 +121,19 @@ def source_of(config: Config, listener: str) -> dict[str, Any]:
 def origin(config: Config, engine: str, versions: dict[str, str], listener: str) -> Provenance:
     """A provenance for a new accumulation made by ``engine`` with ``config`` (no scripts, chunks or run yet).
 
-    Raises:
-        ConfigError: no instrument is configured (see :meth:`Config.instrument_info`).
+    The instrument is the full name (as configured when it is not known).
     """
     from livereduce import __version__  # noqa: PLC0415 - looked up lazily (importlib.metadata)
 
+    try:
+        instrument = config.instrument_info().name
+    except ConfigError:
+        instrument = config.instrument or ""
     return Provenance(
         livereduce_version=__version__,
         engine=engine,
         versions=versions,
-        instrument=config.instrument_info().name,
+        instrument=instrument,
         accum_method=config.accum_method,
         preserve_events=config.preserve_events,
         source=source_of(config, listener),

@@ -18,8 +18,9 @@ The JSON object (times are seconds since the Unix epoch, sizes bytes)::
                 "run_number": int, "chunks": int, "events": int, "accumulated_events": int, "accumulation": str,
                 "dropped_events": {reason: int}, "last_cycle_end": float | None,
                 "last_cycle_duration": float | None, "last_error": str, "last_error_time": float | None,
-                "errors": int},
+                "errors": int, "lag": float | None, ..., "checkpoint": str},
      "restarts": {"scripts": int, "memory": int, "failures": int, "signals": int, "watcher": int},
+     "reloads": {"post_proc": int} (script edits applied without a restart),
      "rss_bytes": int, "memory_limit_bytes": int | None, "log_records_lost": int,
      "metrics_url": str (when the metrics endpoint runs),
      "exit": {"code": int, "reason": str, "time": float} (once the daemon has decided to exit)}
@@ -151,6 +152,7 @@ class EngineStatus(Health):
             lag_basis=_text(data.get("lag_basis")),
             lagging=_text(data.get("lagging")),
             offset_lag=_counts(data.get("offset_lag")),
+            checkpoint=_text(data.get("checkpoint")),
         )
 
 
@@ -193,6 +195,7 @@ class Status:
     scripts: dict[str, FileRecord | None] = field(default_factory=dict)
     engine: EngineStatus | None = None
     restarts: dict[str, int] = field(default_factory=dict)
+    reloads: dict[str, int] = field(default_factory=dict)
     rss_bytes: int | None = None
     memory_limit_bytes: int | None = None
     log_records_lost: int = 0
@@ -214,6 +217,7 @@ class Status:
             "scripts": {role: record.to_json() if record else None for role, record in self.scripts.items()},
             "engine": self.engine.to_json() if self.engine else None,
             "restarts": dict(self.restarts),
+            "reloads": dict(self.reloads),
             "rss_bytes": self.rss_bytes,
             "memory_limit_bytes": self.memory_limit_bytes,
             "log_records_lost": self.log_records_lost,
@@ -242,6 +246,7 @@ class Status:
             scripts={str(role): FileRecord.from_json(entry) for role, entry in _object(data.get("scripts")).items()},
             engine=EngineStatus.from_json(data.get("engine")),
             restarts=_counts(data.get("restarts")),
+            reloads=_counts(data.get("reloads")),
             rss_bytes=_optional_int(data.get("rss_bytes")),
             memory_limit_bytes=_optional_int(data.get("memory_limit_bytes")),
             log_records_lost=_int(data.get("log_records_lost")),

@@ -140,6 +140,10 @@ def format_status(status: Status, now: float | None = None) -> str:
     rows += _engine_rows(status.engine, now) if status.engine is not None else [("engine", "none")]
     if status.restarts:
         rows.append(("restarts", ", ".join(f"{key} {value}" for key, value in status.restarts.items())))
+    if any(status.reloads.values()):
+        rows.append(("reloads", ", ".join(f"{key} {value}" for key, value in status.reloads.items())))
+    if status.engine is not None and status.engine.checkpoint:
+        rows.append(("checkpoint", status.engine.checkpoint))
     memory = f"RSS {_mb(status.rss_bytes)}" if status.rss_bytes is not None else "RSS unknown"
     memory += f" of limit {_mb(status.memory_limit_bytes)}" if status.memory_limit_bytes is not None else " (no limit)"
     rows.append(("memory", memory))

@@ -66,7 +66,7 @@ from livereduce.events import EventQueue, SignalReceived, record_signals, restor
 from livereduce.memory import MemoryExceeded, MemoryMonitor, memory_limit
 from livereduce.metrics import Metrics
 from livereduce.processes import thread_stacks
-from livereduce.scripts import NoScripts, ProcessingScripts, load_scripts, script_paths
+from livereduce.scripts import NoScripts, ProcessingScripts, Script, load_scripts, script_paths
 from livereduce.states import IllegalTransition, State, check_transition
 from livereduce.status import EngineTotals, ExitRecord, FileRecord, Status, process_created
 from livereduce.status_file import StatusFile, status_location
@@ -153,6 +153,8 @@ class Supervisor:
         self._created = process_created()
         self.engine_started = 0.0
         self.restarts = {"scripts": 0, "memory": 0, "failures": 0, "signals": 0, "watcher": 0}
+        self.reloads = {"post_proc": 0}  # script edits applied without a restart
+        self._fresh: str | None = None  # why the next engine start must not resume a checkpoint
         self.backoff = Backoff()
         self._restart_at: float | None = None
         self._memory_restarts: collections.deque[float] = collections.deque()
@@ -347,12 +349,42 @@ class Supervisor:
             for path in changed:
                 _events_log.info('Processing script "%s" has not changed md5sum - continuing', path)
             return
+        if changed is not None and self._reload_post_proc(scripts):
+            return
         self.scripts = scripts
         if changed is not None:
             self.restarts["scripts"] += 1
             for path in changed:
                 _events_log.info('Processing script "%s" changed - restarting "StartLiveData"', path)
+        else:
+            self._fresh = "SIGHUP"
         self._restart("scripts reloaded")
+
+    def _reload_post_proc(self, scripts: ProcessingScripts) -> bool:
+        """A change of the post_proc script only: hand it to the running engine, which keeps its accumulation and
+        source and runs the new post_proc at once; False when it cannot (mantid engine, or the proc changed)."""
+        running = self.scripts
+        if self.engine is None or running is None or _sha(running.proc) != _sha(scripts.proc):
+            return False
+        if not self.engine.reload_post_proc(scripts):
+            return False
+        self.scripts = scripts
+        self.reloads["post_proc"] += 1
+        new = scripts.post_proc
+        if new is not None:
+            self.watcher.accept(new.path, new.sha256)
+            _events_log.info(
+                'Processing script "%s" changed (md5 %s) - post-processing the accumulation with it, '
+                'without restarting "StartLiveData"',
+                new.path,
+                new.md5,
+            )
+        else:
+            _events_log.info(
+                'Processing script "%s" removed - the accumulation is the output, without restarting "StartLiveData"',
+                running.post_proc.path if running.post_proc else "",
+            )
+        return True
 
     def _on_memory(self, event: MemoryExceeded) -> None:
         try:
@@ -372,6 +404,7 @@ class Supervisor:
                 self._stop_and_exit(EXIT_MEMORY, "memory limit")
             self._memory_restarts.append(now)
             self.restarts["memory"] += 1
+            self._fresh = "memory limit (a checkpoint would bring the same memory back)"
             self._restart("memory limit")
         finally:
             self.memory.handled()
@@ -447,7 +480,8 @@ class Supervisor:
         generation = self._generation
         self.engine = engine  # owned from now on, also if start fails (stop() is called on it)
         try:
-            engine.start(self.scripts, lambda event: self.events.put(FromEngine(generation, event)))
+            fresh, self._fresh = self._fresh, None
+            engine.start(self.scripts, lambda event: self.events.put(FromEngine(generation, event)), fresh=fresh)
         except BaseException:
             self.engine = None
             self._totals.ended(engine.health())
@@ -570,9 +604,15 @@ class Supervisor:
             scripts=scripts,
             engine=self._totals.status(self.engine_name, current),
             restarts=dict(self.restarts),
+            reloads=dict(self.reloads),
             rss_bytes=self.memory.rss,
             memory_limit_bytes=self.memory.limit,
             log_records_lost=logs.lost_records(),
             metrics_url=self.metrics.url if self.metrics is not None else None,
             exit=self.exit,
         )
+
+
+def _sha(script: Script | None) -> str:
+    """A script's sha256, "" for none."""
+    return "" if script is None else script.sha256

@@ -51,6 +51,7 @@ class Health:
         lagging: while live data falls behind real time, the cause and the key that fixes it; "" otherwise.
         offset_lag: Kafka: messages between the consumer's position and each partition's end, by
             ``"topic[partition]"``.
+        checkpoint: the last checkpoint written or resumed, or why it failed (scipp engine); "" without.
     """
 
     state: EngineState = EngineState.STARTING
@@ -72,6 +73,7 @@ class Health:
     lag_basis: str = ""
     lagging: str = ""
     offset_lag: dict[str, int] = field(default_factory=dict)
+    checkpoint: str = ""
 
 
 @dataclass(frozen=True)
@@ -128,9 +130,10 @@ class Engine(Protocol):
 
     name: str
 
-    def start(self, scripts: ProcessingScripts, notify: Notify) -> None:
+    def start(self, scripts: ProcessingScripts, notify: Notify, *, fresh: str | None = None) -> None:
         """Start with these scripts: open the source and cycle. Posts :class:`EngineStarted` once the source is
-        open, or :class:`EngineFailed` (``at_start``) if it cannot be.
+        open, or :class:`EngineFailed` (``at_start``) if it cannot be. ``fresh``: why this start must begin a new
+        accumulation instead of resuming a checkpoint (SIGHUP, the memory limit), or None.
 
         Raises:
             LiveReduceError: what an engine that opens its source in ``start`` itself (mantid) finds wrong.
@@ -138,6 +141,10 @@ class Engine(Protocol):
 
     def stop(self, timeout: float) -> bool:
         """Stop cycling; True if everything stopped within ``timeout`` seconds."""
+
+    def reload_post_proc(self, scripts: ProcessingScripts) -> bool:
+        """Use ``scripts``, whose proc script is the running one, without a restart (post_proc runs on the
+        accumulation at once); False when the engine cannot (then the supervisor restarts it)."""
 
     def health(self) -> Health:
         """A snapshot of the engine's progress."""

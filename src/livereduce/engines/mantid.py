@@ -171,7 +171,7 @@ class MantidEngine:
         self._notify: Notify | None = None
 
     # --- Engine interface -------------------------------------------------------------------------------------
-    def start(self, scripts: ProcessingScripts, notify: Notify) -> None:
+    def start(self, scripts: ProcessingScripts, notify: Notify, *, fresh: str | None = None) -> None:  # noqa: ARG002 - StartLiveData never resumes
         """Resolve the instrument, call StartLiveData (first chunk, synchronous) and supervise MonitorLiveData.
 
         Raises:
@@ -231,6 +231,10 @@ class MantidEngine:
         where = f", line {lines[-1] - WRAPPER_LINES}" if len(lines) > 1 else ""
         message = text.splitlines()[0].strip() if text else type(err).__name__
         return ScriptFailed(f"{subject}{where}: {message} (first chunk, in StartLiveData)", text)
+
+    def reload_post_proc(self, scripts: ProcessingScripts) -> bool:  # noqa: ARG002 - see below
+        """False: StartLiveData holds both scripts, so a post_proc edit restarts it (upstream's behaviour)."""
+        return False
 
     def stop(self, timeout: float) -> bool:
         """Cancel MonitorLiveData and wait (GIL released) until it ends; True if within ``timeout`` seconds."""

@@ -30,8 +30,9 @@ from pathlib import Path
 from types import FrameType
 
 from livereduce.errors import SourceError
+from livereduce.protocols.adara.packets import MAX_RUN_NUMBER
 from livereduce.tools.sms_server import DEFAULT_PORT, FakeSms, Options
-from livereduce.tools.sms_stream import MAX_RUN_NUMBER, Run, Stream, load_run
+from livereduce.tools.sms_stream import Run, Stream, load_run
 from livereduce.tools.synthetic import PulsePool, pulse_events, synthetic_run
 
 PROG = "livereduce-fake-sms"

@@ -497,6 +497,12 @@ class FakeSms:
         self._lock = threading.Lock()
         self._connections = 0
 
+    @property
+    def connections(self) -> int:
+        """Client connections accepted so far (each also logged: ``client HOST:PORT connected``)."""
+        with self._lock:
+            return self._connections
+
     def serve(self) -> None:
         """Accept clients until :meth:`stop`."""
         while not self.stopping.is_set():

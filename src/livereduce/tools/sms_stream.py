@@ -39,6 +39,7 @@ from livereduce.protocols.adara.packets import (
     EPICS_EPOCH_OFFSET_S,
     HELLO_START_NOW,
     HELLO_START_OF_RUN,
+    MAX_RUN_NUMBER,
     NS_PER_S,
 )
 
@@ -46,8 +47,6 @@ RUN_EDGE_NS = 1_000_000
 """NEW_RUN is stamped 1 ms before a run's first pulse, END_RUN 1 ms after its last."""
 RUN_GAP_NS = NS_PER_S
 """Time between a run's END_RUN and the next NEW_RUN."""
-MAX_RUN_NUMBER = 2**32 - 1
-"""Largest ADARA run number: RUN_STATUS's run number is a u32 [NP 5.8, 5.9] (0 is no run to a client)."""
 FRAME_100NS = 166_666
 """One 60 Hz frame in units of 100 ns (spacing of the fake monitor events)."""
 LOAD_PULSES = 2000

@@ -12,6 +12,7 @@ from livereduce.config import Config
 from livereduce.engines.scipp.chunk import RunMetadata, make_chunk
 from livereduce.engines.scipp.cycle import LiveDataLoader
 from livereduce.engines.scipp.listeners.base import Extracted, Listener, RunStatus
+from livereduce.provenance import origin
 from livereduce.scripts import ProcessingScripts, load_script
 
 
@@ -29,7 +30,7 @@ class ScriptedListener(Listener):
     def connect(self) -> None:
         return
 
-    def start(self, position) -> None:
+    def start(self, position, resume=None) -> None:
         return
 
     def extract(self) -> Extracted:
@@ -61,6 +62,7 @@ def loader(
         ProcessingScripts(scripts.get("proc"), scripts.get("post_proc")),
         Config(**config),
         1 << 24,
+        origin(Config(**config), "scipp", {}, "ScriptedListener"),
     )
 
 

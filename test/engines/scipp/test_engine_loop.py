@@ -41,7 +41,7 @@ class Scripted(Listener):
     def connect(self) -> None:
         return
 
-    def start(self, position) -> None:
+    def start(self, position, resume=None) -> None:
         return
 
     def extract(self) -> Extracted:

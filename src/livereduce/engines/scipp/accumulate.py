@@ -74,6 +74,8 @@ class Accumulator:
         self._events: EventAccumulator | None = None
         self._metadata = RunMetadata()
         self.accumulation: Data | None = None
+        self.generation = 0
+        """Grows by one each time the accumulation is replaced (a new accumulation: a new checkpoint lineage)."""
 
     @property
     def event_count(self) -> int:
@@ -95,6 +97,7 @@ class Accumulator:
                 is unchanged.
         """
         method: Method = "Replace" if replace or self.accumulation is None else self.method
+        self.generation += replace or self.accumulation is None
         if is_event_chunk(processed) and self.method != "Replace":
             if method == "Replace" or self._events is None:
                 self._events = EventAccumulator(self._reserve_bytes)
@@ -104,6 +107,45 @@ class Accumulator:
             self._events = None
         self._metadata = metadata if method == "Replace" else merged_metadata(self._metadata, metadata)
         _attach_everywhere(result, self._metadata)
+        self.accumulation = result
+        return result
+
+    @property
+    def metadata(self) -> RunMetadata:
+        """The run metadata the accumulation carries."""
+        return self._metadata
+
+    @property
+    def n_pulses(self) -> int | None:
+        """Pulses of an event accumulation (appended in order, never changed), None for any other."""
+        return None if self._events is None else self._events.n_pulses
+
+    def events_since(self, first: int) -> sc.DataArray | None:
+        """An event accumulation's pulses from index ``first`` on (a view: later appends never change it), or
+        None for any other accumulation."""
+        return None if self._events is None else self._events.accumulation()[PULSE_DIM, first:]
+
+    def restore(self, parts: list[Data], metadata: RunMetadata, events: bool) -> Data:
+        """Make the accumulation what a checkpoint holds (a new generation).
+
+        Args:
+            parts: event accumulations: chunk-shaped DataArrays of pulses, in order (at least one); else the one
+                object.
+            metadata: its run metadata (attached again).
+            events: ``parts`` are pulses of events.
+
+        Raises:
+            AccumulationError: the parts do not fit together.
+        """
+        self.generation += 1
+        if events:
+            self._events = EventAccumulator(self._reserve_bytes)
+            for part in parts:
+                result = self._events.append(part)
+        else:
+            self._events, result = None, parts[0]
+        self._metadata = metadata
+        _attach_everywhere(result, metadata)
         self.accumulation = result
         return result
 
@@ -223,6 +265,11 @@ class EventAccumulator:
         self._write_pulses(chunk, sizes)
         self.n_events += n_new
         return self.accumulation()
+
+    @property
+    def n_pulses(self) -> int:
+        """Pulses accumulated."""
+        return self._n_pulses
 
     def accumulation(self) -> sc.DataArray:
         """The accumulated pulses as a chunk-shaped DataArray sharing the buffer (O(1): slices of views)."""

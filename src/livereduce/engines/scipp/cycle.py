@@ -17,6 +17,7 @@ goes on with the next chunk (see ``docs/processing-scripts.md``).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -25,9 +26,10 @@ import scipp as sc
 
 from livereduce.config import Config
 from livereduce.engines.scipp.accumulate import Accumulator, describe, histogram_events
-from livereduce.engines.scipp.chunk import PULSE_DIM, event_count, metadata_of
-from livereduce.engines.scipp.listeners.base import Listener, RunStatus
+from livereduce.engines.scipp.chunk import PULSE_DIM, RunMetadata, event_count, metadata_of
+from livereduce.engines.scipp.listeners.base import Listener, RunStatus, SourcePosition
 from livereduce.errors import AccumulationError, ScriptError
+from livereduce.provenance import Provenance, set_current
 from livereduce.scripts import ProcessingScripts, ScriptFailed, run_script
 
 OUTPUT_WORKSPACE = "result"
@@ -36,6 +38,8 @@ ACCUMULATION_WORKSPACE = "accumulation"
 """Name of the accumulation in ``mtd`` when post-processing (Mantid: ``AccumulationWorkspace``)."""
 
 _SCIPP_TYPES = (sc.DataArray, sc.Dataset, sc.DataGroup)
+_PER_ACCUMULATION = ("run_number", "first_position", "last_position", "chunks", "events", "first_pulse", "last_pulse")
+"""Provenance fields that belong to an accumulation (the rest describes the daemon that continues it)."""
 _log = logging.getLogger("livereduce.LoadLiveData")
 
 
@@ -93,15 +97,76 @@ class LiveDataLoader:
         reserve_bytes: memory an event accumulation may reserve (virtual until used).
     """
 
-    def __init__(self, listener: Listener, scripts: ProcessingScripts, config: Config, reserve_bytes: int) -> None:
+    def __init__(
+        self,
+        listener: Listener,
+        scripts: ProcessingScripts,
+        config: Config,
+        reserve_bytes: int,
+        provenance: Provenance,
+    ) -> None:
         self.listener = listener
         self.scripts = scripts
         self.preserve_events = config.preserve_events
         self.run_transition = config.run_transition
         self.accumulator = Accumulator(config.accum_method, reserve_bytes)
         self.workspaces: dict[str, object] = {}
-        self._replace_next = True  # the first chunk, after a data reset or a run transition: Replace
-        self._previous_run = 0  # run of the last transition (for Rename's ``result_<run>_post``)
+        self.replace_next = True
+        """The next chunk replaces the accumulation (the first chunk, after a data reset or a run transition)."""
+        self.previous_run = 0
+        """Run of the last transition (for Rename's ``result_<run>_post``)."""
+        self.position: SourcePosition | None = None
+        """The source position after the last chunk extracted (None before one that has one)."""
+        self.ended = False
+        """The source has delivered everything."""
+        self._origin = provenance.with_scripts(scripts)
+        self.provenance = self._origin
+        """What made the accumulation (reset when it is replaced)."""
+
+    @property
+    def accumulation_description(self) -> str:
+        """The accumulation in a few words: ``N events`` or its shape."""
+        accumulator = self.accumulator
+        return f"{accumulator.event_count} events" if accumulator.event_count else describe(accumulator.accumulation)
+
+    def restore(
+        self,
+        parts: list[object],
+        metadata: RunMetadata,
+        *,
+        events: bool,
+        replace_next: bool,
+        previous_run: int,
+        provenance: dict[str, object],
+        position: SourcePosition,
+        ended: bool,
+    ) -> None:
+        """Make the accumulation a checkpoint's (see ``checkpointing.py``).
+
+        Raises:
+            AccumulationError: the parts do not fit together (the accumulation is then empty).
+        """
+        self.accumulator.restore(parts, metadata, events)
+        self.replace_next, self.previous_run, self.position, self.ended = replace_next, previous_run, position, ended
+        self.provenance = dataclasses.replace(
+            self._origin,
+            **{key: provenance[key] for key in _PER_ACCUMULATION if key in provenance},  # type: ignore[arg-type]
+        )
+
+    def replace_scripts(self, scripts: ProcessingScripts) -> None:
+        """Use ``scripts`` from the next cycle (a post_proc edit; the proc script is the same)."""
+        self.scripts = scripts
+        self._origin = self._origin.with_scripts(scripts)
+        self.provenance = self.provenance.with_scripts(scripts)
+
+    def post_process_now(self) -> ScriptError | None:
+        """Run post_proc on the accumulation as it is (a resumed checkpoint, a post_proc edit); the error, if any
+        (the previous output then stays)."""
+        try:
+            self.workspaces[OUTPUT_WORKSPACE] = self._post_process(self.accumulator.accumulation)
+        except ScriptError as err:
+            return err
+        return None
 
     def run(self, *, early: bool = False) -> CycleResult:
         """Run one cycle: extract, process, accumulate, post-process, then apply a run transition.
@@ -116,7 +181,10 @@ class LiveDataLoader:
         extracted = self.listener.extract()
         chunk = extracted.chunk
         post_process = not early or extracted.status.ends_run
-        self._replace_next |= extracted.data_reset
+        self.replace_next |= extracted.data_reset
+        if extracted.position is not None:
+            self.position = extracted.position
+        self.ended |= extracted.ended
         error: ScriptError | AccumulationError | None = None
         failed: str | None = None
         accumulated = False
@@ -126,9 +194,14 @@ class LiveDataLoader:
             failed = "accumulate"
             if not self.preserve_events:
                 processed = histogram_events(processed, extracted.event_id_range)
-            accumulation = self.accumulator.accumulate(processed, metadata_of(chunk), self._replace_next)
+            if self.replace_next:
+                self.provenance = self._origin
+            accumulation = self.accumulator.accumulate(processed, metadata_of(chunk), self.replace_next)
             accumulated = True
-            self._replace_next = False
+            self.replace_next = False
+            self.provenance = self.provenance.after_chunk(
+                extracted.run_number, extracted.position, event_count(chunk), _pulse_span(chunk)
+            )
             failed = None
             if post_process:
                 failed = "post_proc"
@@ -170,12 +243,12 @@ class LiveDataLoader:
             name = (
                 f"{OUTPUT_WORKSPACE}_{run}"
                 if status is RunStatus.EndRun
-                else f"{OUTPUT_WORKSPACE}_{self._previous_run or ''}_post"
+                else f"{OUTPUT_WORKSPACE}_{self.previous_run or ''}_post"
             )
             self.workspaces[name] = self.workspaces[OUTPUT_WORKSPACE]
             _log.info("Output of run #%d kept as '%s'", run, name)
-        self._replace_next = True
-        self._previous_run = run
+        self.replace_next = True
+        self.previous_run = run
         return None
 
     def _process(self, chunk: sc.DataArray) -> sc.DataArray | sc.Dataset | sc.DataGroup:
@@ -198,7 +271,11 @@ class LiveDataLoader:
             return accumulation
         self.workspaces[ACCUMULATION_WORKSPACE] = accumulation
         names = {"accumulation": accumulation, "mtd": self.workspaces}
-        output = run_script(script, accumulation, OUTPUT_WORKSPACE, names)
+        set_current(self.provenance)
+        try:
+            output = run_script(script, accumulation, OUTPUT_WORKSPACE, names)
+        finally:
+            set_current(None)
         if output is None or (isinstance(output, str) and output == OUTPUT_WORKSPACE):
             raise ScriptFailed(
                 f"{script.property_name} '{script.path}' did not assign 'output' "
@@ -213,6 +290,14 @@ class LiveDataLoader:
         if name not in self.workspaces:
             raise ScriptFailed(f"'{path}': 'output' names workspace '{name}', which does not exist in mtd", "")
         return self.workspaces[name]
+
+
+def _pulse_span(chunk: sc.DataArray) -> tuple[str, str] | None:
+    """ISO-8601 times (ns, UTC) of the chunk's first and last pulse, or None without pulses."""
+    times = chunk.coords[PULSE_DIM].values
+    if not times.size:
+        return None
+    return f"{times.min().astype('datetime64[ns]')}Z", f"{times.max().astype('datetime64[ns]')}Z"
 
 
 def _newest_pulse_s(chunk: sc.DataArray) -> float | None:

@@ -25,7 +25,9 @@ import logging
 import threading
 from datetime import datetime
 
+import numpy as np
 import psutil
+import scipp as sc
 
 from livereduce.clock import Clock, SystemClock
 from livereduce.config import Config
@@ -38,12 +40,16 @@ from livereduce.engines.base import (
     Health,
     Notify,
 )
+from livereduce.engines.scipp.accumulate import describe
+from livereduce.engines.scipp.checkpointing import Checkpointer
+from livereduce.engines.scipp.checkpoints import CheckpointStore, Manifest, depends_on
 from livereduce.engines.scipp.cycle import CycleResult, LiveDataLoader
 from livereduce.engines.scipp.lag import CycleLag, LagMeter
 from livereduce.engines.scipp.listeners import create_listener
 from livereduce.engines.scipp.listeners.base import Listener, RunStatus
 from livereduce.errors import LiveReduceError
 from livereduce.memory import memory_limit
+from livereduce.provenance import origin
 from livereduce.scripts import ProcessingScripts, ScriptFailed
 
 _log = logging.getLogger("livereduce.MonitorLiveData")
@@ -77,14 +83,28 @@ class ScippEngine:
         self._health = Health()
         self._last_failure = ("", "", 0)  # (summary, first chunk's label, repetitions)
         self._loader: LiveDataLoader | None = None
+        self._checkpoints: Checkpointer | None = None
+        self._resumed: Manifest | None = None
+        self._early_wanted = False
+        self._new_scripts: ProcessingScripts | None = None  # a post_proc edit, applied by the cycle thread
 
-    def start(self, scripts: ProcessingScripts, notify: Notify) -> None:
-        """Start the cycle thread, which opens the source and then cycles; returns at once (see the module)."""
+    def start(self, scripts: ProcessingScripts, notify: Notify, *, fresh: str | None = None) -> None:
+        """Start the cycle thread, which opens the source (resuming the checkpoint unless ``fresh`` says why not)
+        and then cycles; returns at once (see the module)."""
         self._set(state=EngineState.CONNECTING, source=self.listener.health().state)
         self._thread = threading.Thread(
-            target=self._monitor, args=(scripts, notify), name="MonitorLiveData", daemon=True
+            target=self._monitor, args=(scripts, notify, fresh), name="MonitorLiveData", daemon=True
         )
         self._thread.start()
+
+    def reload_post_proc(self, scripts: ProcessingScripts) -> bool:
+        """Use ``scripts`` (same proc script, another post_proc) without touching the accumulation or the source:
+        the cycle thread swaps them and runs post_proc on the accumulation at once. Always True (the mantid
+        engine cannot)."""
+        with self._lock:
+            self._new_scripts = scripts
+        self._wake.set()
+        return True
 
     def stop(self, timeout: float) -> bool:
         """Ask the cycle thread to stop after the current cycle (interrupting a source that is being opened);
@@ -120,16 +140,17 @@ class ScippEngine:
         return f"{limit:.0f} MiB, automatic within the memory limit"
 
     # --- the MonitorLiveData loop -----------------------------------------------------------------------------
-    def _monitor(self, scripts: ProcessingScripts, notify: Notify) -> None:
+    def _monitor(self, scripts: ProcessingScripts, notify: Notify, fresh: str | None) -> None:
         started = False
         try:
-            self._open(scripts)
+            self._open(scripts, fresh)
             if self._stop.is_set():
                 return
             started = True
             self._set(state=EngineState.RUNNING)
             notify(EngineStarted())
-            self._loop(notify)
+            if self._resumed is None or self._post_process_now(notify, "Resumed accumulation"):
+                self._loop(notify)
         except BaseException as err:  # noqa: BLE001 - whatever ends the loop is reported to the supervisor
             if self._stop.is_set() and not started:
                 return  # interrupted while opening the source: a stop, not a failure
@@ -138,17 +159,32 @@ class ScippEngine:
             notify(EngineFailed(err, recoverable=recoverable, at_start=not started))
         finally:
             self.listener.disconnect()
+            if self._checkpoints is not None and self._loader is not None:
+                self._checkpoints.close(self._loader, self.config.stop_timeout_sec / 2)
+                self._set(checkpoint=self._checkpoints.state)
 
-    def _open(self, scripts: ProcessingScripts) -> None:
-        """Connect and start the listener (interruptible by :meth:`stop`); build the cycle.
+    def _open(self, scripts: ProcessingScripts, fresh: str | None) -> None:
+        """Connect the listener, resume the checkpoint if it can be used, start the listener (interruptible by
+        :meth:`stop`); build the cycle.
 
         Raises:
-            LiveReduceError: the source cannot be opened (``SourceError``) or the configuration does not suit it.
+            LiveReduceError: the source cannot be opened (``SourceError``), the configuration does not suit it, or
+                ``checkpoint_dir`` cannot be used (``ConfigError``).
         """
         config = self.config
         self.listener.connect()
-        self.listener.start(config.start)
-        self._loader = LiveDataLoader(self.listener, scripts, config, _reserve_bytes(config))
+        versions = {"scipp": sc.__version__, "numpy": np.__version__}
+        provenance = origin(config, self.name, versions, self.listener.name)
+        self._loader = loader = LiveDataLoader(self.listener, scripts, config, _reserve_bytes(config), provenance)
+        if config.checkpoint_every > 0 and not self.listener.resumable:
+            _log.info("Listener %s cannot resume from a position: no checkpoints", self.listener.name)
+        elif config.checkpoint_every > 0:
+            store = CheckpointStore(config.resolved_checkpoint_dir())
+            depends = depends_on(loader.provenance)
+            self._checkpoints = Checkpointer(store, config.checkpoint_every, depends, self.clock)
+            self._resumed = self._checkpoints.resume(self.listener, loader, fresh)
+            self._set(checkpoint=self._checkpoints.state)
+        self.listener.start(config.start, resume=None if self._resumed is None else self._resumed.position)
         _log.info(
             "Starting live data: engine scipp, listener %s, UpdateEvery %g s, AccumulationMethod %s, "
             "PreserveEvents %s, RunTransitionBehavior %s, start %s",
@@ -184,7 +220,53 @@ class ScippEngine:
     def _ready(self, reason: str) -> None:
         """The source asks for an early chunk (its buffer is half full, or a run ended): wake the cycle thread."""
         self._ready_reason = reason
+        self._early_wanted = True
         self._wake.set()
+
+    def _post_process_now(self, notify: Notify, label: str) -> bool:
+        """Run post_proc on the accumulation as it is (after a resume or a post_proc edit) and report it like a
+        cycle; False when the engine must end (the resumed source had ended already: idle until stopped)."""
+        loader, clock = self._loader, self.clock
+        started = clock.monotonic()
+        error = loader.post_process_now() if loader.accumulator.accumulation is not None else None
+        duration = clock.monotonic() - started
+        _log.info(
+            "%s: post_proc on the accumulation (run %d, %s) without new data; %.3f s%s",
+            label,
+            loader.provenance.run_number,
+            loader.accumulation_description,
+            duration,
+            "" if error is None else ", failed",
+        )
+        with self._lock:
+            health = self._health
+            health.chunks += 1
+            health.run_number = loader.provenance.run_number
+            health.accumulated_events = loader.accumulator.event_count
+            health.accumulation = describe(loader.accumulator.accumulation)
+            health.last_cycle_end, health.last_cycle_duration = clock.time(), duration
+            if error is not None:
+                health.errors += 1
+                health.last_error, health.last_error_time = str(error), clock.time()
+        if error is not None:
+            self._report(label, error)
+        notify(CycleCompleted(duration, None if error is None else "post_proc", self._lag.seconds))
+        if loader.ended and self._resumed is not None and label == "Resumed accumulation":
+            _log.info("The source had ended before the checkpoint: live data stays idle until it is stopped")
+            self._set(state=EngineState.IDLE)
+            clock.wait(self._stop, None)
+            return False
+        return True
+
+    def _swap_scripts(self, notify: Notify) -> None:
+        """Apply a post_proc edit waiting for the cycle thread: the new scripts, post_proc on the accumulation."""
+        with self._lock:
+            scripts, self._new_scripts = self._new_scripts, None
+        if scripts is None or self._loader is None:
+            return
+        self._loader.replace_scripts(scripts)
+        if self._loader.accumulator.accumulation is not None:
+            self._post_process_now(notify, "Post-processing script reloaded")
 
     def _wait_taking_early_chunks(self, notify: Notify, until: float, number: int) -> bool:
         """Wait until the monotonic time ``until``; each time the source asks meanwhile (Add with ``early_chunks``:
@@ -199,6 +281,10 @@ class ScippEngine:
             self._wake.clear()
             if self._stop.is_set():
                 return False
+            self._swap_scripts(notify)
+            if not self._early_wanted:
+                continue
+            self._early_wanted = False
             part += 1
             result = self._cycle(notify, f"Chunk {number}, early part {part} ({self._ready_reason})", early=True)
             if result is None:
@@ -213,6 +299,7 @@ class ScippEngine:
         """Run one cycle (or an early chunk) and report it; None when the engine must end."""
         clock = self.clock
         started = clock.monotonic() if started is None else started
+        self._swap_scripts(notify)
         result = self._loader.run(early=early)
         duration = clock.monotonic() - started
         lag = self._lag.seconds
@@ -220,6 +307,9 @@ class ScippEngine:
             pressure = self.listener.health().counters.get("back_pressure_ms", 0)
             lag = self._lag.cycle(CycleLag(result.newest_pulse_s, clock.time(), duration, pressure))
         self._record(label, result, duration)
+        if self._checkpoints is not None:
+            self._checkpoints.after_cycle(self._loader)
+            self._set(checkpoint=self._checkpoints.state)
         notify(CycleCompleted(duration, result.failed, lag))
         if result.finished is not None:
             self._set(state=EngineState.FINISHED)
@@ -228,6 +318,9 @@ class ScippEngine:
         if result.ended:
             _log.info("The source has ended: no more data; live data stays idle until it is stopped")
             self._set(state=EngineState.IDLE)
+            if self._checkpoints is not None:  # the whole run, at once (not only at the stop)
+                self._checkpoints.close(self._loader, self.config.stop_timeout_sec / 2)
+                self._set(checkpoint=self._checkpoints.state)
             clock.wait(self._stop, None)
             return None
         return result

@@ -21,6 +21,14 @@ Semantics (Mantid's, see ``docs/architecture.md``; protocol citations in :mod:`.
   ``data_reset``; if that NEW_RUN is of another run than the one interrupted, an empty ``END_RUN`` of the
   interrupted run comes first. With ``now`` or a time, the client asks for the time of the last pulse it
   received and drops pulses up to it, so nothing is lost or doubled that the SMS still has.
+* **Resume** from a checkpoint (:class:`ResumePoint`: the run and the newest pulse already accumulated, from a
+  previous process): the hello asks for that pulse's time, whatever the start; the SMS starts at the chunk-file
+  boundary at or before it [NP 5.12; SMS: Event Stream Server], so the pulses it replays up to that time are
+  dropped and counted (:data:`ALREADY_ACCUMULATED`; their beam monitor packets too, as
+  ``skipped_already_accumulated``). Reconnects then ask by time as well. If the first run the SMS names (RUN_STATUS
+  STATE or NEW_RUN) is another one, the checkpoint's run ended meanwhile: an empty ``END_RUN`` of it comes first
+  (``BEGIN_RUN`` for a checkpoint between runs, run 0: the accumulation ends there) and nothing more is dropped as
+  already accumulated.
 * **Geometry**: detector ids of the GEOMETRY's IDF; a new geometry takes effect at the next run boundary (the
   pixel range of an accumulation never changes under it).
 * **Logs**: a segment holds the log values received during it, each log with the value in force when the
@@ -37,6 +45,7 @@ Semantics (Mantid's, see ``docs/architecture.md``; protocol citations in :mod:`.
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections import Counter, deque
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -78,6 +87,7 @@ from livereduce.protocols.adara.segments import (
 from livereduce.protocols.log_values import UnusableLog, check_log_value
 
 Start = Literal["from_start_of_run", "now"] | datetime
+_log = logging.getLogger("livereduce.SNSLiveEventDataListener")
 
 SPECIAL_BANK_REASONS = {
     UNMAPPED_BANK: "unmapped pixel (bank 0xFFFFFFFF)",
@@ -85,11 +95,22 @@ SPECIAL_BANK_REASONS = {
 }
 """Reasons under which events of the special banks are dropped (Mantid skips them) [NP 5.1]."""
 PAUSED = "paused"
+ALREADY_ACCUMULATED = "already accumulated"
+"""Reason under which events of pulses at or before a :class:`ResumePoint` are dropped (the SMS replays them)."""
 _LOG_ENTRY_BYTES = 64
 _INTEGER_TYPES = ("integer", "unsigned", "boolean", "enum")
 MAX_PROCESS_VARIABLES = 5_000
 """Most process variables (DEVICE_DESC ``process_variable`` entries over all devices) a client tracks. SNS
 beamlines declare hundreds to a few thousand; every tracked one is a log of the first chunk of each run."""
+
+
+@dataclass(frozen=True)
+class ResumePoint:
+    """Where a client resumes: the run of the accumulation and its newest pulse (Unix ns, the BANKED_EVENT header
+    time [NP 5.1]); pulses up to that time are already accumulated."""
+
+    run_number: int
+    last_pulse_ns: int
 
 
 @dataclass(frozen=True)
@@ -105,7 +126,8 @@ class ClientState:
     """The conversation state of one live client across connections.
 
     Args:
-        start: ``"from_start_of_run"``, ``"now"`` or a time (timezone-aware or UTC).
+        start: ``"from_start_of_run"``, ``"now"`` or a time (timezone-aware or UTC); ignored with ``resume``.
+        resume: continue an accumulation after its newest pulse (see the module description), or None.
         keep_paused_events: keep banked events between pause and resume annotations (Mantid's
             ``keeppausedevents``); the hello then asks the SMS for paused data (v1, SEND_PAUSE_DATA).
         allocate: how event arrays are allocated (see :data:`Allocate`).
@@ -127,6 +149,7 @@ class ClientState:
         self,
         start: Start,
         *,
+        resume: ResumePoint | None = None,
         keep_paused_events: bool = False,
         allocate: Allocate = numpy_arrays,
         segment_events: int = DEFAULT_SEGMENT_EVENTS,
@@ -139,9 +162,12 @@ class ClientState:
         self.geometry: DetectorIds | None = None
         self.instrument = ""
         self._geometry_hash = b""
-        self._start_ns = _unix_ns(start) if isinstance(start, datetime) else None
+        self._start_ns = _unix_ns(start) if isinstance(start, datetime) and resume is None else None
         self._after_ns = self._start_ns or 0
-        self._waiting_for_run = start == "from_start_of_run"
+        self._replays_run = start == "from_start_of_run" and resume is None  # asks for 1, on reconnects too
+        self._waiting_for_run = self._replays_run
+        self._accumulated_ns = resume.last_pulse_ns if resume is not None else None  # pulses up to it: dropped
+        self._resumed_run = resume.run_number if resume is not None else None  # until the SMS names its run
         self._connections = 0
         self._run_number = 0
         self._run_start_ns: int | None = None
@@ -151,7 +177,7 @@ class ClientState:
         self._last_log: dict[str, tuple[int, LogValue]] = {}
         self._units: dict[str, str] = {}
         self._run_info: decode.RunInfo | None = None
-        self._last_pulse_ns: int | None = None
+        self._last_pulse_ns = self._accumulated_ns
         self._pulses_since_transition = 0
         self._reset_pending = False
         self._interrupted_run = 0
@@ -186,8 +212,8 @@ class ClientState:
 
     def requested_start(self) -> int:
         """The hello's start: 1 (start of run), 0 (now), or EPICS seconds of the start time or of the last
-        pulse received, whichever is later."""
-        if self.start == "from_start_of_run":
+        pulse received (or resumed after), whichever is later."""
+        if self._replays_run:
             return HELLO_START_OF_RUN
         resume = self._last_pulse_ns if self._last_pulse_ns is not None else self._start_ns
         if resume is None:
@@ -199,7 +225,7 @@ class ClientState:
         self._connections += 1
         if self._connections == 1:
             return
-        if self.start == "from_start_of_run":
+        if self._replays_run:
             current = self._current
             if self._run_number and (self._pulses_since_transition or current.pulses):
                 self._interrupted_run = self._run_number
@@ -312,6 +338,10 @@ class ClientState:
             return "before start"
         return None
 
+    def _accumulated(self, stamp_ns: int) -> bool:
+        """An event packet at ``stamp_ns`` is of a pulse the resumed accumulation holds (the SMS replays it)."""
+        return self._accumulated_ns is not None and stamp_ns <= self._accumulated_ns
+
     def _banked_event(self, frame: Frame) -> None:
         header = frame.header
         stamp = header.unix_ns
@@ -323,6 +353,11 @@ class ClientState:
             self.counters["events_filtered"] += total
             return
         segment = self._current
+        if self._accumulated(stamp):
+            self._skip(ALREADY_ACCUMULATED)
+            segment.dropped[ALREADY_ACCUMULATED] += total
+            self.counters["events_dropped"] += total
+            return
         if self._paused and not self.keep_paused_events:
             segment.dropped[PAUSED] += total
             self.counters["events_dropped"] += total
@@ -348,6 +383,8 @@ class ClientState:
         header = frame.header
         _, monitors = decode.decode_beam_monitor(header, frame.payload)
         reason = self._filtered(header.unix_ns)
+        if reason is None and self._accumulated(header.unix_ns):
+            reason = ALREADY_ACCUMULATED
         if reason is not None:
             self._skip(reason)
             return
@@ -373,6 +410,7 @@ class ClientState:
 
     def _state(self, status: decode.RunStatus, start_ns: int | None) -> None:
         """STATE on connect records the run details only [Mantid]."""
+        self._served_run(status.run_number)
         self._run_number = status.run_number
         self._run_start_ns = start_ns if status.run_number else None
         if status.paused is not None:
@@ -381,6 +419,7 @@ class ClientState:
             self._current.run_number, self._current.run_start_ns = self._run_number, self._run_start_ns
 
     def _new_run(self, status: decode.RunStatus, start_ns: int | None, stamp: int) -> None:
+        self._served_run(status.run_number)
         self._run_number, self._run_start_ns = status.run_number, start_ns
         if self._run_info is not None and self._run_info.run_number not in (None, status.run_number):
             self._run_info = None
@@ -391,9 +430,7 @@ class ClientState:
         if self._waiting_for_run:
             self._waiting_for_run = False
             if self._interrupted_run and self._interrupted_run != status.run_number:
-                interrupted = Segment(self._interrupted_run, None, self._range, transition=Transition.END_RUN)
-                self._sealed.append(interrupted)
-                self._sealed_bytes += interrupted.nbytes
+                self._end_unseen(self._interrupted_run)
             self._interrupted_run = 0
         elif self._pulses_since_transition or self._current.pulses:
             self._seal(Transition.BEGIN_RUN)
@@ -406,6 +443,30 @@ class ClientState:
         self._reset_pending = False
         self._paused = False
         self._pulses_since_transition = 0
+
+    def _served_run(self, run_number: int) -> None:
+        """The SMS names the run it serves (0: none). The first time after a resume, another run than the
+        checkpoint's means that one ended meanwhile: it ends here, and nothing is dropped as already accumulated."""
+        resumed, self._resumed_run = self._resumed_run, None
+        if resumed is None or run_number == resumed:
+            return
+        self._accumulated_ns = None
+        self._end_unseen(resumed)
+        _log.warning(
+            "Run %d of the checkpoint is over: the SMS serves %s now; run %d ends at the checkpoint (its pulses "
+            "after it are not served any more) and a new accumulation starts",
+            resumed,
+            f"run {run_number}" if run_number else "no run",
+            resumed,
+        )
+
+    def _end_unseen(self, run_number: int) -> None:
+        """Seal an empty END_RUN of ``run_number``, whose END_RUN this client did not receive (for run 0, data
+        between runs, a BEGIN_RUN: a run began since)."""
+        transition = Transition.END_RUN if run_number else Transition.BEGIN_RUN
+        ended = Segment(run_number, None, self._range, transition=transition)
+        self._sealed.append(ended)
+        self._sealed_bytes += ended.nbytes
 
     def _end_run(self, stamp: int) -> None:
         if self._filtered(stamp) is not None:

@@ -134,6 +134,8 @@ HELLO_START_NOW = 0
 """CLIENT_HELLO requested start: no history, begin with the next live pulse [NP 5.12]."""
 HELLO_START_OF_RUN = 1
 """CLIENT_HELLO requested start: the oldest data of the current run (or since the previous run ended) [NP 5.12]."""
+MAX_RUN_NUMBER = 2**32 - 1
+"""Largest run number: RUN_STATUS's run number is a u32, 0 meaning no run [NP 5.8, 5.9]."""
 
 
 class PulseFlags(IntFlag):

@@ -20,6 +20,12 @@ Service (SMS), as Mantid's listener of the same name reads it.
   and run metadata with Mantid's log names. Events of the special banks, events while paused and events of
   pixels outside the GEOMETRY's ids (capped at :data:`~livereduce.engines.scipp.chunk.MAX_PIXELS`) are dropped and
   counted in :attr:`Extracted.dropped`.
+* **Position** (:attr:`Extracted.position`, what a checkpoint keeps): ``{"run_number": R, "last_pulse_ns": T}``, T
+  the newest pulse time handed out so far (Unix ns, int: the BANKED_EVENT header time), R the run of the chunk that
+  held it (int, 0 between runs); None until a pulse has been handed out (after a resume: the resumed position). A
+  resume (``start(position, resume=...)``) asks the SMS for T's second; the SMS starts at the chunk-file boundary
+  at or before it, and the pulses up to T it replays are dropped as ``already accumulated``; if the SMS serves
+  another run than R, R ends with an empty ``EndRun`` chunk first (see :mod:`livereduce.protocols.adara.client`).
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 import numpy as np
 import scipp as sc
@@ -59,8 +66,9 @@ from livereduce.engines.scipp.listeners.base import (
 from livereduce.engines.scipp.listeners.buffered import POLL_S, BufferedSource
 from livereduce.engines.scipp.listeners.sizing import buffer_bound
 from livereduce.errors import ConfigError, SourceError
-from livereduce.protocols.adara.client import ClientState
+from livereduce.protocols.adara.client import ClientState, ResumePoint
 from livereduce.protocols.adara.framing import Framer, FramingError
+from livereduce.protocols.adara.packets import EPICS_EPOCH_OFFSET_S, HELLO_START_OF_RUN, MAX_RUN_NUMBER, NS_PER_S
 from livereduce.protocols.adara.segments import EventArrays, LogValue, Segment, Transition
 
 _log = logging.getLogger("livereduce.SNSLiveEventDataListener")
@@ -76,6 +84,28 @@ interval: it is estimated as the shortest gap between two heartbeats seen, and t
 LIVENESS_MIN_S = 5.0
 LIVENESS_MAX_S = 60.0
 _HEARTBEATS = "heartbeats"
+POSITION_KEYS = frozenset({"run_number", "last_pulse_ns"})
+RESUMABLE_NS = (
+    (EPICS_EPOCH_OFFSET_S + HELLO_START_OF_RUN + 1) * NS_PER_S,
+    (EPICS_EPOCH_OFFSET_S + 2**32) * NS_PER_S,
+)
+"""Pulse times a hello can ask for (Unix ns, first inclusive, last exclusive): EPICS seconds in a u32, above 0
+(now) and 1 (start of run) [NP 5.12]."""
+FUTURE_SLACK_S = 300
+"""A position's pulse may be at most this far after this host's clock (the SMS's may run ahead a little); one
+further would drop every pulse until then as already accumulated."""
+
+
+def _resuming(point: ResumePoint, asked: int) -> str:
+    """How the start is logged after a resume (``asked``: the hello's EPICS second), e.g. ``resuming run 7 after
+    its pulse at 2016-04-12T02:58:55.040000000 (1460429935040000000 ns), the hello asking for EPICS second
+    829277135``."""
+    seconds, ns = divmod(point.last_pulse_ns, NS_PER_S)
+    when = datetime.fromtimestamp(seconds, UTC).replace(tzinfo=None).isoformat()
+    return (
+        f"resuming run {point.run_number} after its pulse at {when}.{ns:09d} ({point.last_pulse_ns} ns), the hello "
+        f"asking for EPICS second {asked}"
+    )
 
 
 def parse_address(address: str) -> tuple[str, int]:
@@ -123,6 +153,7 @@ class SNSLiveEventDataListener(Listener):
         self._client: ClientState | None = None
         self._sock: socket.socket | None = None  # opened by connect(), handed to the reader thread
         self._range = (0, 0)
+        self._position: SourcePosition | None = None  # after the last chunk handed out
         self._heartbeat_gap: float | None = None
         self._last_heartbeat: float | None = None
 
@@ -138,13 +169,42 @@ class SNSLiveEventDataListener(Listener):
         self._feed.set_phase(f"connected to {self.address}")
         _log.info("Connected to the SMS at %s", self.address)
 
-    def start(self, position: StartPosition, resume: SourcePosition | None = None) -> None:  # noqa: ARG002 - resume: to do
-        """Send the hello from ``position`` and start reading; wait for the GEOMETRY (the pixel range).
+    def resume_refusal(self, position: SourcePosition) -> str | None:
+        """None when ``position`` is ``{"run_number": R, "last_pulse_ns": T}`` (see the module description) with
+        R a run number (int, 0..2**32-1) and T a pulse time a hello can ask for (int, Unix ns within
+        :data:`RESUMABLE_NS`), at most :data:`FUTURE_SLACK_S` after this host's clock; else why not. Whether the
+        SMS still serves run R shows only once it answers the hello (:meth:`start`)."""
+        shown = repr(position)
+        shown = shown if len(shown) <= 200 else f"{shown[:200]}..."
+        if not isinstance(position, dict) or position.keys() != POSITION_KEYS:
+            return f"position {shown} is not {{'run_number': R, 'last_pulse_ns': T}}"
+        run, last = position["run_number"], position["last_pulse_ns"]
+        if type(run) is not int or not 0 <= run <= MAX_RUN_NUMBER:
+            return f"position {shown}: run_number is not an integer within 0..{MAX_RUN_NUMBER}"
+        if type(last) is not int or not RESUMABLE_NS[0] <= last < RESUMABLE_NS[1]:
+            return f"position {shown}: last_pulse_ns is not an integer within {RESUMABLE_NS[0]}..{RESUMABLE_NS[1] - 1}"
+        ahead_s = last / NS_PER_S - self._feed.clock.time()
+        if ahead_s > FUTURE_SLACK_S:
+            return f"position {shown}: last_pulse_ns is {ahead_s:.0f} s after this host's clock"
+        return None
+
+    def start(self, position: StartPosition, resume: SourcePosition | None = None) -> None:
+        """Send the hello from ``position``, or after ``resume`` (see the module description), and start reading;
+        wait for the GEOMETRY (the pixel range).
 
         Raises:
+            ValueError: ``resume`` is refused by :meth:`resume_refusal` (the caller's mistake).
             SourceError: (recoverable) no GEOMETRY with detector ids within 10 s, or interrupted.
         """
-        client = ClientState(position, keep_paused_events=self.keep_paused_events, allocate=scipp_event_arrays)
+        point = None
+        if resume is not None:
+            if refusal := self.resume_refusal(resume):
+                raise ValueError(f"SNSLiveEventDataListener cannot resume: {refusal}")
+            point = ResumePoint(resume["run_number"], resume["last_pulse_ns"])
+            self._position = dict(resume)
+        client = ClientState(
+            position, resume=point, keep_paused_events=self.keep_paused_events, allocate=scipp_event_arrays
+        )
         self._client = client
         self._feed.start(self._read_forever)
         if not self._feed.wait_until(lambda: client.id_range is not None, self.startup_timeout_s):
@@ -169,7 +229,7 @@ class SNSLiveEventDataListener(Listener):
             id_range[1],
             geometry.count if geometry else 0,
             "" if pixels == id_range else f"; pixels {pixels[0]}..{pixels[1]} (at most {MAX_PIXELS})",
-            position,
+            position if point is None else _resuming(point, client.requested_start()),
         )
 
     def extract(self) -> Extracted:
@@ -189,10 +249,14 @@ class SNSLiveEventDataListener(Listener):
             self._feed.taken(held)
             more = client.pending_bytes > 0
         self._range = segment.id_range or self._range
+        if segment.pulses:
+            newest = int(np.frombuffer(segment.pulse_ns, np.int64).max())
+            before = self._position["last_pulse_ns"] if self._position is not None else newest
+            self._position = {"run_number": segment.run_number, "last_pulse_ns": max(before, newest)}
         result, invalid = extracted(segment, metadata, self._range)
         if invalid:
             self._feed.count("events_dropped", invalid)
-        return dataclasses.replace(result, more_buffered=more) if more else result
+        return dataclasses.replace(result, more_buffered=more, position=self._position)
 
     def interrupt(self) -> None:
         """End a connect, a wait for the GEOMETRY or the reader's waits promptly (thread-safe)."""

@@ -152,6 +152,11 @@ class Listener(ABC):
                 None: deliver exactly what follows it, in the run it belongs to (``position`` is then ignored).
         """
 
+    @property
+    def resumable(self) -> bool:
+        """Whether the source can resume from a position at all: it implements :meth:`resume_refusal`."""
+        return type(self).resume_refusal is not Listener.resume_refusal
+
     def resume_refusal(self, position: SourcePosition) -> str | None:
         """Called after :meth:`connect`: why the source cannot deliver what follows ``position`` (a phrase for the
         log line ``checkpoint of run N not used: <phrase>``), or None when it can (default: a source that cannot
