@@ -85,11 +85,11 @@ def write_process(entry: h5py.Group, provenance: Provenance | None, date: str) -
     Raises:
         TypeError: a provenance value that is not JSON-serialisable.
     """
-    from livereduce import __version__  # noqa: PLC0415 - looked up lazily (importlib.metadata)
-
     group = snx.create_class(entry, PROCESS, "NXprocess")
     record: dict[str, Any] = {"program": PROGRAM}
     if provenance is None:
+        from livereduce import __version__  # noqa: PLC0415 - only here: importlib.metadata takes ~1 ms a lookup
+
         record |= {"version": __version__, "date": date, "description": OUTSIDE, "engine": UNKNOWN_ENGINE}
     else:
         values = provenance.to_json()
