@@ -178,7 +178,7 @@ def test_datagroup_gives_one_nxdata_per_member_and_nexpy_reads_it(tmp_path: Path
 
     dataset = sc.Dataset({"a": tof_spectrum().data, "b": tof_spectrum().data * 2}, coords=tof_spectrum().coords)
     with h5py.File(save_nexus(dataset, tmp_path / "dataset.nxs"), "r") as f:
-        assert sorted(f["entry"]) == ["a", "b"]
+        assert sorted(f["entry"]) == ["a", "b", "livereduce"]
         assert f["entry/b/data"][()].tolist() == [2.0, 8.0, 18.0]
 
 
@@ -383,7 +383,7 @@ def test_members_mantid_cannot_hold_get_no_entry_and_the_numbering_skips_them(tm
     path = save_nexus(members, tmp_path / "many.nxs")
 
     with h5py.File(path, "r") as f:
-        assert sorted(f["entry"]) == sorted(members)  # the standard entry holds every member
+        assert sorted(f["entry"]) == sorted([*members, "livereduce"])  # the standard entry holds every member
         assert root_entries(f) == ["entry", "mantid_workspace_1", "mantid_workspace_2"]
         assert text(f["mantid_workspace_1/title"][()]) == "tof"
         assert text(f["mantid_workspace_2/title"][()]) == "pixels"
@@ -611,7 +611,7 @@ def test_monitors_of_a_live_chunk_are_nxmonitor_events(tmp_path: Path, shape: st
     with h5py.File(path, "r") as f:
         entry = f["entry"]
         assert sorted(entry) == sorted([*(["data"] if shape == "DataArray" else ["pixels", "tof"]),
-                                        "DASlogs", "monitor1", "monitor_2"])  # fmt: skip
+                                        "DASlogs", "livereduce", "monitor1", "monitor_2"])  # fmt: skip
         monitor = entry["monitor1"]
         assert monitor.attrs["NX_class"] == "NXmonitor"
         assert sorted(monitor) == ["event_index", "event_time_offset", "event_time_zero", "integral"]
@@ -710,7 +710,7 @@ def test_what_nexus_has_no_place_for_is_left_out_with_one_warning_per_name(
                 assert sum(f"leaves out {what}: " in message and reason in message for message in warned) == 1, what
 
     with h5py.File(tmp_path / "live.nxs", "r") as f:
-        assert sorted(f["entry"]) == ["DASlogs", "monitor1", "pixels", "tof"]
+        assert sorted(f["entry"]) == ["DASlogs", "livereduce", "monitor1", "pixels", "tof"]
         assert sorted(f["entry/DASlogs"]) == ["sample_name", "temperature", "waveform"]
         assert f["entry/tof"].attrs["NX_class"] == "NXdata"  # the member, not the monitor of that name
 
