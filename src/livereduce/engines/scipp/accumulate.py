@@ -151,8 +151,8 @@ class Accumulator:
 
 
 def _attach_everywhere(data: Data, metadata: RunMetadata) -> None:
-    """Attach the run metadata to a DataArray, or to every DataArray member of a DataGroup."""
-    if isinstance(data, sc.DataArray):
+    """Attach the run metadata to a DataArray or Dataset, or to every such member of a DataGroup."""
+    if isinstance(data, sc.DataArray | sc.Dataset):
         attach_metadata(data, metadata)
     elif isinstance(data, sc.DataGroup):
         for member in data.values():

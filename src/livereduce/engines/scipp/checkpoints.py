@@ -32,7 +32,6 @@ import os
 import re
 import shutil
 import time
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -268,7 +267,7 @@ def metadata_from_group(group: sc.DataGroup) -> RunMetadata:
 def without_metadata(data: object, metadata: RunMetadata) -> object:
     """``data`` without the run metadata coordinates attached by the accumulator (re-attached on load)."""
     names = {"run_number", "instrument_name", "start_time", "monitors", *metadata.logs, *metadata.properties}
-    if isinstance(data, sc.DataArray):
+    if isinstance(data, sc.DataArray | sc.Dataset):
         drop = [name for name, coord in data.coords.items() if name in names and coord.ndim == 0]
         return data.drop_coords(drop) if drop else data
     if isinstance(data, sc.DataGroup):
@@ -437,13 +436,28 @@ class CheckpointStore:
         """
 
         def save(target: Path) -> None:
-            with warnings.catch_warnings(record=True) as caught:
-                warnings.simplefilter("always")
+            caught = _Refusals()
+            scipp_log = logging.getLogger("scipp")  # scipp's HDF5 I/O logs what it skips, and writes the rest
+            scipp_log.addHandler(caught)
+            try:
                 sc.io.save_hdf5(data, target)
-            if caught:
-                raise CheckpointUnusable(f"scipp cannot write all of it: {caught[0].message}")
+            finally:
+                scipp_log.removeHandler(caught)
+            if caught.messages:
+                raise CheckpointUnusable(f"scipp cannot write all of it: {caught.messages[0]}")
 
         _atomic_write(path, save)
+
+
+class _Refusals(logging.Handler):
+    """Collects the warnings scipp's HDF5 writer logs for what it skips (e.g. a Python object)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
 
 
 def _atomic_write(path: Path, write: Any) -> None:

@@ -258,7 +258,7 @@ def _unit(text: str | None) -> sc.Unit | None:
         return None
 
 
-def attach_metadata(target: sc.DataArray, metadata: RunMetadata) -> None:
+def attach_metadata(target: sc.DataArray | sc.Dataset, metadata: RunMetadata) -> None:
     """Set the run metadata as unaligned scalar coordinates of ``target`` (in place)."""
     values: dict[str, sc.Variable] = {
         "run_number": sc.scalar(metadata.run_number, unit=None, dtype="int64"),

@@ -1,0 +1,213 @@
+#!/usr/bin/env python3
+"""Kill the daemon at random moments while it reduces a run; after the last restart its accumulation must equal
+an uninterrupted run's, computed with h5py + numpy from the SANS2D file (issue 17: exactly once).
+
+Each life starts the real daemon (``python3 -m livereduce``) with ``checkpoint_every`` 0.2 s and ``update_every``
+0.25 s, waits a seeded random time in ``[0, --max-delay]`` seconds from its start (so kills land during start-up,
+the resume, a cycle, post_proc and checkpoint writes alike) and kills it with SIGKILL (one life in five: SIGTERM,
+the clean stop that writes a last checkpoint). The last life runs until the source has delivered the whole run,
+then stops with SIGTERM. The post_proc script writes, atomically, what the accumulation holds: the events per
+pixel (``np.bincount`` of ``event_id``), the number of events and pulses, and an order-independent checksum of
+every (pulse, pixel, time of flight) triple; the oracle computes the same from the file.
+
+Sources (``--source``):
+
+* ``file``: ``FileEventDataListener`` replaying the file at ``--speed`` (default 2: 15 s of data);
+
+Usage::
+
+    python bench/kill_resume.py --source file --kills 30 --seed 1      # the CI size (test/test_kill_resume.py)
+    python bench/kill_resume.py --source file --kills 1000 --seed 7    # docs/performance.md
+
+Prints one JSON object: kills, the signal and moment (state of the log) of each kind, lives that resumed a
+checkpoint, checkpoints refused, the time per life, and ``"equal": true`` when the final accumulation equals the
+oracle (exit 0), else the differences (exit 1).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections import Counter
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+SANS2D = ROOT.parent / "shared" / "data" / "SANS2D_minimal.nxs"
+PIXELS = 122_889
+OUTPUT = "accumulation.npz"
+
+POST_PROC = f'''
+import os
+import numpy as np
+from livereduce.engines.scipp.chunk import flat_events
+
+events = flat_events(input)
+ids = events.coords["event_id"].values.astype(np.int64)
+tof = np.round(events.coords["event_time_offset"].values.astype(np.float64) * 1000).astype(np.int64)
+pulse = np.repeat(input.coords["event_time_zero"].values.astype("datetime64[ns]").astype(np.int64) // 1_000_000,
+                  input.bins.size().values.astype(np.int64))
+target = os.path.join(os.environ["KILL_RESUME_DIR"], "{OUTPUT}")
+np.savez(target + ".tmp.npz", counts=np.bincount(ids, minlength={PIXELS}), events=ids.size,
+         pulses=input.sizes["event_time_zero"], checksum=np.sum((pulse * 1_000_003 + ids) * 7919 + tof, dtype=np.int64))
+os.replace(target + ".tmp.npz", target)
+output = input
+'''
+
+
+def oracle(path: Path) -> dict[str, object]:
+    """What an uninterrupted run accumulates, from the file with h5py + numpy."""
+    with h5py.File(path, "r") as handle:
+        group = handle["raw_data_1/detector_1_events"]
+        ids = group["event_id"][:].astype(np.int64)
+        tof = np.round(group["event_time_offset"][:].astype(np.float32).astype(np.float64) * 1000).astype(np.int64)
+        index = group["event_index"][:].astype(np.int64)
+        zero = group["event_time_zero"]
+        offset = np.datetime64(
+            zero.attrs["offset"].decode() if isinstance(zero.attrs["offset"], bytes) else zero.attrs["offset"], "ns"
+        )
+        pulse_ns = (offset + (zero[:] * 1e9).astype("timedelta64[ns]")).astype(np.int64)
+    sizes = np.diff(np.append(index, ids.size))
+    pulse = np.repeat(pulse_ns // 1_000_000, sizes)
+    return {
+        "counts": np.bincount(ids, minlength=PIXELS),
+        "events": ids.size,
+        "pulses": index.size,
+        "checksum": np.sum((pulse * 1_000_003 + ids) * 7919 + tof, dtype=np.int64),
+    }
+
+
+def config(source: str, workdir: Path, speed: float) -> dict[str, object]:
+    """The daemon's configuration for ``source``."""
+    common = {
+        "instrument": "SANS2D",
+        "engine": "scipp",
+        "script_dir": str(workdir),
+        "update_every": 0.25,
+        "checkpoint_every": 0.2,
+        "checkpoint_dir": str(workdir / "checkpoints"),
+        "log_file": str(workdir / "livereduce.log"),
+        "status_file": str(workdir / "status.json"),
+        "stop_timeout_sec": 10,
+    }
+    if source == "file":
+        return {**common, "listener": "FileEventDataListener", "filename": str(SANS2D), "replay_speed": speed}
+    raise SystemExit(f"unknown source {source!r}")
+
+
+def moment(log: str) -> str:
+    """Where the daemon was when it was killed, from the last lines of its log."""
+    tail = log[-2000:]
+    for needle, name in (
+        ("stays idle", "idle (source ended)"),
+        ("Chunk", "cycling"),
+        ("Initial chunk", "first chunk"),
+        ("post_proc on the accumulation", "resumed, post_proc"),
+        ("Resuming run", "loading the checkpoint"),
+        ("Starting live data", "opening the source"),
+    ):
+        if needle in tail.rsplit("\n", 2)[-2 if tail.endswith("\n") else -1]:
+            return name
+    return "starting up" if "Replaying" not in tail else "opening the source"
+
+
+def life(workdir: Path, env: dict[str, str], delay: float | None, sig: signal.Signals) -> tuple[str, str]:
+    """One daemon process: killed with ``sig`` after ``delay`` s (None: run until the source has ended, then
+    SIGTERM). Returns (the moment it was killed, the log lines it wrote)."""
+    log = workdir / "livereduce.log"
+    before = log.stat().st_size if log.exists() else 0
+    process = subprocess.Popen(
+        [sys.executable, "-m", "livereduce", str(workdir / "livereduce.conf")],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=env,
+    )
+    try:
+        if delay is None:
+            deadline = time.monotonic() + 300
+            while time.monotonic() < deadline:
+                text = log.read_text()[before:] if log.exists() else ""
+                if "stays idle" in text and (workdir / OUTPUT).exists():
+                    break
+                time.sleep(0.05)
+            else:
+                raise SystemExit("the last life did not reach the end of the run within 300 s")
+            process.send_signal(signal.SIGTERM)
+            process.wait(60)
+            return "end", log.read_text()[before:]
+        time.sleep(delay)
+        text = log.read_text()[before:] if log.exists() else ""
+        process.send_signal(sig)
+        process.wait(60)
+        return moment(text), log.read_text()[before:]
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+def run(source: str, kills: int, seed: int, workdir: Path, *, max_delay: float, speed: float) -> dict[str, object]:
+    """Run the scenario; the result as printed (see the module docstring)."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / "livereduce.conf").write_text(json.dumps(config(source, workdir, speed)))
+    (workdir / "reduce_SANS2D_live_post_proc.py").write_text(textwrap.dedent(POST_PROC))
+    env = dict(os.environ, KILL_RESUME_DIR=str(workdir), PYTHONUNBUFFERED="1")
+    rng = random.Random(seed)
+    moments: Counter[str] = Counter()
+    resumed = refused = 0
+    started = time.monotonic()
+    for _ in range(kills):
+        sig = signal.SIGTERM if rng.random() < 0.2 else signal.SIGKILL
+        where, text = life(workdir, env, rng.uniform(0, max_delay), sig)
+        moments[f"{sig.name} {where}"] += 1
+        resumed += "Resuming run" in text
+        refused += "not used:" in text
+    _, text = life(workdir, env, None, signal.SIGTERM)
+    elapsed = time.monotonic() - started
+    final = dict(np.load(workdir / OUTPUT))
+    expected = oracle(SANS2D)
+    differences = {
+        key: f"{int(np.sum(final[key])) if key == 'counts' else int(final[key])} != "
+        f"{int(np.sum(value)) if key == 'counts' else int(value)}"
+        for key, value in expected.items()
+        if not np.array_equal(final[key], value)
+    }
+    return {
+        "source": source,
+        "kills": kills,
+        "seed": seed,
+        "moments": dict(sorted(moments.items())),
+        "lives_resumed": resumed + ("Resuming run" in text),
+        "checkpoints_refused": refused + ("not used:" in text),
+        "seconds_per_life": round(elapsed / (kills + 1), 2),
+        "events": int(final["events"]),
+        "equal": not differences,
+        "differences": differences,
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--source", choices=["file"], default="file")
+    parser.add_argument("--kills", type=int, default=30)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--max-delay", type=float, default=2.5, help="seconds; kills land in [0, this] after start")
+    parser.add_argument("--speed", type=float, default=2.0, help="file replay speed")
+    parser.add_argument("--workdir", type=Path, default=Path("/tmp/livereduce-kill-resume"))
+    args = parser.parse_args()
+    result = run(args.source, args.kills, args.seed, args.workdir, max_delay=args.max_delay, speed=args.speed)
+    print(json.dumps(result, indent=1))
+    return 0 if result["equal"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
