@@ -116,18 +116,21 @@ def test_an_event_accumulation_resumes_where_its_checkpoint_stands_and_files_hol
     first.run()  # chunk 4: accumulated, never checkpointed (the process is killed here)
     manifest = json.loads((tmp_path / "checkpoints" / MANIFEST).read_text())
     assert manifest["files"] == ["events-000000000000-000000000006.h5", "events-000000000006-000000000009.h5"]
-    assert manifest["position"] == {"next": 4} and manifest["provenance"]["chunks"] == 3
+    assert manifest["position"] == {"next": 4}
+    assert manifest["provenance"]["chunks"] == 3
 
     listener = Counting()
     second = make(tmp_path, listener)
     resumed = checkpointer(tmp_path, second, clock).resume(listener, second, None)
-    assert resumed is not None and resumed.position == {"next": 4}
+    assert resumed is not None
+    assert resumed.position == {"next": 4}
     assert sc.identical(second.accumulator.accumulation, saved)  # events, pulses, logs, properties, monitors
     listener.start("now", resume=resumed.position)
     for _ in range(3):
         second.run()
     assert ids_of(second.accumulator.accumulation) == [0, 6, 6, 6, 6, 6, 6, 0, 0, 0]  # each chunk exactly once
-    assert second.provenance.chunks == 6 and second.provenance.events == 36
+    assert second.provenance.chunks == 6
+    assert second.provenance.events == 36
     assert second.provenance.first_position == {"next": 2}
 
 
@@ -168,11 +171,13 @@ def test_a_new_run_starts_a_lineage_and_removes_the_ended_one_at_its_first_check
     checkpoint(points, loader, clock)
     directory = tmp_path / "checkpoints"
     ended = json.loads((directory / MANIFEST).read_text())
-    assert ended["replace_next"] is True and ended["provenance"]["run_number"] == 7
+    assert ended["replace_next"] is True
+    assert ended["provenance"]["run_number"] == 7
     loader.run()  # run 8
     checkpoint(points, loader, clock)
     manifest = json.loads((directory / MANIFEST).read_text())
-    assert manifest["lineage"] != ended["lineage"] and manifest["provenance"]["run_number"] == 8
+    assert manifest["lineage"] != ended["lineage"]
+    assert manifest["provenance"]["run_number"] == 8
     assert sorted(p.name for p in directory.iterdir()) == sorted([MANIFEST, manifest["lineage"]])
 
 
@@ -260,7 +265,8 @@ def test_a_write_that_fails_keeps_the_previous_checkpoint_and_the_next_one_clean
     clock.advance(1.0)
     points.after_cycle(loader)
     assert points._collect(30)
-    assert "No space left on device" in points.state and "No space left on device" in caplog.text
+    assert "No space left on device" in points.state
+    assert "No space left on device" in caplog.text
     assert (directory / MANIFEST).read_text() == before
     lineage = json.loads(before)["lineage"]
     assert len(list((directory / lineage).iterdir())) == 3  # the orphan events file of the failed write
