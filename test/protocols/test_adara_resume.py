@@ -206,6 +206,9 @@ def test_every_chunk_carries_the_newest_pulse_handed_out_and_its_run(scripted, l
     got = until(listener, lambda got: len(pulses_of(got)) == 3)
     assert got[-1].position == {"run_number": 7, "last_pulse_ns": T0 + 2 * PULSE}
     assert listener.extract().position == {"run_number": 7, "last_pulse_ns": T0 + 2 * PULSE}  # an empty chunk
+    scripted.send(pulse(1))  # an older pulse again (a faulty SMS): the position does not go back
+    got = until(listener, lambda got: len(pulses_of(got)) == 1)
+    assert got[-1].position == {"run_number": 7, "last_pulse_ns": T0 + 2 * PULSE}
     scripted.send(status(RunStatusCode.END_RUN, 7, T0 + S), status(RunStatusCode.NEW_RUN, 8, T0 + 2 * S))
     scripted.send(pulse(150), pulse(151))
     got = until(listener, lambda got: len(pulses_of(got)) == 2)
