@@ -11,7 +11,10 @@ everything else.
 
 from __future__ import annotations
 
+import logging
+import os
 import sys
+import threading
 from collections.abc import Sequence
 
 from livereduce.errors import EXIT_ENGINE
@@ -35,7 +38,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_ENGINE
     from livereduce.cli import main as cli_main  # noqa: PLC0415 - after the handlers and the dependency check
 
-    return cli_main(argv, events)
+    code = cli_main(argv, events)
+    if any(thread.name == "Checkpoint" and thread.is_alive() for thread in threading.enumerate()):
+        # a checkpoint write that outlived the stop's bound (logged) is abandoned: its manifest is written last, so
+        # the previous checkpoint stays whole; the interpreter must not finalize under a thread inside HDF5
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -14,7 +14,13 @@ import scipp as sc
 from conftest import FakeClock
 from livereduce.config import Config
 from livereduce.engines.scipp.checkpointing import Checkpointer
-from livereduce.engines.scipp.checkpoints import MANIFEST, CheckpointStore, depends_on
+from livereduce.engines.scipp.checkpoints import (
+    MANIFEST,
+    CheckpointStore,
+    depends_on,
+    metadata_from_group,
+    metadata_group,
+)
 from livereduce.engines.scipp.chunk import RunMetadata, flat_events, log_series, make_chunk, monitor_events
 from livereduce.engines.scipp.cycle import LiveDataLoader
 from livereduce.engines.scipp.listeners.base import Extracted, Listener, RunStatus, SourcePosition
@@ -292,3 +298,32 @@ def test_a_checkpoint_directory_anyone_may_write_is_refused(tmp_path):
         CheckpointStore(directory)
     os.chmod(directory, 0o700)
     CheckpointStore(directory)
+
+
+def test_run_metadata_of_every_kind_round_trips_packed(tmp_path):
+    """Thousands of logs are packed by dtype and unit (one HDF5 group per log took seconds); every kind of log, the
+    properties and the monitors come back identical."""
+    logs = {f"pv{i}": log_series([(10**9 * i, float(i)), (10**9 * i + 5, float(i) / 3)], "K") for i in range(3000)}
+    logs |= {
+        "title/with/slashes": log_series([(5, "hello"), (6, "wörld")]),
+        "empty string": log_series([(5, "")]),
+        "count": log_series([(5, 3), (9, -(2**63))]),
+        "no unit": log_series([(5, 1.5)]),
+        "array": log_series([(5, np.arange(3.0)), (6, np.arange(2.0))], "m"),
+    }
+    metadata = RunMetadata(
+        run_number=12,
+        start_time=START,
+        instrument_name="SANS2D",
+        logs=logs,
+        properties={"run_title": "t", "run_end": START, "n": 3, "x": 0.5},
+        monitors={"monitor_1": monitor_events(np.array([1, 2]), np.array([5.0, 6.0], np.float32))},
+    )
+    sc.io.save_hdf5(metadata_group(metadata), tmp_path / "m.h5")
+    back = metadata_from_group(sc.io.load_hdf5(tmp_path / "m.h5"))
+    assert list(back.logs) == list(logs)
+    for name, log in logs.items():
+        assert sc.identical(back.logs[name], log), name
+    assert back.properties == metadata.properties
+    assert (back.run_number, back.start_time, back.instrument_name) == (12, START, "SANS2D")
+    assert sc.identical(back.monitors["monitor_1"], metadata.monitors["monitor_1"])

@@ -28,7 +28,6 @@ from livereduce.engines.scipp.checkpoints import (
     CheckpointUnusable,
     Manifest,
     Snapshot,
-    metadata_group,
     mismatch,
     without_metadata,
 )
@@ -200,7 +199,7 @@ class Checkpointer:
             depends=self.depends,
             provenance=provenance,
             position=loader.position,
-            metadata=metadata_group(accumulator.metadata),
+            metadata=accumulator.metadata,
             replace_next=loader.replace_next,
             previous_run=loader.previous_run,
             ended=loader.ended,

@@ -157,7 +157,8 @@ class Snapshot:
     Attributes:
         lineage: the accumulation's lineage (a new name when the accumulation was replaced).
         depends, provenance, position, replace_next, previous_run, ended, accumulated_events: see :class:`Manifest`.
-        metadata: the run metadata (:func:`metadata_group`).
+        metadata: the run metadata (written as :func:`metadata_group` by the writer: packing thousands of logs
+            takes a while).
         events: an event accumulation: the pulses added since the lineage's last committed checkpoint (a view of
             the accumulation's pulses ``[first_pulse, first_pulse + len)``; appended pulses never change it).
         first_pulse: index of ``events``' first pulse in the accumulation.
@@ -168,7 +169,7 @@ class Snapshot:
     depends: dict[str, Any]
     provenance: dict[str, Any]
     position: dict[str, Any]
-    metadata: sc.DataGroup
+    metadata: RunMetadata
     replace_next: bool = False
     previous_run: int = 0
     ended: bool = False
@@ -214,21 +215,19 @@ def metadata_group(metadata: RunMetadata) -> sc.DataGroup:
     def named(items: dict[str, Any], wrap: Any) -> sc.DataGroup:
         names = list(items)
         return sc.DataGroup(
-            {
-                "names": sc.array(dims=["name"], values=names, dtype="str") if names else sc.scalar(""),
-                "count": sc.scalar(len(names), unit=None),
-                **{str(i): wrap(items[name]) for i, name in enumerate(names)},
-            }
+            {"names": sc.scalar(json.dumps(names)), **{str(i): wrap(items[name]) for i, name in enumerate(names)}}
         )
 
     def prop(value: object) -> sc.Variable:
         return sc.scalar(value, unit="ns") if isinstance(value, np.datetime64) else sc.scalar(value)
 
+    packed, others = _packed_logs(metadata.logs)
     group = sc.DataGroup(
         {
             "run_number": sc.scalar(metadata.run_number, unit=None, dtype="int64"),
             "instrument_name": sc.scalar(metadata.instrument_name),
-            "logs": named(metadata.logs, lambda log: log),
+            "packed_logs": sc.DataGroup({str(i): table for i, table in enumerate(packed)}),
+            "logs": named(others, lambda log: log),
             "properties": named(metadata.properties, prop),
             "monitors": named(metadata.monitors, lambda events: events),
         }
@@ -247,21 +246,70 @@ def metadata_from_group(group: sc.DataGroup) -> RunMetadata:
     try:
 
         def named(sub: sc.DataGroup) -> dict[str, Any]:
-            count = int(sub["count"].value)
-            names = list(sub["names"].values) if count else []
-            return {str(names[i]): sub[str(i)] for i in range(count)}
+            return {str(name): sub[str(i)] for i, name in enumerate(json.loads(sub["names"].value))}
 
         start = group.get("start_time")
+        logs = {name: log for table in group["packed_logs"].values() for name, log in _unpacked_logs(table)}
         return RunMetadata(
             run_number=int(group["run_number"].value),
             start_time=None if start is None else start.value,
             instrument_name=str(group["instrument_name"].value),
-            logs=named(group["logs"]),
+            logs={**logs, **named(group["logs"])},
             properties={name: var.value for name, var in named(group["properties"]).items()},
             monitors=named(group["monitors"]),
         )
     except (KeyError, TypeError, ValueError, IndexError, AttributeError) as err:
         raise CheckpointUnusable(f"its run metadata is incomplete ({type(err).__name__}: {err})") from None
+
+
+def _packed_logs(logs: dict[str, sc.DataArray]) -> tuple[list[sc.DataGroup], dict[str, sc.DataArray]]:
+    """The logs of one value per time, packed by dtype and unit into one table each (an instrument may have tens of
+    thousands of logs: scipp's HDF5 I/O takes about a millisecond per group and per string); the others (arrays
+    per time) as they are.
+
+    Returns:
+        (tables: DataGroups of ``names`` (a JSON list of the logs' names, one scalar string), ``sizes`` (int64, the
+        number of values of each), ``time`` (datetime64 [ns], every log's times one after the other), ``values``
+        (their values, with the unit; strings as one JSON list)), the other logs by name.
+    """
+    groups: dict[tuple[str, str], list[tuple[str, sc.Variable, sc.Variable]]] = {}
+    others: dict[str, sc.DataArray] = {}
+    for name, log in logs.items():
+        data = log.data
+        if data.ndim == 1 and data.bins is None and data.variances is None and len(log.coords) == 1 and not log.masks:
+            groups.setdefault((str(data.dtype), str(data.unit)), []).append((name, data, log.coords["time"]))
+        else:
+            others[name] = log
+    tables = []
+    for (dtype, _), members in groups.items():
+        values = [data.values for _, data, _ in members]
+        if dtype == "string":
+            column = sc.scalar(json.dumps([v for part in values for v in part]))
+        else:
+            column = sc.array(dims=["time"], values=np.concatenate(values), unit=members[0][1].unit, dtype=dtype)
+        tables.append(
+            sc.DataGroup(
+                {
+                    "names": sc.scalar(json.dumps([name for name, _, _ in members])),
+                    "sizes": sc.array(dims=["name"], values=[len(v) for v in values], unit=None, dtype="int64"),
+                    "time": sc.array(dims=["time"], values=np.concatenate([t.values for *_, t in members]), unit="ns"),
+                    "values": column,
+                }
+            )
+        )
+    return tables, others
+
+
+def _unpacked_logs(group: sc.DataGroup) -> list[tuple[str, sc.DataArray]]:
+    """The logs of one table of :func:`_packed_logs`, by name."""
+    names, sizes, times, values = group["names"], group["sizes"].values, group["time"], group["values"]
+    if values.ndim == 0:
+        values = sc.array(dims=["time"], values=json.loads(values.value), dtype="str")
+    ends = np.cumsum(sizes)
+    return [
+        (str(name), sc.DataArray(values["time", b:e].copy(), coords={"time": times["time", b:e].copy()}))
+        for name, b, e in zip(json.loads(names.value), (ends - sizes).tolist(), ends.tolist(), strict=True)
+    ]
 
 
 def without_metadata(data: object, metadata: RunMetadata) -> object:
@@ -381,7 +429,7 @@ class CheckpointStore:
             self._write_object(lineage_dir / name, snapshot.accumulation)
             files, kind, n_pulses = [name], "object", 0
         metadata_file = f"metadata-{seq:09d}.h5"
-        self._write_object(lineage_dir / metadata_file, snapshot.metadata)
+        self._write_object(lineage_dir / metadata_file, metadata_group(snapshot.metadata))
         _fsync_directory(lineage_dir)
         nbytes = sum((lineage_dir / name).stat().st_size for name in [*files, metadata_file])
         manifest = Manifest(

@@ -35,6 +35,8 @@ in, so every rule runs in process (``test/kafka/test_runs.py``). Semantics (``do
   without data before anything of it was taken gets no chunk (``run_transitions_coalesced``) once a later run is
   known. Runs that wait for their data are bounded by the listener, which stops reading run-info while
   :data:`MAX_PENDING_RUNS` do (:attr:`RunRouter.pending_runs`): a flood of run starts cannot pile up segments.
+* What has not been handed out yet, and where it was read (:meth:`RunRouter.unsent`, after a take), makes the
+  source position (:mod:`.positions`); a new process begins where it stands (:meth:`RunRouter.resume`).
 """
 
 from __future__ import annotations
@@ -42,12 +44,13 @@ from __future__ import annotations
 import logging
 from collections import Counter, deque
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Final
 
 import numpy as np
 
 from livereduce.protocols.kafka.schemas import LogValue, RunStart, RunStop
-from livereduce.protocols.kafka.segments import Block, Held, LogEntry, Run, Segment, Taken
+from livereduce.protocols.kafka.segments import Block, Held, LogEntry, Origin, Run, Segment, Taken, note
 from livereduce.protocols.kafka.times import iso
 
 _log = logging.getLogger("livereduce.KafkaEventListener")
@@ -74,6 +77,29 @@ Warn = Callable[[str, str], None]
 """``warn(kind, message)``: a warning the listener logs, at most once a minute per kind."""
 
 
+@dataclass(frozen=True)
+class Unsent:
+    """What a router has not handed out after a take, and where it was read (partition -> lowest offset).
+
+    Attributes:
+        data: the messages whose pulses or log values the buffer holds (later runs' segments, held data).
+        control: the run-control messages (pl72, 6s4t) that opened or stopped a run with data to come.
+        before: every pulse and log value read before this time (ns) went out or was dropped, none at or after it
+            (:attr:`RunRouter.sent_before`); None: everything read went out.
+        run: the run of the next chunk (None: no run known, or the open-ended run).
+        continued: chunks of that run went out already (the next chunk adds to their accumulation).
+        unseeded: the sources whose value in force at that run's start has not gone out yet (all of them when it
+            is not ``continued``).
+    """
+
+    data: dict[tuple[str, int], int]
+    control: dict[tuple[str, int], int]
+    before: int | None
+    run: Run | None
+    continued: bool
+    unseeded: tuple[str, ...]
+
+
 class RunRouter:
     """Runs, segments, held pulses and seeds of one listener (no locking: the listener holds its lock).
 
@@ -88,6 +114,8 @@ class RunRouter:
             :data:`MAX_SOURCES`), ``run_transitions_coalesced`` (runs that ended without data before anything of
             them was taken: no chunk of their own).
         lower: pulses before this time (ns) are not delivered (the start position); None: any.
+        sent_before: after a take: every pulse and log value read before this time (ns) went out or was dropped,
+            none at or after it did (see :meth:`unsent`); None: everything read went out.
     """
 
     def __init__(self, buffer_limit: int, warn: Warn) -> None:
@@ -95,6 +123,7 @@ class RunRouter:
         self.counters: Counter[str] = Counter()
         self.runs_closed = 0  # runs whose last chunk is known (for the engine's early take of it)
         self.lower: int | None = None
+        self.sent_before: int | None = NEVER
         self._warn = warn
         self._segments: deque[Segment] = deque()
         self._limbo: deque[Held] = deque()  # pulses and log values not claimed by any known run, oldest first
@@ -150,11 +179,13 @@ class RunRouter:
         monotonic: float,
         *,
         open_ended: bool = False,
+        at: Origin | None = None,
     ) -> None:
         """Where reading starts: pulses from ``lower`` (ns; None: any), in the run ``found`` (the last run start at
-        or before it), unless one of ``stops`` (the run stops written after it) ended it before ``lower``: then
-        it is not a run of this listener (Mantid's FromNow), and its own start and stop are not counted again.
-        ``open_ended``: the stream has no run information; everything from ``lower`` is one run that never ends."""
+        or before it, read at ``at``), unless one of ``stops`` (the run stops written after it) ended it before
+        ``lower``: then it is not a run of this listener (Mantid's FromNow), and its own start and stop are not
+        counted again. ``open_ended``: the stream has no run information; everything from ``lower`` is one run that
+        never ends."""
         self.lower = lower
         if open_ended:
             start = RunStart("", "", NEVER if lower is None else lower, None, "", "", None)
@@ -169,11 +200,33 @@ class RunRouter:
             self._over = found
             _log.info("Kafka: run %s ended before the start position", found.run_name)
         else:
-            self.run_start(found, monotonic)
+            self.run_start(found, monotonic, at)
 
-    def run_start(self, start: RunStart, monotonic: float) -> None:
-        """A pl72: open a run, stopping the newest one at its start if it had no earlier stop (it ends in
-        :meth:`check_stop`), and let it claim the pulses after that stop and the held pulses."""
+    def resume(
+        self,
+        lower: int | None,
+        run: RunStart | None,
+        at: Origin | None,
+        monotonic: float,
+        *,
+        continued: bool,
+        unseeded: Iterable[str] = (),
+        open_ended: bool = False,
+    ) -> None:
+        """Begin where a source position stands (:mod:`.positions`), in a new process: pulses from ``lower`` (the
+        start position of the process that took it), ``run`` (read at ``at``) the run of the next chunk, or the
+        open-ended run; ``continued``: chunks of it went out before the position (its next chunk adds to their
+        accumulation: no data reset; values in force at its start only for the sources ``unseeded``, whose value
+        had not gone out); the first chunk of any later run starts a new accumulation."""
+        self._handed_out = True
+        self.begin(lower, run, [], monotonic, open_ended=open_ended, at=at)
+        if continued and self._segments:
+            segment = self._segments[-1]
+            segment.reset, segment.delivered, segment.seedable, segment.seed = False, True, set(unseeded), {}
+
+    def run_start(self, start: RunStart, monotonic: float, origin: Origin | None = None) -> None:
+        """A pl72 (read at ``origin``): open a run, stopping the newest one at its start if it had no earlier stop
+        (it ends in :meth:`check_stop`), and let it claim the pulses after that stop and the held pulses."""
         previous = self._last_run
         if (previous is not None and _same_run(previous.start, start)) or (
             self._over is not None and _same_run(self._over, start)
@@ -189,6 +242,8 @@ class RunRouter:
             _log.info("Kafka: run %s ended before the start position: skipped", start.run_name)
             return
         run = Run(start, stop_ns=start.stop_ns, stop_known_at=monotonic, stopped=start.stop_ns is not None)
+        run.start_at = origin
+        note(run.messages, origin)
         segment = Segment(run)
         segment.seed = {name: entry for name, entry in self._latest_logs.items() if entry[0] < start.start_ns}
         self._segments.append(segment)
@@ -206,7 +261,7 @@ class RunRouter:
             if item.block is not None:
                 self._route(item.block, item.monitor)
             elif item.log is not None:
-                self._place_log(*item.log, hold=True)
+                self._place_log(*item.log, hold=True, origin=item.origin)
         ids = start.detector_ids
         _log.info(
             "Kafka: run %d (run_name '%s', %s) started %s%s; %s",
@@ -218,9 +273,9 @@ class RunRouter:
             f"detector ids {ids[0]}..{ids[1]}" if ids is not None else "no detector ids",
         )
 
-    def run_stop(self, stop: RunStop, monotonic: float) -> None:
-        """A 6s4t: the newest run it matches that has not ended stops at ``stop.stop_ns`` (or earlier, if the next
-        run starts earlier); it ends in :meth:`check_stop`."""
+    def run_stop(self, stop: RunStop, monotonic: float, origin: Origin | None = None) -> None:
+        """A 6s4t (read at ``origin``): the newest run it matches that has not ended stops at ``stop.stop_ns`` (or
+        earlier, if the next run starts earlier); it ends in :meth:`check_stop`."""
         open_runs = (segment.run for segment in reversed(self._segments) if not segment.run.closed)
         run = next((run for run in open_runs if _stops(stop, run.start)), None)
         if run is None and self._last_run is None and self._over is not None and _stops(stop, self._over):
@@ -239,6 +294,7 @@ class RunRouter:
                 _log.info("Kafka: run %d ended before the start position: skipped", run.number)
                 return
         run.stopped = True
+        note(run.messages, origin)
         if run.stop_ns is None or stop.stop_ns < run.stop_ns:
             run.stop_ns, run.stop_known_at = stop.stop_ns, monotonic
             self._move_beyond_stop(run)
@@ -280,38 +336,48 @@ class RunRouter:
             block = block.take(~early)
         self._route(block, monitor)
 
-    def log(self, record: LogValue) -> None:
-        """A log value: kept for the run it falls in, and as the latest of its source (a seed of later runs)."""
+    def log(self, record: LogValue, origin: Origin | None = None, *, deliver: bool = True) -> None:
+        """A log value (read at ``origin``): kept for the run it falls in, and as the latest of its source (a seed
+        of later runs); without ``deliver`` (it went out before a resume) only the latter."""
         name, time_ns = record.source_name, record.time_ns
         value = record.value.item() if isinstance(record.value, np.ndarray) and record.value.ndim == 0 else record.value
         if name not in self._latest_logs and len(self._latest_logs) >= MAX_SOURCES:
             self.counters["skipped_invalid"] += 1
             self._warn("log-sources", f"Kafka: more than {MAX_SOURCES} log sources; '{name}' ignored")
             return
-        self.counters["logs"] += 1
+        self.counters["logs"] += deliver
         entry = (time_ns, value)
         latest = self._latest_logs.get(name)
         if latest is None or latest[0] <= time_ns:
             self._latest_logs[name] = entry
-        self._place_log(name, entry, hold=True)
+        self._place_log(name, entry, hold=deliver, origin=origin, deliver=deliver)
 
-    def _place_log(self, name: str, entry: LogEntry, *, hold: bool) -> None:
-        """Put a log value in the run it falls in, and in the seed of each later run it precedes; with ``hold``, a
-        value no known run claims that a run not known yet may claim (at or after the frontier) is held."""
+    def _place_log(
+        self, name: str, entry: LogEntry, *, hold: bool, origin: Origin | None = None, deliver: bool = True
+    ) -> None:
+        """Put a log value (read at ``origin``) in the run it falls in (not without ``deliver``), and in the seed of
+        each later run it precedes; with ``hold``, a value no known run claims that a run not known yet may claim
+        (at or after the frontier) is held."""
         time_ns, value = entry
         size = 16 + (value.nbytes if isinstance(value, np.ndarray) else len(value) if isinstance(value, str) else 8)
         for segment in reversed(self._segments):
             if segment.run.covers(np.array([time_ns]))[0]:
-                segment.logs.setdefault(name, []).append(entry)
-                segment.nbytes += size
+                if deliver:
+                    segment.logs.setdefault(name, []).append(entry)
+                    segment.nbytes += size
+                    segment.came_from(origin)
                 return
-            if time_ns < segment.run.start.start_ns and name not in segment.seeded:
+            if (
+                time_ns < segment.run.start.start_ns
+                and name not in segment.seeded
+                and (segment.seedable is None or name in segment.seedable)
+            ):
                 seed = segment.seed.get(name)
                 if seed is None or seed[0] <= time_ns:
                     segment.seed[name] = entry
         frontier = self._frontier()
         if hold and (frontier is None or time_ns >= frontier):
-            self._hold(Held(None, False, (name, entry), size))
+            self._hold(Held(None, False, (name, entry), size, origin))
 
     @property
     def pulses_waiting(self) -> bool:
@@ -324,8 +390,11 @@ class RunRouter:
         dropped, self._dropped = self._dropped, Counter()
         handed_out, self._handed_out = self._handed_out, True
         if not self._segments:
+            frontier = self._frontier()
+            self.sent_before = NEVER if frontier is None else frontier
             return Taken(None, "NoRun", False, [], [], {}, dropped)
         segment = self._segments[0]
+        self.sent_before = segment.run.stop_ns
         if segment.closing is not None:
             self._segments.popleft()
         logs = segment.logs
@@ -338,9 +407,25 @@ class RunRouter:
             segment.run, status, segment.reset and handed_out, segment.events, segment.monitors, logs, dropped
         )
         segment.delivered = segment.delivered or pulses
-        segment.events, segment.monitors, segment.logs = [], [], {}
+        segment.events, segment.monitors, segment.logs, segment.origins = [], [], {}, {}
         segment.reset, segment.nbytes = False, 0
         return taken
+
+    def unsent(self) -> Unsent:
+        """After :meth:`take`: what has not been handed out yet, by where it was read (see :class:`Unsent`)."""
+        data: dict[tuple[str, int], int] = {}
+        control: dict[tuple[str, int], int] = {}
+        for segment in self._segments:
+            for origin in segment.origins.items():
+                note(data, origin)
+            for origin in segment.run.messages.items():
+                note(control, origin)
+        for item in self._limbo:
+            note(data, item.origin)
+        head = self._segments[0] if self._segments else None
+        run = None if head is None or head.run.open_ended else head.run
+        unseeded = tuple(head.seed) if head is not None else ()
+        return Unsent(data, control, self.sent_before, run, head is not None and not head.reset, unseeded)
 
     # --- routing ----------------------------------------------------------------------------------------------
     def _route(self, block: Block, monitor: bool) -> None:
@@ -361,7 +446,7 @@ class RunRouter:
                 if past.all():
                     return
                 remaining = remaining.take(~past)
-        self._hold(Held(remaining, monitor, None, remaining.nbytes))
+        self._hold(Held(remaining, monitor, None, remaining.nbytes, remaining.origin))
 
     def _drop_past(self, block: Block) -> None:
         """Pulses before the frontier that no run in the buffer claims: late if an ended run covers them, else

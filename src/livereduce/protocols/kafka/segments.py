@@ -1,6 +1,8 @@
 """What the Kafka run router holds and hands out, without I/O: runs, pulses of messages (blocks), a run's buffered
 data (segments), what no run claims yet (held), and what ``take()`` hands out (:class:`Taken`, with the numpy
-arrays of the chunk). The rules that move data between them are :mod:`.runs`'s."""
+arrays of the chunk). The rules that move data between them are :mod:`.runs`'s. Each thing remembers the message
+it came from (its :data:`Origin`), so that a source position can say which messages are not all handed out yet
+(:mod:`.positions`)."""
 
 from __future__ import annotations
 
@@ -15,6 +17,8 @@ from livereduce.protocols.kafka.times import tof_ns_to_us
 
 Status = Literal["NoRun", "Running", "BeginRun", "EndRun"]
 """Names of :class:`livereduce.engines.scipp.listeners.base.RunStatus` members (no scipp here)."""
+Origin = tuple[tuple[str, int], int]
+"""Where something was read: ((topic, partition), offset of its message)."""
 LogEntry = tuple[int, int | float | str | np.ndarray]
 """A log value: (ns since the Unix epoch, value): a number, a string, or a 1-d array of numbers (a scalar of the
 message as a Python number, so that a log's values are typed as ``engines/scipp/chunk.log_series`` expects)."""
@@ -26,7 +30,9 @@ class Run:
     next run's start), when the stop became known (the monotonic time passed in, s), whether a stop of its own was
     given (it ends with ``EndRun``, else ``BeginRun``: the next run began), whether it has ended (its last chunk
     is sealed), and whether it is the one open-ended run of a stream without run information (run number 0; its
-    chunks have the status ``NoRun``)."""
+    chunks have the status ``NoRun``). Where its pl72 was read (``start_at``), and the lowest offset per partition
+    of the run-control messages that opened or stopped it (``messages``): a resume reads them again while the run
+    has data to come."""
 
     start: RunStart
     stop_ns: int | None = None
@@ -34,6 +40,8 @@ class Run:
     stopped: bool = False
     closed: bool = False
     open_ended: bool = False
+    start_at: Origin | None = None
+    messages: dict[tuple[str, int], int] = field(default_factory=dict)
 
     @property
     def number(self) -> int:
@@ -58,6 +66,7 @@ class Block:
         nbytes: what the block costs the buffer: a whole message's arrays are views of its bytes, so the
             message's size plus 16 per pulse; a selection its events' share of the size plus 16 per pulse.
         message_id: the producer's counter (-1 for a selection).
+        origin: the message's partition and offset (set when it is read; None: not known).
     """
 
     source: str
@@ -67,6 +76,7 @@ class Block:
     tof: np.ndarray
     nbytes: int
     message_id: int = -1
+    origin: Origin | None = None
 
     @classmethod
     def of(cls, events: Events, nbytes: int) -> Block:
@@ -91,7 +101,7 @@ class Block:
         tof = self.tof[events]
         share = (tof.nbytes + ids.nbytes) / max(1, self.tof.nbytes + self.ids.nbytes)
         nbytes = int((self.nbytes - 16 * self.times.size) * share) + 16 * counts.size  # a split costs no more
-        return Block(self.source, self.times[pulses], firsts, ids, tof, nbytes)
+        return Block(self.source, self.times[pulses], firsts, ids, tof, nbytes, origin=self.origin)
 
 
 @dataclass
@@ -107,7 +117,10 @@ class Segment:
         closing: how the run's last chunk ends (``EndRun``/``BeginRun``), None while it is open.
         seeded: sources whose seed went out.
         delivered: pulses of the run were taken.
+        seedable: after a resume, the only sources that may still get a value in force at its start (those whose
+            value had not gone out before the position); None: every source that has not had one.
         nbytes: what the segment costs the buffer (blocks, log entries).
+        origins: the lowest offset per partition of the messages whose data it holds (since it was last taken).
     """
 
     run: Run
@@ -119,11 +132,18 @@ class Segment:
     closing: Status | None = None
     seeded: set[str] = field(default_factory=set)
     delivered: bool = False
+    seedable: set[str] | None = None
     nbytes: int = 0
+    origins: dict[tuple[str, int], int] = field(default_factory=dict)
 
     def add(self, block: Block, monitor: bool) -> None:
         (self.monitors if monitor else self.events).append(block)
         self.nbytes += block.nbytes
+        self.came_from(block.origin)
+
+    def came_from(self, origin: Origin | None) -> None:
+        """It holds data of the message at ``origin`` now."""
+        note(self.origins, origin)
 
     @property
     def coalescible(self) -> bool:
@@ -134,12 +154,13 @@ class Segment:
 @dataclass(frozen=True)
 class Held:
     """Something no known run claims yet: pulses (``block``, of a monitor or not) or a log value (``log``: source
-    name and entry), costing ``nbytes`` of the buffer."""
+    name and entry), costing ``nbytes`` of the buffer, read from the message at ``origin``."""
 
     block: Block | None
     monitor: bool
     log: tuple[str, LogEntry] | None
     nbytes: int
+    origin: Origin | None = None
 
 
 @dataclass(frozen=True)
@@ -217,3 +238,11 @@ class Taken:
             )
             for source, blocks in by_source.items()
         }
+
+
+def note(lowest: dict[tuple[str, int], int], origin: Origin | None) -> None:
+    """Keep in ``lowest`` (partition -> offset) the lowest offset per partition, with ``origin``'s."""
+    if origin is not None:
+        key, offset = origin
+        if offset < lowest.get(key, offset + 1):
+            lowest[key] = offset

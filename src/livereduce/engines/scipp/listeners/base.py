@@ -39,7 +39,8 @@ values: what a checkpoint stores so that a new process asks the source only for 
 documents its own keys:
 
 * ``FileEventDataListener``: ``{"next_pulse": N}``, the index of the next pulse of the file (int);
-* ``SNSLiveEventDataListener``: ``{"last_pulse_ns": T}``, the last pulse accumulated, ns since the Unix epoch (int);
+* ``SNSLiveEventDataListener``: ``{"run_number": R, "last_pulse_ns": T}``, the newest pulse handed out, ns since the
+  Unix epoch (int), and its run;
 * ``KafkaEventListener``: ``{"offsets": {"topic[partition]": offset}}``, the offset of the next message to read
   per partition of every topic read (int).
 """

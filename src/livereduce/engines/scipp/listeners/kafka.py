@@ -10,6 +10,13 @@ waits are the shared core of network listeners
 (:class:`~livereduce.engines.scipp.listeners.buffered.BufferedSource`): a fault is a counter or a state; a bug
 ends the thread, and the next ``extract()`` raises a recoverable ``SourceError``. Semantics:
 ``docs/architecture.md``, "Kafka (ESS, ISIS)"; the chunks: ``docs/processing-scripts.md``, "Kafka".
+
+Source positions (:attr:`Extracted.position`): per partition of every topic read, the offset of the first message
+with anything not handed out yet, with what a resume skips in the messages it reads again and the run's pl72
+(:mod:`~livereduce.protocols.kafka.positions` has the format and its reasons). A resume reads that pl72 again where
+the position says (:meth:`KafkaEventListener.resume_refusal`), seeks every partition to its offset (sampleEnv from
+the run's start minus ``SEEK_MARGIN_NS`` for the values in force) and reads run control to its end before data: no
+seek to a time, and nothing goes out twice.
 """
 
 from __future__ import annotations
@@ -40,6 +47,7 @@ from livereduce.engines.scipp.listeners.buffered import BufferedSource
 from livereduce.engines.scipp.listeners.sizing import buffer_bound
 from livereduce.errors import ConfigError, SourceError
 from livereduce.protocols.kafka.partitions import Key, mark
+from livereduce.protocols.kafka.positions import Position, RunAt, label, parse, refusal
 from livereduce.protocols.kafka.reading import ReadState
 from livereduce.protocols.kafka.runs import last_run_start
 from livereduce.protocols.kafka.schemas import Decoded, Events, RunStart, RunStop, Skipped, decode_checked
@@ -105,6 +113,8 @@ class KafkaEventListener(Listener):
         self._consumer: Consumer | None = None
         self._position: StartPosition = "from_start_of_run"
         self._lower: int | None = None  # pulses before this time (ns) are not delivered
+        self._resume: tuple[Position, RunStart | None] | None = None  # the position resumed, its run's pl72
+        self._checked: tuple[SourcePosition, Position, RunStart | None] | None = None  # by resume_refusal()
         self._feed = BufferedSource(self.name, address, "the Kafka broker", bound=bound, clock=self.clock, log=_log)
         self._mean_message = 65536.0  # bytes: a running mean of the messages consumed (consumer thread only)
         # --- guarded by the core's lock -------------------------------------------------------------------------
@@ -160,19 +170,50 @@ class KafkaEventListener(Listener):
         counts = Counter(topic for topic, _ in partitions)
         _log.info("Kafka topics: %s", ", ".join(f"{t} ({self._roles[t]}, {n} partitions)" for t, n in counts.items()))
 
-    def start(self, position: StartPosition, resume: SourcePosition | None = None) -> None:  # noqa: ARG002 - resume: to do
-        """Start the consumer thread from ``position`` (see the module docstring) and wait up to
-        ``CONNECT_TIMEOUT_S`` until it has located the run, so that the first chunk knows it (a broker slower than
-        that is no error: the thread goes on looking).
+    def resume_refusal(self, position: SourcePosition) -> str | None:
+        """None when ``position`` can be resumed: well formed, of the partitions read now, none of its offsets (nor
+        its run's pl72) deleted by retention, and that pl72 still where it was read; else why not (see
+        :func:`~livereduce.protocols.kafka.positions.parse` and ``refusal``).
 
         Raises:
+            SourceError: (recoverable) the broker does not answer within ``CONNECT_TIMEOUT_S``, or :meth:`interrupt`.
+        """
+        parsed = parse(position)
+        if isinstance(parsed, str):
+            return parsed
+        with self._feed.lock:
+            roles = {key: state.role for key, state in self._state.partitions.states.items()}
+        try:
+            low = {key: self._watermarks(key)[0] for key in roles.keys() & parsed.offsets.keys()}
+            why, start = refusal(parsed, roles, low), None
+            if why is None and parsed.run is not None and (start := self._run_start_at(parsed.run)) is None:
+                run = parsed.run
+                why = f"the run start of run '{run.run_name}' is no longer at offset {run.offset} of {label(run.key)}"
+        except (KafkaException, _Stopped) as err:
+            why = err.args[0] if isinstance(err, KafkaException) else "interrupted"
+            raise SourceError(f"Kafka at {self.address}: checking a position: {why}", recoverable=True) from None
+        self._checked = None if why else (position, parsed, start)
+        return why
+
+    def start(self, position: StartPosition, resume: SourcePosition | None = None) -> None:
+        """Start the consumer thread from ``position`` (see the module docstring), or after ``resume``, and wait
+        up to ``CONNECT_TIMEOUT_S`` until it has located the run, so that the first chunk knows it (a broker slower
+        than that is no error: the thread goes on looking).
+
+        Raises:
+            ValueError: ``resume`` is refused by :meth:`resume_refusal` (the caller's mistake).
             SourceError: :meth:`interrupt` was called.
         """
         feed = self._feed
         if feed.stopping.is_set():
             raise SourceError(f"starting to read Kafka at {self.address}: interrupted", recoverable=True)
         self._position = position
-        if position == "now":
+        if resume is not None:
+            if (self._checked is None or self._checked[0] != resume) and (why := self.resume_refusal(resume)):
+                raise ValueError(f"KafkaEventListener cannot resume: {why}")
+            self._resume = self._checked[1:]
+            self._lower = self._resume[0].from_ns
+        elif position == "now":
             self._lower = self._now_ns()
         elif isinstance(position, datetime):
             self._lower = datetime_to_ns(position)
@@ -196,13 +237,22 @@ class KafkaEventListener(Listener):
             feed.taken(held - router.buffered_bytes)  # later runs' data stays
             router.buffer_limit = feed.buffer_bytes  # the automatic bound may have grown
             more = router.pulses_waiting
+            position = self._state.position()
         id_range = (0, 0)  # no run, no events: no pixels
         if taken.run is not None:  # the run start's detector ids, else the widest range
             id_range = chunk.capped_range(*(taken.run.start.detector_ids or (0, chunk.MAX_PIXELS - 1)))
         data, dropped = self._chunk(taken, id_range)
         feed.count("events_dropped", sum(dropped.values()))
         status = RunStatus[taken.status]
-        return Extracted(data, status, id_range, data_reset=taken.reset, dropped=dict(dropped), more_buffered=more)
+        return Extracted(
+            data,
+            status,
+            id_range,
+            data_reset=taken.reset,
+            dropped=dict(dropped),
+            more_buffered=more,
+            position=position and position.to_json(),
+        )
 
     def interrupt(self) -> None:
         """End a ``connect()`` or ``start()`` in progress, and every wait of the consumer thread, within
@@ -316,12 +366,25 @@ class KafkaEventListener(Listener):
 
     def _locate(self) -> None:
         """Find the run to start with (the last run start on runInfo, read backwards from the end in growing
-        windows), the start offsets, and assign every partition.
+        windows; after a resume, the position's), the start offsets, and assign every partition.
 
         Raises:
             KafkaException: a look-up failed (broker unreachable): retried by the caller.
             _Stopped: the listener is being stopped.
         """
+        if self._resume is not None:
+            position, run = self._resume
+            ms = None if run is None else max(0, (run.start_ns - SEEK_MARGIN_NS) // NS_PER_MS)
+            values = {key: ms for key, state in self._state.partitions.states.items() if state.role == "sampleEnv"}
+            self._assign(
+                dict(position.offsets),
+                {} if ms is None else values,
+                lambda sought, monotonic: self._state.resume(
+                    position, run, sought, monotonic, open_ended=not self._run_info
+                ),
+            )
+            _log.info("Kafka: resuming at %s", position.to_json())
+            return
         bound = None if self._position == "from_start_of_run" else self._lower
         found: tuple[Key, int, RunStart] | None = None
         ends: dict[Key, int] = {}
@@ -340,26 +403,55 @@ class KafkaEventListener(Listener):
         offsets, times = self._state.partitions.start_offsets(
             (found[0], found[1], found[2].start_ns) if found is not None else None, ends, self._lower, SEEK_MARGIN_NS
         )
+
+        def begin(sought: dict[Key, int], monotonic: float) -> None:
+            at = (found[0], found[1]) if found else None
+            run = found[2] if found else None
+            self._state.router.begin(self._lower, run, stops, monotonic, open_ended=not self._run_info, at=at)
+            for key, offset in sought.items():
+                self._state.partitions.sent(key, offset)
+
+        self._assign(offsets, times, begin)
+
+    def _assign(
+        self, offsets: dict[Key, int], times: dict[Key, int], begin: Callable[[dict[Key, int], float], None]
+    ) -> None:
+        """Assign every partition from ``offsets``, or from the offset of its time in ``times`` (ms) when that is
+        lower, else from its high watermark; ``begin(offsets, monotonic)`` (lock held) starts the router there.
+
+        Raises:
+            KafkaException: a look-up failed (broker unreachable).
+            _Stopped: the listener is being stopped.
+        """
         if times:
             lookups = [TopicPartition(topic, partition, ms) for (topic, partition), ms in times.items()]
             for answer in self._patiently(lambda s: self._consumer.offsets_for_times(lookups, timeout=s)):
                 if answer.error is not None:
                     raise KafkaException(answer.error)
+                key = (answer.topic, answer.partition)
                 if answer.offset >= 0:
-                    offsets[answer.topic, answer.partition] = answer.offset
+                    offsets[key] = min(offsets.get(key, answer.offset), answer.offset)
         for key in self._state.partitions.states.keys() - offsets.keys():
             offsets[key] = self._watermarks(key)[1]  # never OFFSET_END: the client would resolve it later
         self._consumer.assign(
             [TopicPartition(topic, partition, offset) for (topic, partition), offset in offsets.items()]
         )
         with self._feed.changed:
-            self._state.router.begin(
-                self._lower, found[2] if found else None, stops, self.clock.monotonic(), open_ended=not self._run_info
-            )
-            for key, offset in offsets.items():
-                self._state.partitions.sent(key, offset)
+            begin(offsets, self.clock.monotonic())
             self._located = True
             self._feed.changed.notify_all()
+
+    def _run_start_at(self, run: RunAt) -> RunStart | None:
+        """The pl72 at ``run``'s partition and offset if it is that run's (name and start), else None.
+
+        Raises:
+            KafkaException: the broker does not answer.
+            _Stopped: the listener is being stopped.
+        """
+        messages, _ = self._read_partition(run.key, run.offset, run.offset + 1)
+        record = self._decode(messages[0], "runInfo") if messages else None
+        same = isinstance(record, RunStart) and (record.run_name, record.start_ns) == (run.run_name, run.start_ns)
+        return record if same else None
 
     def _last_run_start(self, key: Key, bound: int | None) -> tuple[tuple[int, RunStart] | None, int, list[RunStop]]:
         """The last run start of a runInfo partition at or before ``bound`` (any if None), reading backwards from its
