@@ -12,7 +12,13 @@ every (pulse, pixel, time of flight) triple; the oracle computes the same from t
 
 Sources (``--source``):
 
-* ``file``: ``FileEventDataListener`` replaying the file at ``--speed`` (default 2: 15 s of data);
+* ``file``: ``FileEventDataListener`` replaying the file at ``--speed`` (default 2: 15 s of data); the last life
+  runs until the source has ended, then SIGTERM;
+* ``adara``: ``SNSLiveEventDataListener`` reading ``livereduce-fake-sms FILE --speed S`` (one SMS for all lives, on
+  its own clock: the run goes on while the daemon is down, and each resume asks the SMS for the pulses after its
+  checkpoint); ``run_transition`` Stop, so the last life ends by itself at the end of the run. The SMS sends times
+  of flight in units of 100 ns and pulse times of its own clock, so the checksum leaves the pulse times out and
+  the oracle rounds the times of flight as the SMS does.
 
 Usage::
 
@@ -58,18 +64,23 @@ pulse = np.repeat(input.coords["event_time_zero"].values.astype("datetime64[ns]"
                   input.bins.size().values.astype(np.int64))
 target = os.path.join(os.environ["KILL_RESUME_DIR"], "{OUTPUT}")
 np.savez(target + ".tmp.npz", counts=np.bincount(ids, minlength={PIXELS}), events=ids.size,
-         pulses=input.sizes["event_time_zero"], checksum=np.sum((pulse * 1_000_003 + ids) * 7919 + tof, dtype=np.int64))
+         pulses=input.sizes["event_time_zero"], checksum=np.sum((pulse * 1_000_003 + ids) * 7919 + tof, dtype=np.int64),
+         checksum_without_pulses=np.sum(ids * 7919 + tof, dtype=np.int64))
 os.replace(target + ".tmp.npz", target)
 output = input
 '''
 
 
-def oracle(path: Path) -> dict[str, object]:
-    """What an uninterrupted run accumulates, from the file with h5py + numpy."""
+def oracle(path: Path, source: str) -> dict[str, object]:
+    """What an uninterrupted run accumulates, from the file with h5py + numpy (the ADARA stream's times of flight
+    in units of 100 ns, as the fake SMS rounds them)."""
     with h5py.File(path, "r") as handle:
         group = handle["raw_data_1/detector_1_events"]
         ids = group["event_id"][:].astype(np.int64)
-        tof = np.round(group["event_time_offset"][:].astype(np.float32).astype(np.float64) * 1000).astype(np.int64)
+        tof_us = group["event_time_offset"][:].astype(np.float32)
+        if source == "adara":
+            tof_us = (np.clip(np.rint(tof_us.astype(np.float64) * 10.0), 0, None) / 10.0).astype(np.float32)
+        tof = np.round(tof_us.astype(np.float64) * 1000).astype(np.int64)
         index = group["event_index"][:].astype(np.int64)
         zero = group["event_time_zero"]
         offset = np.datetime64(
@@ -78,16 +89,19 @@ def oracle(path: Path) -> dict[str, object]:
         pulse_ns = (offset + (zero[:] * 1e9).astype("timedelta64[ns]")).astype(np.int64)
     sizes = np.diff(np.append(index, ids.size))
     pulse = np.repeat(pulse_ns // 1_000_000, sizes)
-    return {
+    expected = {
         "counts": np.bincount(ids, minlength=PIXELS),
         "events": ids.size,
         "pulses": index.size,
-        "checksum": np.sum((pulse * 1_000_003 + ids) * 7919 + tof, dtype=np.int64),
+        "checksum_without_pulses": np.sum(ids * 7919 + tof, dtype=np.int64),
     }
+    if source == "file":
+        expected["checksum"] = np.sum((pulse * 1_000_003 + ids) * 7919 + tof, dtype=np.int64)
+    return expected
 
 
-def config(source: str, workdir: Path, speed: float) -> dict[str, object]:
-    """The daemon's configuration for ``source``."""
+def config(source: str, workdir: Path, speed: float, address: str) -> dict[str, object]:
+    """The daemon's configuration for ``source`` (``address``: the fake SMS's)."""
     common = {
         "instrument": "SANS2D",
         "engine": "scipp",
@@ -101,7 +115,34 @@ def config(source: str, workdir: Path, speed: float) -> dict[str, object]:
     }
     if source == "file":
         return {**common, "listener": "FileEventDataListener", "filename": str(SANS2D), "replay_speed": speed}
+    if source == "adara":
+        return {**common, "listener": "SNSLiveEventDataListener", "address": address, "run_transition": "Stop"}
     raise SystemExit(f"unknown source {source!r}")
+
+
+class FakeSms:
+    """``livereduce-fake-sms SANS2D --speed S --port 0`` for the whole scenario; stopped at the end."""
+
+    def __init__(self, speed: float) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "livereduce.tools.fake_sms", str(SANS2D), "--port", "0", "--speed", str(speed)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        first = self.process.stdout.readline()
+        if "listening on 127.0.0.1:" not in first:
+            self.stop()
+            raise SystemExit(f"the fake SMS did not start: {first}")
+        self.address = "127.0.0.1:" + first.split("127.0.0.1:")[1].split(":")[0].split()[0]
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
 
 
 def moment(log: str) -> str:
@@ -122,7 +163,8 @@ def moment(log: str) -> str:
 
 def life(workdir: Path, env: dict[str, str], delay: float | None, sig: signal.Signals) -> tuple[str, str]:
     """One daemon process: killed with ``sig`` after ``delay`` s (None: run until the source has ended, then
-    SIGTERM). Returns (the moment it was killed, the log lines it wrote)."""
+    SIGTERM, or until the daemon exits by itself at the end of the run). Returns (the moment it was killed, the log
+    lines it wrote)."""
     log = workdir / "livereduce.log"
     before = log.stat().st_size if log.exists() else 0
     process = subprocess.Popen(
@@ -136,7 +178,7 @@ def life(workdir: Path, env: dict[str, str], delay: float | None, sig: signal.Si
             deadline = time.monotonic() + 300
             while time.monotonic() < deadline:
                 text = log.read_text()[before:] if log.exists() else ""
-                if "stays idle" in text and (workdir / OUTPUT).exists():
+                if process.poll() is not None or ("stays idle" in text and (workdir / OUTPUT).exists()):
                     break
                 time.sleep(0.05)
             else:
@@ -158,7 +200,18 @@ def life(workdir: Path, env: dict[str, str], delay: float | None, sig: signal.Si
 def run(source: str, kills: int, seed: int, workdir: Path, *, max_delay: float, speed: float) -> dict[str, object]:
     """Run the scenario; the result as printed (see the module docstring)."""
     workdir.mkdir(parents=True, exist_ok=True)
-    (workdir / "livereduce.conf").write_text(json.dumps(config(source, workdir, speed)))
+    sms = FakeSms(speed) if source == "adara" else None
+    try:
+        return _lives(source, kills, seed, workdir, max_delay=max_delay, speed=speed, address=sms and sms.address)
+    finally:
+        if sms is not None:
+            sms.stop()
+
+
+def _lives(
+    source: str, kills: int, seed: int, workdir: Path, *, max_delay: float, speed: float, address: str | None
+) -> dict[str, object]:
+    (workdir / "livereduce.conf").write_text(json.dumps(config(source, workdir, speed, address or "")))
     (workdir / "reduce_SANS2D_live_post_proc.py").write_text(textwrap.dedent(POST_PROC))
     env = dict(os.environ, KILL_RESUME_DIR=str(workdir), PYTHONUNBUFFERED="1")
     rng = random.Random(seed)
@@ -174,7 +227,7 @@ def run(source: str, kills: int, seed: int, workdir: Path, *, max_delay: float, 
     _, text = life(workdir, env, None, signal.SIGTERM)
     elapsed = time.monotonic() - started
     final = dict(np.load(workdir / OUTPUT))
-    expected = oracle(SANS2D)
+    expected = oracle(SANS2D, source)
     differences = {
         key: f"{int(np.sum(final[key])) if key == 'counts' else int(final[key])} != "
         f"{int(np.sum(value)) if key == 'counts' else int(value)}"
@@ -197,14 +250,15 @@ def run(source: str, kills: int, seed: int, workdir: Path, *, max_delay: float, 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--source", choices=["file"], default="file")
+    parser.add_argument("--source", choices=["file", "adara"], default="file")
     parser.add_argument("--kills", type=int, default=30)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--max-delay", type=float, default=2.5, help="seconds; kills land in [0, this] after start")
-    parser.add_argument("--speed", type=float, default=2.0, help="file replay speed")
+    parser.add_argument("--speed", type=float, help="file replay or fake SMS speed (default: file 2, adara 0.5)")
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/livereduce-kill-resume"))
     args = parser.parse_args()
-    result = run(args.source, args.kills, args.seed, args.workdir, max_delay=args.max_delay, speed=args.speed)
+    speed = args.speed if args.speed is not None else {"file": 2.0, "adara": 0.5}[args.source]
+    result = run(args.source, args.kills, args.seed, args.workdir, max_delay=args.max_delay, speed=speed)
     print(json.dumps(result, indent=1))
     return 0 if result["equal"] else 1
 

@@ -30,7 +30,7 @@ def h5py_numpy(path: Path) -> tuple[np.ndarray, int]:
     return np.bincount(ids, minlength=122_889), ids.size
 
 
-@pytest.mark.parametrize("source", ["file"])
+@pytest.mark.parametrize("source", ["file", "adara"])
 def test_killed_at_random_moments_the_run_is_accumulated_exactly_once(tmp_path: Path, sans2d: Path, source: str):
     result = subprocess.run(
         [sys.executable, str(ROOT / "bench" / "kill_resume.py"), "--source", source, "--kills", str(KILLS),

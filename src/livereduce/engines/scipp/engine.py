@@ -251,7 +251,14 @@ class ScippEngine:
         if error is not None:
             self._report(label, error)
         notify(CycleCompleted(duration, None if error is None else "post_proc", self._lag.seconds))
-        if loader.ended and self._resumed is not None and label == "Resumed accumulation":
+        if label != "Resumed accumulation":
+            return True
+        if loader.replace_next and self.config.run_transition == "Stop":  # as the run that was interrupted did
+            reason = f"run {loader.provenance.run_number} had ended (RunTransitionBehavior Stop)"
+            self._set(state=EngineState.FINISHED)
+            notify(EngineFinished(reason))
+            return False
+        if loader.ended:
             _log.info("The source had ended before the checkpoint: live data stays idle until it is stopped")
             self._set(state=EngineState.IDLE)
             clock.wait(self._stop, None)
