@@ -38,15 +38,21 @@ class FakeEngine:
     name = "fake"
     live = 0
 
-    def __init__(self, fail_start: Exception | None = None, stops: bool = True, opens: bool = True) -> None:
+    def __init__(
+        self, fail_start: Exception | None = None, stops: bool = True, opens: bool = True, hot: bool = True
+    ) -> None:
         self.fail_start = fail_start
         self.stops = stops
         self.opens = opens
+        self.hot = hot  # takes a post_proc edit without a restart (scipp), or not (mantid)
+        self.fresh: str | None = "not started"
+        self.post_proc_reloads: list = []
         self.notify = None
         self.running = False
         self.health_now = Health(state=EngineState.STARTING)
 
     def start(self, scripts, notify, fresh=None) -> None:
+        self.fresh = fresh
         if self.fail_start is not None:
             raise self.fail_start
         assert FakeEngine.live == 0, "a second engine started while one runs"
@@ -57,6 +63,11 @@ class FakeEngine:
         if self.opens:
             self.health_now = Health(state=EngineState.RUNNING)
             notify(EngineStarted())
+
+    def reload_post_proc(self, scripts) -> bool:
+        if self.hot:
+            self.post_proc_reloads.append(scripts)
+        return self.hot
 
     def stop(self, timeout: float) -> bool:
         if not self.stops:
@@ -732,3 +743,57 @@ def test_every_transition_of_the_table_is_made_and_no_other(tmp_path, monkeypatc
     table = {(state.value, target.value) for state, targets in TRANSITIONS.items() for target in targets}
     assert table - made == set(), "transitions in the table that the supervisor never makes"
     assert made - table == set()
+
+
+@pytest.mark.parametrize("hot", [True, False], ids=["scipp: in place", "mantid: restart"])
+def test_a_post_proc_edit_goes_to_the_running_engine_when_it_can_take_it(setup, hot):
+    supervisor, engines, plan, _, proc = setup
+    plan.append({"hot": hot})
+    started(supervisor)
+    post_proc = proc.with_name("reduce_SANS2D_live_post_proc.py")
+    post_proc.write_text("output = input\n")
+    supervisor.handle(FilesChanged(frozenset({post_proc})))
+    settle(supervisor)
+    if hot:
+        assert len(engines) == 1
+        assert [s.post_proc.path for s in engines[0].post_proc_reloads] == [post_proc]
+        assert supervisor.reloads == {"post_proc": 1}
+        assert supervisor.restarts["scripts"] == 0
+        assert supervisor.watcher.accepted[post_proc] == supervisor.scripts.post_proc.sha256
+        supervisor.tick()
+        assert status_file(supervisor)["reloads"] == {"post_proc": 1}
+    else:
+        assert len(engines) == 2
+        assert supervisor.reloads == {"post_proc": 0}
+        assert supervisor.restarts["scripts"] == 1
+    assert supervisor.scripts.post_proc.path == post_proc
+    assert supervisor.state is State.RUNNING
+
+
+def test_a_proc_edit_restarts_even_when_the_engine_takes_post_proc_edits(setup):
+    supervisor, engines, _, _, proc = setup
+    started(supervisor)
+    proc.write_text("output = input  # edited\n")
+    supervisor.handle(FilesChanged(frozenset({proc})))
+    settle(supervisor)
+    assert len(engines) == 2
+    assert engines[0].post_proc_reloads == []
+    assert engines[1].fresh is None  # the engine itself refuses the checkpoint: the proc script's md5 changed
+
+
+def test_sighup_and_the_memory_limit_start_fresh_and_a_failure_resumes(setup):
+    supervisor, engines, _, clock, _ = setup
+    started(supervisor)
+    assert engines[0].fresh is None
+    supervisor.handle(SignalReceived(signal.SIGHUP))
+    settle(supervisor)
+    assert engines[1].fresh == "SIGHUP"
+    supervisor.handle(sv.MemoryExceeded(rss=2, limit=1, when=clock.monotonic()))
+    settle(supervisor)
+    assert engines[2].fresh.startswith("memory limit")
+    supervisor.handle(current(supervisor, EngineFailed(SourceError("SMS went away"), recoverable=True)))
+    clock.now += 60
+    supervisor.tick()
+    settle(supervisor)
+    assert len(engines) == 4
+    assert engines[3].fresh is None
