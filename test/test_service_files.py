@@ -86,6 +86,7 @@ def test_service_keeps_upstreams_directives_and_adds_supervision():
         "NotifyAccess=all",
         "RuntimeDirectory=livereduce",
         "LogsDirectory=SNS_applications",
+        "StateDirectory=livereduce",
         "LimitCORE=infinity",
     ):
         assert re.search(rf"^{re.escape(line)}$", text, re.MULTILINE), line
