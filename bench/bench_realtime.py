@@ -51,6 +51,7 @@ import math
 import os
 import platform
 import re
+import shutil
 import signal
 import socket
 import statistics
@@ -99,14 +100,21 @@ import scipp as sc
 from livereduce.engines.scipp.chunk import flat_events
 
 edges = sc.arange("event_id", 0, {pixels} + 1, unit=None, dtype="int32")
-output = flat_events(input).hist(event_id=edges)
+{reduce}
 pulses = input.coords["event_time_zero"].values.view("int64")
 run = int(input.coords["run_number"].value) if "run_number" in input.coords else 0
 first, last = (int(pulses.min()), int(pulses.max())) if pulses.size else (0, 0)
-events = int(output.values.sum(dtype=np.float64))
 with open(os.environ["BENCH_RECORD"], "a") as record:
     record.write(f"P {{time.time():.6f}} {{run}} {{pulses.size}} {{first}} {{last}} {{events}}\\n")
 """
+HISTOGRAM = """\
+output = flat_events(input).hist(event_id=edges)
+events = int(output.values.sum(dtype=np.float64))"""
+"""The proc script's reduction by default: counts per pixel (what the daemon accumulates)."""
+KEEP_EVENTS = """\
+output = input
+events = int(input.bins.size().sum().value)"""
+"""... with ``--preserve-events``: the chunk's events as they are (the daemon accumulates every event)."""
 POST_PROC = """\
 import os
 import time
@@ -200,6 +208,7 @@ class Result:
     metrics_lag: list[str] = field(default_factory=list)
     compression: str = ""
     code: str = ""
+    checkpoint: str = ""
     errors: list[str] = field(default_factory=list)
 
 
@@ -387,10 +396,13 @@ class Sampler(threading.Thread):
 
 
 # --- one configuration --------------------------------------------------------------------------------------------
-def daemon_config(setup: Setup, workdir: Path, address: str, pixels: int, metrics_port: int) -> Path:
+def daemon_config(setup: Setup, workdir: Path, address: str, args: argparse.Namespace, metrics_port: int) -> Path:
+    """The daemon's configuration; ``--preserve-events`` and ``--checkpoint-every`` (with ``checkpoint_dir``
+    ``<workdir>/checkpoints``) change it, without them the daemon's defaults apply."""
     scripts = workdir / "scripts"
     scripts.mkdir(parents=True, exist_ok=True)
-    (scripts / f"reduce_{INSTRUMENT}_live_proc.py").write_text(PROC.format(pixels=pixels))
+    reduce = KEEP_EVENTS if args.preserve_events else HISTOGRAM
+    (scripts / f"reduce_{INSTRUMENT}_live_proc.py").write_text(PROC.format(pixels=args.pixels, reduce=reduce))
     (scripts / f"reduce_{INSTRUMENT}_live_post_proc.py").write_text(POST_PROC)
     config: dict[str, object] = {
         "instrument": INSTRUMENT,
@@ -399,7 +411,7 @@ def daemon_config(setup: Setup, workdir: Path, address: str, pixels: int, metric
         "listener": "SNSLiveEventDataListener" if setup.source == "adara" else "KafkaEventListener",
         "address": address,
         "start": "from_start_of_run",
-        "preserve_events": False,
+        "preserve_events": args.preserve_events,
         "accum_method": "Add",
         "update_every": setup.update_every,
         "run_transition": "Restart",
@@ -409,6 +421,9 @@ def daemon_config(setup: Setup, workdir: Path, address: str, pixels: int, metric
     }
     if setup.buffer_mb is not None:
         config["source_buffer_mb"] = setup.buffer_mb
+    if args.checkpoint_every is not None:
+        config["checkpoint_every"] = args.checkpoint_every
+        config["checkpoint_dir"] = str(workdir / "checkpoints")
     path = workdir / "daemon.json"
     path.write_text(json.dumps(config, indent=1))
     return path
@@ -426,6 +441,7 @@ def measure(setup: Setup, args: argparse.Namespace, workdir: Path) -> None:
     workdir.mkdir(parents=True, exist_ok=True)
     for stale in ("record.txt", "daemon.log", "status.json", "raw.json"):
         (workdir / stale).unlink(missing_ok=True)
+    shutil.rmtree(workdir / "checkpoints", ignore_errors=True)  # no resume of an earlier stream
     runs, seconds = stream_plan(args)
     raw: dict[str, object] = {
         "minutes": args.minutes,
@@ -454,7 +470,7 @@ def measure(setup: Setup, args: argparse.Namespace, workdir: Path) -> None:
             generator = enter(started(kafka_source(setup, args, runs, address, raw["compression"]), generator_log))
             launched = time.time()
             wait_for(logged(generator_log, "run(s) of"), "the producer", 60)
-        config = daemon_config(setup, workdir, address, args.pixels, metrics_port)
+        config = daemon_config(setup, workdir, address, args, metrics_port)
         daemon = enter(started([sys.executable, str(DAEMON), str(config)], workdir / "daemon.stdout", env))
         sampler = Sampler(daemon.pid, generator.pid, broker_process.pid if broker_process else None)
         sampler.start()
@@ -480,6 +496,7 @@ def measure(setup: Setup, args: argparse.Namespace, workdir: Path) -> None:
         raw["status_command"] = lag_lines(status_command(config))
         raw["metrics_lag"] = lag_lines(fetch_metrics(metrics_port))
         raw["status_lag"] = lag_fields(workdir / "status.json")
+        raw["checkpoint"] = checkpoint_state(workdir / "status.json")
         sampler.stopping.set()
         sampler.join()
     raw["first_run"] = first_run
@@ -491,7 +508,7 @@ def evaluate(setup: Setup, args: argparse.Namespace, workdir: Path) -> Result:
     """The figures of a configuration measured into ``workdir`` (see the module description)."""
     raw = json.loads((workdir / "raw.json").read_text())
     result = Result(
-        setup.name,
+        setup.name + variant(args),
         raw["minutes"],
         rss_peak_mib=raw["rss_peak_mib"],
         status_lag=raw["status_lag"],
@@ -500,6 +517,7 @@ def evaluate(setup: Setup, args: argparse.Namespace, workdir: Path) -> Result:
         compression=raw["compression"],
         errors=list(raw["errors"]),
         code=f"{raw.get('code', '')}, {raw.get('date', '')}",
+        checkpoint=raw.get("checkpoint", ""),
     )
     analyse(
         result,
@@ -550,6 +568,24 @@ def lag_lines(text: str) -> list[str]:
         for line in text.splitlines()
         if "lag" in line.lower() and not line.startswith("#") and "_bucket" not in line and "_created" not in line
     ]
+
+
+def variant(args: argparse.Namespace) -> str:
+    """What ``--preserve-events`` and ``--checkpoint-every`` changed, for the configuration's name ("" without)."""
+    parts = ["preserve_events true"] if args.preserve_events else []
+    if args.checkpoint_every is not None:
+        parts.append(f"checkpoint_every {args.checkpoint_every:g} s")
+    return "".join(f", {part}" for part in parts)
+
+
+def checkpoint_state(path: Path) -> str:
+    """The status file's line about the last checkpoint ("" without one)."""
+    try:
+        status = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return ""
+    engine = status.get("engine") if isinstance(status, dict) else None
+    return str(engine.get("checkpoint") or "") if isinstance(engine, dict) else ""
 
 
 def lag_fields(path: Path) -> dict[str, object]:
@@ -836,6 +872,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--start-in", type=float, default=10.0, help="s from the source's start to the first run")
     parser.add_argument("--workdir", type=Path, default=OUT)
     parser.add_argument("--probe", action="store_true", help="measure the generators alone instead")
+    parser.add_argument(
+        "--preserve-events", action="store_true", help="keep every event (proc output = input) instead of histograms"
+    )
+    parser.add_argument(
+        "--checkpoint-every",
+        type=float,
+        help="checkpoint_every of the daemon (0: none), checkpoints in <workdir>/<config>/checkpoints; "
+        "default: the daemon's defaults",
+    )
     parser.add_argument("--reanalyse", action="store_true", help="recompute the figures of earlier runs in --workdir")
     parser.add_argument("--probe-rates", type=float, nargs="+", default=[1e7, 3e7, 1e8])
     parser.add_argument("--probe-seconds", type=float, default=20.0)
@@ -855,6 +900,8 @@ def main(argv: list[str] | None = None) -> int:
             results.append(result)
             print(table([result]).splitlines()[-1], flush=True)
             print(f"  lag reporting: {lag_summary(result)}", flush=True)
+            if result.checkpoint:
+                print(f"  last checkpoint: {result.checkpoint}", flush=True)
             if result.errors:
                 print(f"  errors: {result.errors[:5]}", flush=True)
     finally:
