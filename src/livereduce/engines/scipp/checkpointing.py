@@ -23,6 +23,7 @@ from concurrent.futures import Future
 from datetime import datetime
 
 from livereduce.clock import Clock
+from livereduce.engines.scipp.accumulate import describe
 from livereduce.engines.scipp.checkpoints import (
     CheckpointStore,
     CheckpointUnusable,
@@ -108,13 +109,13 @@ class Checkpointer:
                 self._lineage = (loader.accumulator.generation, manifest.kind == "events", manifest.lineage)
                 written = datetime.fromtimestamp(manifest.written).strftime("%Y-%m-%d %H:%M:%S")
                 _log.info(
-                    "Resuming run %d from the checkpoint of %s: %d chunks, %d events, %s accumulated; position %s; "
+                    "Resuming run %d from the checkpoint of %s: %d chunks, %d events, accumulation %s; position %s; "
                     "%.1f MB loaded in %.2f s",
                     manifest.run_number,
                     written,
                     manifest.provenance.get("chunks", 0),
                     manifest.provenance.get("events", 0),
-                    loader.accumulation_description,
+                    describe(loader.accumulator.accumulation),
                     manifest.position,
                     manifest.nbytes / 1e6,
                     seconds,
