@@ -233,3 +233,39 @@ def test_a_full_buffer_takes_an_early_chunk_for_add_and_post_proc_keeps_its_cade
         assert health.chunks == 4
         cycle = next(r.getMessage() for r in caplog.records if r.getMessage().startswith("Chunk 1: "))
         assert "(run 3, Running) (and 4 events in 2 early parts before); accumulation" in cycle
+
+
+def test_a_post_proc_swap_runs_on_the_accumulation_at_once_without_a_chunk(caplog, tmp_path):
+    """The supervisor hands over a new post_proc while the engine waits for its next cycle: the cycle thread runs it
+    on the accumulation before any further extract, and the accumulation and the source are untouched."""
+    caplog.set_level(logging.INFO)
+    clock = FakeClock()
+    post = tmp_path / "post.py"
+    post.write_text("print('post v1', input.bins.size().sum().value)\noutput = input\n")
+    first = ProcessingScripts(None, load_script("post_proc", post))
+    post.write_text("print('post v2', input.bins.size().sum().value)\noutput = input\n")
+    second = ProcessingScripts(None, load_script("post_proc", post))
+    listener = Scripted([RUNNING, RUNNING], clock)
+    engine = ScippEngine(Config(update_every=10), listener=listener, clock=clock)
+    listener.stop_after_steps = engine._stop
+    swapped_after: list[int] = []
+
+    def wait(event: threading.Event, timeout: float | None) -> bool:
+        if len(listener.extracts) == 2 and not swapped_after:  # waiting after chunk 0: the edit arrives
+            swapped_after.append(len(listener.extracts))
+            engine.reload_post_proc(second)
+        return FakeClock.wait(clock, event, timeout)
+
+    clock.wait = wait
+    events: list = []
+    engine.start(first, events.append)
+    engine._thread.join(10)
+    messages = [r.getMessage() for r in caplog.records]
+    swap = messages.index("post v2 4")  # the accumulation of both chunks, not an empty one; then the engine's line
+    assert messages[swap + 1].startswith(
+        "Post-processing script reloaded: post_proc on the accumulation (run 3, 4 events)"
+    )
+    assert "post v1 4" in messages[:swap]
+    assert not any(m.startswith("post v1") for m in messages[swap:])
+    assert len(listener.extracts) == 3  # the swap took no chunk: the initial chunk, chunk 0, then the empty one
+    assert engine._loader.accumulator.event_count == 4
