@@ -182,9 +182,6 @@ class LiveDataLoader:
         chunk = extracted.chunk
         post_process = not early or extracted.status.ends_run
         self.replace_next |= extracted.data_reset
-        if extracted.position is not None:
-            self.position = extracted.position
-        self.ended |= extracted.ended
         error: ScriptError | AccumulationError | None = None
         failed: str | None = None
         accumulated = False
@@ -210,6 +207,11 @@ class LiveDataLoader:
         except (ScriptError, AccumulationError) as err:
             error = err
         finished = self._transition(extracted.status, extracted.run_number)
+        # the chunk is accumulated, or dropped for a script or accumulation error (counted): the source has moved on
+        # (an exception other than those leaves the position where the accumulation stands)
+        if extracted.position is not None:
+            self.position = extracted.position
+        self.ended |= extracted.ended
         return CycleResult(
             status=extracted.status,
             run_number=extracted.run_number,
