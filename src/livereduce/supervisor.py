@@ -404,7 +404,7 @@ class Supervisor:
                 self._stop_and_exit(EXIT_MEMORY, "memory limit")
             self._memory_restarts.append(now)
             self.restarts["memory"] += 1
-            self._fresh = "memory limit (a checkpoint would bring the same memory back)"
+            self._fresh = "memory limit, which a checkpoint would bring back"
             self._restart("memory limit")
         finally:
             self.memory.handled()
