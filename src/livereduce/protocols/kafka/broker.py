@@ -151,7 +151,7 @@ class Broker:
             messages, reached = self.read_partition(key, first, stop)
             end = reached if stop is None else end
             records = [(m.offset(), r) for m in messages if isinstance(r := self._run_record(m), Decoded)]
-            best, later = last_run_start(records, bound)  # type: ignore[arg-type]
+            best, later = last_run_start(records, bound)
             if best is not None or first <= low:
                 return best, end, later
             stop, window = first, window * 4
@@ -166,4 +166,4 @@ class Broker:
         messages, _ = self.read_partition(run.key, run.offset, run.offset + 1)
         record = self._run_record(messages[0]) if messages else None
         same = isinstance(record, RunStart) and (record.run_name, record.start_ns) == (run.run_name, run.start_ns)
-        return record if same else None  # type: ignore[return-value]
+        return record if same else None

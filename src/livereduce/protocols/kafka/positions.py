@@ -35,8 +35,13 @@ A position (:attr:`Extracted.position`, JSON) after a chunk::
 
 The values in force (a log's latest value, which the first chunk of each later run gets) are not in the position:
 a resume reads each sampleEnv partition from the run's start minus the seek margin as ``from_start_of_run`` does,
-the messages before the position's offset only as values in force (:class:`Replay`, ``first``). A log whose last
-value is older than that is not in force at a later run's start, as for a listener started at that run.
+the messages before the position's offset only as values in force (:class:`Replay`, ``first``), and holds the
+other data partitions until then (:meth:`~.reading.ReadState.paused`). A log whose last value is older than that
+is not in force at a later run's start, as for a listener started at that run.
+
+Positions cost no request to the broker and no seek while reading: they are the router's bookkeeping (each
+pulse, log value and run-control message remembers where it was read, :data:`~.segments.Origin`), read after each
+take. Only a resume asks the broker (watermarks, the run's pl72) and seeks, once, before reading.
 
 Limits (documented, not handled): a run stop that moves earlier after pulses beyond it went out; a partition read
 again from its beginning after a lost log when the position is taken (its replay floor is not in the position);
@@ -50,11 +55,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
+from livereduce.protocols.kafka.partitions import Key
 from livereduce.protocols.kafka.runs import MAX_SOURCES, NEVER, Unsent
 from livereduce.protocols.kafka.topics import Role
 
-Key = tuple[str, int]
-"""(topic, partition)."""
 KEYS: Final = frozenset({"offsets", "replay", "before_ns", "run", "from_ns"})
 RUN_KEYS: Final = frozenset({"at", "offset", "run_name", "start_ns", "continued", "unseeded"})
 ALL_SENT: Final = 2**63 - 1
@@ -94,6 +98,7 @@ class Position:
     from_ns: int | None
 
     def to_json(self) -> dict[str, Any]:
+        """The JSON form (see the module), as :func:`parse` reads it back."""
         run = self.run and {
             "at": label(self.run.key),
             "offset": self.run.offset,
@@ -264,9 +269,9 @@ def _offsets(value: object) -> dict[Key, int] | None:
     if not isinstance(value, dict):
         return None
     parsed = {_key(text): offset for text, offset in value.items()}
-    if None in parsed or not all(_is_offset(offset) for offset in parsed.values()):
-        return None
-    return parsed  # type: ignore[return-value]
+    if None in parsed or len(parsed) < len(value) or not all(_is_offset(offset) for offset in parsed.values()):
+        return None  # (two names of one partition: "X[0]", "X[00]")
+    return parsed
 
 
 def _is_offset(value: object) -> bool:

@@ -143,7 +143,7 @@ class ReadState:
         read = {key: (state.role, state.next_offset) for key, state in self.partitions.states.items()}
         if any(offset is None for _, offset in read.values()):
             return None
-        return after_take(self.router.unsent(), read, self.replay, self.router.lower)  # type: ignore[arg-type]
+        return after_take(self.router.unsent(), read, self.replay, self.router.lower)
 
     def connection_lost(self) -> None:
         """A broker connection was lost: what is read next is used only after every partition's last message read

@@ -88,8 +88,8 @@ class Unsent:
             (:attr:`RunRouter.sent_before`); None: everything read went out.
         run: the run of the next chunk (None: no run known, or the open-ended run).
         continued: chunks of that run went out already (the next chunk adds to their accumulation).
-        unseeded: the sources whose value in force at that run's start has not gone out yet (all of them when it
-            is not ``continued``).
+        unseeded: the sources whose value in force at that run's start has not gone out yet (when it is not
+            ``continued``, every value in force is to come).
     """
 
     data: dict[tuple[str, int], int]

@@ -1,8 +1,9 @@
 """``KafkaEventListener``: live neutron events from Kafka (ESS, ISIS), as Mantid's listener of that name, from the
 topics of :mod:`~livereduce.protocols.kafka.topics` on the brokers ``address`` names.
 
-This module is the I/O: connecting (every request in slices of ``SLICE_S``, so :meth:`KafkaEventListener.interrupt`
-ends it), locating the run and the start offsets, the consumer thread, the seeks, and the chunks (scipp). What the
+This module is the I/O: connecting (every request in slices of ``SLICE_S``, :mod:`~livereduce.protocols.kafka.broker`,
+so :meth:`KafkaEventListener.interrupt` ends it), locating the run and the start offsets, the consumer thread, the
+seeks, and the chunks (scipp). What the
 messages mean is decided without I/O in :mod:`livereduce.protocols.kafka`: decoding and time checks (``schemas``),
 runs (``runs``), offsets, marks and their verification after a lost connection (``partitions``), per message
 (``reading``). The thread, the buffer bound and back-pressure, counters, health, warnings and the interruptible
@@ -26,7 +27,7 @@ import logging
 from collections import Counter
 from collections.abc import Callable
 from datetime import datetime
-from typing import Final, TypeVar
+from typing import Final
 
 import numpy as np
 import scipp as sc
@@ -46,10 +47,10 @@ from livereduce.engines.scipp.listeners.base import (
 from livereduce.engines.scipp.listeners.buffered import BufferedSource
 from livereduce.engines.scipp.listeners.sizing import buffer_bound
 from livereduce.errors import ConfigError, SourceError
+from livereduce.protocols.kafka.broker import BATCH, POLL_S, Broker, Stopped
 from livereduce.protocols.kafka.partitions import Key, mark
-from livereduce.protocols.kafka.positions import Position, RunAt, label, parse, refusal
+from livereduce.protocols.kafka.positions import Position, label, parse, refusal
 from livereduce.protocols.kafka.reading import ReadState
-from livereduce.protocols.kafka.runs import last_run_start
 from livereduce.protocols.kafka.schemas import Decoded, Events, RunStart, RunStop, Skipped, decode_checked
 from livereduce.protocols.kafka.segments import Block, Taken
 from livereduce.protocols.kafka.times import NS_PER_MS, datetime_to_ns, iso, ns_to_datetime64
@@ -64,26 +65,13 @@ from livereduce.protocols.kafka.topics import (
 )
 
 _log = logging.getLogger("livereduce.KafkaEventListener")
-_T = TypeVar("_T")
 
 CONNECT_TIMEOUT_S: Final = 10.0
 """Seconds ``connect()`` waits for the broker's metadata, and each look-up (offsets, run start) waits."""
-SLICE_S: Final = 0.25
-"""Longest single wait in a librdkafka call: a stop is noticed within it."""
 SEEK_MARGIN_NS: Final = 10_000_000_000
 """Data partitions are sought to ``T`` minus 10 s: producers' record timestamps may be a little early."""
-BATCH: Final = 1000
-"""Most messages taken from the consumer at once; fewer when the buffer's free space holds fewer (of the mean
-size seen so far), so that the buffer overshoots ``source_buffer_mb`` by at most about one message."""
-POLL_S: Final = 0.1
 CHECK_EVERY_S: Final = 0.5
 """Seconds between the checks of partition offsets against the broker's high watermarks."""
-FIRST_SCAN: Final = 16
-"""Messages read from the end of ``_runInfo`` first when looking for the last run start (then 4x more)."""
-
-
-class _Stopped(Exception):
-    """``interrupt()`` or ``disconnect()`` asked a wait for the broker to end."""
 
 
 class KafkaEventListener(Listener):
@@ -116,6 +104,13 @@ class KafkaEventListener(Listener):
         self._resume: tuple[Position, RunStart | None] | None = None  # the position resumed, its run's pl72
         self._checked: tuple[SourcePosition, Position, RunStart | None] | None = None  # by resume_refusal()
         self._feed = BufferedSource(self.name, address, "the Kafka broker", bound=bound, clock=self.clock, log=_log)
+        self._broker = Broker(
+            self._feed.stopping,
+            self.clock,
+            lambda: CONNECT_TIMEOUT_S,
+            lambda: self._state.losses,
+            lambda message: self._decode(message, "runInfo"),
+        )
         self._mean_message = 65536.0  # bytes: a running mean of the messages consumed (consumer thread only)
         # --- guarded by the core's lock -------------------------------------------------------------------------
         self._state = ReadState({}, bound.limit, self._feed.warn)
@@ -145,7 +140,7 @@ class KafkaEventListener(Listener):
         partitions: dict[Key, Role] = {}
         try:
             for topic, role in self._roles.items():
-                found = self._patiently(lambda s, t=topic: consumer.list_topics(t, timeout=s))
+                found = self._broker.patiently(lambda s, t=topic: consumer.list_topics(t, timeout=s))
                 found = found.topics.get(topic)
                 if found is None or found.error is not None or not found.partitions:
                     if role in REQUIRED_ROLES:
@@ -158,13 +153,13 @@ class KafkaEventListener(Listener):
         except KafkaException as err:
             consumer.close()
             raise SourceError(f"Kafka broker {self.address} unreachable: {err.args[0]}", recoverable=True) from None
-        except _Stopped:
+        except Stopped:
             consumer.close()
             raise SourceError(f"connecting to Kafka at {self.address}: interrupted", recoverable=True) from None
         except SourceError:
             consumer.close()
             raise
-        self._consumer = consumer
+        self._consumer = self._broker.consumer = consumer
         with self._feed.lock:
             self._state.assign(partitions)
         counts = Counter(topic for topic, _ in partitions)
@@ -184,12 +179,12 @@ class KafkaEventListener(Listener):
         with self._feed.lock:
             roles = {key: state.role for key, state in self._state.partitions.states.items()}
         try:
-            low = {key: self._watermarks(key)[0] for key in roles.keys() & parsed.offsets.keys()}
+            low = {key: self._broker.watermarks(key)[0] for key in roles.keys() & parsed.offsets.keys()}
             why, start = refusal(parsed, roles, low), None
-            if why is None and parsed.run is not None and (start := self._run_start_at(parsed.run)) is None:
+            if why is None and parsed.run is not None and (start := self._broker.run_start_at(parsed.run)) is None:
                 run = parsed.run
                 why = f"the run start of run '{run.run_name}' is no longer at offset {run.offset} of {label(run.key)}"
-        except (KafkaException, _Stopped) as err:
+        except (KafkaException, Stopped) as err:
             why = err.args[0] if isinstance(err, KafkaException) else "interrupted"
             raise SourceError(f"Kafka at {self.address}: checking a position: {why}", recoverable=True) from None
         self._checked = None if why else (position, parsed, start)
@@ -207,7 +202,7 @@ class KafkaEventListener(Listener):
         feed = self._feed
         if feed.stopping.is_set():
             raise SourceError(f"starting to read Kafka at {self.address}: interrupted", recoverable=True)
-        self._position = position
+        self._position, self._resume = position, None
         if resume is not None:
             if (self._checked is None or self._checked[0] != resume) and (why := self.resume_refusal(resume)):
                 raise ValueError(f"KafkaEventListener cannot resume: {why}")
@@ -353,7 +348,7 @@ class KafkaEventListener(Listener):
             feed.connected_well()
             while not feed.stopping.is_set():
                 self._step()
-        except _Stopped:
+        except Stopped:
             return
 
     def _locate_safely(self) -> bool:
@@ -370,20 +365,18 @@ class KafkaEventListener(Listener):
 
         Raises:
             KafkaException: a look-up failed (broker unreachable): retried by the caller.
-            _Stopped: the listener is being stopped.
+            Stopped: the listener is being stopped.
         """
         if self._resume is not None:
-            position, run = self._resume
-            ms = None if run is None else max(0, (run.start_ns - SEEK_MARGIN_NS) // NS_PER_MS)
-            values = {key: ms for key, state in self._state.partitions.states.items() if state.role == "sampleEnv"}
+            position, run = self._resume  # the values in force: sampleEnv from the run's start - the margin
+            ms = 0 if run is None else max(0, (run.start_ns - SEEK_MARGIN_NS) // NS_PER_MS)
+            values = {key: ms for key, s in self._state.partitions.states.items() if s.role == "sampleEnv" and run}
+            _log.info("Kafka: resuming at %s", position.to_json())
             self._assign(
                 dict(position.offsets),
-                {} if ms is None else values,
-                lambda sought, monotonic: self._state.resume(
-                    position, run, sought, monotonic, open_ended=not self._run_info
-                ),
+                values,
+                lambda sought, now: self._state.resume(position, run, sought, now, open_ended=not self._run_info),
             )
-            _log.info("Kafka: resuming at %s", position.to_json())
             return
         bound = None if self._position == "from_start_of_run" else self._lower
         found: tuple[Key, int, RunStart] | None = None
@@ -391,7 +384,7 @@ class KafkaEventListener(Listener):
         stops: list[RunStop] = []
         for key, state in self._state.partitions.states.items():
             if state.role == "runInfo":
-                candidate, ends[key], later = self._last_run_start(key, bound)
+                candidate, ends[key], later = self._broker.last_run_start(key, bound)
                 if candidate is not None and (found is None or candidate[1].start_ns >= found[2].start_ns):
                     found, stops = (key, *candidate), later
         if self._position == "from_start_of_run":
@@ -421,18 +414,12 @@ class KafkaEventListener(Listener):
 
         Raises:
             KafkaException: a look-up failed (broker unreachable).
-            _Stopped: the listener is being stopped.
+            Stopped: the listener is being stopped.
         """
-        if times:
-            lookups = [TopicPartition(topic, partition, ms) for (topic, partition), ms in times.items()]
-            for answer in self._patiently(lambda s: self._consumer.offsets_for_times(lookups, timeout=s)):
-                if answer.error is not None:
-                    raise KafkaException(answer.error)
-                key = (answer.topic, answer.partition)
-                if answer.offset >= 0:
-                    offsets[key] = min(offsets.get(key, answer.offset), answer.offset)
+        for key, offset in (self._broker.offsets_for_times(times) if times else {}).items():
+            offsets[key] = min(offsets.get(key, offset), offset)
         for key in self._state.partitions.states.keys() - offsets.keys():
-            offsets[key] = self._watermarks(key)[1]  # never OFFSET_END: the client would resolve it later
+            offsets[key] = self._broker.watermarks(key)[1]  # never OFFSET_END: the client would resolve it later
         self._consumer.assign(
             [TopicPartition(topic, partition, offset) for (topic, partition), offset in offsets.items()]
         )
@@ -440,97 +427,6 @@ class KafkaEventListener(Listener):
             begin(offsets, self.clock.monotonic())
             self._located = True
             self._feed.changed.notify_all()
-
-    def _run_start_at(self, run: RunAt) -> RunStart | None:
-        """The pl72 at ``run``'s partition and offset if it is that run's (name and start), else None.
-
-        Raises:
-            KafkaException: the broker does not answer.
-            _Stopped: the listener is being stopped.
-        """
-        messages, _ = self._read_partition(run.key, run.offset, run.offset + 1)
-        record = self._decode(messages[0], "runInfo") if messages else None
-        same = isinstance(record, RunStart) and (record.run_name, record.start_ns) == (run.run_name, run.start_ns)
-        return record if same else None
-
-    def _last_run_start(self, key: Key, bound: int | None) -> tuple[tuple[int, RunStart] | None, int, list[RunStop]]:
-        """The last run start of a runInfo partition at or before ``bound`` (any if None), reading backwards from its
-        end, ``FIRST_SCAN`` messages first, then 4 times more each round: ((offset, run start) or None, the
-        partition's end offset, the run stops after it).
-
-        Raises:
-            KafkaException: the broker cannot answer.
-            _Stopped: the listener is being stopped.
-        """
-        low, high = self._watermarks(key)
-        stop, window, first, end = None, FIRST_SCAN, high, max(high, 0)
-        while True:
-            first = max(low, first - window)
-            messages, reached = self._read_partition(key, first, stop)
-            end = reached if stop is None else end
-            records = [(m.offset(), r) for m in messages if isinstance(r := self._decode(m, "runInfo"), Decoded)]
-            best, later = last_run_start(records, bound)
-            if best is not None or first <= low:
-                return best, end, later
-            stop, window = first, window * 4
-
-    def _read_partition(self, key: Key, first: int, stop: int | None) -> tuple[list[Message], int]:
-        """Messages of one partition from offset ``first`` up to ``stop`` (exclusive; None: to the partition's
-        end), and the offset where reading ended.
-
-        Raises:
-            KafkaException: the partition's end was not reached within ``CONNECT_TIMEOUT_S``, or a broker
-                connection was lost meanwhile (what was read may mix two logs).
-            _Stopped: the listener is being stopped.
-        """
-        consumer = self._consumer
-        consumer.assign([TopicPartition(*key, first)])
-        found: list[Message] = []
-        losses = self._state.losses
-        deadline = self.clock.monotonic() + CONNECT_TIMEOUT_S
-        while self.clock.monotonic() < deadline:
-            if self._feed.stopping.is_set():
-                raise _Stopped
-            messages = consumer.consume(BATCH, POLL_S)
-            if self._state.losses != losses:
-                raise KafkaException(KafkaError(KafkaError._TRANSPORT, "a broker connection was lost meanwhile"))
-            for message in messages:
-                error = message.error()
-                if error is not None:
-                    if error.code() == KafkaError._PARTITION_EOF:
-                        return found, message.offset()
-                    raise KafkaException(error)
-                if stop is not None and message.offset() >= stop:
-                    return found, stop
-                found.append(message)
-        raise KafkaException(KafkaError(KafkaError._TIMED_OUT, f"reading {key[0]} [{key[1]}] from offset {first}"))
-
-    def _watermarks(self, key: Key) -> tuple[int, int]:
-        """(low, high) offsets of a partition, asked of the broker (:meth:`_patiently`)."""
-        return self._patiently(lambda s: self._consumer.get_watermark_offsets(TopicPartition(*key), timeout=s))
-
-    def _patiently(self, call: Callable[[float], _T | None]) -> _T:
-        """``call(timeout)``, a librdkafka request, repeated with timeouts of ``SLICE_S`` until it answers (not
-        None), the listener stops (:meth:`interrupt`, :meth:`disconnect`), or ``CONNECT_TIMEOUT_S`` pass.
-
-        Raises:
-            KafkaException: no answer in time (the last error).
-            _Stopped: the listener stops.
-        """
-        stop = self._feed.stopping
-        deadline = self.clock.monotonic() + CONNECT_TIMEOUT_S
-        error = KafkaException(KafkaError(KafkaError._TIMED_OUT, f"no answer within {CONNECT_TIMEOUT_S:g} s"))
-        while not stop.is_set():
-            try:
-                answer = call(SLICE_S)
-            except KafkaException as err:
-                error = err
-            else:
-                if answer is not None:
-                    return answer
-            if self.clock.monotonic() >= deadline:
-                raise error
-        raise _Stopped
 
     def _step(self) -> None:
         """One round: wait for space if the buffer is full (back-pressure), else consume a batch and sort it in."""
@@ -676,8 +572,12 @@ class KafkaEventListener(Listener):
             return
         for key in pause:
             offset = self._state.partitions.states[key].next_offset
-            if offset is not None:
-                self._consumer.seek(TopicPartition(*key, offset))
+            try:
+                if offset is not None:
+                    self._consumer.seek(TopicPartition(*key, offset))
+            except KafkaException as err:  # not fetching yet (just assigned: a resume holds data back): nothing to
+                if err.args[0].code() != KafkaError._STATE:  # read again, and the pause comes before any fetch
+                    raise
             self._reseeked.add(key)
         if pause:
             self._consumer.pause([TopicPartition(*key) for key in sorted(pause)])
