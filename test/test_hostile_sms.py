@@ -130,7 +130,9 @@ def test_the_daemon_reduces_the_run_after_a_hostile_prologue_and_stops_on_sigter
     process.send(signal.SIGTERM)
     run = process.finish(timeout=30)
     assert run.returncode == 0, run.log[-3000:]
-    assert time.monotonic() - stopping < 5
+    # within the stop's bound: the last checkpoint (200 MB: the 16M-pixel histogram with its variances and
+    # coordinate) gets half of stop_timeout_sec, and is abandoned after that (the previous one stays)
+    assert time.monotonic() - stopping < 10
     assert "Traceback" not in run.log
     counters = json.loads((run.workdir / "status.json").read_text())["engine"]["source_counters"]
     assert counters["skipped_process_variable_beyond_the_maximum"] == PVS - MAX_PROCESS_VARIABLES
