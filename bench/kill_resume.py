@@ -18,7 +18,11 @@ Sources (``--source``):
   its own clock: the run goes on while the daemon is down, and each resume asks the SMS for the pulses after its
   checkpoint); ``run_transition`` Stop, so the last life ends by itself at the end of the run. The SMS sends times
   of flight in units of 100 ns and pulse times of its own clock, so the checksum leaves the pulse times out and
-  the oracle rounds the times of flight as the SMS does.
+  the oracle rounds the times of flight as the SMS does;
+* ``kafka``: ``KafkaEventListener`` reading a tansu broker (memory storage, started here as bench_kafka starts it)
+  into which ``livereduce-kafka-replay FILE --speed S`` writes the run (pl72, ev44, f144, 6s4t) while the lives
+  come and go; ``run_transition`` Stop. ev44 carries times of flight in whole ns: the oracle rounds as the replay
+  does and converts back as the listener does (float64, then float32 µs); pulse times are the replay's clock.
 
 Usage::
 
@@ -77,7 +81,7 @@ def oracle(path: Path, source: str) -> dict[str, object]:
     with h5py.File(path, "r") as handle:
         group = handle["raw_data_1/detector_1_events"]
         ids = group["event_id"][:].astype(np.int64)
-        tof_us = group["event_time_offset"][:].astype(np.float32)
+        tof_us = group_tof = group["event_time_offset"][:].astype(np.float32)
         if source == "adara":
             tof_us = (np.clip(np.rint(tof_us.astype(np.float64) * 10.0), 0, None) / 10.0).astype(np.float32)
         tof = np.round(tof_us.astype(np.float64) * 1000).astype(np.int64)
@@ -95,6 +99,12 @@ def oracle(path: Path, source: str) -> dict[str, object]:
         "pulses": index.size,
         "checksum_without_pulses": np.sum(ids * 7919 + tof, dtype=np.int64),
     }
+    if source == "kafka":  # ev44: whole ns (rounded), read back as float32 µs computed in float64
+        tof_ns = np.rint(group_tof.astype(np.float64) * 1000)
+        tof_us = (tof_ns * (1.0 / 1000)).astype(np.float32)
+        expected["checksum_without_pulses"] = np.sum(
+            ids * 7919 + np.round(tof_us.astype(np.float64) * 1000).astype(np.int64), dtype=np.int64
+        )
     if source == "file":
         expected["checksum"] = np.sum((pulse * 1_000_003 + ids) * 7919 + tof, dtype=np.int64)
     return expected
@@ -117,7 +127,32 @@ def config(source: str, workdir: Path, speed: float, address: str) -> dict[str, 
         return {**common, "listener": "FileEventDataListener", "filename": str(SANS2D), "replay_speed": speed}
     if source == "adara":
         return {**common, "listener": "SNSLiveEventDataListener", "address": address, "run_transition": "Stop"}
+    if source == "kafka":
+        return {**common, "listener": "KafkaEventListener", "address": address, "run_transition": "Stop"}
     raise SystemExit(f"unknown source {source!r}")
+
+
+class KafkaRun:
+    """A tansu broker and ``livereduce-kafka-replay SANS2D --speed S`` writing one run into it; stopped at the end."""
+
+    def __init__(self, workdir: Path, speed: float) -> None:
+        from bench_kafka import start_broker  # only this source needs confluent-kafka and tansu
+
+        self.broker, self.address = start_broker(workdir)
+        self.replay = subprocess.Popen(
+            [sys.executable, "-m", "livereduce.tools.kafka_replay", "--broker", self.address, "--speed", str(speed),
+             "--create-topics", str(SANS2D)],
+            stdout=subprocess.DEVNULL, stderr=(workdir / "kafka_replay.log").open("wb"),
+        )  # fmt: skip
+
+    def stop(self) -> None:
+        for process in (self.replay, self.broker):
+            process.terminate()
+            try:
+                process.wait(10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
 
 
 class FakeSms:
@@ -200,12 +235,13 @@ def life(workdir: Path, env: dict[str, str], delay: float | None, sig: signal.Si
 def run(source: str, kills: int, seed: int, workdir: Path, *, max_delay: float, speed: float) -> dict[str, object]:
     """Run the scenario; the result as printed (see the module docstring)."""
     workdir.mkdir(parents=True, exist_ok=True)
-    sms = FakeSms(speed) if source == "adara" else None
+    server = FakeSms(speed) if source == "adara" else KafkaRun(workdir, speed) if source == "kafka" else None
     try:
-        return _lives(source, kills, seed, workdir, max_delay=max_delay, speed=speed, address=sms and sms.address)
+        address = server.address if server is not None else None
+        return _lives(source, kills, seed, workdir, max_delay=max_delay, speed=speed, address=address)
     finally:
-        if sms is not None:
-            sms.stop()
+        if server is not None:
+            server.stop()
 
 
 def _lives(
@@ -250,14 +286,14 @@ def _lives(
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--source", choices=["file", "adara"], default="file")
+    parser.add_argument("--source", choices=["file", "adara", "kafka"], default="file")
     parser.add_argument("--kills", type=int, default=30)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--max-delay", type=float, default=2.5, help="seconds; kills land in [0, this] after start")
-    parser.add_argument("--speed", type=float, help="file replay or fake SMS speed (default: file 2, adara 0.5)")
+    parser.add_argument("--speed", type=float, help="replay speed (default: file 2, adara and kafka 0.5)")
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/livereduce-kill-resume"))
     args = parser.parse_args()
-    speed = args.speed if args.speed is not None else {"file": 2.0, "adara": 0.5}[args.source]
+    speed = args.speed if args.speed is not None else {"file": 2.0, "adara": 0.5, "kafka": 0.5}[args.source]
     result = run(args.source, args.kills, args.seed, args.workdir, max_delay=args.max_delay, speed=speed)
     print(json.dumps(result, indent=1))
     return 0 if result["equal"] else 1
