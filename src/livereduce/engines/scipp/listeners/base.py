@@ -41,8 +41,9 @@ documents its own keys:
 * ``FileEventDataListener``: ``{"next_pulse": N}``, the index of the next pulse of the file (int);
 * ``SNSLiveEventDataListener``: ``{"run_number": R, "last_pulse_ns": T}``, the newest pulse handed out, ns since the
   Unix epoch (int), and its run;
-* ``KafkaEventListener``: ``{"offsets": {"topic[partition]": offset}}``, the offset of the next message to read
-  per partition of every topic read (int).
+* ``KafkaEventListener``: ``{"offsets": {"topic[partition]": offset}, ...}``, per partition of every topic read the
+  offset of the first message with anything not handed out yet (int), with what a resume needs to skip what went
+  out and to find the run again (``protocols/kafka/positions.py``).
 """
 
 
