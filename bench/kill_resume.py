@@ -40,6 +40,7 @@ import argparse
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -291,12 +292,47 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--max-delay", type=float, default=2.5, help="seconds; kills land in [0, this] after start")
     parser.add_argument("--speed", type=float, help="replay speed (default: file 2, adara and kafka 0.5)")
+    parser.add_argument("--rounds", type=int, default=1, help="runs, each with --kills / --rounds of the kills")
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/livereduce-kill-resume"))
     args = parser.parse_args()
     speed = args.speed if args.speed is not None else {"file": 2.0, "adara": 0.5, "kafka": 0.5}[args.source]
-    result = run(args.source, args.kills, args.seed, args.workdir, max_delay=args.max_delay, speed=speed)
+    if args.rounds == 1:
+        result = run(args.source, args.kills, args.seed, args.workdir, max_delay=args.max_delay, speed=speed)
+    else:
+        result = rounds(args, speed)
     print(json.dumps(result, indent=1))
     return 0 if result["equal"] else 1
+
+
+def rounds(args: argparse.Namespace, speed: float) -> dict[str, object]:
+    """``--rounds`` whole runs (a fresh source and checkpoint directory each, seeds ``--seed`` + round), the kills
+    spread over them: a run on the source's clock (ADARA, Kafka) lasts its own time, so many kills need many runs.
+    The result sums them; ``equal`` only if every run's final accumulation equals the oracle."""
+    total: Counter[str] = Counter()
+    moments: Counter[str] = Counter()
+    unequal: list[dict[str, object]] = []
+    started = time.monotonic()
+    for number in range(args.rounds):
+        kills = args.kills // args.rounds + (number < args.kills % args.rounds)
+        workdir = args.workdir / f"round-{number}"
+        result = run(args.source, kills, args.seed + number, workdir, max_delay=args.max_delay, speed=speed)
+        moments.update(result["moments"])
+        total.update({key: result[key] for key in ("kills", "lives_resumed", "checkpoints_refused")})
+        if not result["equal"]:
+            unequal.append(result)
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+        print(f"round {number + 1}/{args.rounds}: {kills} kills, equal {result['equal']}", file=sys.stderr, flush=True)
+    return {
+        "source": args.source,
+        **total,
+        "rounds": args.rounds,
+        "seed": args.seed,
+        "moments": dict(sorted(moments.items())),
+        "seconds": round(time.monotonic() - started),
+        "equal": not unequal,
+        "unequal_rounds": unequal,
+    }
 
 
 if __name__ == "__main__":
