@@ -226,7 +226,7 @@ def life(workdir: Path, env: dict[str, str], delay: float | None, sig: signal.Si
         text = log.read_text()[before:] if log.exists() else ""
         process.send_signal(sig)
         process.wait(60)
-        return moment(text), log.read_text()[before:]
+        return moment(text), log.read_text()[before:] if log.exists() else ""  # killed before it opened its log
     finally:
         if process.poll() is None:
             process.kill()
