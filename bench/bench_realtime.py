@@ -18,7 +18,8 @@ pixels, 60 Hz, whose pulses are stamped with the wall-clock time at which they a
 * **latency** of a cycle = wall clock at its output - time of the newest pulse in the accumulation (the last pulse
   of the newest chunk proc has seen), over the cycles whose chunk holds pulses: the age of the freshest data on the
   scientist's screen. Reported: median over the first and the last third of the stream, the slope of a
-  least-squares line through all cycles (s of latency per minute of stream: 0 when the daemon keeps up), maximum.
+  least-squares line through all cycles (s of latency per minute of stream: 0 when the daemon keeps up), maximum,
+  99th percentile (results.json).
   Cycles whose newest pulse is the last of its run are left out of these (that pulse waits for the next cycle, up
   to ``update_every``, with nothing newer to show) and reported apart: **run ends**, output - the run's last pulse;
   **run starts**: output of the first cycle holding a run - its first pulse.
@@ -190,6 +191,7 @@ class Result:
     latency_first_third_s: float = math.nan
     latency_last_third_s: float = math.nan
     latency_max_s: float = math.nan
+    latency_p99_s: float = math.nan
     latency_slope_s_per_min: float = math.nan
     run_start_latency_s: list[float] = field(default_factory=list)
     run_end_latency_s: list[float] = field(default_factory=list)
@@ -683,6 +685,7 @@ def analyse(
         result.latency_first_third_s = float(np.median(early))
         result.latency_last_third_s = float(np.median(late))
         result.latency_max_s = float(latency.max())
+        result.latency_p99_s = float(np.percentile(latency, 99))
         if len(cycles) >= 3:
             result.latency_slope_s_per_min = theil_sen((walls - walls[0]) / 60, latency)
 
