@@ -75,6 +75,17 @@ class ProcessingScripts:
     def __iter__(self):
         return iter(script for script in (self.proc, self.post_proc) if script is not None)
 
+    def change_to(self, new: ProcessingScripts) -> Literal["none", "post_proc", "proc"]:
+        """What replacing these scripts by ``new`` changes, by content: ``none``, ``post_proc`` only (created,
+        edited or deleted; the accumulation, which depends on the proc script, stays valid), or ``proc``."""
+        if _sha256(self.proc) != _sha256(new.proc):
+            return "proc"
+        return "none" if _sha256(self.post_proc) == _sha256(new.post_proc) else "post_proc"
+
+
+def _sha256(script: Script | None) -> str:
+    return "" if script is None else script.sha256
+
 
 class ProcessExitRefused(SystemExit):
     """Raised in place of ``os._exit`` in the daemon's process (see :func:`refuse_process_exit`)."""

@@ -20,7 +20,7 @@ exists, and every path to it stops the previous one first.
 | SIGQUIT | dump every thread's stack to the log, exit 7 |
 | SIGUSR1 | log the status summary; SIGUSR2: logged and ignored |
 | configuration file content changed | stop, exit 0 (systemd restarts with the new configuration) |
-| script changed/created/deleted | validate; restart with the new set, keep the last good one, or wait for one |
+| script changed/created/deleted | validate; post_proc alone: to the engine (scipp); else restart, keep the last good |
 | memory above the limit | restart the engine (clears the accumulation); exit 5 if that keeps happening |
 | engine started (its source is open) | ``connecting`` -> ``running`` |
 | engine finished (run_transition Stop) | stop, exit 0 |
@@ -66,7 +66,7 @@ from livereduce.events import EventQueue, SignalReceived, record_signals, restor
 from livereduce.memory import MemoryExceeded, MemoryMonitor, memory_limit
 from livereduce.metrics import Metrics
 from livereduce.processes import thread_stacks
-from livereduce.scripts import NoScripts, ProcessingScripts, Script, load_scripts, script_paths
+from livereduce.scripts import NoScripts, ProcessingScripts, load_scripts, script_paths
 from livereduce.states import IllegalTransition, State, check_transition
 from livereduce.status import EngineTotals, ExitRecord, FileRecord, Status, process_created
 from livereduce.status_file import StatusFile, status_location
@@ -344,12 +344,13 @@ class Supervisor:
             return
         if scripts is None:
             return
-        running = None if self.scripts is None else {s.role: s.sha256 for s in self.scripts}
-        if changed is not None and self.engine is not None and running == {s.role: s.sha256 for s in scripts}:
+        change = "proc" if self.scripts is None or self.engine is None else self.scripts.change_to(scripts)
+        if changed is not None and change == "none":
             for path in changed:
                 _events_log.info('Processing script "%s" has not changed md5sum - continuing', path)
             return
-        if changed is not None and self._reload_post_proc(scripts):
+        if changed is not None and change == "post_proc" and self.engine.reload_post_proc(scripts):
+            self._post_proc_reloaded(scripts)
             return
         self.scripts = scripts
         if changed is not None:
@@ -360,31 +361,17 @@ class Supervisor:
             self._fresh = "SIGHUP"
         self._restart("scripts reloaded")
 
-    def _reload_post_proc(self, scripts: ProcessingScripts) -> bool:
-        """A change of the post_proc script only: hand it to the running engine, which keeps its accumulation and
-        source and runs the new post_proc at once; False when it cannot (mantid engine, or the proc changed)."""
-        running = self.scripts
-        if self.engine is None or running is None or _sha(running.proc) != _sha(scripts.proc):
-            return False
-        if not self.engine.reload_post_proc(scripts):
-            return False
+    def _post_proc_reloaded(self, scripts: ProcessingScripts) -> None:
+        """The running engine took a new post_proc script (or its deletion) without a restart: log and count it."""
+        new, path = scripts.post_proc, (scripts.post_proc or self.scripts.post_proc).path
         self.scripts = scripts
         self.reloads["post_proc"] += 1
-        new = scripts.post_proc
-        if new is not None:
-            self.watcher.accept(new.path, new.sha256)
-            _events_log.info(
-                'Processing script "%s" changed (md5 %s) - post-processing the accumulation with it, '
-                'without restarting "StartLiveData"',
-                new.path,
-                new.md5,
-            )
+        if new is None:
+            what = "removed - the accumulation is the output"
         else:
-            _events_log.info(
-                'Processing script "%s" removed - the accumulation is the output, without restarting "StartLiveData"',
-                running.post_proc.path if running.post_proc else "",
-            )
-        return True
+            self.watcher.accept(new.path, new.sha256)
+            what = f"changed (md5 {new.md5}) - post-processing the accumulation with it"
+        _events_log.info('Processing script "%s" %s, without restarting "StartLiveData"', path, what)
 
     def _on_memory(self, event: MemoryExceeded) -> None:
         try:
@@ -611,8 +598,3 @@ class Supervisor:
             metrics_url=self.metrics.url if self.metrics is not None else None,
             exit=self.exit,
         )
-
-
-def _sha(script: Script | None) -> str:
-    """A script's sha256, "" for none."""
-    return "" if script is None else script.sha256
