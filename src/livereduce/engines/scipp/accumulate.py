@@ -121,9 +121,9 @@ class Accumulator:
         return None if self._events is None else self._events.n_pulses
 
     def events_since(self, first: int) -> sc.DataArray | None:
-        """An event accumulation's pulses from index ``first`` on (a view: later appends never change it), or
-        None for any other accumulation."""
-        return None if self._events is None else self._events.accumulation()[PULSE_DIM, first:]
+        """An event accumulation's pulses from index ``first`` on, or None for any other accumulation (see
+        :meth:`EventAccumulator.pulses_since`)."""
+        return None if self._events is None else self._events.pulses_since(first)
 
     def restore(self, parts: list[Data], metadata: RunMetadata, events: bool) -> Data:
         """Make the accumulation what a checkpoint holds (a new generation).
@@ -277,6 +277,25 @@ class EventAccumulator:
         return sc.DataArray(
             self._binned[PULSE_DIM, :p],
             coords={name: coord[PULSE_DIM, :p] for name, coord in self._pulse_coords.items()},
+        )
+
+    def pulses_since(self, first: int) -> sc.DataArray:
+        """Pulses ``[first, n_pulses)`` as a chunk-shaped DataArray whose bins hold exactly their events: a view of
+        the buffer's events ``[begin of first, n_events)`` (no copy; later appends never change them), with bin
+        bounds from 0, so that scipp's HDF5 writer writes these events only (a plain slice of :meth:`accumulation`
+        would carry the whole buffer)."""
+        p = self._n_pulses
+        bounds = self._binned.bins.constituents
+        begin = bounds["begin"].values[first:p]
+        offset = int(begin[0]) if begin.size else self.n_events
+        binned = sc.bins(
+            begin=sc.array(dims=[PULSE_DIM], values=begin - offset, unit=None),
+            end=sc.array(dims=[PULSE_DIM], values=bounds["end"].values[first:p] - offset, unit=None),
+            dim=EVENT_DIM,
+            data=self._buffer[EVENT_DIM, offset : self.n_events],
+        )
+        return sc.DataArray(
+            binned, coords={name: coord[PULSE_DIM, first:p] for name, coord in self._pulse_coords.items()}
         )
 
     def _reserve(self, events: sc.DataArray, n_new: int) -> sc.DataArray:

@@ -159,8 +159,8 @@ class Snapshot:
         depends, provenance, position, replace_next, previous_run, ended, accumulated_events: see :class:`Manifest`.
         metadata: the run metadata (written as :func:`metadata_group` by the writer: packing thousands of logs
             takes a while).
-        events: an event accumulation: the pulses added since the lineage's last committed checkpoint (a view of
-            the accumulation's pulses ``[first_pulse, first_pulse + len)``; appended pulses never change it).
+        events: an event accumulation: the pulses added since the lineage's last committed checkpoint, holding only
+            their events (``EventAccumulator.pulses_since``: a view; appended pulses never change it).
         first_pulse: index of ``events``' first pulse in the accumulation.
         accumulation: any other accumulation: a deep copy without its run metadata.
     """
@@ -421,7 +421,7 @@ class CheckpointStore:
             n_pulses = (previous.n_pulses if files else 0) + snapshot.events.sizes[PULSE_DIM]
             if snapshot.events.sizes[PULSE_DIM] or not files:  # a lineage has at least one event file
                 name = f"events-{snapshot.first_pulse:012d}-{n_pulses:012d}.h5"
-                self._write_object(lineage_dir / name, snapshot.events.copy())
+                self._write_object(lineage_dir / name, snapshot.events)
                 files.append(name)
             kind: Kind = "events"
         else:
