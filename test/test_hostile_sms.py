@@ -22,9 +22,9 @@ import pytest
 
 from livereduce.engines.scipp.chunk import MAX_PIXELS
 from livereduce.protocols.adara import encode
-from livereduce.protocols.adara.client import MAX_PROCESS_VARIABLES
 from livereduce.protocols.adara.geometry import minimal_idf
 from livereduce.protocols.adara.packets import EPICS_EPOCH_OFFSET_S, RunStatusCode
+from livereduce.protocols.adara.variables import MAX_PROCESS_VARIABLES
 
 S = 1_000_000_000
 PVS = 20_000

@@ -12,7 +12,7 @@ import pytest
 
 from livereduce.protocols import skipped_counter
 from livereduce.protocols.adara import decode, encode, framing
-from livereduce.protocols.adara.client import MAX_PROCESS_VARIABLES, PAUSED, SPECIAL_BANK_REASONS, ClientState
+from livereduce.protocols.adara.client import PAUSED, SPECIAL_BANK_REASONS, ClientState
 from livereduce.protocols.adara.geometry import minimal_idf
 from livereduce.protocols.adara.packets import (
     EPICS_EPOCH_OFFSET_S,
@@ -25,6 +25,7 @@ from livereduce.protocols.adara.packets import (
     parse_header,
 )
 from livereduce.protocols.adara.segments import DEFAULT_SEGMENT_EVENTS, SEGMENT_BYTES, EventArrays, Transition
+from livereduce.protocols.adara.variables import MAX_PROCESS_VARIABLES
 
 S = 1_000_000_000
 T0 = (EPICS_EPOCH_OFFSET_S + 1_000_000_000) * S  # a Unix time in ns, whole EPICS seconds

@@ -84,7 +84,7 @@ from livereduce.protocols.adara.segments import (
     Transition,
     numpy_arrays,
 )
-from livereduce.protocols.log_values import UnusableLog, check_log_value
+from livereduce.protocols.adara.variables import ProcessVariables
 
 Start = Literal["from_start_of_run", "now"] | datetime
 _log = logging.getLogger("livereduce.SNSLiveEventDataListener")
@@ -98,10 +98,6 @@ PAUSED = "paused"
 ALREADY_ACCUMULATED = "already accumulated"
 """Reason under which events of pulses at or before a :class:`ResumePoint` are dropped (the SMS replays them)."""
 _LOG_ENTRY_BYTES = 64
-_INTEGER_TYPES = ("integer", "unsigned", "boolean", "enum")
-MAX_PROCESS_VARIABLES = 5_000
-"""Most process variables (DEVICE_DESC ``process_variable`` entries over all devices) a client tracks. SNS
-beamlines declare hundreds to a few thousand; every tracked one is a log of the first chunk of each run."""
 
 
 @dataclass(frozen=True)
@@ -111,15 +107,6 @@ class ResumePoint:
 
     run_number: int
     last_pulse_ns: int
-
-
-@dataclass(frozen=True)
-class Variable:
-    """A process variable of a device: its log name, type and units (from DEVICE_DESC) [NP 6.2]."""
-
-    name: str
-    pv_type: str
-    units: str
 
 
 class ClientState:
@@ -173,9 +160,8 @@ class ClientState:
         self._run_start_ns: int | None = None
         self._paused = False
         self._range: tuple[int, int] | None = None
-        self._devices: dict[int, dict[int, Variable]] = {}
+        self._variables = ProcessVariables(self._skip)
         self._last_log: dict[str, tuple[int, LogValue]] = {}
-        self._units: dict[str, str] = {}
         self._run_info: decode.RunInfo | None = None
         self._last_pulse_ns = self._accumulated_ns
         self._pulses_since_transition = 0
@@ -183,7 +169,6 @@ class ClientState:
         self._interrupted_run = 0
         self._sealed: deque[Segment] = deque()
         self._sealed_bytes = 0
-        self._variables = 0  # process variables tracked (at most MAX_PROCESS_VARIABLES)
         self._current = Segment(events=self._event_arrays(), every_log=True)
         self._handlers = {
             PacketType.BANKED_EVENT: self._banked_event,
@@ -513,53 +498,26 @@ class ClientState:
         self._run_info = decode.decode_run_info(frame.payload)
 
     def _device(self, frame: Frame) -> None:
-        device = decode.decode_device_descriptor(frame.payload)
-        if device.invalid:
-            self._skip("process variable without name or id", device.invalid)
-        previous = self._devices.pop(device.device_id, {})
-        self._variables -= len(previous)
-        room = max(0, MAX_PROCESS_VARIABLES - self._variables)
-        declared = list(device.variables.items())
-        if len(declared) > room:
-            self._skip("process variable beyond the maximum", len(declared) - room)
-            declared = declared[:room]
-        self._devices[device.device_id] = {
-            pv_id: Variable(pv.name, pv.pv_type.strip().lower(), pv.units) for pv_id, pv in declared
-        }
-        self._variables += len(declared)
-        for _, pv in declared:
-            if pv.units:
-                self._units[pv.name] = pv.units
+        self._variables.declare(frame.payload)
 
     def _variable(self, frame: Frame) -> None:
-        value = decode.decode_variable_value(frame.header, frame.payload)
-        variable = self._devices.get(value.device_id, {}).get(value.variable_id)
-        if variable is None:
-            raise PacketError("variable without descriptor", f"device {value.device_id} pv {value.variable_id}")
-        typed = _typed(variable.pv_type, value.value)
-        if typed is None:
-            raise PacketError("variable value of the wrong type", f"{variable.name}: {type(value.value).__name__}")
-        try:
-            check_log_value(typed)
-        except UnusableLog as err:  # an array beyond MAX_LOG_ELEMENTS (the packet types hold nothing else)
-            raise PacketError(err.reason, f"{variable.name}: {err.detail}") from None
-        self._log(variable.name, frame.header.unix_ns, typed)
+        self._log(*self._variables.value(frame), frame.header.unix_ns)
 
     def _annotation(self, frame: Frame) -> None:
         note = decode.decode_annotation(frame.payload)
         stamp = frame.header.unix_ns
         if note.kind == AnnotationType.PAUSE:
             self._paused = True
-            self._log("pause", stamp, 1)
+            self._log("pause", 1, stamp)
         elif note.kind == AnnotationType.RESUME:
             self._paused = False
-            self._log("pause", stamp, 0)
+            self._log("pause", 0, stamp)
         elif note.kind == AnnotationType.SCAN_START:
-            self._log("scan_index", stamp, note.scan_index)
+            self._log("scan_index", note.scan_index, stamp)
         elif note.kind == AnnotationType.SCAN_STOP:
-            self._log("scan_index", stamp, 0)
+            self._log("scan_index", 0, stamp)
 
-    def _log(self, name: str, stamp: int, value: LogValue) -> None:
+    def _log(self, name: str, value: LogValue, stamp: int) -> None:
         """Record a log value; a repeat of the latest (same time and value, as in every chunk file's prologue)
         is ignored."""
         last = self._last_log.get(name)
@@ -602,7 +560,7 @@ class ClientState:
 
     def units(self, name: str) -> str:
         """``pv_units`` of a log ("" if none)."""
-        return self._units.get(name, "")
+        return self._variables.units.get(name, "")
 
     def properties_for(self, segment: Segment) -> dict[str, str | int]:
         """Run properties of a segment with Mantid's log names (times as Unix ns)."""
@@ -615,26 +573,6 @@ class ClientState:
             properties["run_start"] = segment.run_start_ns
         properties.update(segment.properties)
         return properties
-
-
-def _typed(pv_type: str, value: LogValue) -> LogValue | None:
-    """A VAR_VALUE in the type its DEVICE_DESC declares [device.xsd; Mantid]; None if it cannot be.
-
-    ``double`` -> float (integers converted); ``string`` -> str; integer types (``integer``, ``unsigned``,
-    ``boolean``, ``enum_NN``; ``signed integer`` reads the u32 as two's complement) -> int; arrays stay arrays
-    of their own type; any other declared type: the packet's own type.
-    """
-    if isinstance(value, np.ndarray):
-        return value
-    if pv_type in {"double", "float"}:
-        return float(value) if isinstance(value, int | float) else None
-    if pv_type == "string":
-        return value if isinstance(value, str) else None
-    if any(word in pv_type for word in _INTEGER_TYPES):
-        if not isinstance(value, int):
-            return None
-        return value - (1 << 32) if pv_type.startswith("signed") and value >= 1 << 31 else value
-    return value
 
 
 def _same(a: LogValue, b: LogValue) -> bool:
