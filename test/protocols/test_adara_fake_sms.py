@@ -107,6 +107,22 @@ def test_start_positions_at_speed(sms):
     assert (RunStatusCode.RUN_BOF, 1) in [(item[1], item[2]) for item in got if item[0] == PacketType.RUN_STATUS]
 
 
+def test_a_time_in_a_run_that_has_ended_gets_the_rest_of_that_run(sms):
+    """The SMS keeps its history: a client resuming at a time of a run that ended since (a daemon killed during the
+    run, started again after its end) gets the run's pulses from the chunk-file boundary before that time, and
+    its END_RUN; the fake served 'no run' here once, and the resumed accumulation lost the run's last pulses."""
+    run = small_run(pulses=600)  # 10 s of pulses, 0.5 s at speed 20
+    server = sms([run], speed=20.0, eof_every=60)
+    poll_until(lambda: server.timeline.now_ns() > run.pulse_ns[-1] + S, "the run to end")
+    asked = int(run.pulse_ns[330]) // S - EPICS_EPOCH_OFFSET_S  # the second of pulse 330: pulses 300.. -> 300
+    got = conversation(server.port, encode.client_hello(asked, T0))
+    statuses = [(item[1], item[2]) for item in got if item[0] == PacketType.RUN_STATUS]
+    assert statuses[0] == (RunStatusCode.STATE, 1)
+    assert statuses[-1] == (RunStatusCode.END_RUN, 1)
+    pulses = [item[1] for item in got if item[0] == PacketType.BANKED_EVENT]
+    assert pulses == run.pulse_ns[300:].tolist()
+
+
 def test_loops_are_placed_one_after_another_with_new_numbers(sms):
     server = sms([small_run(pulses=5)], loops=2, run_number=40)
     received = []

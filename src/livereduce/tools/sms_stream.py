@@ -377,13 +377,14 @@ class Timeline:
         """Where a client starts: (run, first pulse, whether to send the run's NEW_RUN) [NP 5.12].
 
         ``requested`` 0: from ``now``; 1: the current run from its start (between runs: the next run); a time
-        (EPICS s): from the chunk-file boundary at or before it, clamped to the current run's start. At speed 0
-        the clock stands at the beginning (0 and 1 get everything) and the whole timeline counts as history for
-        a time.
+        (EPICS s): from the chunk-file boundary at or before it in the run that holds it (the SMS keeps its
+        history: a client resuming at a time of a run that has ended since gets the rest of that run, its
+        END_RUN, and what followed), clamped to that run's start. At speed 0 the clock stands at the beginning (0
+        and 1 get everything) and the whole timeline counts as history for a time.
         """
         asked = (requested + EPICS_EPOCH_OFFSET_S) * NS_PER_S
         timed = requested not in (HELLO_START_NOW, HELLO_START_OF_RUN)
-        k = self.current(asked if timed and self.speed <= 0 else now)
+        k = self.current(asked if timed and (self.speed <= 0 or asked < now) else now)
         placed = self.at(k)
         if placed is None:
             return k, 0, False
