@@ -32,7 +32,7 @@ import os
 import re
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -177,8 +177,6 @@ class Snapshot:
     events: sc.DataArray | None = None
     first_pulse: int = 0
     accumulation: object = None
-    segments: list[str] = field(default_factory=list)
-    """(filled by the store) the lineage's committed event files before this snapshot's."""
 
 
 def depends_on(provenance: Provenance) -> dict[str, Any]:
