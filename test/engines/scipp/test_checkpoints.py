@@ -327,3 +327,14 @@ def test_run_metadata_of_every_kind_round_trips_packed(tmp_path):
     assert back.properties == metadata.properties
     assert (back.run_number, back.start_time, back.instrument_name) == (12, START, "SANS2D")
     assert sc.identical(back.monitors["monitor_1"], metadata.monitors["monitor_1"])
+
+
+def test_a_configuration_edit_of_keys_the_accumulation_does_not_depend_on_resumes(tmp_path):
+    clock = FakeClock()
+    first = make(tmp_path, Counting())
+    points = checkpointer(tmp_path, first, clock)
+    first.run()
+    checkpoint(points, first, clock)
+    edited = make(tmp_path, Counting(), update_every=5, log_file="other.log", stop_timeout_sec=3, run_transition="Stop")
+    assert checkpointer(tmp_path, edited, clock).resume(edited.listener, edited, None) is not None
+    assert edited.accumulator.event_count == 6
