@@ -182,19 +182,18 @@ class FakeSms:
 
 
 def moment(log: str) -> str:
-    """Where the daemon was when it was killed, from the last lines of its log."""
-    tail = log[-2000:]
+    """How far the life had come when it was killed, from its log: the last of its milestones it logged."""
     for needle, name in (
         ("stays idle", "idle (source ended)"),
-        ("Chunk", "cycling"),
+        ("Loading live data chunk", "cycling"),
         ("Initial chunk", "first chunk"),
-        ("post_proc on the accumulation", "resumed, post_proc"),
+        ("Resumed accumulation", "resumed, post_proc"),
         ("Resuming run", "loading the checkpoint"),
-        ("Starting live data", "opening the source"),
+        ("state: starting -> connecting", "opening the source"),
     ):
-        if needle in tail.rsplit("\n", 2)[-2 if tail.endswith("\n") else -1]:
+        if needle in log:
             return name
-    return "starting up" if "Replaying" not in tail else "opening the source"
+    return "starting up"
 
 
 def life(workdir: Path, env: dict[str, str], delay: float | None, sig: signal.Signals) -> tuple[str, str]:
