@@ -338,3 +338,18 @@ def test_a_configuration_edit_of_keys_the_accumulation_does_not_depend_on_resume
     edited = make(tmp_path, Counting(), update_every=5, log_file="other.log", stop_timeout_sec=3, run_transition="Stop")
     assert checkpointer(tmp_path, edited, clock).resume(edited.listener, edited, None) is not None
     assert edited.accumulator.event_count == 6
+
+
+def test_the_checkpoint_after_a_run_ended_with_stop_says_the_run_is_complete(tmp_path):
+    """With RunTransitionBehavior Stop the engine ends after the run's last chunk; its checkpoint must say that the
+    run ended, or a resume past the source's end of run (Kafka: after the 6s4t) waits for an end that never comes
+    (found by bench/kill_resume.py on Kafka)."""
+    clock = FakeClock()
+    loader = make(tmp_path, Counting(run_ends_at=2), run_transition="Stop")
+    points = checkpointer(tmp_path, loader, clock)
+    loader.run()
+    assert loader.run().finished == "run 7 ended (RunTransitionBehavior Stop)"
+    checkpoint(points, loader, clock)
+    manifest = json.loads((tmp_path / "checkpoints" / MANIFEST).read_text())
+    assert manifest["replace_next"] is True
+    assert manifest["position"] == {"next": 3}

@@ -239,7 +239,8 @@ class LiveDataLoader:
         if not status.ends_run:
             return None
         _log.info("Run #%d ended. RunTransitionBehavior %s.", run, self.run_transition)
-        if self.run_transition == "Stop":
+        if self.run_transition == "Stop":  # the run's accumulation is complete (a checkpoint says so)
+            self.replace_next = True
             return f"run {run} ended (RunTransitionBehavior Stop)"
         if self.run_transition == "Rename" and OUTPUT_WORKSPACE in self.workspaces:
             name = (
