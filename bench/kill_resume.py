@@ -2,11 +2,12 @@
 """Kill the daemon at random moments while it reduces a run; after the last restart its accumulation must equal
 an uninterrupted run's, computed with h5py + numpy from the SANS2D file (issue 17: exactly once).
 
-Each life starts the real daemon (``python3 -m livereduce``) with ``checkpoint_every`` 0.2 s and ``update_every``
-0.25 s, waits a seeded random time in ``[0, --max-delay]`` seconds from its start (so kills land during start-up,
-the resume, a cycle, post_proc and checkpoint writes alike) and kills it with SIGKILL (one life in five: SIGTERM,
-the clean stop that writes a last checkpoint). The last life runs until the source has delivered the whole run,
-then stops with SIGTERM. The post_proc script writes, atomically, what the accumulation holds: the events per
+Each life starts the real daemon (``python3 -m livereduce``) with ``checkpoint_every`` 0.2 s and
+``update_every`` 0.25 s, waits a seeded random time, for one life in four in ``[0, 0.5]`` seconds from the
+process's start (kills in the start-up), for the others in ``[0, --max-delay]`` seconds from its engine's start
+(kills in the resume, a cycle, post_proc, a checkpoint write), and kills it with SIGKILL (one life in five:
+SIGTERM, the clean stop that writes a last checkpoint). The last life runs until the source has delivered the
+whole run, then stops with SIGTERM. The post_proc script writes, atomically, what the accumulation holds: the events per
 pixel (``np.bincount`` of ``event_id``), the number of events and pulses, and an order-independent checksum of
 every (pulse, pixel, time of flight) triple; the oracle computes the same from the file.
 
@@ -56,6 +57,8 @@ ROOT = Path(__file__).resolve().parent.parent
 SANS2D = ROOT.parent / "shared" / "data" / "SANS2D_minimal.nxs"
 PIXELS = 122_889
 OUTPUT = "accumulation.npz"
+STARTUP_S = 0.5
+"""Kills of the start-up land in [0, this] s after the process's start (its imports take longer)."""
 
 POST_PROC = f'''
 import os
@@ -196,10 +199,14 @@ def moment(log: str) -> str:
     return "starting up"
 
 
-def life(workdir: Path, env: dict[str, str], delay: float | None, sig: signal.Signals) -> tuple[str, str]:
+def life(
+    workdir: Path, env: dict[str, str], delay: float | None, sig: signal.Signals, *, from_engine: bool = False
+) -> tuple[str, str]:
     """One daemon process: killed with ``sig`` after ``delay`` s (None: run until the source has ended, then
-    SIGTERM, or until the daemon exits by itself at the end of the run). Returns (the moment it was killed, the log
-    lines it wrote)."""
+    SIGTERM, or until the daemon exits by itself at the end of the run), counted from its start or, with
+    ``from_engine``, from its first engine start (``state: starting -> connecting``: the resume and the cycles
+    follow, whatever the machine's load made the start-up cost). Returns (the moment it was killed, the log lines
+    it wrote)."""
     log = workdir / "livereduce.log"
     before = log.stat().st_size if log.exists() else 0
     process = subprocess.Popen(
@@ -221,6 +228,11 @@ def life(workdir: Path, env: dict[str, str], delay: float | None, sig: signal.Si
             process.send_signal(signal.SIGTERM)
             process.wait(60)
             return "end", log.read_text()[before:]
+        deadline = time.monotonic() + 60
+        while from_engine and time.monotonic() < deadline and process.poll() is None:
+            if log.exists() and "state: starting -> connecting" in log.read_text()[before:]:
+                break
+            time.sleep(0.01)
         time.sleep(delay)
         text = log.read_text()[before:] if log.exists() else ""
         process.send_signal(sig)
@@ -256,7 +268,9 @@ def _lives(
     started = time.monotonic()
     for _ in range(kills):
         sig = signal.SIGTERM if rng.random() < 0.2 else signal.SIGKILL
-        where, text = life(workdir, env, rng.uniform(0, max_delay), sig)
+        from_engine = rng.random() >= 0.25  # one life in four: a moment of the start-up (imports: about 0.5 s)
+        delay = rng.uniform(0, max_delay if from_engine else STARTUP_S)
+        where, text = life(workdir, env, delay, sig, from_engine=from_engine)
         moments[f"{sig.name} {where}"] += 1
         resumed += "Resuming run" in text
         refused += "not used:" in text
