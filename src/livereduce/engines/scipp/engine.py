@@ -159,9 +159,7 @@ class ScippEngine:
             notify(EngineFailed(err, recoverable=recoverable, at_start=not started))
         finally:
             self.listener.disconnect()
-            if self._checkpoints is not None and self._loader is not None:
-                self._checkpoints.close(self._loader, self.config.stop_timeout_sec / 2)
-                self._set(checkpoint=self._checkpoints.state)
+            self._checkpoint(now=True)
 
     def _open(self, scripts: ProcessingScripts, fresh: str | None) -> None:
         """Connect the listener, resume the checkpoint if it can be used, start the listener (interruptible by
@@ -314,9 +312,7 @@ class ScippEngine:
             pressure = self.listener.health().counters.get("back_pressure_ms", 0)
             lag = self._lag.cycle(CycleLag(result.newest_pulse_s, clock.time(), duration, pressure))
         self._record(label, result, duration)
-        if self._checkpoints is not None:
-            self._checkpoints.after_cycle(self._loader)
-            self._set(checkpoint=self._checkpoints.state)
+        self._checkpoint(now=False)
         notify(CycleCompleted(duration, result.failed, lag))
         if result.finished is not None:
             self._set(state=EngineState.FINISHED)
@@ -325,12 +321,21 @@ class ScippEngine:
         if result.ended:
             _log.info("The source has ended: no more data; live data stays idle until it is stopped")
             self._set(state=EngineState.IDLE)
-            if self._checkpoints is not None:  # the whole run, at once (not only at the stop)
-                self._checkpoints.close(self._loader, self.config.stop_timeout_sec / 2)
-                self._set(checkpoint=self._checkpoints.state)
+            self._checkpoint(now=True)  # the whole run, at once (not only at the stop)
             clock.wait(self._stop, None)
             return None
         return result
+
+    def _checkpoint(self, *, now: bool) -> None:
+        """After a cycle: a checkpoint if one is due (``now``: what changed since the last one, waiting up to half
+        of ``stop_timeout_sec``: the source ended, the engine ends); the status shows the outcome."""
+        if self._checkpoints is None or self._loader is None:
+            return
+        if now:
+            self._checkpoints.close(self._loader, self.config.stop_timeout_sec / 2)
+        else:
+            self._checkpoints.after_cycle(self._loader)
+        self._set(checkpoint=self._checkpoints.state)
 
     def _record(self, label: str, result: CycleResult, duration: float) -> None:
         with self._lock:
