@@ -105,17 +105,26 @@ def checkpoint(points: Checkpointer, loader: LiveDataLoader, clock: FakeClock) -
     assert points.state.startswith("written"), points.state
 
 
+def checkpointed(
+    tmp_path: Path, chunks: int = 1, proc: str | None = None, **keys: object
+) -> tuple[LiveDataLoader, Checkpointer, FakeClock]:
+    """A loader of :class:`Counting` that ran ``chunks`` cycles and wrote one checkpoint, its checkpointer, the
+    clock."""
+    clock = FakeClock()
+    loader = make(tmp_path, Counting(), proc, **keys)
+    points = checkpointer(tmp_path, loader, clock)
+    for _ in range(chunks):
+        loader.run()
+    checkpoint(points, loader, clock)
+    return loader, points, clock
+
+
 def ids_of(data: sc.DataArray) -> list[int]:
     return np.bincount(flat_events(data).coords["event_id"].values, minlength=10).tolist()
 
 
 def test_an_event_accumulation_resumes_where_its_checkpoint_stands_and_files_hold_only_new_pulses(tmp_path):
-    clock = FakeClock()
-    first = make(tmp_path, Counting())
-    points = checkpointer(tmp_path, first, clock)
-    for _ in range(2):
-        first.run()
-    checkpoint(points, first, clock)
+    first, points, clock = checkpointed(tmp_path, 2)
     first.run()
     checkpoint(points, first, clock)
     saved = first.accumulator.accumulation.copy()
@@ -155,13 +164,8 @@ def test_an_event_accumulation_resumes_where_its_checkpoint_stands_and_files_hol
     ids=["histogram", "DataGroup", "binned by pixel", "Dataset"],
 )
 def test_any_accumulation_round_trips_through_a_checkpoint(tmp_path, proc, keys):
-    clock = FakeClock()
-    first = make(tmp_path, Counting(), proc, **keys)
-    points = checkpointer(tmp_path, first, clock)
-    for _ in range(3):
-        first.run()
+    first, _, clock = checkpointed(tmp_path, 3, proc, **keys)
     assert first.accumulator.n_pulses is None
-    checkpoint(points, first, clock)
     listener = Counting()
     second = make(tmp_path, listener, proc, **keys)
     assert checkpointer(tmp_path, second, clock).resume(listener, second, None) is not None
@@ -188,11 +192,7 @@ def test_a_new_run_starts_a_lineage_and_removes_the_ended_one_at_its_first_check
 
 
 def test_a_checkpoint_is_refused_with_the_reason_or_discarded_for_a_fresh_start(tmp_path, caplog):
-    clock = FakeClock()
-    first = make(tmp_path, Counting(), "output = input\n")
-    points = checkpointer(tmp_path, first, clock)
-    first.run()
-    checkpoint(points, first, clock)
+    first, _, clock = checkpointed(tmp_path, 1, "output = input\n")
     caplog.set_level(logging.INFO)
 
     changed = make(tmp_path, Counting(), "output = input  # edited\n")
@@ -235,11 +235,7 @@ def test_a_checkpoint_is_refused_with_the_reason_or_discarded_for_a_fresh_start(
     ],
 )
 def test_a_damaged_checkpoint_is_not_used_and_says_why(tmp_path, caplog, damage):
-    clock = FakeClock()
-    first = make(tmp_path, Counting())
-    points = checkpointer(tmp_path, first, clock)
-    first.run()
-    checkpoint(points, first, clock)
+    _, _, clock = checkpointed(tmp_path)
     directory = tmp_path / "checkpoints"
     damage(directory, json.loads((directory / MANIFEST).read_text()))
     second = make(tmp_path, Counting())
@@ -252,11 +248,7 @@ def test_a_damaged_checkpoint_is_not_used_and_says_why(tmp_path, caplog, damage)
 
 
 def test_a_write_that_fails_keeps_the_previous_checkpoint_and_the_next_one_cleans_up(tmp_path, monkeypatch, caplog):
-    clock = FakeClock()
-    loader = make(tmp_path, Counting())
-    points = checkpointer(tmp_path, loader, clock)
-    loader.run()
-    checkpoint(points, loader, clock)
+    loader, points, clock = checkpointed(tmp_path)
     directory = tmp_path / "checkpoints"
     before = (directory / MANIFEST).read_text()
     original = CheckpointStore._write_object
@@ -330,11 +322,7 @@ def test_run_metadata_of_every_kind_round_trips_packed(tmp_path):
 
 
 def test_a_configuration_edit_of_keys_the_accumulation_does_not_depend_on_resumes(tmp_path):
-    clock = FakeClock()
-    first = make(tmp_path, Counting())
-    points = checkpointer(tmp_path, first, clock)
-    first.run()
-    checkpoint(points, first, clock)
+    _, _, clock = checkpointed(tmp_path)
     edited = make(tmp_path, Counting(), update_every=5, log_file="other.log", stop_timeout_sec=3, run_transition="Stop")
     assert checkpointer(tmp_path, edited, clock).resume(edited.listener, edited, None) is not None
     assert edited.accumulator.event_count == 6
