@@ -350,8 +350,7 @@ def simulate(lag: dict[tuple[str, int], int], limit: int, *, old_policy: bool = 
         KEY_1: [block([T0 + i * S + S // 2]) for i in range(30)],
     }
     state = ReadState({key: "runInfo" if key == RUN_INFO else "events" for key in log}, limit, lambda k, m: None)
-    for key in log:
-        state.partitions.sent(key, 0)
+    state.partitions.assigned(dict.fromkeys(log, 0))
     state.router.begin(None, None, [], 0.0)
     position = dict.fromkeys(log, 0)
     takes: list[Taken] = []
@@ -375,6 +374,32 @@ def simulate(lag: dict[tuple[str, int], int], limit: int, *, old_policy: bool = 
         if takes[-1].status == "EndRun" and takes[-1].run.number == 3:
             return takes, largest
     return [*takes, None], largest
+
+
+@pytest.mark.parametrize("assignment", ["assigned", "sent"], ids=["held-until-run-info-ends", "old-race"])
+def test_data_read_ahead_of_run_info_cannot_go_out_in_the_run_before(assignment: str):
+    """The listener starts in run 1 (found by the look-up); run 2's pl72 is on runInfo, which the client fetches in
+    parallel with the data. Assigned as the listener does, the data partitions wait until runInfo is at its end, so
+    a take cannot hand run 2's pulses out as run 1's; sent as before (the race CI hit), they did."""
+    state = ReadState({KEY: "events", RUN_INFO: "runInfo"}, 10**6, lambda kind, message: None)
+    state.router.begin(None, start(T0, run="1"), [], 0.0)
+    if assignment == "assigned":
+        state.partitions.assigned({KEY: 0, RUN_INFO: 0})
+        assert state.paused() == {KEY}
+        state.message(RUN_INFO, 0, lambda: mark(0, 1, b""), start(T0 + 10 * S, run="2"), 0.0, size=1)
+        state.partitions.ended(RUN_INFO)
+    else:
+        for key in (KEY, RUN_INFO):
+            state.partitions.sent(key, 0)
+    assert state.paused() == set()
+    state.message(KEY, 0, lambda: mark(0, 1, b"a"), block([T0 + S, T0 + 11 * S]), 0.0, size=1)
+    state.router.check_stop(state.partitions.data(), T0 + 100 * S, 10.0)
+    first = state.router.take()
+    if assignment == "sent":
+        assert summary(first) == ("Running", 1, False, [1.0, 11.0])  # run 2's pulse went out as run 1's
+        return
+    assert summary(first) == ("BeginRun", 1, False, [1.0])
+    assert summary(state.router.take()) == ("Running", 2, True, [11.0])
 
 
 def test_interleaved_partitions_deliver_every_run_whole():

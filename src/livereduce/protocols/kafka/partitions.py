@@ -11,8 +11,8 @@ The listener seeks and consumes; it tells :class:`Partitions` what arrived and d
   the first message then read must be the mark again. If it is another message, or the partition now ends before
   it, the log was replaced (a broker that came back empty and was refilled, a re-created topic): the partition is
   read again from its beginning (:meth:`Partitions.reset`), data seen before skipped by time.
-* Run control first: while a runInfo partition is being verified, or read again after a reset and not yet at its
-  end, :meth:`Partitions.run_control_settled` is False and the listener holds the data partitions back, so that
+* Run control first: while a runInfo partition is being verified, or read from the listener's start or again
+  after a reset and not yet at its end, :meth:`Partitions.run_control_settled` is False and the listener holds the data partitions back, so that
   the data of a new log is never sorted into the runs of the old one (the topics are read in parallel; a data
   partition read again from its beginning would otherwise race ahead of the run start it belongs to).
 * A position beyond the high watermark: never confirmed by a message, it was a wrong start (continue at the end);
@@ -57,7 +57,8 @@ class Partition:
         replay_floor: after a reset, data up to this time (ns) was read already.
         mark: the last message read, or None.
         verifying: sought back to ``mark`` after a lost connection; the next message decides.
-        catching_up: read again from its beginning after a reset, and not at its end since.
+        catching_up: a runInfo partition read from its start (the listener's first assignment) or again from its
+            beginning after a reset, and not at its end since.
         high: the high watermark from the last fetch response (-1: not known yet).
     """
 
@@ -93,6 +94,14 @@ class Partitions:
         self.states = {key: Partition(role) for key, role in roles.items()}
         self.counters: Counter[str] = Counter()
         self._message_ids: dict[tuple[str, int, str], int] = {}
+
+    def assigned(self, offsets: dict[Key, int]) -> None:
+        """The listener assigned every partition from ``offsets``: the runInfo partitions are read to their end
+        before any data (:meth:`run_control_settled`), so that the data topics, fetched in parallel, cannot run
+        ahead of a run start into the run before it (whose chunk would take that data before the start is read)."""
+        for key, offset in offsets.items():
+            self.sent(key, offset)
+            self.states[key].catching_up = self.states[key].role == "runInfo"
 
     def sent(self, key: Key, offset: int) -> None:
         """The listener sent the partition to ``offset`` (its start, or the end of a partition it found shorter)."""

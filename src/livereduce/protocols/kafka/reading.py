@@ -132,9 +132,7 @@ class ReadState:
         self.router.resume(
             position.from_ns, run, at, monotonic, continued=continued, unseeded=unseeded, open_ended=open_ended
         )
-        for key, offset in sought.items():
-            self.partitions.sent(key, offset)
-            self.partitions.states[key].catching_up = self.partitions.states[key].role == "runInfo"
+        self.partitions.assigned(sought)
         self.replay = Replay(position, sought)
         self.replay = None if self.replay.done else self.replay
 

@@ -401,8 +401,7 @@ class KafkaEventListener(Listener):
             at = (found[0], found[1]) if found else None
             run = found[2] if found else None
             self._state.router.begin(self._lower, run, stops, monotonic, open_ended=not self._run_info, at=at)
-            for key, offset in sought.items():
-                self._state.partitions.sent(key, offset)
+            self._state.partitions.assigned(sought)
 
         self._assign(offsets, times, begin)
 
@@ -587,7 +586,7 @@ class KafkaEventListener(Listener):
         hold = not self._state.partitions.run_control_settled()
         if hold != self._holding:
             self._holding = hold
-            _log.info("Kafka: data partitions %s until run control is read again", "held" if hold else "released")
+            _log.info("Kafka: data partitions %s until run control is read to its end", "held" if hold else "released")
         else:
             _log.debug("Kafka: partitions paused %s, resumed %s", sorted(pause), sorted(resume))
 
