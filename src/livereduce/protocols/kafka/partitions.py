@@ -12,9 +12,10 @@ The listener seeks and consumes; it tells :class:`Partitions` what arrived and d
   it, the log was replaced (a broker that came back empty and was refilled, a re-created topic): the partition is
   read again from its beginning (:meth:`Partitions.reset`), data seen before skipped by time.
 * Run control first: while a runInfo partition is being verified, or read from the listener's start or again
-  after a reset and not yet at its end, :meth:`Partitions.run_control_settled` is False and the listener holds the data partitions back, so that
-  the data of a new log is never sorted into the runs of the old one (the topics are read in parallel; a data
-  partition read again from its beginning would otherwise race ahead of the run start it belongs to).
+  after a reset and not yet at its end, :meth:`Partitions.run_control_settled` is False and the listener holds the
+  data partitions back, so that data is never sorted into a run before the run start it belongs to is read (the
+  topics are read in parallel; a data partition could otherwise race ahead of that run start, and a chunk of the
+  run before could take its data).
 * A position beyond the high watermark: never confirmed by a message, it was a wrong start (continue at the end);
   confirmed, the partition lost its log (reset).
 * ev44 ``message_id`` that is neither the last of its source nor one more: ``message_id_gaps``.
