@@ -59,7 +59,7 @@ import numpy as np
 import scipp as sc
 import scippnexus as snx
 
-from livereduce import provenance
+from livereduce import figures, provenance
 from livereduce.mantid_nexus import AXIS_DTYPES, mantid_axes, write_mantid_workspace
 from livereduce.provenance_nexus import PROCESS, write_process
 
@@ -166,7 +166,8 @@ def _fsync(path: Path, flags: int) -> None:
 
 
 def save_figure(figure: Figure, path: str | os.PathLike[str], **savefig: object) -> Path:
-    """Save a matplotlib figure atomically (see :func:`atomic_path`): never a torn image at ``path``.
+    """Save a matplotlib figure atomically (see :func:`atomic_path`): never a torn image at ``path``; an image the
+    daemon's page can show (PNG, SVG, JPEG, GIF, WebP) goes on its figure board (:mod:`livereduce.figures`).
 
     Args:
         figure: the figure (``matplotlib.figure.Figure``, e.g. from ``plt.subplots()``).
@@ -193,6 +194,7 @@ def save_figure(figure: Figure, path: str | os.PathLike[str], **savefig: object)
         )
     with atomic_path(target) as temporary:
         figure.savefig(temporary, format=kind, **savefig)
+    figures.saved_image(target)
     return target
 
 
