@@ -61,6 +61,7 @@ import scippnexus as snx
 
 from livereduce import figures, provenance
 from livereduce.mantid_nexus import AXIS_DTYPES, mantid_axes, write_mantid_workspace
+from livereduce.plots import publish_plot  # noqa: F401 (for post_proc scripts: an interactive figure)
 from livereduce.provenance_nexus import PROCESS, write_process
 
 if TYPE_CHECKING:
