@@ -23,6 +23,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    SecretStr,
     StrictBool,
     ValidationError,
     field_validator,
@@ -90,6 +91,8 @@ MAX_CONFIG_BYTES = 1 << 20
 """Largest configuration file read (1 MiB; real files are a few hundred bytes)."""
 MAX_QUOTED = 200
 """Characters of a bad value quoted in a message."""
+MAX_UPLOADED_PLOTS = 1000
+"""Most uploaded plots ``http_upload.max_plots`` may keep."""
 _INSTRUMENT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_\-]{0,63}")
 """An instrument name: letters, digits, ``_`` and ``-`` (Facilities.xml names), at most 64 characters. It becomes
 part of a script file name, so a path separator or ``..`` could load a script from outside ``script_dir``."""
@@ -121,6 +124,21 @@ class WatchdogConfig(BaseModel):
     """Seconds between two checks of the log file's age."""
     threshold: Annotated[Integer, Field(ge=20, le=int(DAY))] = 300
     """Seconds without a change of the log file before the watchdog restarts the service (minimum 20)."""
+
+
+class HttpUploadConfig(BaseModel):
+    """The ``http_upload`` section: the page's plot upload route (SNS live data server's), off without it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    username: Annotated[str, Field(min_length=1, max_length=200)]
+    """User name ``plot_publisher`` sends (its ``publisher_username``)."""
+    password: Annotated[SecretStr, Field(min_length=8, max_length=200)]
+    """Password it sends (``publisher_password``); never logged or shown."""
+    max_bytes: Annotated[Integer, Field(ge=1024, le=1 << 30)] = 10 << 20
+    """Largest upload (the whole request), bytes; larger ones are answered 413."""
+    max_plots: Annotated[Integer, Field(ge=1, le=MAX_UPLOADED_PLOTS)] = 20
+    """Uploaded plots kept (one per instrument and run, as the live data server keeps them); the oldest goes."""
 
 
 class Config(BaseModel):
@@ -200,10 +218,18 @@ class Config(BaseModel):
     default ``<INSTRUMENT>_<role>``."""
     kafka: dict[Annotated[str, Field(min_length=1, max_length=200)], str | int | float | bool] | None = None
     """Extra librdkafka consumer settings (security protocol, SASL, TLS); values never logged in clear."""
+    http_port: Annotated[Integer, Field(ge=0, le=65535)] | None = None
+    """TCP port of the daemon's web server: the live page ``/``, ``/status.json`` and ``/metrics`` (0: any free
+    port, logged and shown by ``--status``); default: no server."""
+    http_address: str = "127.0.0.1"
+    """Address the web server binds to (loopback: put a reverse proxy with TLS and authentication in front)."""
+    http_upload: HttpUploadConfig | None = None
+    """Credentials and limits of the plot upload route (``/plots/<instrument>/<run>/upload_plot_data/``); default:
+    uploads refused."""
     metrics_port: Annotated[Integer, Field(ge=0, le=65535)] | None = None
-    """TCP port of the Prometheus metrics endpoint (0: any free port); default: no endpoint."""
+    """Alias of ``http_port`` (the metrics endpoint is the web server's ``/metrics``); default: no endpoint."""
     metrics_address: str = "127.0.0.1"
-    """Address the metrics endpoint binds to."""
+    """Alias of ``http_address``, used with ``metrics_port``."""
     checkpoint_every: Annotated[_within(0, DAY), AfterValidator(_zero_or_at_least(0.1))] = 60
     """scipp engine: seconds between two checkpoints of the accumulation (also written at every clean stop), so
     that a restart resumes the run; 0 disables checkpoints; else 0.1 to 86400."""
@@ -228,7 +254,14 @@ class Config(BaseModel):
         return value
 
     @field_validator(
-        "log_file", "status_file", "filename", "script_dir", "address", "metrics_address", "checkpoint_dir"
+        "log_file",
+        "status_file",
+        "filename",
+        "script_dir",
+        "address",
+        "http_address",
+        "metrics_address",
+        "checkpoint_dir",
     )
     @classmethod
     def _not_empty(cls, value: str | None) -> str | None:
@@ -260,6 +293,24 @@ class Config(BaseModel):
                     raise ValueError(f"topic '{name[:MAX_QUOTED]}' is named {where}")
                 seen[name] = role
         return value
+
+    @model_validator(mode="after")
+    def _one_web_server(self) -> Config:
+        if self.http_port is not None and self.metrics_port is not None and self.http_port != self.metrics_port:
+            raise ValueError(
+                f"http_port {self.http_port} and metrics_port {self.metrics_port} name two ports, but the daemon has "
+                "one web server (its /metrics is the metrics endpoint): set http_port only"
+            )
+        return self
+
+    @property
+    def web_server(self) -> tuple[str, int] | None:
+        """(address, port) of the web server: ``http_port``, else its alias ``metrics_port``; None: no server."""
+        if self.http_port is not None:
+            return self.http_address, self.http_port
+        if self.metrics_port is not None:
+            return self.metrics_address, self.metrics_port
+        return None
 
     @model_validator(mode="after")
     def _run_information_for_from_start_of_run(self) -> Config:

@@ -19,10 +19,12 @@ counts a version that changes with every change, so the page knows when to fetch
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, Literal
@@ -75,9 +77,11 @@ class Figure:
     html: str | None = None
 
     def summary(self) -> dict[str, Any]:
-        """What the page lists (no figure content): id, kind, title, origin, run_number, chunks, time."""
+        """What the page lists (no figure content): id, slot (the same for every figure of one key, so that the page
+        updates a figure in place and keeps its zoom), kind, title, origin, run_number, chunks, time."""
         return {
             "id": self.id,
+            "slot": hashlib.sha256(self.key.encode()).hexdigest()[:12],
             "kind": self.kind,
             "title": self.title,
             "origin": self.origin,
@@ -100,6 +104,7 @@ class FigureBoard:
         self._figures: OrderedDict[str, Figure] = OrderedDict()  # by key, newest last
         self._lock = threading.Lock()
         self._ids = itertools.count(1)
+        self._subscribers: list[Callable[[], None]] = []
 
     def add(
         self,
@@ -135,7 +140,23 @@ class FigureBoard:
             while len(self._figures) > self.limit:
                 self._figures.popitem(last=False)
             self.version += 1
+        self._changed()
         return figure
+
+    def subscribe(self, changed: Callable[[], None]) -> None:
+        """Call ``changed()`` after every change (in the thread that made it; it must not block)."""
+        with self._lock:
+            self._subscribers.append(changed)
+
+    def unsubscribe(self, changed: Callable[[], None]) -> None:
+        """Stop calling ``changed`` (no error if it was not subscribed)."""
+        with self._lock:
+            if changed in self._subscribers:
+                self._subscribers.remove(changed)
+
+    def _changed(self) -> None:
+        for changed in list(self._subscribers):
+            changed()
 
     def remove(self, key: str) -> bool:
         """Take the figure with ``key`` off the board; False when there was none."""
@@ -143,7 +164,8 @@ class FigureBoard:
             if self._figures.pop(key, None) is None:
                 return False
             self.version += 1
-            return True
+        self._changed()
+        return True
 
     def figures(self) -> tuple[int, list[Figure]]:
         """(version, the figures newest first)."""
@@ -160,6 +182,7 @@ class FigureBoard:
         with self._lock:
             self._figures.clear()
             self.version += 1
+        self._changed()
 
 
 board = FigureBoard()

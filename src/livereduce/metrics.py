@@ -1,7 +1,6 @@
-"""Prometheus metrics of the daemon (``metrics_port``; off by default), for the facility's monitoring.
-
-Served over HTTP by ``prometheus-client`` (``/metrics``, text exposition format) on ``metrics_address``
-(default 127.0.0.1) and ``metrics_port`` (0: a free port, logged and shown in the status as ``metrics_url``).
+"""Prometheus metrics of the daemon, for the facility's monitoring: ``/metrics`` of the daemon's web server
+(``http_port``, or its alias ``metrics_port``; off by default), in the text exposition format, by
+``prometheus-client``'s ASGI app (:mod:`livereduce.web.server`); its URL is ``metrics_url`` in the status.
 
 A state set's label is named after the metric, as prometheus-client writes it:
 ``livereduce_engine_state{livereduce_engine_state="idle"} 1``.
@@ -47,7 +46,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily, StateSetMetricFamily
 from prometheus_client.registry import Collector
 
@@ -108,8 +107,6 @@ class Metrics:
         for step in STEPS:
             self._script_errors.labels(step)
         self.registry.register(_StatusCollector(status, instrument))
-        self._server: Any = None
-        self.url: str | None = None
 
     def cycle(self, done: CycleCompleted) -> None:
         """Record one completed cycle."""
@@ -120,30 +117,6 @@ class Metrics:
         if done.lag is not None:
             self._lag_seconds.observe(done.lag)
 
-    def serve(self, address: str, port: int) -> str | None:
-        """Start the HTTP endpoint in a thread; returns its URL, or None (logged) if it cannot listen."""
-        try:
-            self._server, _ = start_http_server(port, addr=address, registry=self.registry)
-        except OSError as err:
-            _log.error(
-                "Prometheus metrics cannot listen on %s:%d (keys metrics_address, metrics_port): %s; the daemon "
-                "runs without them",
-                address,
-                port,
-                err.strerror or err,
-            )
-            return None
-        host, bound = self._server.server_address[:2]
-        self.url = f"http://{host if ':' not in host else f'[{host}]'}:{bound}/metrics"
-        _log.info("Prometheus metrics on %s", self.url)
-        return self.url
-
-    def close(self) -> None:
-        """Stop the endpoint (if it runs)."""
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
 
 
 class _StatusCollector(Collector):

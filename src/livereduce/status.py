@@ -22,7 +22,7 @@ The JSON object (times are seconds since the Unix epoch, sizes bytes)::
      "restarts": {"scripts": int, "memory": int, "failures": int, "signals": int, "watcher": int},
      "reloads": {"post_proc": int} (script edits applied without a restart),
      "rss_bytes": int, "memory_limit_bytes": int | None, "log_records_lost": int,
-     "metrics_url": str (when the metrics endpoint runs),
+     "http_url": str (the page, when the web server runs), "metrics_url": str (its /metrics),
      "exit": {"code": int, "reason": str, "time": float} (once the daemon has decided to exit)}
 
 The engine's counts (chunks, events, errors, dropped events) are totals since the daemon started, over every
@@ -199,6 +199,7 @@ class Status:
     rss_bytes: int | None = None
     memory_limit_bytes: int | None = None
     log_records_lost: int = 0
+    http_url: str | None = None
     metrics_url: str | None = None
     exit: ExitRecord | None = None
 
@@ -222,6 +223,8 @@ class Status:
             "memory_limit_bytes": self.memory_limit_bytes,
             "log_records_lost": self.log_records_lost,
         }
+        if self.http_url is not None:
+            data["http_url"] = self.http_url
         if self.metrics_url is not None:
             data["metrics_url"] = self.metrics_url
         if self.exit is not None:
@@ -250,6 +253,7 @@ class Status:
             rss_bytes=_optional_int(data.get("rss_bytes")),
             memory_limit_bytes=_optional_int(data.get("memory_limit_bytes")),
             log_records_lost=_int(data.get("log_records_lost")),
+            http_url=_optional_text(data.get("http_url")),
             metrics_url=_optional_text(data.get("metrics_url")),
             exit=ExitRecord.from_json(data.get("exit")),
         )

@@ -116,6 +116,13 @@ def format_status(status: Status, now: float | None = None) -> str:
     Ages are in seconds, sizes in MB (2**20 bytes). ``now``: the reference time for ages (default: the current
     time).
     """
+    rows = status_rows(status, now)
+    width = max(len(key) for key, _ in rows) + 1
+    return "\n".join(f"{key + ':':<{width}} {value}" for key, value in rows)
+
+
+def status_rows(status: Status, now: float | None = None) -> list[tuple[str, str]]:
+    """The ``(key, value)`` rows of ``livereduce --status`` (and of the daemon's page), the health verdict first."""
     now = time.time() if now is None else now
     healthy, reason = health(status, now)
     rows: list[tuple[str, str]] = [
@@ -147,7 +154,8 @@ def format_status(status: Status, now: float | None = None) -> str:
     memory = f"RSS {_mb(status.rss_bytes)}" if status.rss_bytes is not None else "RSS unknown"
     memory += f" of limit {_mb(status.memory_limit_bytes)}" if status.memory_limit_bytes is not None else " (no limit)"
     rows.append(("memory", memory))
+    if status.http_url is not None:
+        rows.append(("page", status.http_url))
     if status.metrics_url is not None:
         rows.append(("metrics", status.metrics_url))
-    width = max(len(key) for key, _ in rows) + 1
-    return "\n".join(f"{key + ':':<{width}} {value}" for key, value in rows)
+    return rows

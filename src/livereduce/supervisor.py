@@ -64,7 +64,6 @@ from livereduce.errors import (
 )
 from livereduce.events import EventQueue, SignalReceived, record_signals, restore_signals
 from livereduce.memory import MemoryExceeded, MemoryMonitor, memory_limit
-from livereduce.metrics import Metrics
 from livereduce.processes import thread_stacks
 from livereduce.scripts import NoScripts, ProcessingScripts, load_scripts, script_paths
 from livereduce.states import IllegalTransition, State, check_transition
@@ -73,6 +72,7 @@ from livereduce.status_file import StatusFile, status_location
 from livereduce.status_text import summary
 from livereduce.systemd_notify import Notifier
 from livereduce.watch import FilesChanged, FileWatcher, content_hash
+from livereduce.web import web_server
 
 _log = logging.getLogger("livereduce")
 _manager_log = logging.getLogger("livereduce.LiveDataManager")
@@ -164,8 +164,8 @@ class Supervisor:
         self._first_start = True  # until an engine has opened its source
         self._logged_scripts: dict[str, str] = {}  # role -> sha256 of the scripts last logged as 'Using ...'
         self.exit: ExitRecord | None = None  # once decided
-        self.last_status: Status | None = None  # as last published (read by the metrics endpoint's thread)
-        self.metrics = Metrics(lambda: self.last_status, info.name) if config.metrics_port is not None else None
+        self.last_status: Status | None = None  # as last published (read by the web server's thread)
+        self.web = web_server(config, info.name, lambda: self.last_status)
 
     # --- the loop -------------------------------------------------------------------------------------------
     def run(self) -> int:
@@ -180,8 +180,8 @@ class Supervisor:
         try:
             while (early := self.events.get(timeout=0)) is not None:  # what arrived while starting up
                 self._handle(early)
-            if self.metrics is not None:
-                self.metrics.serve(self.loaded.config.metrics_address, self.loaded.config.metrics_port)
+            if self.web is not None and (where := self.loaded.config.web_server) is not None:
+                self.web.serve(*where)
             self.watcher.start()
             self.memory.start()
             self._start_first()
@@ -193,11 +193,11 @@ class Supervisor:
             restore_signals()
 
     def _stop_helpers(self) -> None:
-        """Stop the watcher, the memory monitor and the metrics endpoint (idempotent)."""
+        """Stop the watcher, the memory monitor and the web server (idempotent)."""
         self.watcher.stop()
         self.memory.stop()
-        if self.metrics is not None:
-            self.metrics.close()
+        if self.web is not None:
+            self.web.close()
 
     def _loop(self) -> int:
         next_tick = self.clock.monotonic()
@@ -266,8 +266,8 @@ class Supervisor:
 
     def _on_engine(self, event: EngineEvent) -> None:
         if isinstance(event, CycleCompleted):
-            if self.metrics is not None:
-                self.metrics.cycle(event)
+            if self.web is not None:
+                self.web.metrics.cycle(event)
         elif isinstance(event, EngineStarted):
             self._first_start = False
             self._enter(State.RUNNING, "the data source is open")
@@ -569,6 +569,8 @@ class Supervisor:
         status = self.status()
         self.status_file.write(status)
         self.last_status = status
+        if self.web is not None:
+            self.web.publish(status)
         self.notifier.status(summary(status))
         return status
 
@@ -595,6 +597,7 @@ class Supervisor:
             rss_bytes=self.memory.rss,
             memory_limit_bytes=self.memory.limit,
             log_records_lost=logs.lost_records(),
-            metrics_url=self.metrics.url if self.metrics is not None else None,
+            http_url=self.web.url if self.web is not None else None,
+            metrics_url=self.web.metrics_url if self.web is not None else None,
             exit=self.exit,
         )

@@ -1,0 +1,30 @@
+"""The daemon's web server (``http_port``): the live page ``/``, ``/status.json``, ``/metrics`` and the figures.
+
+* :mod:`.page`: the page's JSON from the status (the same words as ``livereduce --status``).
+* :mod:`.views`: the built-in view of an accumulation when no script made a figure.
+* :mod:`.uploads`: SNS's live data server upload contract (``plot_publisher``).
+* :mod:`.server`: the HTTP server (starlette on uvicorn, in a thread of the daemon), its routes and headers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from livereduce.config import Config
+from livereduce.figures import board
+from livereduce.metrics import Metrics
+from livereduce.status import Status
+
+if TYPE_CHECKING:
+    from livereduce.web.server import WebServer
+
+
+def web_server(config: Config, instrument: str, status: Callable[[], Status | None]) -> WebServer | None:
+    """The daemon's web server (not yet listening) when ``http_port`` or its alias ``metrics_port`` is set, else
+    None; ``status`` returns the status last published. starlette, uvicorn and plotly are imported only then."""
+    if config.web_server is None:
+        return None
+    from livereduce.web.server import WebServer  # noqa: PLC0415 - the web stack only for a daemon that serves
+
+    return WebServer(instrument, Metrics(status, instrument), board, config.http_upload)

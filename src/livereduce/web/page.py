@@ -1,0 +1,94 @@
+"""What the daemon's page shows, as JSON, from the status the supervisor publishes (no I/O, no web framework).
+
+:func:`page_state` turns a :class:`~livereduce.status.Status` into the object the page's script renders: the
+same ``key: value`` rows and health words as ``livereduce --status`` (:func:`livereduce.status_text.status_rows`),
+and the figures of a small dashboard: run, chunks, events, lag, source health, memory against the limit, the last
+error, and the event rate over the last :data:`RATE_WINDOW_S` seconds (:class:`RateHistory`).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections import deque
+from typing import Any, Final
+
+from livereduce.status import Status, health
+from livereduce.status_text import status_rows
+
+RATE_WINDOW_S: Final = 600.0
+"""Seconds of event-rate history the page shows (10 minutes)."""
+MAX_SAMPLES: Final = 1200
+"""Most samples kept (the supervisor publishes about once a second, and at every change of state)."""
+
+
+class RateHistory:
+    """The events received over time, from the totals of successive statuses, as rates (events/s).
+
+    Args:
+        window: seconds of history kept.
+    """
+
+    def __init__(self, window: float = RATE_WINDOW_S) -> None:
+        self.window = window
+        self._samples: deque[tuple[float, int]] = deque(maxlen=MAX_SAMPLES)  # (time s, events total)
+
+    def add(self, when: float, events: int) -> None:
+        """A status published at ``when`` (Unix seconds) with ``events`` received in total; samples not after the
+        newest, and a total that went down (another process), start nothing new or restart the history."""
+        if self._samples and when <= self._samples[-1][0]:
+            return
+        if self._samples and events < self._samples[-1][1]:
+            self._samples.clear()
+        self._samples.append((when, events))
+        while len(self._samples) > 2 and self._samples[1][0] < when - self.window:
+            self._samples.popleft()
+
+    def series(self) -> list[tuple[float, float]]:
+        """``(time, events/s)`` between each two samples, at the later one's time (Unix seconds)."""
+        samples = list(self._samples)
+        return [
+            (t1, (e1 - e0) / (t1 - t0))
+            for (t0, e0), (t1, e1) in itertools.pairwise(samples)
+            if t1 - t0 > 0 and math.isfinite(t1)
+        ]
+
+
+def page_state(instrument: str, status: Status | None, history: RateHistory, now: float) -> dict[str, Any]:
+    """The page's JSON object.
+
+    Keys: ``instrument``; ``healthy`` (bool) and ``health`` (the verdict's words, as ``--status``); ``state``;
+    ``rows`` (``[[key, value], ...]`` as ``--status``); ``run``, ``chunks``, ``events`` (ints); ``lag`` (s or
+    null), ``lagging`` (cause or ""); ``source``, ``source_healthy``, ``source_counters``; ``rss_bytes``,
+    ``memory_limit_bytes`` (bytes or null); ``last_error`` and ``last_error_time`` (Unix s or null); ``rate``
+    (``[[time s, events/s], ...]`` over :data:`RATE_WINDOW_S`); ``updated`` (Unix s of the status or null).
+    """
+    if status is None:
+        return {"instrument": instrument, "healthy": False, "health": "starting", "state": "starting", "rows": []}
+    healthy, reason = health(status, now)
+    engine = status.engine
+    state: dict[str, Any] = {
+        "instrument": instrument,
+        "healthy": healthy,
+        "health": f"{'OK' if healthy else 'UNHEALTHY'}: {reason}",
+        "state": status.state or "unknown",
+        "rows": [list(row) for row in status_rows(status, now)],
+        "rss_bytes": status.rss_bytes,
+        "memory_limit_bytes": status.memory_limit_bytes,
+        "rate": [list(point) for point in history.series()],
+        "updated": status.updated,
+    }
+    if engine is not None:
+        state |= {
+            "run": engine.run_number,
+            "chunks": engine.chunks,
+            "events": engine.events,
+            "lag": engine.lag,
+            "lagging": engine.lagging,
+            "source": engine.source,
+            "source_healthy": engine.source_healthy,
+            "source_counters": engine.source_counters,
+            "last_error": engine.last_error,
+            "last_error_time": engine.last_error_time,
+        }
+    return state
