@@ -13,7 +13,7 @@ import math
 from collections import deque
 from typing import Any, Final
 
-from livereduce.status import Status, health
+from livereduce.status import EngineStatus, Status, health
 from livereduce.status_text import status_rows
 
 RATE_WINDOW_S: Final = 600.0
@@ -60,7 +60,8 @@ def page_state(instrument: str, status: Status | None, history: RateHistory, now
     Keys: ``instrument``; ``healthy`` (bool) and ``health`` (the verdict's words, as ``--status``); ``state``;
     ``rows`` (``[[key, value], ...]`` as ``--status``); ``run``, ``chunks``, ``events`` (ints); ``lag`` (s or
     null), ``lagging`` (cause or ""); ``source``, ``source_healthy``, ``source_counters``; ``rss_bytes``,
-    ``memory_limit_bytes`` (bytes or null); ``last_error`` and ``last_error_time`` (Unix s or null); ``rate``
+    ``memory_limit_bytes`` (bytes or null); ``last_error`` and ``last_error_time`` (Unix s or null) while the error
+    is current (no cycle has succeeded since; ``rows`` keep the last one); ``rate``
     (``[[time s, events/s], ...]`` over :data:`RATE_WINDOW_S`); ``updated`` (Unix s of the status or null).
     """
     if status is None:
@@ -88,7 +89,15 @@ def page_state(instrument: str, status: Status | None, history: RateHistory, now
             "source": engine.source,
             "source_healthy": engine.source_healthy,
             "source_counters": engine.source_counters,
-            "last_error": engine.last_error,
-            "last_error_time": engine.last_error_time,
+            "last_error": engine.last_error if _current_error(engine) else "",
+            "last_error_time": engine.last_error_time if _current_error(engine) else None,
         }
     return state
+
+
+def _current_error(engine: EngineStatus) -> bool:
+    """Whether the last error is newer than the last cycle's end (a failed cycle records its error after its end;
+    a cycle that succeeded since ends after it)."""
+    if not engine.last_error or engine.last_error_time is None:
+        return False
+    return engine.last_cycle_end is None or engine.last_error_time >= engine.last_cycle_end
