@@ -4,6 +4,7 @@ and the entry point copied anywhere."""
 from __future__ import annotations
 
 import json
+import re
 import os
 import shutil
 import signal
@@ -49,7 +50,8 @@ def test_check_reports_the_demo_as_valid_without_starting_anything():
 def test_demo_runs_a_run_writes_plot_and_data_and_exits_0(tmp_path):
     shutil.copytree(ROOT / "demo", tmp_path / "demo")
     config = json.loads((tmp_path / "demo" / "livereduce.conf").read_text())
-    config.update(end_run_every=2, update_every=0.5)
+    assert config["http_port"] == 8400  # the README's demo serves its page; here on a free port
+    config.update(end_run_every=2, update_every=0.5, http_port=0)
     (tmp_path / "demo" / "livereduce.conf").write_text(json.dumps(config))
     env = {key: value for key, value in os.environ.items() if key != "USER"}  # upstream crashed without $USER
     env["LIVEREDUCE_OUTPUT_DIR"] = str(tmp_path / "out")
@@ -63,6 +65,7 @@ def test_demo_runs_a_run_writes_plot_and_data_and_exits_0(tmp_path):
         check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+    assert re.search(r"Live page on http://127\.0\.0\.1:\d+/ ", result.stdout)  # printed where the demo runs
     log = (tmp_path / "livereduce.log").read_text()
     assert "logging started by user '" in log
     assert "Run #1 ended. RunTransitionBehavior Stop." in log
