@@ -219,7 +219,6 @@ def test_a_consumer_that_lags_by_several_runs_delivers_every_event_of_every_run(
     counters = source.health().counters
     assert not any(e.dropped for e in got)
     assert counters["events_dropped"] == counters.get("events_late", 0) == counters.get("events_outside_run", 0) == 0
-    assert counters["back_pressure_pauses"] >= 1
     assert set(lag) == {f"{topic}[0]" for topic in topics.values()}
     assert counters["offset_lag"] == sum(source.health().offset_lag.values())
 
