@@ -18,7 +18,7 @@ The JSON object (times are seconds since the Unix epoch, sizes bytes)::
                 "run_number": int, "chunks": int, "events": int, "accumulated_events": int, "accumulation": str,
                 "dropped_events": {reason: int}, "last_cycle_end": float | None,
                 "last_cycle_duration": float | None, "last_error": str, "last_error_time": float | None,
-                "errors": int, "lag": float | None, ..., "checkpoint": str},
+                "errors": int, "lag": float | None, ..., "checkpoint": str, "first_pulse": str},
      "restarts": {"scripts": int, "memory": int, "failures": int, "signals": int, "watcher": int},
      "reloads": {"post_proc": int} (script edits applied without a restart),
      "rss_bytes": int, "memory_limit_bytes": int | None, "log_records_lost": int,
@@ -153,6 +153,7 @@ class EngineStatus(Health):
             lagging=_text(data.get("lagging")),
             offset_lag=_counts(data.get("offset_lag")),
             checkpoint=_text(data.get("checkpoint")),
+            first_pulse=_text(data.get("first_pulse")),
         )
 
 

@@ -93,7 +93,7 @@ def _engine_rows(engine: EngineStatus, now: float) -> list[tuple[str, str]]:
     rows = [
         ("engine", f"{engine.name or 'unknown'} ({engine.state or 'unknown'})"),
         ("source", engine.source or "unknown"),
-        ("run", str(engine.run_number or "none")),
+        ("run", f"{engine.run_number or 'none'}{f' (first pulse {engine.first_pulse})' if engine.first_pulse else ''}"),
         ("chunks", str(engine.chunks)),
         ("events", _events(engine)),
         ("accumulation", _accumulation(engine)),

@@ -52,6 +52,8 @@ class Health:
         offset_lag: Kafka: messages between the consumer's position and each partition's end, by
             ``"topic[partition]"``.
         checkpoint: the last checkpoint written or resumed, or why it failed (scipp engine); "" without.
+        first_pulse: ISO-8601 time (UTC) of the first pulse in the accumulation (scipp engine: with ``Add``, the
+            run's first pulse read); "" while unknown.
     """
 
     state: EngineState = EngineState.STARTING
@@ -74,6 +76,7 @@ class Health:
     lagging: str = ""
     offset_lag: dict[str, int] = field(default_factory=dict)
     checkpoint: str = ""
+    first_pulse: str = ""
 
 
 @dataclass(frozen=True)

@@ -58,7 +58,8 @@ def page_state(instrument: str, status: Status | None, history: RateHistory, now
     """The page's JSON object.
 
     Keys: ``instrument``; ``healthy`` (bool) and ``health`` (the verdict's words, as ``--status``); ``state``;
-    ``rows`` (``[[key, value], ...]`` as ``--status``); ``run``, ``chunks``, ``events`` (ints); ``lag`` (s or
+    ``rows`` (``[[key, value], ...]`` as ``--status``); ``run``, ``chunks``, ``events`` (ints); ``first_pulse``
+    (ISO-8601 or ""); ``lag`` (s or
     null), ``lagging`` (cause or ""); ``source``, ``source_healthy``, ``source_counters``; ``rss_bytes``,
     ``memory_limit_bytes`` (bytes or null); ``last_error`` and ``last_error_time`` (Unix s or null) while the error
     is current (no cycle has succeeded since; ``rows`` keep the last one); ``rate``
@@ -82,6 +83,7 @@ def page_state(instrument: str, status: Status | None, history: RateHistory, now
     if engine is not None:
         state |= {
             "run": engine.run_number,
+            "first_pulse": engine.first_pulse,
             "chunks": engine.chunks,
             "events": engine.events,
             "lag": engine.lag,

@@ -344,6 +344,7 @@ class ScippEngine:
             health.lag, health.lag_basis, health.lagging = self._lag.seconds, self._lag.basis, self._lag.lagging
             health.events += result.events
             health.run_number = result.run_number
+            health.first_pulse = (self._loader.provenance.first_pulse or "") if self._loader is not None else ""
             health.accumulated_events = result.accumulated_events
             health.accumulation = result.accumulation
             for reason, count in result.dropped.items():

@@ -18,7 +18,8 @@ function renderPage(state) {
   health.textContent = state.health;
   health.className = `badge ${state.healthy ? "ok" : "bad"}`;
   setText("run", state.run ? String(state.run) : "none");
-  setText("state", state.state || "");
+  const since = state.first_pulse ? `since ${new Date(state.first_pulse).toLocaleString()} · ` : "";
+  setText("state", `${since}${state.state || ""}`);
   setText("chunks", count(state.chunks));
   setText("events", count(state.events));
   setText("lag", state.lag === null || state.lag === undefined ? "unknown" : `${state.lag.toFixed(1)} s`);
