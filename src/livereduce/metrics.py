@@ -118,7 +118,6 @@ class Metrics:
             self._lag_seconds.observe(done.lag)
 
 
-
 class _StatusCollector(Collector):
     """Metrics made from the last published status at each scrape."""
 
