@@ -14,6 +14,14 @@ REQUIRED = {
     "prometheus_client": "prometheus-client",
 }
 """Modules the daemon imports whatever the engine -> the package that provides each (pip/conda name)."""
+WEB = {
+    "starlette": "starlette",
+    "uvicorn": "uvicorn",
+    "jinja2": "jinja2",
+    "python_multipart": "python-multipart",
+    "plotly": "plotly",
+}
+"""Modules of the daemon's web server (``http_port``), looked up only when it is configured."""
 
 
 def missing_packages(modules: dict[str, str] = REQUIRED) -> list[str]:

@@ -8,12 +8,15 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from livereduce.config import Config
+from livereduce.errors import EngineError
 from livereduce.figures import board
 from livereduce.metrics import Metrics
+from livereduce.packages import WEB, missing_packages
 from livereduce.status import Status
 
 if TYPE_CHECKING:
@@ -22,9 +25,19 @@ if TYPE_CHECKING:
 
 def web_server(config: Config, instrument: str, status: Callable[[], Status | None]) -> WebServer | None:
     """The daemon's web server (not yet listening) when ``http_port`` or its alias ``metrics_port`` is set, else
-    None; ``status`` returns the status last published. starlette, uvicorn and plotly are imported only then."""
+    None; ``status`` returns the status last published. starlette, uvicorn and plotly are imported only then.
+
+    Raises:
+        EngineError: a package of the web stack is missing (exit 4, as for the engines' packages).
+    """
     if config.web_server is None:
         return None
+    missing = missing_packages(WEB)
+    if missing:
+        raise EngineError(
+            f"the page (http_port) needs {', '.join(missing)}, missing in the environment of {sys.executable}; "
+            f"install with: {sys.executable} -m pip install {' '.join(missing)}"
+        )
     from livereduce.web.server import WebServer  # noqa: PLC0415 - the web stack only for a daemon that serves
 
     return WebServer(instrument, Metrics(status, instrument), board, config.http_upload)
