@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import logging
 import threading
 import time
 from collections import OrderedDict
@@ -30,6 +31,8 @@ from pathlib import Path
 from typing import Any, Final, Literal
 
 from livereduce import provenance
+
+_log = logging.getLogger("livereduce")
 
 MAX_FIGURES: Final = 50
 """Most figures the board keeps (the oldest goes first)."""
@@ -105,6 +108,8 @@ class FigureBoard:
         self._lock = threading.Lock()
         self._ids = itertools.count(1)
         self._subscribers: list[Callable[[], None]] = []
+        self.view_maker: Callable[[object], None] | None = None
+        self._view_failure = ""
 
     def add(
         self,
@@ -142,6 +147,24 @@ class FigureBoard:
             self.version += 1
         self._changed()
         return figure
+
+    def offer_view(self, output: object) -> None:
+        """The output of a cycle's post_proc (the engine's cycle thread): while a page is served
+        (:attr:`view_maker` set) and no script has put a figure on the board, make the built-in view of it. A
+        failure of the view is logged once per kind of failure and never fails the cycle."""
+        maker = self.view_maker
+        if maker is None:
+            return
+        with self._lock:
+            if any(figure.origin != "view" for figure in self._figures.values()):
+                return
+        try:
+            maker(output)
+        except Exception as err:  # noqa: BLE001 - the page's view must never fail a cycle: logged once
+            kind = f"{type(err).__name__}: {err}"[:200]
+            if kind != self._view_failure:
+                self._view_failure = kind
+                _log.warning("The page's view of the output failed (the cycle goes on): %s", kind)
 
     def subscribe(self, changed: Callable[[], None]) -> None:
         """Call ``changed()`` after every change (in the thread that made it; it must not block)."""

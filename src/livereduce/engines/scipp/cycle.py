@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 
 import scipp as sc
 
+from livereduce import figures
 from livereduce.config import Config
 from livereduce.engines.scipp.accumulate import Accumulator, describe, histogram_events
 from livereduce.engines.scipp.chunk import PULSE_DIM, RunMetadata, event_count, metadata_of
@@ -268,17 +269,23 @@ class LiveDataLoader:
         return _checked(script.path, output)
 
     def _post_process(self, accumulation: object) -> object:
-        """Run the post_proc script on the accumulation; without one, the accumulation is the output."""
+        """Run the post_proc script on the accumulation (without one, the accumulation is the output), and offer the
+        output to the page's built-in view (:meth:`livereduce.figures.FigureBoard.offer_view`)."""
+        set_current(self.provenance)
+        try:
+            output = self._post_proc_output(accumulation)
+            figures.board.offer_view(output)
+        finally:
+            set_current(None)
+        return output
+
+    def _post_proc_output(self, accumulation: object) -> object:
         script = self.scripts.post_proc
         if script is None:
             return accumulation
         self.workspaces[ACCUMULATION_WORKSPACE] = accumulation
         names = {"accumulation": accumulation, "mtd": self.workspaces}
-        set_current(self.provenance)
-        try:
-            output = run_script(script, accumulation, OUTPUT_WORKSPACE, names)
-        finally:
-            set_current(None)
+        output = run_script(script, accumulation, OUTPUT_WORKSPACE, names)
         if output is None or (isinstance(output, str) and output == OUTPUT_WORKSPACE):
             raise ScriptFailed(
                 f"{script.property_name} '{script.path}' did not assign 'output' "
