@@ -56,6 +56,7 @@ from livereduce.metrics import Metrics
 from livereduce.status import Status
 from livereduce.web.page import RateHistory, page_state
 from livereduce.web.uploads import UploadRefused, check_credentials, figure_from_upload
+from livereduce.web.views import publish_view
 
 _log = logging.getLogger("livereduce")
 
@@ -65,6 +66,8 @@ KEEPALIVE_S: Final = 15.0
 """Seconds between two comments on an idle event stream (proxies close silent connections)."""
 RETRY_MS: Final = 1000
 """The ``retry:`` an event stream sends: a viewer that lost the connection reconnects after 1 s."""
+BACKLOG: Final = 2048
+"""Connections the kernel queues before the server accepts them (uvicorn's default ``backlog``)."""
 MAX_CONNECTIONS: Final = 1000
 """Connections served at once (uvicorn's ``limit_concurrency``); beyond, 503."""
 PLOTLY_JS: Final = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
@@ -173,6 +176,7 @@ class WebServer:
             listener = socket.socket(family, socket.SOCK_STREAM)
             listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             listener.bind((address, port))
+            listener.listen(BACKLOG)  # now: a client that connects as soon as serve() returns waits, not refused
         except OSError as err:
             _log.error(
                 "The web server cannot listen on %s:%d (keys http_address, http_port): %s; the daemon runs without "
@@ -190,6 +194,7 @@ class WebServer:
             ws="none",
             timeout_graceful_shutdown=1,
             limit_concurrency=MAX_CONNECTIONS,
+            backlog=BACKLOG,
             server_header=False,
         )
         logging.getLogger("uvicorn.error").setLevel(logging.WARNING)  # not "Started server process" in our log
@@ -198,6 +203,7 @@ class WebServer:
         self._thread = threading.Thread(target=self._run, args=(listener, started), name="livereduce-web", daemon=True)
         self._thread.start()
         started.wait(CLOSE_TIMEOUT_S)
+        self.board.view_maker = publish_view  # the built-in view while a page is served
         host, bound = listener.getsockname()[:2]
         self.url = f"http://{host if ':' not in host else f'[{host}]'}:{bound}/"
         _log.info("Live page on %s (metrics on %smetrics)", self.url, self.url)
@@ -219,6 +225,7 @@ class WebServer:
     def close(self) -> None:
         """End every event stream and the server (idempotent; bounded by :data:`CLOSE_TIMEOUT_S`)."""
         self.board.unsubscribe(self._figures_changed)
+        self.board.view_maker = None
         if self._server is None:
             return
         if self._loop is not None and self._hub is not None:
