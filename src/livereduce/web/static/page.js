@@ -12,8 +12,15 @@ function setText(id, text) {
   if (node.textContent !== text) node.textContent = text;
 }
 
+let currentRun = 0; // the run of the last status; figures of other runs are not shown
+let lastFigures = { figures: [] };
+
 function renderPage(state) {
   setText("instrument", state.instrument);
+  if ((state.run || 0) !== currentRun) {
+    currentRun = state.run || 0;
+    renderFigures(lastFigures);
+  }
   const health = $("health");
   health.textContent = state.health;
   health.className = `badge ${state.healthy ? "ok" : "bad"}`;
@@ -111,8 +118,10 @@ async function fillFigure(card, summary) {
   }
 }
 
-function renderFigures(list) {
+function renderFigures(all) {
+  lastFigures = all;
   const container = $("figures");
+  const list = { figures: all.figures.filter((f) => !f.run_number || !currentRun || f.run_number === currentRun) };
   const slots = new Set(list.figures.map((f) => f.slot));
   for (const [slot, entry] of cards) {
     if (!slots.has(slot)) {
@@ -133,7 +142,9 @@ function renderFigures(list) {
       fillFigure(entry.card, summary);
     }
   });
-  setText("figure-count", list.figures.length ? `(${list.figures.length})` : "(none yet)");
+  const earlier = all.figures.length - list.figures.length;
+  const shown = list.figures.length ? `(${list.figures.length})` : "(none yet)";
+  setText("figure-count", earlier ? `${shown}, ${earlier} of earlier runs not shown` : shown);
 }
 
 function connect() {
