@@ -41,8 +41,9 @@ import uvicorn
 from jinja2 import Environment, PackageLoader, select_autoescape
 from prometheus_client import make_asgi_app
 from starlette.applications import Starlette
+from starlette.datastructures import FormData
 from starlette.exceptions import HTTPException
-from starlette.formparsers import MultiPartException
+from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import Request
 from starlette.responses import FileResponse, HTMLResponse, JSONResponse, Response, StreamingResponse
 from starlette.routing import Mount, Route
@@ -342,10 +343,14 @@ class WebServer:
         length = request.headers.get("content-length")
         if length is None or not length.isdigit():
             return _refused(411, "the upload needs a Content-Length")
+        too_large = f"the upload is larger than {upload.max_bytes} bytes (http_upload.max_bytes)"
         if int(length) > upload.max_bytes:
-            return _refused(413, f"the upload is larger than {upload.max_bytes} bytes (http_upload.max_bytes)")
+            return _refused(413, too_large)
+        body = await _body(request, upload.max_bytes)
+        if body is None:
+            return _refused(413, too_large)
         try:
-            form = await request.form(max_files=1, max_fields=8)
+            form = await _form(request, body, upload.max_bytes)
         except (HTTPException, MultiPartException) as err:  # a torn or hostile body: one line, never a traceback
             return _refused(400, f"the upload is not a readable multipart form: {getattr(err, 'detail', err)}")
         try:
@@ -378,3 +383,29 @@ class WebServer:
 
 def _refused(code: int, why: str) -> JSONResponse:
     return JSONResponse({"error": why}, status_code=code)
+
+
+async def _body(request: Request, limit: int) -> bytes | None:
+    """The request's body, or None as soon as it passes ``limit`` bytes. Counted as it arrives, whatever the
+    Content-Length header said: a body sent chunked under a Content-Length header is framed by its chunks."""
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            return None
+    return bytes(body)
+
+
+async def _form(request: Request, body: bytes, limit: int) -> FormData:
+    """The multipart form in ``body``, parsed in memory: starlette's ``request.form()`` would write a file part
+    larger than 1 MiB to a temporary file (its ``MultiPartParser.spool_max_size``); ``body`` is at most ``limit``
+    bytes. Raises MultiPartException when the body is not a multipart form."""
+    if not request.headers.get("content-type", "").lower().startswith("multipart/form-data"):
+        raise MultiPartException("its Content-Type is not multipart/form-data")
+
+    async def stream() -> AsyncIterator[bytes]:
+        yield body
+
+    parser = MultiPartParser(request.headers, stream(), max_files=1, max_fields=8)
+    parser.spool_max_size = limit
+    return await parser.parse()
