@@ -44,7 +44,7 @@ from starlette.applications import Starlette
 from starlette.datastructures import FormData
 from starlette.exceptions import HTTPException
 from starlette.formparsers import MultiPartException, MultiPartParser
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import FileResponse, HTMLResponse, JSONResponse, Response, StreamingResponse
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
@@ -346,7 +346,10 @@ class WebServer:
         too_large = f"the upload is larger than {upload.max_bytes} bytes (http_upload.max_bytes)"
         if int(length) > upload.max_bytes:
             return _refused(413, too_large)
-        body = await _body(request, upload.max_bytes)
+        try:
+            body = await _body(request, upload.max_bytes)
+        except ClientDisconnect:  # gone before the end of its body: no one reads the answer, no traceback logged
+            return _refused(400, "the upload ended before its Content-Length")
         if body is None:
             return _refused(413, too_large)
         try:
