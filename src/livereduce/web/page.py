@@ -9,7 +9,6 @@ error, and the event rate over the last :data:`RATE_WINDOW_S` seconds (:class:`R
 from __future__ import annotations
 
 import itertools
-import math
 from collections import deque
 from typing import Any, Final
 
@@ -23,7 +22,11 @@ MAX_SAMPLES: Final = 1200
 
 
 class RateHistory:
-    """The events received over time, from the totals of successive statuses, as rates (events/s).
+    """The event rate over time, from the totals of successive statuses (events/s).
+
+    The totals grow once a cycle (every ``update_every``), while statuses come about once a second, so the rate is
+    taken between two successive *changes* of the total, at the later one's time; a total that stays the same for
+    more than twice the last interval between changes adds a rate of 0 (the data stopped).
 
     Args:
         window: seconds of history kept.
@@ -31,27 +34,32 @@ class RateHistory:
 
     def __init__(self, window: float = RATE_WINDOW_S) -> None:
         self.window = window
-        self._samples: deque[tuple[float, int]] = deque(maxlen=MAX_SAMPLES)  # (time s, events total)
+        self._changes: deque[tuple[float, int]] = deque(maxlen=MAX_SAMPLES)  # (time s, events total)
+        self._latest: tuple[float, int] | None = None
 
     def add(self, when: float, events: int) -> None:
-        """A status published at ``when`` (Unix seconds) with ``events`` received in total; samples not after the
-        newest, and a total that went down (another process), start nothing new or restart the history."""
-        if self._samples and when <= self._samples[-1][0]:
+        """A status published at ``when`` (Unix seconds) with ``events`` received in total. A sample not after the
+        newest is ignored; a total that went down (another process wrote the status) starts the history again."""
+        if self._latest is not None and when <= self._latest[0]:
             return
-        if self._samples and events < self._samples[-1][1]:
-            self._samples.clear()
-        self._samples.append((when, events))
-        while len(self._samples) > 2 and self._samples[1][0] < when - self.window:
-            self._samples.popleft()
+        if self._latest is not None and events < self._latest[1]:
+            self._changes.clear()
+        self._latest = (when, events)
+        if not self._changes or events != self._changes[-1][1]:
+            self._changes.append((when, events))
+        while len(self._changes) > 2 and self._changes[1][0] < when - self.window:
+            self._changes.popleft()
 
     def series(self) -> list[tuple[float, float]]:
-        """``(time, events/s)`` between each two samples, at the later one's time (Unix seconds)."""
-        samples = list(self._samples)
-        return [
-            (t1, (e1 - e0) / (t1 - t0))
-            for (t0, e0), (t1, e1) in itertools.pairwise(samples)
-            if t1 - t0 > 0 and math.isfinite(t1)
-        ]
+        """``(time, events/s)`` between each two changes of the total, at the later one's time (Unix seconds), and
+        ``(now, 0)`` when the total has not changed for more than twice the last interval."""
+        changes = list(self._changes)
+        points = [(t1, (e1 - e0) / (t1 - t0)) for (t0, e0), (t1, e1) in itertools.pairwise(changes) if t1 > t0]
+        if len(changes) >= 2 and self._latest is not None:
+            last_interval = changes[-1][0] - changes[-2][0]
+            if self._latest[0] - changes[-1][0] > 2 * last_interval:
+                points.append((self._latest[0], 0.0))
+        return points
 
 
 def page_state(instrument: str, status: Status | None, history: RateHistory, now: float) -> dict[str, Any]:

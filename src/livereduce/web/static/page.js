@@ -4,7 +4,7 @@
 
 const $ = (id) => document.getElementById(id);
 const count = (n) => (n === undefined || n === null ? "–" : Number(n).toLocaleString("en-US"));
-const mib = (n) => `${(n / 1048576).toFixed(0)} MiB`;
+const mib = (n) => (n >= 1073741824 ? `${(n / 1073741824).toFixed(1)} GiB` : `${(n / 1048576).toFixed(0)} MiB`);
 const clock = (t) => (t ? new Date(t * 1000).toLocaleTimeString() : "");
 
 function setText(id, text) {
@@ -61,7 +61,7 @@ function renderRate(points) {
   const trace = { x: points.map((p) => new Date(p[0] * 1000)), y: points.map((p) => p[1]), mode: "lines",
     line: { width: 1.5 }, hovertemplate: "%{y:.3s} events/s<extra></extra>" };
   const layout = { margin: { l: 45, r: 5, t: 5, b: 25 }, yaxis: { rangemode: "tozero", tickformat: ".2s" },
-    xaxis: { type: "date" }, showlegend: false, uirevision: "rate" };
+    xaxis: { type: "date", tickformat: "%H:%M:%S" }, showlegend: false, uirevision: "rate" };
   Plotly.react($("rate"), [trace], layout, { displayModeBar: false, responsive: true });
 }
 
