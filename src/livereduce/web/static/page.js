@@ -31,9 +31,11 @@ function renderPage(state) {
   setText("events", count(state.events));
   setText("lag", state.lag === null || state.lag === undefined ? "unknown" : `${state.lag.toFixed(1)} s`);
   setText("lagging", state.lagging ? `falling behind: ${state.lagging}` : "");
-  setText("source-health", state.source_healthy === false ? "not delivering" : "connected");
+  setText("source-health", state.source_healthy === false ? "not delivering" : "delivering");
   $("source-health").className = `big ${state.source_healthy === false ? "warn" : ""}`;
-  setText("source", state.source || "");
+  const counters = Object.entries(state.source_counters || {}).filter(([, n]) => n).slice(0, 4);
+  const counted = counters.map(([name, n]) => `${name.replaceAll("_", " ")} ${Number(n).toLocaleString("en-US")}`);
+  setText("source", [state.source || "", ...counted].filter(Boolean).join(" · "));
   if (state.rss_bytes !== undefined && state.rss_bytes !== null) {
     const limit = state.memory_limit_bytes;
     setText("memory", limit ? `${mib(state.rss_bytes)} of ${mib(limit)}` : `${mib(state.rss_bytes)} (no limit)`);
