@@ -8,7 +8,7 @@
 | ``GET /figures.json`` | the figure board: ``{"version": int, "figures": [summary, ...]}`` newest first |
 | ``GET /figures/{id}`` | one figure: the image file, the plotly JSON, or an HTML fragment (sandboxed) |
 | ``GET /events`` | server-sent events ``page`` and ``figures`` at every change (the page updates without reloads) |
-| ``GET /metrics`` | Prometheus (``prometheus-client``'s ASGI app on the daemon's registry) |
+| ``GET /metrics`` | Prometheus (``prometheus-client``'s exposition of the daemon's registry, as the scraper asks) |
 | ``GET /static/...`` | the page's script and style sheet, and ``plotly.min.js`` from the installed plotly package |
 | ``POST /plots/{instrument}/{run}/upload_plot_data/`` | SNS live data server's upload route (``http_upload``) |
 
@@ -39,7 +39,7 @@ from typing import Final
 import plotly
 import uvicorn
 from jinja2 import Environment, PackageLoader, select_autoescape
-from prometheus_client import make_asgi_app
+from prometheus_client.exposition import choose_encoder
 from starlette.applications import Starlette
 from starlette.datastructures import FormData
 from starlette.exceptions import HTTPException
@@ -284,7 +284,7 @@ class WebServer:
                 Route("/events", self._events),
                 Route("/static/plotly.min.js", lambda _: FileResponse(PLOTLY_JS, media_type="text/javascript")),
                 Mount("/static", static),
-                Route("/metrics", make_asgi_app(self.metrics.registry)),
+                Route("/metrics", self._metrics),
                 Route("/plots/{instrument}/{run:int}/upload_plot_data/", self._upload, methods=["POST"]),
             ]
         )
@@ -292,6 +292,12 @@ class WebServer:
     async def _page(self, _: Request) -> HTMLResponse:
         template = self._templates.get_template("page.html")
         return HTMLResponse(template.render(instrument=self.instrument, version=__version__))
+
+    async def _metrics(self, request: Request) -> Response:
+        """The text format, or OpenMetrics when the scraper's Accept header asks for it (a starlette Route takes a
+        plain function for a request handler, so prometheus-client's ASGI app cannot be one)."""
+        encode, media_type = choose_encoder(request.headers.get("accept", ""))
+        return Response(encode(self.metrics.registry), media_type=media_type)
 
     async def _status_json(self, _: Request) -> Response:
         if self._status is None:
