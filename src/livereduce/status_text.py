@@ -93,7 +93,8 @@ def _engine_rows(engine: EngineStatus, now: float) -> list[tuple[str, str]]:
     rows = [
         ("engine", f"{engine.name or 'unknown'} ({engine.state or 'unknown'})"),
         ("source", engine.source or "unknown"),
-        ("run", f"{engine.run_number or 'none'}{f' (first pulse {engine.first_pulse})' if engine.first_pulse else ''}"),
+        ("run", str(engine.run_number or "none")),
+        ("first pulse", f"{engine.first_pulse[:19].replace('T', ' ')} UTC" if engine.first_pulse else "unknown"),
         ("chunks", str(engine.chunks)),
         ("events", _events(engine)),
         ("accumulation", _accumulation(engine)),
