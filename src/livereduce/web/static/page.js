@@ -23,9 +23,12 @@ function renderPage(state) {
   }
   const health = $("health");
   health.textContent = state.health;
+  health.title = state.health;
   health.className = `badge ${state.healthy ? "ok" : "bad"}`;
   setText("run", state.run ? String(state.run) : "none");
-  const since = state.first_pulse ? `since ${new Date(state.first_pulse).toLocaleString()} · ` : "";
+  const first = state.first_pulse ? new Date(state.first_pulse) : null;
+  const today = first && first.toDateString() === new Date().toDateString();
+  const since = first ? `since ${today ? first.toLocaleTimeString() : first.toLocaleString()} · ` : "";
   setText("state", `${since}${state.state || ""}`);
   setText("chunks", count(state.chunks));
   setText("events", count(state.events));
@@ -33,9 +36,7 @@ function renderPage(state) {
   setText("lagging", state.lagging ? `falling behind: ${state.lagging}` : "");
   setText("source-health", state.source_healthy === false ? "not delivering" : "delivering");
   $("source-health").className = `big ${state.source_healthy === false ? "warn" : ""}`;
-  const counters = Object.entries(state.source_counters || {}).filter(([, n]) => n).slice(0, 4);
-  const counted = counters.map(([name, n]) => `${name.replaceAll("_", " ")} ${Number(n).toLocaleString("en-US")}`);
-  setText("source", [state.source || "", ...counted].filter(Boolean).join(" · "));
+  setText("source", state.source || "");
   if (state.rss_bytes !== undefined && state.rss_bytes !== null) {
     const limit = state.memory_limit_bytes;
     setText("memory", limit ? `${mib(state.rss_bytes)} of ${mib(limit)}` : `${mib(state.rss_bytes)} (no limit)`);
@@ -59,11 +60,16 @@ function renderPage(state) {
 }
 
 function renderRate(points) {
-  if (!window.Plotly) return;
+  if (!window.Plotly || points.length < 2) return;
   const trace = { x: points.map((p) => new Date(p[0] * 1000)), y: points.map((p) => p[1]), mode: "lines",
     line: { width: 1.5 }, hovertemplate: "%{y:.3s} events/s<extra></extra>" };
-  const layout = { margin: { l: 45, r: 5, t: 5, b: 25 }, yaxis: { rangemode: "tozero", tickformat: ".2s" },
-    xaxis: { type: "date", tickformat: "%H:%M:%S" }, showlegend: false, uirevision: "rate" };
+  const stops = [
+    { dtickrange: [null, 1000], value: "%H:%M:%S.%L" },
+    { dtickrange: [1000, 60000], value: "%H:%M:%S" },
+    { dtickrange: [60000, null], value: "%H:%M" },
+  ];
+  const layout = { margin: { l: 45, r: 5, t: 5, b: 25 }, yaxis: { rangemode: "tozero", tickformat: "~s" },
+    xaxis: { type: "date", tickformatstops: stops }, showlegend: false, uirevision: "rate" };
   Plotly.react($("rate"), [trace], layout, { displayModeBar: false, responsive: true });
 }
 
@@ -107,7 +113,12 @@ async function fillFigure(card, summary) {
       body.replaceChildren(plot);
     }
     const layout = Object.assign({}, figure.layout || {}, { uirevision: summary.slot, autosize: true });
-    if (window.Plotly) Plotly.react(plot, figure.data || [], layout, { responsive: true });
+    if (!window.Plotly) return;
+    await Plotly.react(plot, figure.data || [], layout, { responsive: true });
+    if (!plot.dataset.observed) { // a card's width changes when others arrive, not only with the window's
+      plot.dataset.observed = "1";
+      new ResizeObserver(() => Plotly.Plots.resize(plot)).observe(plot);
+    }
   } else {
     let frame = body.querySelector("iframe");
     if (!frame) {
@@ -123,7 +134,9 @@ async function fillFigure(card, summary) {
 function renderFigures(all) {
   lastFigures = all;
   const container = $("figures");
-  const list = { figures: all.figures.filter((f) => !f.run_number || !currentRun || f.run_number === currentRun) };
+  // uploads show whatever their run: SNS autoreduction publishes a run's plots after it ended
+  const shown = (f) => f.origin === "upload" || !f.run_number || !currentRun || f.run_number === currentRun;
+  const list = { figures: all.figures.filter(shown) };
   const slots = new Set(list.figures.map((f) => f.slot));
   for (const [slot, entry] of cards) {
     if (!slots.has(slot)) {
@@ -145,18 +158,20 @@ function renderFigures(all) {
     }
   });
   const earlier = all.figures.length - list.figures.length;
-  const shown = list.figures.length ? `(${list.figures.length})` : "(none yet)";
-  setText("figure-count", earlier ? `${shown}, ${earlier} of earlier runs not shown` : shown);
+  const count = list.figures.length ? `(${list.figures.length})` : "(none yet)";
+  setText("figure-count", earlier ? `${count}, ${earlier} of other runs not shown` : count);
 }
 
 function connect() {
   const connection = $("connection");
   const source = new EventSource("events");
   source.addEventListener("open", () => {
+    document.body.classList.remove("stale");
     connection.dataset.state = "live";
     connection.textContent = "live";
   });
   source.addEventListener("error", () => {
+    document.body.classList.add("stale");
     connection.dataset.state = "lost";
     connection.textContent = "connection lost, reconnecting…";
     if (source.readyState === EventSource.CLOSED) setTimeout(connect, 1000); // the browser gave up: start again
