@@ -77,7 +77,7 @@ def test_a_stream_too_fast_for_the_buffer_is_reported_as_falling_behind_with_its
     assert "(pulse times), FALLING BEHIND: the source buffer is too small" in poll_until(lag_line, "--status lag")
 
     url = poll_until(
-        lambda: next((m.group(1) for m in [re.search(r"Prometheus metrics on (\S+)", run.log())] if m), None),
+        lambda: next((m.group(1) for m in [re.search(r"\(metrics on (\S+)\)", run.log())] if m), None),
         "the metrics URL in the log",
     )
     metrics = urllib.request.urlopen(url, timeout=10).read().decode()

@@ -268,7 +268,8 @@ def test_metrics_are_scraped_over_http(daemon, tmp_path):
     process.wait_for_log(lambda log: "Chunk 5:" in log)
     url = metrics_url(tmp_path)
     assert url.startswith("http://127.0.0.1:")
-    assert f"Prometheus metrics on {url}" in process.log()
+    assert f"(metrics on {url})" in process.log()  # the web server's /metrics (metrics_port: http_port's alias)
+    assert f"{json.loads((tmp_path / 'status.json').read_text())['http_url']}metrics" == url
     metrics = poll_until(lambda: (m := scrape(url)) and value(m, "livereduce_chunks_total") >= 5 and m, "5 chunks")
     assert value(metrics, "livereduce_events_received_total") > 0
     assert value(metrics, "livereduce_cycle_duration_seconds_count") >= 5
@@ -293,7 +294,7 @@ def test_metrics_are_scraped_over_http(daemon, tmp_path):
 
 def test_metrics_listen_on_localhost_only_by_default(daemon, tmp_path):
     process = daemon({**FAKE, "metrics_port": 0}, {"proc": "output = input\n"})
-    process.wait_for_log(lambda log: "Prometheus metrics on" in log)
+    process.wait_for_log(lambda log: "Live page on" in log)
     port = int(metrics_url(tmp_path).rsplit(":", 1)[1].split("/")[0])
     listening = [c for c in psutil.Process(process.process.pid).net_connections("tcp") if c.status == "LISTEN"]
     assert [(c.laddr.ip, c.laddr.port) for c in listening] == [("127.0.0.1", port)]
@@ -309,7 +310,7 @@ def test_a_metrics_port_in_use_is_an_error_line_and_the_daemon_runs_on(daemon):
         port = busy.getsockname()[1]
         process = daemon({**FAKE, "metrics_port": port}, {"proc": "output = input\n"})
         log = process.wait_for_log(lambda log: "Chunk 2:" in log)
-        assert f"Prometheus metrics cannot listen on 127.0.0.1:{port}" in log
+        assert f"The web server cannot listen on 127.0.0.1:{port}" in log
         assert "Address already in use" in log
         process.send(signal.SIGTERM)
         assert process.finish().returncode == 0

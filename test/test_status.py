@@ -590,6 +590,7 @@ def test_the_typed_status_round_trips_and_keeps_the_keys_of_the_file() -> None:
         pid_created=12.5,
         state_since=NOW - 2,
         log_records_lost=3,
+        http_url="http://127.0.0.1:9101/",
         metrics_url="http://127.0.0.1:9101/metrics",
         exit={"code": 0, "reason": "SIGTERM", "time": NOW},
         engine_dropped_events={"event_id negative": 2},
@@ -602,7 +603,7 @@ def test_the_typed_status_round_trips_and_keeps_the_keys_of_the_file() -> None:
     assert status.exit == st.ExitRecord(0, "SIGTERM", NOW)
     assert st.Status.from_json(json.loads(json.dumps(status.to_json()))) == status
     assert set(status.to_json()) == set(full) | {"state_since"}
-    assert set(st.Status(pid=1).to_json()) == set(full) - {"metrics_url", "exit"}  # those two only when set
+    assert set(st.Status(pid=1).to_json()) == set(full) - {"http_url", "metrics_url", "exit"}  # only when set
 
 
 @pytest.mark.parametrize(
@@ -645,11 +646,13 @@ def test_connecting_is_healthy_until_it_stalls() -> None:
     assert st.status_code(stalled, now=NOW) == st.STATUS_UNHEALTHY
 
 
-def test_the_metrics_url_is_shown_when_the_status_has_one() -> None:
-    """Defect 11: before, --status never showed where the metrics are."""
-    assert "metrics" not in rows(format_status(make_status(), now=NOW))
-    shown = rows(format_status(make_status(metrics_url="http://127.0.0.1:9101/metrics"), now=NOW))
-    assert shown["metrics"] == "http://127.0.0.1:9101/metrics"
+def test_the_page_and_metrics_urls_are_shown_when_the_status_has_them() -> None:
+    """Defect 11: before, --status never showed where the metrics are. The web server (issue 18) serves both."""
+    assert not {"page", "metrics"} & set(rows(format_status(make_status(), now=NOW)))
+    served = make_status(http_url="http://127.0.0.1:9101/", metrics_url="http://127.0.0.1:9101/metrics")
+    shown = rows(format_status(served, now=NOW))
+    assert (shown["page"], shown["metrics"]) == ("http://127.0.0.1:9101/", "http://127.0.0.1:9101/metrics")
+    assert list(shown)[-2:] == ["page", "metrics"]
 
 
 def rows(text: str) -> dict[str, str]:
