@@ -119,3 +119,28 @@ def test_default_file_is_used_only_when_it_exists_and_is_not_empty(tmp_path, mon
     assert load_config(None).path is None
     default.write_text('{"instrument": "NOMAD"}')
     assert load_config(None).config.instrument == "NOMAD"
+
+
+def test_one_web_server_per_daemon_and_metrics_port_is_its_alias():
+    assert validate({}, "x").web_server is None
+    assert validate({"http_port": 0}, "x").web_server == ("127.0.0.1", 0)
+    assert validate({"metrics_port": 9101, "metrics_address": "0.0.0.0"}, "x").web_server == ("0.0.0.0", 9101)
+    assert validate({"http_port": 8401, "metrics_port": 8401}, "x").web_server == ("127.0.0.1", 8401)
+    with pytest.raises(ConfigError, match="http_port 8401 and metrics_port 9101 name two ports"):
+        validate({"http_port": 8401, "metrics_port": 9101}, "x.conf")
+
+
+def test_http_upload_needs_credentials_and_keeps_the_password_out_of_every_dump():
+    upload = validate({"http_upload": {"username": "pub", "password": "secret123"}}, "x").http_upload
+    assert upload is not None
+    assert (upload.max_bytes, upload.max_plots) == (10 << 20, 20)
+    assert upload.password.get_secret_value() == "secret123"
+    assert "secret123" not in json.dumps(validate({"http_upload": upload.model_dump()}, "x").model_dump(mode="json"))
+    for bad, key in (
+        ({"username": "pub"}, "http_upload.password"),
+        ({"username": "pub", "password": "short"}, "http_upload.password"),
+        ({"username": "pub", "password": "secret123", "max_plots": 0}, "http_upload.max_plots"),
+        ({"username": "pub", "password": "secret123", "user": "x"}, "http_upload.user"),
+    ):
+        with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+            validate({"http_upload": bad}, "x.conf")
