@@ -29,12 +29,13 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import socket
 import threading
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Final
+from typing import BinaryIO, Final
 
 import plotly
 import uvicorn
@@ -313,12 +314,21 @@ class WebServer:
         if figure.kind == "html":
             return HTMLResponse(figure.html or "", headers={"content-security-policy": FRAGMENT_CSP})
         path = figure.path
+        gone = JSONResponse({"error": "the figure's file is gone"}, status_code=404)
         if path is None or path.suffix.lower() not in IMAGE_TYPES or not path.is_file():
-            return JSONResponse({"error": "the figure's file is gone"}, status_code=404)
-        return FileResponse(
-            path,
+            return gone
+        try:  # the length and the bytes of one open file: save_figure replaces the file by a rename every cycle
+            handle = path.open("rb")
+        except OSError:
+            return gone
+        return StreamingResponse(
+            _read(handle),
             media_type=IMAGE_TYPES[path.suffix.lower()],
-            headers={"cache-control": "no-cache", "content-security-policy": FRAGMENT_CSP},
+            headers={
+                "content-length": str(os.fstat(handle.fileno()).st_size),
+                "cache-control": "no-cache",
+                "content-security-policy": FRAGMENT_CSP,
+            },
         )
 
     async def _events(self, _: Request) -> StreamingResponse:
@@ -388,6 +398,15 @@ class WebServer:
         for old in uploads[upload.max_plots :]:
             self.board.remove(old.key)
         return Response(status_code=200)
+
+
+async def _read(handle: BinaryIO) -> AsyncIterator[bytes]:
+    """The bytes of an open file, 64 KiB at a time, read in a worker thread; closes it. (starlette's FileResponse
+    takes the length from the path's stat and opens the path again to read it: a file replaced in between was
+    sent with the other file's length, a broken image and an 'Exception in ASGI application' in the log.)"""
+    with handle:
+        while chunk := await asyncio.to_thread(handle.read, 1 << 16):
+            yield chunk
 
 
 def _refused(code: int, why: str) -> JSONResponse:
