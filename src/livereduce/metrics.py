@@ -1,6 +1,6 @@
 """Prometheus metrics of the daemon, for the facility's monitoring: ``/metrics`` of the daemon's web server
 (``http_port``, or its alias ``metrics_port``; off by default), in the text exposition format, by
-``prometheus-client``'s ASGI app (:mod:`livereduce.web.server`); its URL is ``metrics_url`` in the status.
+``prometheus-client``'s encoders (:mod:`livereduce.web.server`); its URL is ``metrics_url`` in the status.
 
 A state set's label is named after the metric, as prometheus-client writes it:
 ``livereduce_engine_state{livereduce_engine_state="idle"} 1``.
