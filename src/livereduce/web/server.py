@@ -33,7 +33,7 @@ import os
 import socket
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import BinaryIO, Final
 
@@ -113,12 +113,13 @@ class _Hub:
     """The newest page state and figure list, and a wake-up for the event streams (event loop thread only)."""
 
     def __init__(self) -> None:
-        self.latest: dict[str, tuple[int, str]] = {"page": (0, "{}"), "figures": (0, "{}")}
+        self.latest: dict[str, tuple[int, str, bytes]] = {"page": (0, "{}", b""), "figures": (0, "{}", b"")}
         self.closing = False
         self._changed = asyncio.Event()
 
     def set(self, name: str, data: str) -> None:
-        self.latest[name] = (self.latest[name][0] + 1, data)
+        """A new version of ``name`` (its JSON ``data``); its event-stream frame is encoded once for every viewer."""
+        self.latest[name] = (self.latest[name][0] + 1, data, f"event: {name}\ndata: {data}\n\n".encode())
         self._wake()
 
     def close(self) -> None:
@@ -199,7 +200,9 @@ class WebServer:
             backlog=BACKLOG,
             server_header=False,
         )
-        logging.getLogger("uvicorn.error").setLevel(logging.WARNING)  # not "Started server process" in our log
+        logging.getLogger("uvicorn.error").setLevel(
+            logging.ERROR
+        )  # no "Started server process", no line per malformed request (a port scan would fill the log)
         self._server = uvicorn.Server(config)
         started = threading.Event()
         self._thread = threading.Thread(target=self._run, args=(listener, started), name="livereduce-web", daemon=True)
@@ -278,9 +281,9 @@ class WebServer:
         return Starlette(
             routes=[
                 Route("/", self._page),
-                Route("/page.json", lambda _: JSONResponse(self._state)),
+                Route("/page.json", self._latest_json("page")),
                 Route("/status.json", self._status_json),
-                Route("/figures.json", lambda _: Response(self._figure_list(), media_type="application/json")),
+                Route("/figures.json", self._latest_json("figures")),
                 Route("/figures/{figure_id}", self._figure),
                 Route("/events", self._events),
                 Route("/static/plotly.min.js", lambda _: FileResponse(PLOTLY_JS, media_type="text/javascript")),
@@ -289,6 +292,16 @@ class WebServer:
                 Route("/plots/{instrument}/{run:int}/upload_plot_data/", self._upload, methods=["POST"]),
             ]
         )
+
+    def _latest_json(self, name: str) -> Callable[[Request], Awaitable[Response]]:
+        """A handler answering the newest JSON of ``name`` as the event streams send it (made once per version, in
+        the supervisor's thread; an async handler, so no hop to starlette's thread pool)."""
+
+        async def answer(_: Request) -> Response:
+            data = self._hub.latest[name][1] if self._hub is not None else "{}"
+            return Response(data, media_type="application/json")
+
+        return answer
 
     async def _page(self, _: Request) -> HTMLResponse:
         template = self._templates.get_template("page.html")
@@ -339,10 +352,10 @@ class WebServer:
             seen = dict.fromkeys(hub.latest, -1)
             yield f"retry: {RETRY_MS}\n\n".encode()
             while not hub.closing:
-                for name, (version, data) in list(hub.latest.items()):
+                for name, (version, _, frame) in list(hub.latest.items()):
                     if version != seen[name]:
                         seen[name] = version
-                        yield f"event: {name}\ndata: {data}\n\n".encode()
+                        yield frame
                 if not await hub.wait(KEEPALIVE_S) and not hub.closing:
                     yield b": keep-alive\n\n"
 
