@@ -200,9 +200,8 @@ class WebServer:
             backlog=BACKLOG,
             server_header=False,
         )
-        logging.getLogger("uvicorn.error").setLevel(
-            logging.ERROR
-        )  # no "Started server process", no line per malformed request (a port scan would fill the log)
+        # uvicorn's errors only: no "Started server process", no line per malformed request (a port scan)
+        logging.getLogger("uvicorn.error").setLevel(logging.ERROR)
         self._server = uvicorn.Server(config)
         started = threading.Event()
         self._thread = threading.Thread(target=self._run, args=(listener, started), name="livereduce-web", daemon=True)
