@@ -201,8 +201,12 @@ class Status:
     memory_limit_bytes: int | None = None
     log_records_lost: int = 0
     http_url: str | None = None
-    metrics_url: str | None = None
     exit: ExitRecord | None = None
+
+    @property
+    def metrics_url(self) -> str | None:
+        """The web server's ``/metrics`` (``http_url`` + ``metrics``), or None without a web server."""
+        return f"{self.http_url}metrics" if self.http_url is not None else None
 
     def to_json(self) -> dict[str, Any]:
         """The JSON object of the status file (``metrics_url`` and ``exit`` only when set)."""
@@ -255,7 +259,6 @@ class Status:
             memory_limit_bytes=_optional_int(data.get("memory_limit_bytes")),
             log_records_lost=_int(data.get("log_records_lost")),
             http_url=_optional_text(data.get("http_url")),
-            metrics_url=_optional_text(data.get("metrics_url")),
             exit=ExitRecord.from_json(data.get("exit")),
         )
 

@@ -164,8 +164,7 @@ class Supervisor:
         self._first_start = True  # until an engine has opened its source
         self._logged_scripts: dict[str, str] = {}  # role -> sha256 of the scripts last logged as 'Using ...'
         self.exit: ExitRecord | None = None  # once decided
-        self.last_status: Status | None = None  # as last published (read by the web server's thread)
-        self.web = web_server(config, info.name, lambda: self.last_status)
+        self.web = web_server(config, info.name)
 
     # --- the loop -------------------------------------------------------------------------------------------
     def run(self) -> int:
@@ -565,10 +564,9 @@ class Supervisor:
         return self.clock.time() - health.last_cycle_end < limit
 
     def _publish(self) -> Status:
-        """Write the status file and send ``STATUS=``; returns the status."""
+        """Write the status file, show it on the page and send ``STATUS=``; returns the status."""
         status = self.status()
         self.status_file.write(status)
-        self.last_status = status
         if self.web is not None:
             self.web.publish(status)
         self.notifier.status(summary(status))
@@ -598,6 +596,5 @@ class Supervisor:
             memory_limit_bytes=self.memory.limit,
             log_records_lost=logs.lost_records(),
             http_url=self.web.url if self.web is not None else None,
-            metrics_url=self.web.metrics_url if self.web is not None else None,
             exit=self.exit,
         )

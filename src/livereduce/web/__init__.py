@@ -9,23 +9,20 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from livereduce.config import Config
 from livereduce.errors import EngineError
 from livereduce.figures import board
-from livereduce.metrics import Metrics
 from livereduce.packages import WEB, missing_packages
-from livereduce.status import Status
 
 if TYPE_CHECKING:
     from livereduce.web.server import WebServer
 
 
-def web_server(config: Config, instrument: str, status: Callable[[], Status | None]) -> WebServer | None:
+def web_server(config: Config, instrument: str) -> WebServer | None:
     """The daemon's web server (not yet listening) when ``http_port`` or its alias ``metrics_port`` is set, else
-    None; ``status`` returns the status last published. starlette, uvicorn and plotly are imported only then.
+    None. starlette, uvicorn and plotly are imported only then.
 
     Raises:
         EngineError: a package of the web stack is missing (exit 4, as for the engines' packages).
@@ -40,4 +37,4 @@ def web_server(config: Config, instrument: str, status: Callable[[], Status | No
         )
     from livereduce.web.server import WebServer  # noqa: PLC0415 - the web stack only for a daemon that serves
 
-    return WebServer(instrument, Metrics(status, instrument), board, config.http_upload)
+    return WebServer(instrument, None, board, config.http_upload)

@@ -144,7 +144,8 @@ class WebServer:
 
     Args:
         instrument: the instrument's full name (the page's title; the upload route's instrument).
-        metrics: the daemon's metrics (their registry is served at ``/metrics``).
+        metrics: the daemon's metrics (their registry is served at ``/metrics``); None: metrics made from the
+            statuses :meth:`publish` receives.
         board: the figure board the page shows.
         upload: the upload route's credentials and limits; None: uploads refused (403).
 
@@ -153,10 +154,10 @@ class WebServer:
     """
 
     def __init__(
-        self, instrument: str, metrics: Metrics, board: FigureBoard, upload: HttpUploadConfig | None = None
+        self, instrument: str, metrics: Metrics | None, board: FigureBoard, upload: HttpUploadConfig | None = None
     ) -> None:
         self.instrument = instrument
-        self.metrics = metrics
+        self.metrics = metrics or Metrics(lambda: self._status, instrument)
         self.board = board
         self.upload = upload
         self.url: str | None = None
