@@ -4,8 +4,8 @@ and the entry point copied anywhere."""
 from __future__ import annotations
 
 import json
-import re
 import os
+import re
 import shutil
 import signal
 import subprocess
