@@ -126,18 +126,21 @@ def test_file_replay_counts_events_and_replaces_the_figure_each_cycle(daemon, sa
     assert browser.text("state").endswith("running")
     assert browser.text("run") == "none"  # the file has no run number (0: unknown)
 
-    def image() -> tuple[str, Any] | None:
-        img = browser.driver.find_element("css selector", "#figures article.figure img")
-        article = img.find_element("xpath", "./ancestor::article")
-        loaded = browser.script("return arguments[0].complete && arguments[0].naturalWidth", img)
-        return (article.get_attribute("data-figure"), img) if loaded else None
+    def image() -> list[Any] | None:
+        """[the card's figure id, the image's src, its natural width and height] in one snapshot (a cycle a second
+        replaces both between two separate reads), once the image has loaded."""
+        return browser.script(
+            "const img = document.querySelector('#figures article.figure img');"
+            "if (!img || !img.complete || !img.naturalWidth) return null;"
+            "return [img.closest('article').dataset.figure, img.src, img.naturalWidth, img.naturalHeight];"
+        )
 
-    shown, img = browser.wait(image, "the save_figure PNG")
-    assert img.get_attribute("src").endswith(f"/figures/{shown}")
-    assert browser.script("return [arguments[0].naturalWidth, arguments[0].naturalHeight]", img) == list(TOF_PNG_SIZE)
+    shown, src, *size = browser.wait(image, "the save_figure PNG")
+    assert src.endswith(f"/figures/{shown}")
+    assert size == list(TOF_PNG_SIZE)
     assert browser.driver.find_element("css selector", "#figures article.figure h3").text == "tof.png"
-    newer, img = browser.wait(lambda: (found := image()) and found[0] != shown and found, "the next cycle's PNG")
-    assert img.get_attribute("src").endswith(f"/figures/{newer}")
+    newer, src, *_ = browser.wait(lambda: (found := image()) and found[0] != shown and found, "the next cycle's PNG")
+    assert src.endswith(f"/figures/{newer}")
     assert len(browser.driver.find_elements("css selector", "#figures article.figure")) == 1  # replaced, not added
     browser.screenshot("replay")
 
