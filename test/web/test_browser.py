@@ -148,8 +148,9 @@ def test_file_replay_counts_events_and_replaces_the_figure_each_cycle(daemon, sa
 def test_sans2d_demo_through_the_fake_sms_shows_each_run(daemon, fake_sms, browser: Browser):
     """The SANS2D demo scripts (demo/sans2d_live) on two runs of the fake SMS: the page follows the runs, the
     events and the demo's figure. Makes the README's screenshot (module docstring)."""
-    # two runs of 7.5 s each; 4 µC per pulse: ISIS's second target station, about 40 µA at 10 Hz
-    sms = fake_sms("--speed", "4", "--loops", "2", "--run-number", "7", "--pulse-charge", "4e6")
+    # two runs of 15 s each (room for run 8's 4 cycles on a loaded machine); 4 µC per pulse: ISIS's second target
+    # station, about 40 µA at 10 Hz
+    sms = fake_sms("--speed", "2", "--loops", "2", "--run-number", "7", "--pulse-charge", "4e6")
     scripts = {role: (DEMO / f"reduce_SANS2D_live_{role}.py").read_text() for role in ("proc", "post_proc")}
     config = {
         "listener": "SNSLiveEventDataListener",
