@@ -89,6 +89,7 @@ def page_state(instrument: str, status: Status | None, history: RateHistory, now
         "updated": status.updated,
     }
     if engine is not None:
+        current_error = _current_error(engine)
         state |= {
             "run": engine.run_number,
             "first_pulse": engine.first_pulse,
@@ -99,8 +100,8 @@ def page_state(instrument: str, status: Status | None, history: RateHistory, now
             "source": engine.source,
             "source_healthy": engine.source_healthy,
             "source_counters": engine.source_counters,
-            "last_error": engine.last_error if _current_error(engine) else "",
-            "last_error_time": engine.last_error_time if _current_error(engine) else None,
+            "last_error": engine.last_error if current_error else "",
+            "last_error_time": engine.last_error_time if current_error else None,
         }
     return state
 

@@ -315,19 +315,19 @@ class WebServer:
 
     async def _status_json(self, _: Request) -> Response:
         if self._status is None:
-            return JSONResponse({"error": "no status yet"}, status_code=503)
+            return _refused(503, "no status yet")
         return JSONResponse(self._status.to_json())
 
     async def _figure(self, request: Request) -> Response:
         figure = self.board.get(request.path_params["figure_id"])
         if figure is None:
-            return JSONResponse({"error": "no such figure (it may have been replaced)"}, status_code=404)
+            return _refused(404, "no such figure (it may have been replaced)")
         if figure.kind == "plotly":
             return JSONResponse(figure.plotly)
         if figure.kind == "html":
             return HTMLResponse(figure.html or "", headers={"content-security-policy": FRAGMENT_CSP})
         path = figure.path
-        gone = JSONResponse({"error": "the figure's file is gone"}, status_code=404)
+        gone = _refused(404, "the figure's file is gone")
         if path is None or path.suffix.lower() not in IMAGE_TYPES or not path.is_file():
             return gone
         try:  # the length and the bytes of one open file: save_figure replaces the file by a rename every cycle
